@@ -1,0 +1,11 @@
+//! What every process of the cart cluster shares: the cluster spec, the
+//! metrics helper, the JSON error type, HTTP plumbing and process lifecycle.
+
+pub mod api_error;
+pub mod http;
+pub mod metrics;
+pub mod process;
+pub mod spec;
+
+pub use api_error::ApiError;
+pub use spec::{ClusterSpec, Service};

@@ -1,0 +1,55 @@
+//! The one metrics helper every crate declares its metrics through: a fixed
+//! `cart_` prefix, the default registry, label arity in the type. A crate keeps
+//! its metrics in its own `metrics.rs` as one lazily built static struct.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+
+pub const NAMESPACE: &str = "cart";
+
+/// Latency buckets for request-shaped work, from 0.5 ms to 30 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C, name: &str) -> C {
+    // Registration fails only for a name declared twice: a programming error
+    // that a unit test of the owning crate catches. The metric still works,
+    // it is just not exported, so never take the process down for it.
+    if let Err(e) = prometheus::register(Box::new(collector.clone())) {
+        tracing::error!(metric = name, error = %e, "metric not registered");
+    }
+    collector
+}
+
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let opts = Opts::new(name, help).namespace(NAMESPACE);
+    register(IntCounterVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)), name)
+}
+
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let opts = Opts::new(name, help).namespace(NAMESPACE);
+    register(IntGaugeVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)), name)
+}
+
+pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help)
+        .namespace(NAMESPACE)
+        .buckets(buckets.to_vec());
+    register(HistogramVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)), name)
+}
+
+fn invalid(name: &str, e: prometheus::Error) -> ! {
+    // Only reachable with a malformed metric name or label list in code,
+    // which every crate's metrics unit test would hit first.
+    panic!("invalid metric {name}: {e}")
+}
+
+/// The text exposition of every registered metric, for `/metrics`.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut buf) {
+        tracing::error!(error = %e, "encoding metrics");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}

@@ -1,0 +1,393 @@
+//! The cluster spec: one TOML file read by every tool (launcher, nodes,
+//! coordinators, gateway, tests). Ports are derived from `base_port` so a spec
+//! stays a few lines; see `ports` below for the layout.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The three services of the cart, in a fixed order used for port layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Order,
+    Payment,
+    Stock,
+}
+
+impl Service {
+    pub const ALL: [Service; 3] = [Service::Order, Service::Payment, Service::Stock];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Order => "order",
+            Service::Payment => "payment",
+            Service::Stock => "stock",
+        }
+    }
+
+    /// The public path prefix of the service (API.md).
+    pub fn path_prefix(self) -> &'static str {
+        match self {
+            Service::Order => "/orders/",
+            Service::Payment => "/payment/",
+            Service::Stock => "/stock/",
+        }
+    }
+
+    fn ordinal(self) -> u16 {
+        match self {
+            Service::Order => 0,
+            Service::Payment => 1,
+            Service::Stock => 2,
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Service {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "order" | "orders" => Ok(Service::Order),
+            "payment" => Ok(Service::Payment),
+            "stock" => Ok(Service::Stock),
+            other => Err(format!("unknown service {other:?} (order, payment, stock)")),
+        }
+    }
+}
+
+/// How a coordinator reaches another service (addItem's price lookup,
+/// checkout's payment and stock steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossService {
+    /// Through that service's coordinators, as the seed did.
+    Coordinator,
+    /// Straight to that service's Raft leader, with the node addresses every
+    /// coordinator already knows from the spec (two hops fewer).
+    #[default]
+    Direct,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub raft: RaftSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    pub services: ServicesSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// The gateway listens here; every other port is derived from it.
+    #[serde(default = "default_base_port")]
+    pub base_port: u16,
+    /// Relative paths are resolved against the spec file's directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Bearer token for mutating admin calls.
+    pub admin_token: String,
+    /// Shared secret on node-to-node and coordinator-to-node calls.
+    pub internal_secret: String,
+    #[serde(default)]
+    pub cross_service: CrossService,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    /// Build a snapshot (and purge the log before it) every this many entries.
+    pub snapshot_every: u64,
+    /// How long a node remembers a request id, so a retry applies once.
+    pub request_id_window_secs: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 200,
+            election_timeout_ms: 1000,
+            snapshot_every: 5000,
+            request_id_window_secs: 600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Requests a gateway or coordinator works on at once; more get 429.
+    pub max_in_flight: usize,
+    /// Gateway → coordinator connect timeout.
+    pub connect_timeout_ms: u64,
+    /// How long a request may take end to end before the gateway gives up on
+    /// one coordinator and the coordinator gives up on the cluster.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 2048,
+            connect_timeout_ms: 300,
+            request_timeout_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesSection {
+    pub order: ServiceSize,
+    pub payment: ServiceSize,
+    pub stock: ServiceSize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSize {
+    pub coordinators: u16,
+    pub nodes: u16,
+}
+
+/// Node ids are 1-based within a service and stable for the node's life.
+pub type NodeId = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeAddr {
+    pub service: Service,
+    pub id: NodeId,
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoordinatorAddr {
+    pub service: Service,
+    pub index: u16,
+    /// Public cart API of the service (what the gateway forwards to).
+    pub public: String,
+    /// Admin port: /metrics, /ready, internal cross-service calls.
+    pub admin: String,
+}
+
+/// Port layout, so that a spec needs only a base port. Service k (order 0,
+/// payment 1, stock 2) owns `base + 100*(k+1) ..`: coordinator i listens on
+/// `+2i` (public) and `+2i+1` (admin); node j (1-based) on `+50+j-1`.
+const SERVICE_STRIDE: u16 = 100;
+const NODE_OFFSET: u16 = 50;
+pub const MAX_COORDINATORS: u16 = 25;
+pub const MAX_NODES: u16 = 50;
+
+impl ClusterSpec {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading cluster spec {}: {e}", path.display()))?;
+        let mut spec: ClusterSpec = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("parsing cluster spec {}: {e}", path.display()))?;
+        if spec.cluster.data_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            spec.cluster.data_dir = base.join(&spec.cluster.data_dir);
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let spec: ClusterSpec = toml::from_str(text)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn to_toml(&self) -> String {
+        // Serialising plain structs of strings and numbers cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for service in Service::ALL {
+            let size = self.size(service);
+            anyhow::ensure!(
+                (1..=MAX_COORDINATORS).contains(&size.coordinators),
+                "{service}: coordinators must be 1..={MAX_COORDINATORS}"
+            );
+            anyhow::ensure!(
+                (1..=MAX_NODES).contains(&size.nodes),
+                "{service}: nodes must be 1..={MAX_NODES}"
+            );
+        }
+        anyhow::ensure!(
+            u32::from(self.cluster.base_port) + 4 * u32::from(SERVICE_STRIDE) < 65_535,
+            "base_port too high for the port layout"
+        );
+        anyhow::ensure!(
+            self.raft.election_timeout_ms > 2 * self.raft.heartbeat_ms,
+            "election_timeout_ms must exceed twice heartbeat_ms"
+        );
+        Ok(())
+    }
+
+    pub fn size(&self, service: Service) -> ServiceSize {
+        match service {
+            Service::Order => self.services.order,
+            Service::Payment => self.services.payment,
+            Service::Stock => self.services.stock,
+        }
+    }
+
+    fn service_base(&self, service: Service) -> u16 {
+        self.cluster.base_port + SERVICE_STRIDE * (service.ordinal() + 1)
+    }
+
+    fn addr(&self, port: u16) -> String {
+        format!("{}:{}", self.cluster.host, port)
+    }
+
+    pub fn gateway_addr(&self) -> String {
+        self.addr(self.cluster.base_port)
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway_addr())
+    }
+
+    pub fn coordinators(&self, service: Service) -> Vec<CoordinatorAddr> {
+        let base = self.service_base(service);
+        (0..self.size(service).coordinators)
+            .map(|i| CoordinatorAddr {
+                service,
+                index: i,
+                public: self.addr(base + 2 * i),
+                admin: self.addr(base + 2 * i + 1),
+            })
+            .collect()
+    }
+
+    /// The nodes the spec names. A running group's membership (persisted in
+    /// its Raft log) wins over this list once the group exists.
+    pub fn nodes(&self, service: Service) -> Vec<NodeAddr> {
+        let base = self.service_base(service) + NODE_OFFSET;
+        (1..=self.size(service).nodes)
+            .map(|id| NodeAddr {
+                service,
+                id: u64::from(id),
+                addr: self.addr(base + id - 1),
+            })
+            .collect()
+    }
+
+    /// Address of node `id` of `service` by the port layout, also for ids
+    /// beyond the spec's count (nodes added at run time).
+    pub fn node_addr(&self, service: Service, id: NodeId) -> Option<String> {
+        let id = u16::try_from(id).ok().filter(|i| (1..=MAX_NODES).contains(i))?;
+        Some(self.addr(self.service_base(service) + NODE_OFFSET + id - 1))
+    }
+
+    pub fn coordinator(&self, service: Service, index: u16) -> Option<CoordinatorAddr> {
+        self.coordinators(service).into_iter().nth(usize::from(index))
+    }
+
+    pub fn node_data_dir(&self, service: Service, id: NodeId) -> PathBuf {
+        self.cluster.data_dir.join(format!("{service}-node-{id}"))
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.cluster.data_dir.join("logs")
+    }
+
+    /// Every port the spec uses, for finding a free range in tests.
+    pub fn all_ports(&self) -> Vec<u16> {
+        let mut ports = vec![self.cluster.base_port];
+        for service in Service::ALL {
+            for c in self.coordinators(service) {
+                ports.push(port_of(&c.public));
+                ports.push(port_of(&c.admin));
+            }
+            for n in self.nodes(service) {
+                ports.push(port_of(&n.addr));
+            }
+        }
+        ports
+    }
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_base_port() -> u16 {
+    8000
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+        [cluster]
+        admin_token = "a"
+        internal_secret = "s"
+        [services.order]
+        coordinators = 2
+        nodes = 3
+        [services.payment]
+        coordinators = 2
+        nodes = 3
+        [services.stock]
+        coordinators = 2
+        nodes = 3
+    "#;
+
+    #[test]
+    fn port_layout_gives_every_process_a_distinct_port() {
+        let spec = ClusterSpec::from_toml(SPEC).unwrap();
+        let mut ports = spec.all_ports();
+        assert_eq!(ports.len(), 1 + 3 * (2 * 2 + 3));
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), 1 + 3 * (2 * 2 + 3));
+        assert_eq!(spec.gateway_addr(), "127.0.0.1:8000");
+        assert_eq!(spec.nodes(Service::Stock)[0].addr, "127.0.0.1:8350");
+        assert_eq!(
+            spec.node_addr(Service::Stock, 4).as_deref(),
+            Some("127.0.0.1:8353")
+        );
+    }
+
+    #[test]
+    fn spec_round_trips_through_toml() {
+        let spec = ClusterSpec::from_toml(SPEC).unwrap();
+        let again = ClusterSpec::from_toml(&spec.to_toml()).unwrap();
+        assert_eq!(again.all_ports(), spec.all_ports());
+    }
+
+    #[test]
+    fn unknown_keys_and_empty_services_are_rejected() {
+        assert!(ClusterSpec::from_toml(&SPEC.replace("nodes = 3", "nodes = 0")).is_err());
+        assert!(ClusterSpec::from_toml(&format!("{SPEC}\n[bogus]\nx=1")).is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! Order: a user's list of items with a running total and a paid flag.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    check_batch_size, get_value, put_value, Command, Outcome, Rejection, Reply, StateStore,
+    StoreError, Table,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub user_id: String,
+    pub paid: bool,
+    /// `(item_id, quantity)` pairs in the order they were added.
+    pub items: Vec<(String, i64)>,
+    pub total_cost: i64,
+}
+
+pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome, StoreError> {
+    match cmd {
+        Command::CreateOrder { order_id, user_id } => {
+            if store.get(Table::Orders, order_id)?.is_some() {
+                return Ok(Err(Rejection::new("exists", format!("order {order_id:?} exists"))));
+            }
+            let order = Order {
+                user_id: user_id.clone(),
+                paid: false,
+                items: Vec::new(),
+                total_cost: 0,
+            };
+            put_value(store, Table::Orders, order_id, &order)?;
+            Ok(Ok(Reply::Created {
+                id: order_id.clone(),
+            }))
+        }
+        Command::AddItem {
+            order_id,
+            item_id,
+            quantity,
+            price,
+        } => add_item(store, order_id, item_id, *quantity, *price),
+        Command::MarkPaid { order_id } => {
+            let Some(mut order) = get_value::<Order>(store, Table::Orders, order_id)? else {
+                return Ok(Err(Rejection::not_found("order", order_id)));
+            };
+            if order.paid {
+                return Ok(Ok(Reply::Paid { newly: false }));
+            }
+            order.paid = true;
+            put_value(store, Table::Orders, order_id, &order)?;
+            Ok(Ok(Reply::Paid { newly: true }))
+        }
+        Command::BatchInitOrders {
+            n,
+            n_items,
+            n_users,
+            item_price,
+            seed,
+        } => batch_init(store, *n, *n_items, *n_users, *item_price, *seed),
+        _ => Ok(Err(Rejection::new("wrong_service", "not an order command"))),
+    }
+}
+
+fn add_item(
+    store: &mut dyn StateStore,
+    order_id: &str,
+    item_id: &str,
+    quantity: i64,
+    price: i64,
+) -> Result<Outcome, StoreError> {
+    if quantity < 1 {
+        return Ok(Err(Rejection::new(
+            "invalid_number",
+            "quantity must be at least 1",
+        )));
+    }
+    if price < 0 {
+        return Ok(Err(Rejection::negative("price")));
+    }
+    let Some(mut order) = get_value::<Order>(store, Table::Orders, order_id)? else {
+        return Ok(Err(Rejection::not_found("order", order_id)));
+    };
+    if order.paid {
+        return Ok(Err(Rejection::new(
+            "already_paid",
+            format!("order {order_id:?} is paid and cannot change"),
+        )));
+    }
+    let Some(total) = quantity
+        .checked_mul(price)
+        .and_then(|cost| order.total_cost.checked_add(cost))
+    else {
+        return Ok(Err(Rejection::overflow("total_cost")));
+    };
+    order.total_cost = total;
+    order.items.push((item_id.to_string(), quantity));
+    put_value(store, Table::Orders, order_id, &order)?;
+    Ok(Ok(Reply::Done))
+}
+
+fn batch_init(
+    store: &mut dyn StateStore,
+    n: u64,
+    n_items: u64,
+    n_users: u64,
+    item_price: i64,
+    seed: u64,
+) -> Result<Outcome, StoreError> {
+    if let Err(r) = check_batch_size(n) {
+        return Ok(Err(r));
+    }
+    if n_items == 0 || n_users == 0 {
+        return Ok(Err(Rejection::new(
+            "invalid_number",
+            "n_items and n_users must be at least 1",
+        )));
+    }
+    if item_price < 0 {
+        return Ok(Err(Rejection::negative("item_price")));
+    }
+    let Some(total_cost) = item_price.checked_mul(2) else {
+        return Ok(Err(Rejection::overflow("total_cost")));
+    };
+    // The seed is in the log entry, so every replica draws the same orders.
+    let mut rng = SplitMix64(seed);
+    for i in 0..n {
+        let a = rng.next() % n_items;
+        let b = rng.next() % n_items;
+        let user = rng.next() % n_users;
+        let order = Order {
+            user_id: user.to_string(),
+            paid: false,
+            items: vec![(a.to_string(), 1), (b.to_string(), 1)],
+            total_cost,
+        };
+        put_value(store, Table::Orders, &i.to_string(), &order)?;
+    }
+    Ok(Ok(Reply::Initialized { count: n }))
+}
+
+/// A tiny deterministic generator (Steele et al.'s SplitMix64): replicas must
+/// draw identical sequences, so no library whose stream may change.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::memory::{ask, run, MemoryStore};
+    use super::super::Query;
+    use super::*;
+
+    fn order(s: &MemoryStore, id: &str) -> Order {
+        match ask(s, Query::FindOrder { order_id: id.into() }) {
+            Ok(Reply::Order(o)) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn with_order() -> MemoryStore {
+        let mut s = MemoryStore::default();
+        run(
+            &mut s,
+            Command::CreateOrder {
+                order_id: "o".into(),
+                user_id: "u".into(),
+            },
+        )
+        .unwrap();
+        s
+    }
+
+    fn add(s: &mut MemoryStore, item: &str, quantity: i64, price: i64) -> Outcome {
+        run(
+            s,
+            Command::AddItem {
+                order_id: "o".into(),
+                item_id: item.into(),
+                quantity,
+                price,
+            },
+        )
+    }
+
+    #[test]
+    fn add_item_appends_the_pair_and_adds_quantity_times_price() {
+        let mut s = with_order();
+        add(&mut s, "i", 2, 5).unwrap();
+        add(&mut s, "i", 1, 5).unwrap();
+        let o = order(&s, "o");
+        assert_eq!(o.items, vec![("i".to_string(), 2), ("i".to_string(), 1)]);
+        assert_eq!(o.total_cost, 15);
+        assert!(!o.paid);
+    }
+
+    #[test]
+    fn total_cost_overflow_is_refused_and_changes_nothing() {
+        let mut s = with_order();
+        add(&mut s, "i", 1, i64::MAX).unwrap();
+        let before = s.clone();
+        assert_eq!(add(&mut s, "i", 1, 1).unwrap_err().error, "out_of_range");
+        assert_eq!(add(&mut s, "j", 2, i64::MAX).unwrap_err().error, "out_of_range");
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn paid_order_cannot_change_and_pays_once() {
+        let mut s = with_order();
+        let mark = Command::MarkPaid {
+            order_id: "o".into(),
+        };
+        assert_eq!(run(&mut s, mark.clone()), Ok(Reply::Paid { newly: true }));
+        assert_eq!(run(&mut s, mark), Ok(Reply::Paid { newly: false }));
+        assert_eq!(add(&mut s, "i", 1, 1).unwrap_err().error, "already_paid");
+    }
+
+    #[test]
+    fn zero_quantity_is_refused() {
+        let mut s = with_order();
+        assert_eq!(add(&mut s, "i", 0, 1).unwrap_err().error, "invalid_number");
+    }
+
+    #[test]
+    fn batch_init_is_deterministic_for_a_seed() {
+        let cmd = Command::BatchInitOrders {
+            n: 50,
+            n_items: 10,
+            n_users: 7,
+            item_price: 3,
+            seed: 42,
+        };
+        let (mut a, mut b) = (MemoryStore::default(), MemoryStore::default());
+        run(&mut a, cmd.clone()).unwrap();
+        run(&mut b, cmd).unwrap();
+        assert_eq!(a, b);
+        let o = order(&a, "49");
+        assert_eq!(o.total_cost, 6);
+        assert_eq!(o.items.len(), 2);
+        assert!(o.items.iter().all(|(i, q)| i.parse::<u64>().unwrap() < 10 && *q == 1));
+        assert!(o.user_id.parse::<u64>().unwrap() < 7);
+    }
+}
