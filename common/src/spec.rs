@@ -136,9 +136,17 @@ pub struct LimitsSection {
     pub max_in_flight: usize,
     /// Gateway → coordinator connect timeout.
     pub connect_timeout_ms: u64,
-    /// How long a request may take end to end before the gateway gives up on
-    /// one coordinator and the coordinator gives up on the cluster.
+    /// How long a coordinator keeps trying (following leaders, retrying)
+    /// before it answers 503.
     pub request_timeout_ms: u64,
+    /// Longest a coordinator may take for a bulk write (`batch_init`).
+    pub bulk_timeout_ms: u64,
+    /// Backstop on one gateway → coordinator attempt. A hung coordinator is
+    /// normally dropped much sooner by the gateway's health checks.
+    pub gateway_timeout_ms: u64,
+    /// Gateway health checks of coordinators: interval and timeout.
+    pub health_interval_ms: u64,
+    pub health_timeout_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -147,6 +155,10 @@ impl Default for LimitsSection {
             max_in_flight: 2048,
             connect_timeout_ms: 300,
             request_timeout_ms: 15_000,
+            bulk_timeout_ms: 120_000,
+            gateway_timeout_ms: 130_000,
+            health_interval_ms: 250,
+            health_timeout_ms: 500,
         }
     }
 }

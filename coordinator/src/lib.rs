@@ -1,1 +1,13 @@
+//! The coordinator: the front door of one service. It parses the public cart
+//! API, routes each request to its Raft group's leader (following "not
+//! leader" answers, retrying with the same request id), and is the door
+//! between services (addItem's price lookup, checkout's steps). It keeps no
+//! state that matters: any coordinator can serve any request.
 
+pub mod checkout;
+pub mod group;
+pub mod metrics;
+pub mod params;
+pub mod peer;
+pub mod routes;
+pub mod server;

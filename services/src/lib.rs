@@ -1,1 +1,9 @@
+//! The node: the order, payment and stock domain, the Raft group that
+//! replicates it, its redb store, and the node's HTTP server.
+
+pub mod api;
 pub mod domain;
+pub mod metrics;
+pub mod node;
+pub mod raft;
+pub mod store;

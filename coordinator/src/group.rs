@@ -1,0 +1,199 @@
+//! A client of one service's Raft group: sends reads and writes to the
+//! current leader, follows "not leader" answers, and retries on unreachable
+//! nodes or leader changes until a deadline. Writes carry a request id, so a
+//! retry after a lost answer applies once.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use cart_common::http::INTERNAL_SECRET;
+use cart_common::{ApiError, ClusterSpec, Service};
+use cart_services::api::{NotLeader, ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
+use cart_services::domain::{Command, Outcome, Query};
+use reqwest::StatusCode;
+use serde::Serialize;
+
+use crate::metrics::METRICS;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
+
+pub struct GroupClient {
+    service: Service,
+    client: reqwest::Client,
+    secret: String,
+    /// Known node addresses: the spec's, plus any a leader hint names.
+    nodes: RwLock<Vec<String>>,
+    leader: RwLock<Option<String>>,
+    cursor: AtomicUsize,
+    deadline: Duration,
+    bulk_deadline: Duration,
+}
+
+/// How long one attempt may take before trying elsewhere.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl GroupClient {
+    pub fn new(spec: &ClusterSpec, service: Service) -> Self {
+        let limits = &spec.limits;
+        Self {
+            service,
+            client: cart_common::http::client(
+                Duration::from_millis(limits.connect_timeout_ms),
+                Duration::from_millis(limits.bulk_timeout_ms),
+            ),
+            secret: spec.cluster.internal_secret.clone(),
+            nodes: RwLock::new(spec.nodes(service).into_iter().map(|n| n.addr).collect()),
+            leader: RwLock::new(None),
+            cursor: AtomicUsize::new(0),
+            deadline: Duration::from_millis(limits.request_timeout_ms),
+            bulk_deadline: Duration::from_millis(limits.bulk_timeout_ms),
+        }
+    }
+
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
+    pub async fn write(&self, request_id: &str, cmd: Command) -> Result<Outcome, ApiError> {
+        let bulk = matches!(
+            cmd,
+            Command::BatchInitItems { .. } | Command::BatchInitUsers { .. } | Command::BatchInitOrders { .. }
+        );
+        let body = WriteRequest {
+            request_id: request_id.to_string(),
+            cmd,
+        };
+        let (deadline, attempt) = if bulk {
+            (self.bulk_deadline, self.bulk_deadline)
+        } else {
+            (self.deadline, ATTEMPT_TIMEOUT)
+        };
+        self.call(WRITE_PATH, &body, deadline, attempt).await
+    }
+
+    pub async fn read(&self, query: Query) -> Result<Outcome, ApiError> {
+        self.call(READ_PATH, &ReadRequest { query }, self.deadline, ATTEMPT_TIMEOUT)
+            .await
+    }
+
+    fn target(&self) -> String {
+        if let Some(leader) = self.leader.read().ok().and_then(|l| l.clone()) {
+            return leader;
+        }
+        let nodes = self.nodes.read().map(|n| n.clone()).unwrap_or_default();
+        let i = self.cursor.load(Ordering::Relaxed);
+        nodes.get(i % nodes.len().max(1)).cloned().unwrap_or_default()
+    }
+
+    /// Forget the leader guess and move on to the next known node.
+    fn rotate(&self, reason: &str) {
+        METRICS
+            .group_retries
+            .with_label_values(&[self.service.name(), reason])
+            .inc();
+        if let Ok(mut l) = self.leader.write() {
+            *l = None;
+        }
+        self.cursor.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn follow(&self, addr: String) {
+        METRICS
+            .group_retries
+            .with_label_values(&[self.service.name(), "not_leader"])
+            .inc();
+        if let Ok(mut nodes) = self.nodes.write() {
+            if !nodes.contains(&addr) {
+                nodes.push(addr.clone());
+            }
+        }
+        if let Ok(mut l) = self.leader.write() {
+            *l = Some(addr);
+        }
+    }
+
+    fn remember_leader(&self, addr: &str) {
+        if let Ok(mut l) = self.leader.write() {
+            if l.as_deref() != Some(addr) {
+                *l = Some(addr.to_string());
+            }
+        }
+    }
+
+    async fn call<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        deadline: Duration,
+        attempt_timeout: Duration,
+    ) -> Result<Outcome, ApiError> {
+        let give_up = Instant::now() + deadline;
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_error: String;
+        loop {
+            let target = self.target();
+            let sent = self
+                .client
+                .post(format!("http://{target}{path}"))
+                .header(INTERNAL_SECRET, &self.secret)
+                .timeout(attempt_timeout.min(give_up.saturating_duration_since(Instant::now())))
+                .json(body)
+                .send()
+                .await;
+            let mut wait = true;
+            match sent {
+                Ok(resp) => match resp.status() {
+                    StatusCode::OK => match resp.json::<Outcome>().await {
+                        Ok(outcome) => {
+                            self.remember_leader(&target);
+                            return Ok(outcome);
+                        }
+                        Err(e) => {
+                            // The answer was lost on the way: the write may
+                            // have happened, so retry with the same id.
+                            last_error = format!("{target}: unreadable answer: {e}");
+                            self.rotate("unreachable");
+                        }
+                    },
+                    StatusCode::MISDIRECTED_REQUEST => {
+                        let hint = resp.json::<NotLeader>().await.unwrap_or_default();
+                        match hint.leader_addr {
+                            Some(addr) if addr != target => {
+                                self.follow(addr);
+                                wait = false;
+                            }
+                            _ => self.rotate("not_leader"),
+                        }
+                        last_error = format!("{target}: not leader");
+                    }
+                    StatusCode::TOO_MANY_REQUESTS => return Err(ApiError::overloaded()),
+                    StatusCode::BAD_REQUEST => {
+                        let text = resp.text().await.unwrap_or_default();
+                        return Err(ApiError::internal(format!("node refused request: {text}")));
+                    }
+                    status => {
+                        last_error = format!("{target}: {status}");
+                        self.rotate("unavailable");
+                    }
+                },
+                Err(e) => {
+                    last_error = format!("{target}: {e}");
+                    self.rotate("unreachable");
+                }
+            }
+            if Instant::now() >= give_up {
+                tracing::warn!(service = %self.service, %last_error, "giving up on group");
+                return Err(ApiError::unavailable(format!(
+                    "{} service could not answer in time ({last_error})",
+                    self.service
+                )));
+            }
+            if wait {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! How a coordinator reaches another service: straight to that service's Raft
+//! leader (`direct`, the default) or through that service's coordinators'
+//! internal endpoint (`coordinator`, as the seed did). Both carry the same
+//! request ids, so retries stay idempotent either way.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cart_common::http::INTERNAL_SECRET;
+use cart_common::spec::CrossService;
+use cart_common::{ApiError, ClusterSpec, Service};
+use cart_services::api::{ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
+use cart_services::domain::{Command, Outcome, Query};
+use reqwest::StatusCode;
+use serde::Serialize;
+
+use crate::group::GroupClient;
+use crate::metrics::METRICS;
+
+pub enum PeerService {
+    Direct(GroupClient),
+    Coordinators(CoordinatorPool),
+}
+
+impl PeerService {
+    pub fn new(spec: &ClusterSpec, service: Service) -> Self {
+        match spec.cluster.cross_service {
+            CrossService::Direct => PeerService::Direct(GroupClient::new(spec, service)),
+            CrossService::Coordinator => PeerService::Coordinators(CoordinatorPool::new(spec, service)),
+        }
+    }
+
+    fn labels(&self) -> (&'static str, &'static str) {
+        match self {
+            PeerService::Direct(g) => (g.service().name(), "direct"),
+            PeerService::Coordinators(p) => (p.service.name(), "coordinator"),
+        }
+    }
+
+    pub async fn write(&self, request_id: &str, cmd: Command) -> Result<Outcome, ApiError> {
+        let started = Instant::now();
+        let result = match self {
+            PeerService::Direct(g) => g.write(request_id, cmd).await,
+            PeerService::Coordinators(p) => {
+                let body = WriteRequest {
+                    request_id: request_id.to_string(),
+                    cmd,
+                };
+                p.call(WRITE_PATH, &body).await
+            }
+        };
+        self.observe(started, &result);
+        result
+    }
+
+    pub async fn read(&self, query: Query) -> Result<Outcome, ApiError> {
+        let started = Instant::now();
+        let result = match self {
+            PeerService::Direct(g) => g.read(query).await,
+            PeerService::Coordinators(p) => p.call(READ_PATH, &ReadRequest { query }).await,
+        };
+        self.observe(started, &result);
+        result
+    }
+
+    fn observe(&self, started: Instant, result: &Result<Outcome, ApiError>) {
+        let (target, mode) = self.labels();
+        let outcome = match result {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "rejected",
+            Err(_) => "failed",
+        };
+        METRICS
+            .cross_service_calls
+            .with_label_values(&[target, mode, outcome])
+            .inc();
+        METRICS
+            .cross_service_duration
+            .with_label_values(&[target, mode])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Round robin over a service's coordinators' admin ports, skipping ones that
+/// fail, until the deadline.
+pub struct CoordinatorPool {
+    service: Service,
+    client: reqwest::Client,
+    secret: String,
+    admins: Vec<String>,
+    cursor: AtomicUsize,
+    deadline: Duration,
+}
+
+impl CoordinatorPool {
+    fn new(spec: &ClusterSpec, service: Service) -> Self {
+        let limits = &spec.limits;
+        Self {
+            service,
+            client: cart_common::http::client(
+                Duration::from_millis(limits.connect_timeout_ms),
+                Duration::from_millis(limits.request_timeout_ms),
+            ),
+            secret: spec.cluster.internal_secret.clone(),
+            admins: spec.coordinators(service).into_iter().map(|c| c.admin).collect(),
+            cursor: AtomicUsize::new(0),
+            deadline: Duration::from_millis(limits.request_timeout_ms),
+        }
+    }
+
+    async fn call<B: Serialize>(&self, path: &str, body: &B) -> Result<Outcome, ApiError> {
+        let give_up = Instant::now() + self.deadline;
+        let mut last_error: String;
+        loop {
+            let i = self.cursor.fetch_add(1, Ordering::Relaxed);
+            let target = &self.admins[i % self.admins.len().max(1)];
+            let sent = self
+                .client
+                .post(format!("http://{target}{path}"))
+                .header(INTERNAL_SECRET, &self.secret)
+                .timeout(give_up.saturating_duration_since(Instant::now()))
+                .json(body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::OK => {
+                    return resp
+                        .json::<Outcome>()
+                        .await
+                        .map_err(|e| ApiError::unavailable(format!("{target}: unreadable answer: {e}")));
+                }
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    return Err(ApiError::overloaded())
+                }
+                Ok(resp) => last_error = format!("{target}: {}", resp.status()),
+                Err(e) => last_error = format!("{target}: {e}"),
+            }
+            METRICS
+                .group_retries
+                .with_label_values(&[self.service.name(), "coordinator_failed"])
+                .inc();
+            if Instant::now() >= give_up {
+                return Err(ApiError::unavailable(format!(
+                    "{} coordinators could not answer ({last_error})",
+                    self.service
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The coordinator process: the service's public API on one port; metrics,
+//! readiness and the internal cross-service endpoint on the admin port.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cart_common::http::{self as chttp, ServerLabels, Shutdown};
+use cart_common::{ApiError, ClusterSpec, Service};
+use cart_services::api::{ReadRequest, WriteRequest, READY_PATH, READ_PATH, WRITE_PATH};
+use tokio::sync::Semaphore;
+
+use crate::group::GroupClient;
+use crate::peer::PeerService;
+use crate::routes::public_routes;
+
+pub struct Coordinator {
+    pub service: Service,
+    /// This service's own Raft group.
+    pub own: GroupClient,
+    /// The other services this one calls.
+    peers: HashMap<Service, PeerService>,
+}
+
+impl Coordinator {
+    pub fn new(spec: &ClusterSpec, service: Service) -> Self {
+        // Only the order service calls others (addItem, checkout, create).
+        let peers = match service {
+            Service::Order => [Service::Payment, Service::Stock]
+                .into_iter()
+                .map(|s| (s, PeerService::new(spec, s)))
+                .collect(),
+            _ => HashMap::new(),
+        };
+        Self {
+            service,
+            own: GroupClient::new(spec, service),
+            peers,
+        }
+    }
+
+    pub fn peer(&self, service: Service) -> Result<&PeerService, ApiError> {
+        self.peers
+            .get(&service)
+            .ok_or_else(|| ApiError::internal(format!("{} has no route to {service}", self.service)))
+    }
+}
+
+pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Result<()> {
+    let me = spec
+        .coordinator(service, index)
+        .ok_or_else(|| anyhow::anyhow!("{service} has no coordinator {index} in the spec"))?;
+    let state = Arc::new(Coordinator::new(&spec, service));
+    let labels = ServerLabels {
+        service: service.name(),
+        role: "coordinator",
+    };
+    let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
+
+    let public = chttp::instrument(
+        public_routes(service)
+            .layer(axum::middleware::from_fn_with_state(limit.clone(), chttp::shed_load))
+            .with_state(state.clone()),
+        labels,
+    );
+    let secret: Arc<str> = spec.cluster.internal_secret.as_str().into();
+    let internal = Router::new()
+        .route(WRITE_PATH, post(internal_write))
+        .route(READ_PATH, post(internal_read))
+        .layer(axum::middleware::from_fn_with_state(limit, chttp::shed_load))
+        .layer(axum::middleware::from_fn_with_state(secret, chttp::require_secret));
+    let admin = chttp::instrument(
+        internal
+            .route(READY_PATH, get(|| async { Json(serde_json::json!({ "ready": true })) }))
+            .route("/metrics", get(chttp::metrics_handler))
+            .with_state(state),
+        ServerLabels {
+            service: service.name(),
+            role: "coordinator_admin",
+        },
+    );
+
+    let public_listener = chttp::bind(&me.public).await?;
+    let admin_listener = chttp::bind(&me.admin).await?;
+    tracing::info!(%service, index, public = %me.public, admin = %me.admin, "coordinator serving");
+    let shutdown = Shutdown::on_signals();
+    let (a, b) = tokio::join!(
+        chttp::serve(public_listener, public, shutdown.clone()),
+        chttp::serve(admin_listener, admin, shutdown),
+    );
+    a?;
+    b?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+/// Another service's coordinator asking this one to write to its group.
+async fn internal_write(State(c): State<Arc<Coordinator>>, Json(req): Json<WriteRequest>) -> Response {
+    match c.own.write(&req.request_id, req.cmd).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn internal_read(State(c): State<Arc<Coordinator>>, Json(req): Json<ReadRequest>) -> Response {
+    match c.own.read(req.query).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,53 @@
+//! The node's internal HTTP API (coordinator → node), shared with the
+//! coordinator so both sides agree on paths and bodies. Every route here
+//! requires the cluster-internal secret.
+//!
+//! Answers: 200 with an `Outcome` (a reply or a business rejection),
+//! 421 with `NotLeader` (ask the leader instead), 429 overloaded,
+//! 503 when the group cannot answer (no quorum).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Command, Query};
+
+pub const WRITE_PATH: &str = "/internal/write";
+/// Linearizable read: only the leader answers, after confirming leadership.
+pub const READ_PATH: &str = "/internal/read";
+/// This replica's own state, without any consensus round: for tests and
+/// operators checking what one replica holds.
+pub const LOCAL_READ_PATH: &str = "/internal/local_read";
+pub const STATUS_PATH: &str = "/status";
+pub const READY_PATH: &str = "/ready";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub request_id: String,
+    pub cmd: Command,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadRequest {
+    pub query: Query,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NotLeader {
+    pub leader_id: Option<u64>,
+    pub leader_addr: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub service: String,
+    pub id: u64,
+    pub addr: String,
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    /// Voters and learners with their addresses, as the Raft log says.
+    pub members: Vec<(u64, String)>,
+}

@@ -1,0 +1,69 @@
+//! Node metrics, declared once through the common helper.
+
+use std::sync::LazyLock;
+
+use cart_common::metrics::{counter_vec, gauge_vec};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
+
+pub struct NodeMetrics {
+    pub applied_entries: IntCounter,
+    pub duplicate_requests: IntCounter,
+    pub snapshots_built: IntCounter,
+    pub snapshots_installed: IntCounter,
+    pub raft_rpc_failures: IntCounterVec,
+    pub term: IntGauge,
+    pub last_applied: IntGauge,
+    pub last_log_index: IntGauge,
+    pub is_leader: IntGauge,
+}
+
+pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
+    applied_entries: counter_vec(
+        "raft_applied_entries_total",
+        "Log entries applied to this replica's state machine.",
+        &[],
+    )
+    .with_label_values::<&str>(&[]),
+    duplicate_requests: counter_vec(
+        "raft_duplicate_requests_total",
+        "Writes whose request id was already applied; answered from memory, not applied again.",
+        &[],
+    )
+    .with_label_values::<&str>(&[]),
+    snapshots_built: counter_vec(
+        "raft_snapshots_built_total",
+        "Snapshots this replica built (each lets the log before it be purged).",
+        &[],
+    )
+    .with_label_values::<&str>(&[]),
+    snapshots_installed: counter_vec(
+        "raft_snapshots_installed_total",
+        "Snapshots this replica received from a leader and installed.",
+        &[],
+    )
+    .with_label_values::<&str>(&[]),
+    raft_rpc_failures: counter_vec(
+        "raft_rpc_failures_total",
+        "Raft RPCs to a peer that failed (unreachable, timeout, bad status), by RPC path.",
+        &["rpc"],
+    ),
+    term: gauge_vec("raft_term", "Current Raft term of this node.", &[]).with_label_values::<&str>(&[]),
+    last_applied: gauge_vec(
+        "raft_last_applied_index",
+        "Index of the last log entry applied on this node.",
+        &[],
+    )
+    .with_label_values::<&str>(&[]),
+    last_log_index: gauge_vec(
+        "raft_last_log_index",
+        "Index of the last log entry stored on this node.",
+        &[],
+    )
+    .with_label_values::<&str>(&[]),
+    is_leader: gauge_vec(
+        "raft_is_leader",
+        "1 while this node is its group's leader, else 0.",
+        &[],
+    )
+    .with_label_values::<&str>(&[]),
+});

@@ -1,0 +1,253 @@
+//! The node process: opens the store, starts the Raft group member and serves
+//! Raft RPCs, coordinator reads and writes, readiness, status and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cart_common::http::{self as chttp, ServerLabels, Shutdown};
+use cart_common::spec::NodeId;
+use cart_common::{ApiError, ClusterSpec, Service};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio::sync::Semaphore;
+
+use crate::api::{self, NodeStatus, NotLeader, ReadRequest, WriteRequest};
+use crate::domain::{self, Outcome};
+use crate::metrics::METRICS;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{self, Network};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{now_ms, LogCommand, Raft, TypeConfig, LOG_FORMAT_VERSION};
+use crate::store::Store;
+
+struct Node {
+    service: Service,
+    id: NodeId,
+    addr: String,
+    raft: Raft,
+    store: Store,
+    sm: StateMachine,
+}
+
+pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Result<()> {
+    let addr = spec
+        .node_addr(service, id)
+        .ok_or_else(|| anyhow::anyhow!("node id {id} outside 1..={}", cart_common::spec::MAX_NODES))?;
+    let dir = spec.node_data_dir(service, id);
+    let store = Store::open(&dir)?;
+    let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
+    let sm = StateMachine::new(store.clone(), dir.clone(), window_ms);
+    let et = spec.raft.election_timeout_ms;
+    let config = Config {
+        cluster_name: service.to_string(),
+        heartbeat_interval: spec.raft.heartbeat_ms,
+        election_timeout_min: et,
+        election_timeout_max: et + et / 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(spec.raft.snapshot_every),
+        max_in_snapshot_log_to_keep: spec.raft.snapshot_every / 2,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(
+        id,
+        Arc::new(config),
+        Network::new(&spec.cluster.internal_secret),
+        LogStore::new(store.clone()),
+        sm.clone(),
+    )
+    .await?;
+
+    // The first node of a pristine group forms it from the spec. Once formed,
+    // the membership in the log wins over the spec.
+    if id == 1 && !raft.is_initialized().await? {
+        let members: BTreeMap<NodeId, BasicNode> = spec
+            .nodes(service)
+            .into_iter()
+            .map(|n| (n.id, BasicNode { addr: n.addr }))
+            .collect();
+        tracing::info!(?members, "initializing new Raft group");
+        if let Err(e) = raft.initialize(members).await {
+            tracing::warn!(error = %e, "initialize refused");
+        }
+    }
+
+    let node = Arc::new(Node {
+        service,
+        id,
+        addr: addr.clone(),
+        raft: raft.clone(),
+        store,
+        sm,
+    });
+    tokio::spawn(export_raft_metrics(raft.clone()));
+
+    let secret: Arc<str> = spec.cluster.internal_secret.as_str().into();
+    let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
+    let internal = Router::new()
+        .route(network::APPEND_PATH, post(append))
+        .route(network::VOTE_PATH, post(vote))
+        .route(network::SNAPSHOT_PATH, post(snapshot))
+        .route(api::WRITE_PATH, post(write))
+        .route(api::READ_PATH, post(read))
+        .route(api::LOCAL_READ_PATH, post(local_read))
+        .layer(axum::middleware::from_fn_with_state(limit, chttp::shed_load))
+        .layer(axum::middleware::from_fn_with_state(secret, chttp::require_secret));
+    let open = Router::new()
+        .route(api::READY_PATH, get(ready))
+        .route(api::STATUS_PATH, get(status))
+        .route("/metrics", get(chttp::metrics_handler));
+    let router = chttp::instrument(
+        internal.merge(open).with_state(node),
+        ServerLabels {
+            service: service.name(),
+            role: "node",
+        },
+    );
+
+    let listener = chttp::bind(&addr).await?;
+    tracing::info!(%service, id, %addr, "node serving");
+    let shutdown = Shutdown::on_signals();
+    chttp::serve(listener, router, shutdown).await?;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn export_raft_metrics(raft: Raft) {
+    let mut rx = raft.metrics();
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            METRICS.term.set(m.current_term as i64);
+            METRICS
+                .last_applied
+                .set(m.last_applied.map_or(0, |l| l.index as i64));
+            METRICS.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+            METRICS
+                .is_leader
+                .set(i64::from(m.current_leader == Some(m.id)));
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn append(
+    State(n): State<Arc<Node>>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(n.raft.append_entries(req).await)
+}
+
+async fn vote(State(n): State<Arc<Node>>, Json(req): Json<VoteRequest<NodeId>>) -> impl IntoResponse {
+    Json(n.raft.vote(req).await)
+}
+
+async fn snapshot(
+    State(n): State<Arc<Node>>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(n.raft.install_snapshot(req).await)
+}
+
+fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> Response {
+    let body = NotLeader {
+        leader_id: f.leader_id,
+        leader_addr: f.leader_node.map(|n| n.addr),
+    };
+    (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+}
+
+fn answer(outcome: Outcome) -> Response {
+    Json(outcome).into_response()
+}
+
+fn storage_failure(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store read failed");
+    ApiError::unavailable(format!("replica store failed: {e}")).into_response()
+}
+
+async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Response {
+    if req.request_id.is_empty() {
+        return ApiError::bad_request("missing_request_id", "writes need a request id").into_response();
+    }
+    // A retry of an applied write is answered from memory without a new log
+    // entry (a remembered id is committed, whichever replica remembers it).
+    match n.sm.remembered(&req.request_id) {
+        Ok(Some(outcome)) => {
+            METRICS.duplicate_requests.inc();
+            return answer(outcome);
+        }
+        Ok(None) => {}
+        Err(e) => return storage_failure(e),
+    }
+    let entry = LogCommand {
+        v: LOG_FORMAT_VERSION,
+        request_id: req.request_id,
+        ts_ms: now_ms(),
+        cmd: req.cmd,
+    };
+    match n.raft.client_write(entry).await {
+        Ok(resp) => answer(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => not_leader(f),
+        Err(e) => ApiError::unavailable(format!("write not committed: {e}")).into_response(),
+    }
+}
+
+async fn read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) -> Response {
+    match n.raft.ensure_linearizable().await {
+        Ok(_) => local_query(&n, &req),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => not_leader(f),
+        Err(e) => ApiError::unavailable(format!("cannot confirm leadership: {e}")).into_response(),
+    }
+}
+
+async fn local_read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) -> Response {
+    local_query(&n, &req)
+}
+
+fn local_query(n: &Node, req: &ReadRequest) -> Response {
+    let result = n.store.read().and_then(|view| domain::query(&view, &req.query));
+    match result {
+        Ok(outcome) => answer(outcome),
+        Err(e) => storage_failure(e),
+    }
+}
+
+async fn ready(State(n): State<Arc<Node>>) -> Response {
+    let leader = n.raft.metrics().borrow().current_leader;
+    match leader {
+        Some(l) => Json(serde_json::json!({ "ready": true, "leader": l })).into_response(),
+        None => ApiError::unavailable("no leader known yet").into_response(),
+    }
+}
+
+async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
+    let m = n.raft.metrics().borrow().clone();
+    let members = m
+        .membership_config
+        .nodes()
+        .map(|(id, node)| (*id, node.addr.clone()))
+        .collect();
+    Json(NodeStatus {
+        service: n.service.to_string(),
+        id: n.id,
+        addr: n.addr.clone(),
+        state: format!("{:?}", m.state),
+        term: m.current_term,
+        leader: m.current_leader,
+        last_log_index: m.last_log_index,
+        last_applied: m.last_applied.map(|l| l.index),
+        snapshot: m.snapshot.map(|l| l.index),
+        members,
+    })
+}

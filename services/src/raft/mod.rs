@@ -1,0 +1,59 @@
+//! The Raft group of one service: openraft's type configuration, the log
+//! entry format, and the storage and network adapters.
+
+pub mod log_store;
+pub mod network;
+pub mod snapshot;
+pub mod state_machine;
+
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+
+use crate::domain::{Command, Outcome};
+
+/// Current version of `LogCommand`; a node refuses to apply a newer one
+/// rather than misread it.
+pub const LOG_FORMAT_VERSION: u16 = 1;
+
+/// One client write as it sits in the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCommand {
+    pub v: u16,
+    /// Remembered for a window so that a retry applies once.
+    pub request_id: String,
+    /// The proposing leader's wall clock; only used to forget old request ids.
+    pub ts_ms: u64,
+    pub cmd: Command,
+}
+
+impl std::fmt::Display for LogCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{:?}", self.request_id, self.cmd)
+    }
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = LogCommand,
+        R = Outcome,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+pub(crate) fn storage_error(
+    subject: openraft::ErrorSubject<NodeId>,
+    verb: openraft::ErrorVerb,
+    e: impl std::fmt::Display,
+) -> StorageError {
+    let e = std::io::Error::other(e.to_string());
+    openraft::StorageIOError::new(subject, verb, &e).into()
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

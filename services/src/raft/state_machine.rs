@@ -1,0 +1,294 @@
+//! openraft's `RaftStateMachine`: applies committed commands to the redb
+//! tables through the domain, remembers request ids for a window so retries
+//! apply once, and builds and installs snapshots.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
+    StoredMembership,
+};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::{self, Meta};
+use super::{now_ms, storage_error, LogCommand, NodeId, StorageError, TypeConfig, LOG_FORMAT_VERSION};
+use crate::domain::{self, Outcome, Rejection, Reply, StoreError};
+use crate::metrics::METRICS;
+use crate::store::{io, Store, WriteView, REQUESTS, REQUESTS_BY_TIME, REQUESTS_TAG, SM_META, SNAPSHOT_TABLES};
+
+const LAST_APPLIED: &str = "last_applied";
+const MEMBERSHIP: &str = "membership";
+
+/// What a node remembers about a request id.
+#[derive(Serialize, Deserialize)]
+struct Remembered {
+    ts_ms: u64,
+    outcome: Outcome,
+}
+
+type Membership = StoredMembership<NodeId, BasicNode>;
+
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Store,
+    dir: PathBuf,
+    request_window_ms: u64,
+}
+
+impl StateMachine {
+    pub fn new(store: Store, dir: PathBuf, request_window_ms: u64) -> Self {
+        Self {
+            store,
+            dir,
+            request_window_ms,
+        }
+    }
+
+    /// The remembered outcome of a request id, if this replica has applied it.
+    pub fn remembered(&self, request_id: &str) -> Result<Option<Outcome>, StoreError> {
+        let txn = self.store.begin_read()?;
+        let table = txn.open_table(REQUESTS).map_err(io)?;
+        let found = table.get(request_id).map_err(io)?;
+        match found {
+            None => Ok(None),
+            Some(v) => {
+                let r: Remembered = serde_json::from_slice(v.value()).map_err(io)?;
+                Ok(Some(r.outcome))
+            }
+        }
+    }
+
+    fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StoreError> {
+        let txn = self.store.begin_read()?;
+        let meta = txn.open_table(SM_META).map_err(io)?;
+        let last = match meta.get(LAST_APPLIED).map_err(io)? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(io)?,
+            None => None,
+        };
+        let membership = match meta.get(MEMBERSHIP).map_err(io)? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(io)?,
+            None => Membership::default(),
+        };
+        Ok((last, membership))
+    }
+
+    fn apply_entries(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Outcome>, StoreError> {
+        let txn = self.store.begin_write(false)?;
+        let mut replies = Vec::with_capacity(entries.len());
+        {
+            let mut view = WriteView::open(&txn)?;
+            let mut requests = txn.open_table(REQUESTS).map_err(io)?;
+            let mut by_time = txn.open_table(REQUESTS_BY_TIME).map_err(io)?;
+            let mut meta = txn.open_table(SM_META).map_err(io)?;
+            let mut last = None;
+            let mut membership = None;
+            let mut newest_ts = 0;
+            for entry in entries {
+                last = Some(entry.log_id);
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => Ok(Reply::Done),
+                    EntryPayload::Membership(m) => {
+                        membership = Some(Membership::new(Some(entry.log_id), m));
+                        Ok(Reply::Done)
+                    }
+                    EntryPayload::Normal(req) => {
+                        newest_ts = newest_ts.max(req.ts_ms);
+                        let seen = match requests.get(req.request_id.as_str()).map_err(io)? {
+                            Some(v) => Some(serde_json::from_slice::<Remembered>(v.value()).map_err(io)?),
+                            None => None,
+                        };
+                        if let Some(seen) = seen {
+                            METRICS.duplicate_requests.inc();
+                            seen.outcome
+                        } else {
+                            let outcome = apply_command(&mut view, &req)?;
+                            let remembered = Remembered {
+                                ts_ms: req.ts_ms,
+                                outcome: outcome.clone(),
+                            };
+                            let bytes = serde_json::to_vec(&remembered).map_err(io)?;
+                            requests
+                                .insert(req.request_id.as_str(), bytes.as_slice())
+                                .map_err(io)?;
+                            by_time
+                                .insert((req.ts_ms, req.request_id.as_str()), ())
+                                .map_err(io)?;
+                            outcome
+                        }
+                    }
+                };
+                replies.push(outcome);
+            }
+            if let Some(last) = last {
+                let bytes = serde_json::to_vec(&Some(last)).map_err(io)?;
+                meta.insert(LAST_APPLIED, bytes.as_slice()).map_err(io)?;
+            }
+            if let Some(m) = membership {
+                let bytes = serde_json::to_vec(&m).map_err(io)?;
+                meta.insert(MEMBERSHIP, bytes.as_slice()).map_err(io)?;
+            }
+            // Forget request ids older than the window, measured on the log's
+            // own clock so every replica forgets the same ones.
+            let cutoff = newest_ts.saturating_sub(self.request_window_ms);
+            let mut expired = Vec::new();
+            for row in by_time.range::<(u64, &str)>(..(cutoff, "")).map_err(io)? {
+                let (k, _) = row.map_err(io)?;
+                let (ts, id) = k.value();
+                expired.push((ts, id.to_string()));
+            }
+            for (ts, id) in &expired {
+                by_time.remove((*ts, id.as_str())).map_err(io)?;
+                requests.remove(id.as_str()).map_err(io)?;
+            }
+        }
+        txn.commit().map_err(io)?;
+        METRICS.applied_entries.inc_by(replies.len() as u64);
+        Ok(replies)
+    }
+
+    fn build(&self) -> Result<(Meta, Vec<u8>), StoreError> {
+        // Make every applied entry durable before the log before it may be
+        // purged.
+        self.store.flush()?;
+        let txn = self.store.begin_read()?;
+        let meta_table = txn.open_table(SM_META).map_err(io)?;
+        let last_log_id: Option<LogId<NodeId>> = match meta_table.get(LAST_APPLIED).map_err(io)? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(io)?,
+            None => None,
+        };
+        let last_membership: Membership = match meta_table.get(MEMBERSHIP).map_err(io)? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(io)?,
+            None => Membership::default(),
+        };
+        let mut data = Vec::new();
+        for (tag, def) in SNAPSHOT_TABLES {
+            let table = txn.open_table(def).map_err(io)?;
+            for row in table.iter().map_err(io)? {
+                let (k, v) = row.map_err(io)?;
+                snapshot::push_row(&mut data, tag, k.value().as_bytes(), v.value());
+            }
+        }
+        let snapshot_id = match last_log_id {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, now_ms()),
+            None => format!("empty-{}", now_ms()),
+        };
+        let meta = Meta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        snapshot::save(&self.dir, &meta, &data)?;
+        METRICS.snapshots_built.inc();
+        Ok((meta, data))
+    }
+
+    fn install(&self, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
+        let txn = self.store.begin_write(true)?;
+        {
+            for (_, def) in SNAPSHOT_TABLES {
+                txn.open_table(def).map_err(io)?.retain(|_, _| false).map_err(io)?;
+            }
+            let mut by_time = txn.open_table(REQUESTS_BY_TIME).map_err(io)?;
+            by_time.retain(|_, _| false).map_err(io)?;
+            for row in snapshot::rows(data) {
+                let (tag, key, value) = row?;
+                let key = std::str::from_utf8(key).map_err(io)?;
+                let Some((_, def)) = SNAPSHOT_TABLES.iter().find(|(t, _)| *t == tag) else {
+                    return Err(StoreError(format!("unknown snapshot table tag {tag}")));
+                };
+                txn.open_table(*def).map_err(io)?.insert(key, value).map_err(io)?;
+                if tag == REQUESTS_TAG {
+                    let r: Remembered = serde_json::from_slice(value).map_err(io)?;
+                    by_time.insert((r.ts_ms, key), ()).map_err(io)?;
+                }
+            }
+            let mut meta_table = txn.open_table(SM_META).map_err(io)?;
+            let bytes = serde_json::to_vec(&meta.last_log_id).map_err(io)?;
+            meta_table.insert(LAST_APPLIED, bytes.as_slice()).map_err(io)?;
+            let bytes = serde_json::to_vec(&meta.last_membership).map_err(io)?;
+            meta_table.insert(MEMBERSHIP, bytes.as_slice()).map_err(io)?;
+        }
+        txn.commit().map_err(io)?;
+        snapshot::save(&self.dir, meta, data)?;
+        METRICS.snapshots_installed.inc();
+        Ok(())
+    }
+}
+
+/// Applies one client command, refusing a log format from the future.
+fn apply_command(view: &mut WriteView<'_>, req: &LogCommand) -> Result<Outcome, StoreError> {
+    if req.v > LOG_FORMAT_VERSION {
+        return Ok(Err(Rejection::new(
+            "unsupported_version",
+            format!("log format {} is newer than this node's {LOG_FORMAT_VERSION}", req.v),
+        )));
+    }
+    domain::apply(view, &req.cmd)
+}
+
+fn sm_err(verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError {
+    move |e| storage_error(ErrorSubject::StateMachine, verb, e)
+}
+
+fn snap_err(verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError {
+    move |e| storage_error(ErrorSubject::Snapshot(None), verb, e)
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (meta, data) = blocking(|| self.build()).map_err(snap_err(ErrorVerb::Write))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, Membership), StorageError> {
+        blocking(|| self.applied()).map_err(sm_err(ErrorVerb::Read))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        blocking(|| self.apply_entries(entries)).map_err(sm_err(ErrorVerb::Write))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        blocking(|| self.install(meta, &data)).map_err(snap_err(ErrorVerb::Write))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let loaded = blocking(|| snapshot::load(&self.dir)).map_err(snap_err(ErrorVerb::Read))?;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
