@@ -1,1 +1,73 @@
-fn main(){}
+//! `cart`: one binary for every role of the local cluster.
+
+use std::path::PathBuf;
+
+use cart_common::{ClusterSpec, Service};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cart", about = "Replicated shopping-cart cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the whole local cluster and wait for Ctrl-C.
+    Up {
+        #[arg(long, default_value = "cluster.toml", env = "CART_SPEC")]
+        spec: PathBuf,
+    },
+    /// Run one Raft node of a service.
+    Node {
+        #[arg(long, env = "CART_SPEC")]
+        spec: PathBuf,
+        #[arg(long)]
+        service: Service,
+        #[arg(long)]
+        id: u64,
+    },
+    /// Run one coordinator of a service.
+    Coordinator {
+        #[arg(long, env = "CART_SPEC")]
+        spec: PathBuf,
+        #[arg(long)]
+        service: Service,
+        #[arg(long, default_value_t = 0)]
+        index: u16,
+    },
+    /// Run the built-in gateway.
+    Gateway {
+        #[arg(long, env = "CART_SPEC")]
+        spec: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cart_common::process::init_logging();
+    match cli.command {
+        Cmd::Up { spec } => cart_cluster::launcher::up(&spec),
+        Cmd::Node { spec, service, id } => serve(&spec, |spec| cart_services::node::run(spec, service, id)),
+        Cmd::Coordinator { spec, service, index } => {
+            serve(&spec, |spec| cart_coordinator::server::run(spec, service, index))
+        }
+        Cmd::Gateway { spec } => serve(&spec, cart_cluster::gateway::run),
+    }
+}
+
+/// Runs one server role on a multi-threaded runtime (the node's storage
+/// relies on `block_in_place`), dying with the process that started it.
+fn serve<F, Fut>(spec_path: &std::path::Path, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ClusterSpec) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    cart_common::process::die_with_parent();
+    let spec = ClusterSpec::load(spec_path)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(spec))
+}

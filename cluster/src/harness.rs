@@ -1,0 +1,368 @@
+//! Starts a whole local cluster as real OS processes from a cluster spec,
+//! waits until it is ready, and stops it: used by the launcher (`cart up`),
+//! the integration tests and the load test alike. Every process logs to
+//! `<data_dir>/logs/<name>.log`. Dropping a `LocalCluster` kills every
+//! process it started, also when a test panics.
+//!
+//! Children ask the kernel to signal them when their parent *thread* exits
+//! (`PR_SET_PDEATHSIG`), so start processes from a long-lived thread (the
+//! main thread, or the test's own thread), not from a short-lived blocking
+//! pool thread.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use cart_common::spec::NodeId;
+use cart_common::{ClusterSpec, Service};
+use cart_services::api::{NodeStatus, READY_PATH, STATUS_PATH};
+
+/// One process of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Gateway,
+    Coordinator(Service, u16),
+    Node(Service, NodeId),
+}
+
+impl Role {
+    pub fn name(&self) -> String {
+        match self {
+            Role::Gateway => "gateway".into(),
+            Role::Coordinator(s, i) => format!("{s}-coordinator-{i}"),
+            Role::Node(s, id) => format!("{s}-node-{id}"),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Role::Gateway => vec!["gateway".into()],
+            Role::Coordinator(s, i) => vec![
+                "coordinator".into(),
+                "--service".into(),
+                s.to_string(),
+                "--index".into(),
+                i.to_string(),
+            ],
+            Role::Node(s, id) => vec![
+                "node".into(),
+                "--service".into(),
+                s.to_string(),
+                "--id".into(),
+                id.to_string(),
+            ],
+        }
+    }
+}
+
+struct Proc {
+    child: Option<Child>,
+    stopped: bool,
+}
+
+pub struct LocalCluster {
+    pub spec: ClusterSpec,
+    pub spec_path: PathBuf,
+    bin: PathBuf,
+    services: Vec<Service>,
+    procs: BTreeMap<Role, Proc>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl LocalCluster {
+    /// Starts every process the spec file names for `services` (plus the
+    /// gateway), using the `cart` binary at `bin`.
+    pub fn start(spec_path: &Path, bin: &Path, services: &[Service]) -> anyhow::Result<Self> {
+        let spec = ClusterSpec::load(spec_path)?;
+        let mut cluster = Self {
+            spec,
+            spec_path: spec_path.to_path_buf(),
+            bin: bin.to_path_buf(),
+            services: services.to_vec(),
+            procs: BTreeMap::new(),
+            _tmp: None,
+        };
+        std::fs::create_dir_all(cluster.spec.log_dir())?;
+        for role in cluster.roles() {
+            cluster.start_process(role)?;
+        }
+        Ok(cluster)
+    }
+
+    /// A cluster for a test: the repository's default spec, adjusted by
+    /// `tweak`, on free ports in a fresh temporary directory.
+    pub fn start_temp(
+        bin: &Path,
+        services: &[Service],
+        tweak: impl FnOnce(&mut ClusterSpec),
+    ) -> anyhow::Result<Self> {
+        let tmp = tempfile::Builder::new().prefix("cart-cluster-").tempdir()?;
+        let mut spec = ClusterSpec::from_toml(DEFAULT_SPEC)?;
+        spec.cluster.data_dir = tmp.path().join("data");
+        tweak(&mut spec);
+        spec.cluster.base_port = free_base_port(&spec)?;
+        let spec_path = tmp.path().join("cluster.toml");
+        std::fs::write(&spec_path, spec.to_toml())?;
+        let mut cluster = Self::start(&spec_path, bin, services)?;
+        cluster._tmp = Some(tmp);
+        Ok(cluster)
+    }
+
+    /// Every process of this cluster: nodes, coordinators, then the gateway.
+    pub fn roles(&self) -> Vec<Role> {
+        let mut roles = Vec::new();
+        for &s in &self.services {
+            roles.extend(self.spec.nodes(s).into_iter().map(|n| Role::Node(s, n.id)));
+        }
+        for &s in &self.services {
+            roles.extend(self.spec.coordinators(s).into_iter().map(|c| Role::Coordinator(s, c.index)));
+        }
+        roles.push(Role::Gateway);
+        roles
+    }
+
+    pub fn log_path(&self, role: Role) -> PathBuf {
+        self.spec.log_dir().join(format!("{}.log", role.name()))
+    }
+
+    /// The address a process listens on (for coordinators and the gateway,
+    /// their admin port, where `/ready` is).
+    pub fn admin_addr(&self, role: Role) -> String {
+        match role {
+            Role::Gateway => self.spec.gateway_admin_addr(),
+            Role::Coordinator(s, i) => self.spec.coordinator(s, i).map(|c| c.admin).unwrap_or_default(),
+            Role::Node(s, id) => self.spec.node_addr(s, id).unwrap_or_default(),
+        }
+    }
+
+    pub fn gateway_url(&self) -> String {
+        self.spec.gateway_url()
+    }
+
+    /// (Re)starts one process, appending to its log file.
+    pub fn start_process(&mut self, role: Role) -> anyhow::Result<()> {
+        let log_path = self.log_path(role);
+        let log = OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let child = Command::new(&self.bin)
+            .args(role.args())
+            .arg("--spec")
+            .arg(&self.spec_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} from {}", role.name(), self.bin.display()))?;
+        self.procs.insert(
+            role,
+            Proc {
+                child: Some(child),
+                stopped: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn signal(&mut self, role: Role, signal: i32) -> anyhow::Result<()> {
+        let proc = self.procs.get_mut(&role).ok_or_else(|| anyhow!("{} not started", role.name()))?;
+        let child = proc.child.as_mut().ok_or_else(|| anyhow!("{} not running", role.name()))?;
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        let rc = unsafe { libc::kill(child.id() as i32, signal) };
+        if rc != 0 {
+            bail!("signal {signal} to {}: {}", role.name(), std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill(&mut self, role: Role) -> anyhow::Result<()> {
+        self.signal(role, libc::SIGKILL)?;
+        if let Some(mut child) = self.procs.get_mut(&role).and_then(|p| p.child.take()) {
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the process is frozen, its sockets stay open (a hang).
+    pub fn freeze(&mut self, role: Role) -> anyhow::Result<()> {
+        self.signal(role, libc::SIGSTOP)?;
+        if let Some(p) = self.procs.get_mut(&role) {
+            p.stopped = true;
+        }
+        Ok(())
+    }
+
+    pub fn thaw(&mut self, role: Role) -> anyhow::Result<()> {
+        self.signal(role, libc::SIGCONT)?;
+        if let Some(p) = self.procs.get_mut(&role) {
+            p.stopped = false;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL if the process has not exited within `grace`.
+    pub fn terminate(&mut self, role: Role, grace: Duration) -> anyhow::Result<()> {
+        let Some(proc) = self.procs.get_mut(&role) else { return Ok(()) };
+        let Some(mut child) = proc.child.take() else { return Ok(()) };
+        if proc.stopped {
+            // SAFETY: as in `signal`.
+            unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+        }
+        // SAFETY: as in `signal`.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Stops every process gracefully (SIGTERM, then SIGKILL after a grace
+    /// period), gateway first, nodes last.
+    pub fn shutdown(&mut self) {
+        let roles: Vec<Role> = self.procs.keys().rev().copied().collect();
+        for role in roles {
+            if let Err(e) = self.terminate(role, Duration::from_secs(10)) {
+                eprintln!("stopping {}: {e}", role.name());
+            }
+        }
+    }
+
+    /// Whether the process has exited (and is reaped).
+    pub fn has_exited(&mut self, role: Role) -> bool {
+        match self.procs.get_mut(&role).and_then(|p| p.child.as_mut()) {
+            None => true,
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+        }
+    }
+
+    /// Waits until every running process answers its readiness endpoint
+    /// (nodes: their group has a leader).
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let roles: Vec<Role> = self.procs.iter().filter(|(_, p)| p.child.is_some()).map(|(r, _)| *r).collect();
+        for role in roles {
+            let addr = self.admin_addr(role);
+            loop {
+                if self.has_exited(role) {
+                    bail!("{} exited; see {}", role.name(), self.log_path(role).display());
+                }
+                if matches!(http_get(&addr, READY_PATH, Duration::from_millis(500)), Ok((200, _))) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{} not ready at {addr}; see {}", role.name(), self.log_path(role).display());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node_status(&self, service: Service, id: NodeId) -> Option<NodeStatus> {
+        let addr = self.spec.node_addr(service, id)?;
+        let (code, body) = http_get(&addr, STATUS_PATH, Duration::from_millis(500)).ok()?;
+        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    }
+
+    /// The leader as a majority of reachable nodes of the spec report it.
+    pub fn leader(&self, service: Service) -> Option<NodeId> {
+        let nodes = self.spec.nodes(service);
+        let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for n in &nodes {
+            if let Some(l) = self.node_status(service, n.id).and_then(|s| s.leader) {
+                *votes.entry(l).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .find(|(_, v)| *v > nodes.len() / 2)
+            .map(|(l, _)| l)
+    }
+
+    /// Polls until `pred` holds, or fails after `timeout`.
+    pub fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&Self) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = pred(self) {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for proc in self.procs.values_mut() {
+            if let Some(mut child) = proc.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The repository's default cluster spec (`cluster.toml`).
+pub const DEFAULT_SPEC: &str = include_str!("../../cluster.toml");
+
+/// A base port whose whole layout is free right now.
+fn free_base_port(spec: &ClusterSpec) -> anyhow::Result<u16> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let seed = u64::from(std::process::id()) ^ nanos;
+    let mut probe = spec.clone();
+    for attempt in 0..200u64 {
+        let slot = (seed.wrapping_mul(31).wrapping_add(attempt * 7919)) % 80;
+        probe.cluster.base_port = 20_000 + (slot as u16) * 500;
+        let all_free = probe
+            .all_ports()
+            .iter()
+            .all(|p| TcpListener::bind((probe.cluster.host.as_str(), *p)).is_ok());
+        if all_free {
+            return Ok(probe.cluster.base_port);
+        }
+    }
+    bail!("no free port range found")
+}
+
+/// A minimal blocking HTTP GET (no runtime needed), returning status and body.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+    let sock = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow!("cannot resolve {addr}"))?;
+    let mut stream = TcpStream::connect_timeout(&sock, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("malformed HTTP answer from {addr}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}

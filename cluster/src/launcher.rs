@@ -1,0 +1,64 @@
+//! `cart up`: start the whole local cluster from a spec, wait until it is
+//! ready, print where everything is, and stop it all on Ctrl-C.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cart_common::Service;
+
+use crate::harness::{LocalCluster, Role};
+
+pub fn up(spec_path: &Path) -> anyhow::Result<()> {
+    let bin = std::env::current_exe()?;
+    let mut cluster = LocalCluster::start(spec_path, &bin, &Service::ALL)?;
+    println!("starting {} processes (data in {})...", cluster.roles().len(), cluster.spec.cluster.data_dir.display());
+    if let Err(e) = cluster.wait_ready(Duration::from_secs(90)) {
+        cluster.shutdown();
+        return Err(e);
+    }
+    print_summary(&cluster);
+
+    // Ctrl-C reaches the children too (same process group); they drain and
+    // exit on their own, and `shutdown` collects whatever is left.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(cart_common::process::shutdown_signal());
+    println!("stopping...");
+    cluster.shutdown();
+    println!("stopped");
+    Ok(())
+}
+
+fn print_summary(cluster: &LocalCluster) {
+    let spec = &cluster.spec;
+    println!();
+    println!("cart cluster ready");
+    println!("  gateway      {}   (cart API)", spec.gateway_url());
+    println!("  gateway admin http://{}/metrics", spec.gateway_admin_addr());
+    for service in Service::ALL {
+        let leader = cluster.leader(service);
+        println!("  {service}:");
+        for c in spec.coordinators(service) {
+            let role = Role::Coordinator(service, c.index);
+            println!(
+                "    coordinator {}  public http://{}  admin http://{}  log {}",
+                c.index,
+                c.public,
+                c.admin,
+                cluster.log_path(role).display()
+            );
+        }
+        for n in spec.nodes(service) {
+            let role = Role::Node(service, n.id);
+            let mark = if leader == Some(n.id) { " (leader)" } else { "" };
+            println!(
+                "    node {}  http://{}{mark}  log {}",
+                n.id,
+                n.addr,
+                cluster.log_path(role).display()
+            );
+        }
+    }
+    println!("  gateway log  {}", cluster.log_path(Role::Gateway).display());
+    println!();
+    println!("Ctrl-C stops everything.");
+}
