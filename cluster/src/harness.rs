@@ -87,11 +87,17 @@ impl LocalCluster {
             procs: BTreeMap::new(),
             _tmp: None,
         };
-        std::fs::create_dir_all(cluster.spec.log_dir())?;
-        for role in cluster.roles() {
-            cluster.start_process(role)?;
-        }
+        cluster.start_all()?;
         Ok(cluster)
+    }
+
+    /// Starts every process of the cluster (again, after `shutdown`).
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.spec.log_dir())?;
+        for role in self.roles() {
+            self.start_process(role)?;
+        }
+        Ok(())
     }
 
     /// A cluster for a test: the repository's default spec, adjusted by

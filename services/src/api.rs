@@ -48,6 +48,8 @@ pub struct NodeStatus {
     pub last_log_index: Option<u64>,
     pub last_applied: Option<u64>,
     pub snapshot: Option<u64>,
+    /// Entries up to here are gone from the log (covered by the snapshot).
+    pub purged: Option<u64>,
     /// Voters and learners with their addresses, as the Raft log says.
     pub members: Vec<(u64, String)>,
 }

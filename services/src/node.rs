@@ -248,6 +248,7 @@ async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
         last_log_index: m.last_log_index,
         last_applied: m.last_applied.map(|l| l.index),
         snapshot: m.snapshot.map(|l| l.index),
+        purged: m.purged.map(|l| l.index),
         members,
     })
 }
