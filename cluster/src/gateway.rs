@@ -81,7 +81,9 @@ impl Upstream {
                 *u = None;
             }
         }
-        let changed = self.healthy.send_if_modified(|h| std::mem::replace(h, healthy) != healthy);
+        let changed = self
+            .healthy
+            .send_if_modified(|h| std::mem::replace(h, healthy) != healthy);
         if changed {
             let state = if healthy { "healthy" } else { "unhealthy" };
             HEALTH_TRANSITIONS
@@ -180,13 +182,19 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
     }
     let public = chttp::instrument(
         public
-            .layer(axum::middleware::from_fn_with_state(limit, chttp::shed_load))
+            .layer(axum::middleware::from_fn_with_state(
+                limit,
+                chttp::shed_load,
+            ))
             .with_state(gateway),
         labels,
     );
     let admin = chttp::instrument(
         Router::new()
-            .route("/ready", get(|| async { Json(serde_json::json!({ "ready": true })) }))
+            .route(
+                "/ready",
+                get(|| async { Json(serde_json::json!({ "ready": true })) }),
+            )
             .route("/metrics", get(chttp::metrics_handler)),
         ServerLabels {
             service: "all",
@@ -225,7 +233,10 @@ async fn proxy(State(g): State<Arc<Gateway>>, service: Service, request: Request
     let request_id = chttp::request_id(&parts.headers).unwrap_or_else(chttp::new_request_id);
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return ApiError::bad_request("body_too_large", "request body too large").into_response(),
+        Err(_) => {
+            return ApiError::bad_request("body_too_large", "request body too large")
+                .into_response()
+        }
     };
     let path = parts
         .uri
@@ -243,7 +254,10 @@ async fn proxy(State(g): State<Arc<Gateway>>, service: Service, request: Request
         }
         let send = g
             .client
-            .request(parts.method.clone(), format!("http://{}{}", upstream.public, path))
+            .request(
+                parts.method.clone(),
+                format!("http://{}{}", upstream.public, path),
+            )
             .header(REQUEST_ID, &request_id)
             .timeout(remaining)
             .body(body.clone())
@@ -280,9 +294,13 @@ async fn proxy(State(g): State<Arc<Gateway>>, service: Service, request: Request
         match result {
             Ok((status, headers, bytes)) => {
                 let mut response = Response::new(Body::from(bytes));
-                *response.status_mut() = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                *response.status_mut() =
+                    StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
                 for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
-                    if let Some(v) = headers.get(name.as_str()).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
+                    if let Some(v) = headers
+                        .get(name.as_str())
+                        .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok())
+                    {
                         response.headers_mut().insert(name, v);
                     }
                 }

@@ -126,7 +126,12 @@ impl LocalCluster {
             roles.extend(self.spec.nodes(s).into_iter().map(|n| Role::Node(s, n.id)));
         }
         for &s in &self.services {
-            roles.extend(self.spec.coordinators(s).into_iter().map(|c| Role::Coordinator(s, c.index)));
+            roles.extend(
+                self.spec
+                    .coordinators(s)
+                    .into_iter()
+                    .map(|c| Role::Coordinator(s, c.index)),
+            );
         }
         roles.push(Role::Gateway);
         roles
@@ -141,7 +146,11 @@ impl LocalCluster {
     pub fn admin_addr(&self, role: Role) -> String {
         match role {
             Role::Gateway => self.spec.gateway_admin_addr(),
-            Role::Coordinator(s, i) => self.spec.coordinator(s, i).map(|c| c.admin).unwrap_or_default(),
+            Role::Coordinator(s, i) => self
+                .spec
+                .coordinator(s, i)
+                .map(|c| c.admin)
+                .unwrap_or_default(),
             Role::Node(s, id) => self.spec.node_addr(s, id).unwrap_or_default(),
         }
     }
@@ -153,7 +162,10 @@ impl LocalCluster {
     /// (Re)starts one process, appending to its log file.
     pub fn start_process(&mut self, role: Role) -> anyhow::Result<()> {
         let log_path = self.log_path(role);
-        let log = OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let child = Command::new(&self.bin)
             .args(role.args())
             .arg("--spec")
@@ -174,12 +186,22 @@ impl LocalCluster {
     }
 
     fn signal(&mut self, role: Role, signal: i32) -> anyhow::Result<()> {
-        let proc = self.procs.get_mut(&role).ok_or_else(|| anyhow!("{} not started", role.name()))?;
-        let child = proc.child.as_mut().ok_or_else(|| anyhow!("{} not running", role.name()))?;
+        let proc = self
+            .procs
+            .get_mut(&role)
+            .ok_or_else(|| anyhow!("{} not started", role.name()))?;
+        let child = proc
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("{} not running", role.name()))?;
         // SAFETY: kill(2) on a child we spawned and have not reaped.
         let rc = unsafe { libc::kill(child.id() as i32, signal) };
         if rc != 0 {
-            bail!("signal {signal} to {}: {}", role.name(), std::io::Error::last_os_error());
+            bail!(
+                "signal {signal} to {}: {}",
+                role.name(),
+                std::io::Error::last_os_error()
+            );
         }
         Ok(())
     }
@@ -212,8 +234,12 @@ impl LocalCluster {
 
     /// SIGTERM, then SIGKILL if the process has not exited within `grace`.
     pub fn terminate(&mut self, role: Role, grace: Duration) -> anyhow::Result<()> {
-        let Some(proc) = self.procs.get_mut(&role) else { return Ok(()) };
-        let Some(mut child) = proc.child.take() else { return Ok(()) };
+        let Some(proc) = self.procs.get_mut(&role) else {
+            return Ok(());
+        };
+        let Some(mut child) = proc.child.take() else {
+            return Ok(());
+        };
         if proc.stopped {
             // SAFETY: as in `signal`.
             unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
@@ -255,18 +281,34 @@ impl LocalCluster {
     /// (nodes: their group has a leader).
     pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        let roles: Vec<Role> = self.procs.iter().filter(|(_, p)| p.child.is_some()).map(|(r, _)| *r).collect();
+        let roles: Vec<Role> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.child.is_some())
+            .map(|(r, _)| *r)
+            .collect();
         for role in roles {
             let addr = self.admin_addr(role);
             loop {
                 if self.has_exited(role) {
-                    bail!("{} exited; see {}", role.name(), self.log_path(role).display());
+                    bail!(
+                        "{} exited; see {}",
+                        role.name(),
+                        self.log_path(role).display()
+                    );
                 }
-                if matches!(http_get(&addr, READY_PATH, Duration::from_millis(500)), Ok((200, _))) {
+                if matches!(
+                    http_get(&addr, READY_PATH, Duration::from_millis(500)),
+                    Ok((200, _))
+                ) {
                     break;
                 }
                 if Instant::now() > deadline {
-                    bail!("{} not ready at {addr}; see {}", role.name(), self.log_path(role).display());
+                    bail!(
+                        "{} not ready at {addr}; see {}",
+                        role.name(),
+                        self.log_path(role).display()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -274,10 +316,21 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// The last `lines` lines of a process's log, for failure messages.
+    pub fn log_tail(&self, role: Role, lines: usize) -> String {
+        let path = self.log_path(role);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!("--- {} ---\n{tail}", path.display())
+    }
+
     pub fn node_status(&self, service: Service, id: NodeId) -> Option<NodeStatus> {
         let addr = self.spec.node_addr(service, id)?;
         let (code, body) = http_get(&addr, STATUS_PATH, Duration::from_millis(500)).ok()?;
-        (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+        (code == 200)
+            .then(|| serde_json::from_str(&body).ok())
+            .flatten()
     }
 
     /// The leader as a majority of reachable nodes of the spec report it.
@@ -360,7 +413,10 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<(u1
     let mut stream = TcpStream::connect_timeout(&sock, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -369,6 +425,9 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<(u1
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| anyhow!("malformed HTTP answer from {addr}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }

@@ -11,7 +11,11 @@ use crate::harness::{LocalCluster, Role};
 pub fn up(spec_path: &Path) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?;
     let mut cluster = LocalCluster::start(spec_path, &bin, &Service::ALL)?;
-    println!("starting {} processes (data in {})...", cluster.roles().len(), cluster.spec.cluster.data_dir.display());
+    println!(
+        "starting {} processes (data in {})...",
+        cluster.roles().len(),
+        cluster.spec.cluster.data_dir.display()
+    );
     if let Err(e) = cluster.wait_ready(Duration::from_secs(90)) {
         cluster.shutdown();
         return Err(e);
@@ -20,7 +24,9 @@ pub fn up(spec_path: &Path) -> anyhow::Result<()> {
 
     // Ctrl-C reaches the children too (same process group); they drain and
     // exit on their own, and `shutdown` collects whatever is left.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(cart_common::process::shutdown_signal());
     println!("stopping...");
     cluster.shutdown();
@@ -33,7 +39,10 @@ fn print_summary(cluster: &LocalCluster) {
     println!();
     println!("cart cluster ready");
     println!("  gateway      {}   (cart API)", spec.gateway_url());
-    println!("  gateway admin http://{}/metrics", spec.gateway_admin_addr());
+    println!(
+        "  gateway admin http://{}/metrics",
+        spec.gateway_admin_addr()
+    );
     for service in Service::ALL {
         let leader = cluster.leader(service);
         println!("  {service}:");
@@ -49,7 +58,11 @@ fn print_summary(cluster: &LocalCluster) {
         }
         for n in spec.nodes(service) {
             let role = Role::Node(service, n.id);
-            let mark = if leader == Some(n.id) { " (leader)" } else { "" };
+            let mark = if leader == Some(n.id) {
+                " (leader)"
+            } else {
+                ""
+            };
             println!(
                 "    node {}  http://{}{mark}  log {}",
                 n.id,
@@ -58,7 +71,10 @@ fn print_summary(cluster: &LocalCluster) {
             );
         }
     }
-    println!("  gateway log  {}", cluster.log_path(Role::Gateway).display());
+    println!(
+        "  gateway log  {}",
+        cluster.log_path(Role::Gateway).display()
+    );
     println!();
     println!("Ctrl-C stops everything.");
 }

@@ -49,10 +49,16 @@ fn main() -> anyhow::Result<()> {
     cart_common::process::init_logging();
     match cli.command {
         Cmd::Up { spec } => cart_cluster::launcher::up(&spec),
-        Cmd::Node { spec, service, id } => serve(&spec, |spec| cart_services::node::run(spec, service, id)),
-        Cmd::Coordinator { spec, service, index } => {
-            serve(&spec, |spec| cart_coordinator::server::run(spec, service, index))
+        Cmd::Node { spec, service, id } => {
+            serve(&spec, |spec| cart_services::node::run(spec, service, id))
         }
+        Cmd::Coordinator {
+            spec,
+            service,
+            index,
+        } => serve(&spec, |spec| {
+            cart_coordinator::server::run(spec, service, index)
+        }),
         Cmd::Gateway { spec } => serve(&spec, cart_cluster::gateway::run),
     }
 }

@@ -18,7 +18,11 @@ const USERS: u64 = 10;
 /// Adds 1 to users in turn, each write with its own request id, retrying a
 /// write with the same id until it is acknowledged. Returns how many writes
 /// each user got.
-async fn write_stream(client: Client, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>) -> BTreeMap<u64, i64> {
+async fn write_stream(
+    client: Client,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+) -> BTreeMap<u64, i64> {
     let mut per_user = BTreeMap::new();
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -31,7 +35,10 @@ async fn write_stream(client: Client, stop: Arc<AtomicBool>, acked: Arc<AtomicU6
                 .await
             {
                 Ok(a) if a.ok() => break,
-                Ok(a) => assert!(a.status >= 500 || a.status == 429, "business failure on add_funds: {a:?}"),
+                Ok(a) => assert!(
+                    a.status >= 500 || a.status == 429,
+                    "business failure on add_funds: {a:?}"
+                ),
                 Err(_) => {}
             }
             assert!(Instant::now() < deadline, "write {id} never acknowledged");
@@ -47,13 +54,30 @@ async fn write_stream(client: Client, stop: Arc<AtomicBool>, acked: Arc<AtomicU6
 fn wait_acked(acked: &AtomicU64, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.load(Ordering::Relaxed) < at_least {
-        assert!(Instant::now() < deadline, "write stream stalled at {}", acked.load(Ordering::Relaxed));
+        assert!(
+            Instant::now() < deadline,
+            "write stream stalled at {}",
+            acked.load(Ordering::Relaxed)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-async fn credit_on(cluster: &cart_cluster::harness::LocalCluster, node: u64, user: u64) -> Option<i64> {
-    match local_read(cluster, Service::Payment, node, Query::FindUser { user_id: user.to_string() }).await {
+async fn credit_on(
+    cluster: &cart_cluster::harness::LocalCluster,
+    node: u64,
+    user: u64,
+) -> Option<i64> {
+    match local_read(
+        cluster,
+        Service::Payment,
+        node,
+        Query::FindUser {
+            user_id: user.to_string(),
+        },
+    )
+    .await
+    {
         Some(Ok(Reply::User(u))) => Some(u.credit),
         _ => None,
     }
@@ -63,7 +87,10 @@ async fn credit_on(cluster: &cart_cluster::harness::LocalCluster, node: u64, use
 async fn killing_a_follower_then_the_leader_loses_no_acknowledged_write() {
     let mut cluster = cluster(&[Service::Payment], |_| {});
     let client = Client::gateway(&cluster);
-    assert!(client.post(&format!("/payment/batch_init/{USERS}/0")).await.ok());
+    assert!(client
+        .post(&format!("/payment/batch_init/{USERS}/0"))
+        .await
+        .ok());
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
@@ -72,7 +99,9 @@ async fn killing_a_follower_then_the_leader_loses_no_acknowledged_write() {
     wait_acked(&acked, 30);
     let leader = cluster.leader(Service::Payment).expect("a leader");
     let follower = (1..=3).find(|n| *n != leader).unwrap();
-    cluster.kill(Role::Node(Service::Payment, follower)).unwrap();
+    cluster
+        .kill(Role::Node(Service::Payment, follower))
+        .unwrap();
     let after_follower = acked.load(Ordering::Relaxed);
     wait_acked(&acked, after_follower + 30);
 
@@ -80,7 +109,9 @@ async fn killing_a_follower_then_the_leader_loses_no_acknowledged_write() {
     let after_leader = acked.load(Ordering::Relaxed);
     // One node left of three: no quorum, so writes must stall, not succeed.
     // Bring the follower back so the group can elect a new leader.
-    cluster.start_process(Role::Node(Service::Payment, follower)).unwrap();
+    cluster
+        .start_process(Role::Node(Service::Payment, follower))
+        .unwrap();
     let new_leader = cluster
         .wait_until("a new payment leader", Duration::from_secs(20), |c| {
             c.leader(Service::Payment).filter(|l| *l != leader)
@@ -92,11 +123,17 @@ async fn killing_a_follower_then_the_leader_loses_no_acknowledged_write() {
     stop.store(true, Ordering::Relaxed);
     let expected = writer.await.unwrap();
     for (user, writes) in &expected {
-        assert_eq!(client.credit(&user.to_string()).await, *writes, "user {user}");
+        assert_eq!(
+            client.credit(&user.to_string()).await,
+            *writes,
+            "user {user}"
+        );
     }
 
     // The killed leader comes back with everything committed, and more.
-    cluster.start_process(Role::Node(Service::Payment, leader)).unwrap();
+    cluster
+        .start_process(Role::Node(Service::Payment, leader))
+        .unwrap();
     for node in 1..=3 {
         for (user, writes) in &expected {
             let mut seen = None;
@@ -127,9 +164,13 @@ async fn requests_keep_succeeding_when_a_coordinator_is_killed_or_frozen() {
         added += 1;
     }
 
-    cluster.start_process(Role::Coordinator(Service::Stock, 0)).unwrap();
+    cluster
+        .start_process(Role::Coordinator(Service::Stock, 0))
+        .unwrap();
     cluster.wait_ready(Duration::from_secs(20)).unwrap();
-    cluster.freeze(Role::Coordinator(Service::Stock, 1)).unwrap();
+    cluster
+        .freeze(Role::Coordinator(Service::Stock, 1))
+        .unwrap();
     for _ in 0..20 {
         let a = client.post(&format!("/stock/add/{item}/1")).await;
         assert_eq!(a.status, 200, "with coordinator 1 frozen: {a:?}");
@@ -146,16 +187,30 @@ async fn a_write_retried_with_its_request_id_after_a_leader_kill_applies_once() 
     let client = Client::gateway(&cluster);
     assert!(client.post("/payment/batch_init/1/0").await.ok());
 
-    assert_eq!(client.post_with_id("/payment/add_funds/0/10", "retry-me").await.status, 200);
+    assert_eq!(
+        client
+            .post_with_id("/payment/add_funds/0/10", "retry-me")
+            .await
+            .status,
+        200
+    );
     let leader = cluster.leader(Service::Payment).expect("a leader");
     cluster.kill(Role::Node(Service::Payment, leader)).unwrap();
 
     // The client never saw the answer and retries with the same id: the
     // new leader remembers the id through the replicated log.
-    let again = client.post_with_id("/payment/add_funds/0/10", "retry-me").await;
+    let again = client
+        .post_with_id("/payment/add_funds/0/10", "retry-me")
+        .await;
     assert_eq!(again.status, 200, "{again:?}");
     assert_eq!(client.credit("0").await, 10);
 
-    assert_eq!(client.post_with_id("/payment/add_funds/0/10", "another").await.status, 200);
+    assert_eq!(
+        client
+            .post_with_id("/payment/add_funds/0/10", "another")
+            .await
+            .status,
+        200
+    );
     assert_eq!(client.credit("0").await, 20);
 }

@@ -70,7 +70,11 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status, self.body.error, self.body.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status, self.body.error, self.body.message
+        )
     }
 }
 

@@ -105,7 +105,11 @@ pub async fn track_requests(
 
 /// Bounded concurrency: beyond the limit a request is answered 429 at once
 /// instead of queueing without bound.
-pub async fn shed_load(State(limit): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+pub async fn shed_load(
+    State(limit): State<Arc<Semaphore>>,
+    request: Request,
+    next: Next,
+) -> Response {
     match limit.try_acquire_owned() {
         Ok(_permit) => next.run(request).await,
         Err(_) => ApiError::overloaded().into_response(),
@@ -129,10 +133,17 @@ pub async fn require_secret(
     }
 }
 
-/// Adds the RED metrics layer and a JSON 404 fallback to a router.
+/// Adds the RED metrics layer and JSON 404/405 fallbacks to a router.
 pub fn instrument(router: Router, labels: ServerLabels) -> Router {
     router
         .fallback(|| async { ApiError::not_found_route() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(labels, track_requests))
 }
 
@@ -172,7 +183,11 @@ impl Shutdown {
 
 /// Serves until shutdown, then stops accepting and finishes in-flight
 /// requests.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.wait())
         .await

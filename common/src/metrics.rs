@@ -23,19 +23,28 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(collector: C, name
 
 pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let opts = Opts::new(name, help).namespace(NAMESPACE);
-    register(IntCounterVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)), name)
+    register(
+        IntCounterVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)),
+        name,
+    )
 }
 
 pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let opts = Opts::new(name, help).namespace(NAMESPACE);
-    register(IntGaugeVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)), name)
+    register(
+        IntGaugeVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)),
+        name,
+    )
 }
 
 pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help)
         .namespace(NAMESPACE)
         .buckets(buckets.to_vec());
-    register(HistogramVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)), name)
+    register(
+        HistogramVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)),
+        name,
+    )
 }
 
 fn invalid(name: &str, e: prometheus::Error) -> ! {

@@ -311,12 +311,16 @@ impl ClusterSpec {
     /// Address of node `id` of `service` by the port layout, also for ids
     /// beyond the spec's count (nodes added at run time).
     pub fn node_addr(&self, service: Service, id: NodeId) -> Option<String> {
-        let id = u16::try_from(id).ok().filter(|i| (1..=MAX_NODES).contains(i))?;
+        let id = u16::try_from(id)
+            .ok()
+            .filter(|i| (1..=MAX_NODES).contains(i))?;
         Some(self.addr(self.service_base(service) + NODE_OFFSET + id - 1))
     }
 
     pub fn coordinator(&self, service: Service, index: u16) -> Option<CoordinatorAddr> {
-        self.coordinators(service).into_iter().nth(usize::from(index))
+        self.coordinators(service)
+            .into_iter()
+            .nth(usize::from(index))
     }
 
     pub fn node_data_dir(&self, service: Service, id: NodeId) -> PathBuf {

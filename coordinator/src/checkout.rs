@@ -17,7 +17,13 @@ use crate::routes::reply;
 use crate::server::Coordinator;
 
 pub async fn run(c: &Coordinator, rid: &str, order_id: &str) -> Result<(), ApiError> {
-    let result = steps(c, rid, order_id).await;
+    let mut result = steps(c, rid, order_id).await;
+    // A concurrent checkout of the same order may have paid it while ours
+    // was refused (its charge or stock got there first): the order is paid,
+    // so the answer is 200, as for any checkout of a paid order.
+    if matches!(&result, Err(e) if e.status.is_client_error()) && is_paid(c, order_id).await {
+        result = Ok("already_paid");
+    }
     let outcome = match &result {
         Ok(o) => *o,
         Err(e) if e.status.is_client_error() => match e.body.error.as_str() {
@@ -29,6 +35,13 @@ pub async fn run(c: &Coordinator, rid: &str, order_id: &str) -> Result<(), ApiEr
     };
     METRICS.checkouts.with_label_values(&[outcome]).inc();
     result.map(|_| ())
+}
+
+async fn is_paid(c: &Coordinator, order_id: &str) -> bool {
+    let query = Query::FindOrder {
+        order_id: order_id.to_string(),
+    };
+    matches!(reply(c.own.read(query).await), Ok(Reply::Order(o)) if o.paid)
 }
 
 async fn steps(c: &Coordinator, rid: &str, order_id: &str) -> Result<&'static str, ApiError> {
@@ -108,12 +121,22 @@ async fn refund(c: &Coordinator, rid: &str, order: &Order) -> Result<(), ApiErro
         user_id: order.user_id.clone(),
         amount: order.total_cost,
     };
-    reply(c.peer(Service::Payment)?.write(&format!("{rid}:refund"), cmd).await).map(|_| ())
+    reply(
+        c.peer(Service::Payment)?
+            .write(&format!("{rid}:refund"), cmd)
+            .await,
+    )
+    .map(|_| ())
 }
 
 async fn restock(c: &Coordinator, rid: &str, order: &Order) -> Result<(), ApiError> {
     let cmd = Command::AddStockBatch {
         items: order.items.clone(),
     };
-    reply(c.peer(Service::Stock)?.write(&format!("{rid}:restock"), cmd).await).map(|_| ())
+    reply(
+        c.peer(Service::Stock)?
+            .write(&format!("{rid}:restock"), cmd)
+            .await,
+    )
+    .map(|_| ())
 }

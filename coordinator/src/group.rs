@@ -59,7 +59,9 @@ impl GroupClient {
     pub async fn write(&self, request_id: &str, cmd: Command) -> Result<Outcome, ApiError> {
         let bulk = matches!(
             cmd,
-            Command::BatchInitItems { .. } | Command::BatchInitUsers { .. } | Command::BatchInitOrders { .. }
+            Command::BatchInitItems { .. }
+                | Command::BatchInitUsers { .. }
+                | Command::BatchInitOrders { .. }
         );
         let body = WriteRequest {
             request_id: request_id.to_string(),
@@ -74,8 +76,13 @@ impl GroupClient {
     }
 
     pub async fn read(&self, query: Query) -> Result<Outcome, ApiError> {
-        self.call(READ_PATH, &ReadRequest { query }, self.deadline, ATTEMPT_TIMEOUT)
-            .await
+        self.call(
+            READ_PATH,
+            &ReadRequest { query },
+            self.deadline,
+            ATTEMPT_TIMEOUT,
+        )
+        .await
     }
 
     fn target(&self) -> String {
@@ -84,7 +91,10 @@ impl GroupClient {
         }
         let nodes = self.nodes.read().map(|n| n.clone()).unwrap_or_default();
         let i = self.cursor.load(Ordering::Relaxed);
-        nodes.get(i % nodes.len().max(1)).cloned().unwrap_or_default()
+        nodes
+            .get(i % nodes.len().max(1))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Forget the leader guess and move on to the next known node.

@@ -26,7 +26,9 @@ impl PeerService {
     pub fn new(spec: &ClusterSpec, service: Service) -> Self {
         match spec.cluster.cross_service {
             CrossService::Direct => PeerService::Direct(GroupClient::new(spec, service)),
-            CrossService::Coordinator => PeerService::Coordinators(CoordinatorPool::new(spec, service)),
+            CrossService::Coordinator => {
+                PeerService::Coordinators(CoordinatorPool::new(spec, service))
+            }
         }
     }
 
@@ -102,7 +104,11 @@ impl CoordinatorPool {
                 Duration::from_millis(limits.request_timeout_ms),
             ),
             secret: spec.cluster.internal_secret.clone(),
-            admins: spec.coordinators(service).into_iter().map(|c| c.admin).collect(),
+            admins: spec
+                .coordinators(service)
+                .into_iter()
+                .map(|c| c.admin)
+                .collect(),
             cursor: AtomicUsize::new(0),
             deadline: Duration::from_millis(limits.request_timeout_ms),
         }
@@ -124,10 +130,9 @@ impl CoordinatorPool {
                 .await;
             match sent {
                 Ok(resp) if resp.status() == StatusCode::OK => {
-                    return resp
-                        .json::<Outcome>()
-                        .await
-                        .map_err(|e| ApiError::unavailable(format!("{target}: unreadable answer: {e}")));
+                    return resp.json::<Outcome>().await.map_err(|e| {
+                        ApiError::unavailable(format!("{target}: unreadable answer: {e}"))
+                    });
                 }
                 Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => {
                     return Err(ApiError::overloaded())

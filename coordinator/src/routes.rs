@@ -28,7 +28,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         Ok(RequestId(
-            cart_common::http::request_id(&parts.headers).unwrap_or_else(cart_common::http::new_request_id),
+            cart_common::http::request_id(&parts.headers)
+                .unwrap_or_else(cart_common::http::new_request_id),
         ))
     }
 }
@@ -60,19 +61,31 @@ pub fn public_routes(service: Service) -> Router<Arc<Coordinator>> {
             .route("/stock/find/{item_id}", get(find_item))
             .route("/stock/add/{item_id}/{amount}", post(add_stock))
             .route("/stock/subtract/{item_id}/{amount}", post(subtract_stock))
-            .route("/stock/batch_init/{n}/{starting_stock}/{item_price}", post(batch_init_items)),
+            .route(
+                "/stock/batch_init/{n}/{starting_stock}/{item_price}",
+                post(batch_init_items),
+            ),
         Service::Payment => Router::new()
             .route("/payment/create_user", post(create_user))
             .route("/payment/find_user/{user_id}", get(find_user))
             .route("/payment/add_funds/{user_id}/{amount}", post(add_funds))
             .route("/payment/pay/{user_id}/{amount}", post(pay))
-            .route("/payment/batch_init/{n}/{starting_money}", post(batch_init_users)),
+            .route(
+                "/payment/batch_init/{n}/{starting_money}",
+                post(batch_init_users),
+            ),
         Service::Order => Router::new()
             .route("/orders/create/{user_id}", post(create_order))
             .route("/orders/find/{order_id}", get(find_order))
-            .route("/orders/addItem/{order_id}/{item_id}/{quantity}", post(add_item))
+            .route(
+                "/orders/addItem/{order_id}/{item_id}/{quantity}",
+                post(add_item),
+            )
             .route("/orders/checkout/{order_id}", post(checkout_order))
-            .route("/orders/batch_init/{n}/{n_items}/{n_users}/{item_price}", post(batch_init_orders)),
+            .route(
+                "/orders/batch_init/{n}/{n_items}/{n_users}/{item_price}",
+                post(batch_init_orders),
+            ),
     }
 }
 
@@ -138,7 +151,13 @@ async fn create_user(State(c): App, RequestId(rid): RequestId) -> Answer {
 
 async fn find_user(State(c): App, p: Params) -> Answer {
     let user_id = id("user_id", p.get(0))?.to_string();
-    match reply(c.own.read(Query::FindUser { user_id: user_id.clone() }).await)? {
+    match reply(
+        c.own
+            .read(Query::FindUser {
+                user_id: user_id.clone(),
+            })
+            .await,
+    )? {
         Reply::User(u) => Ok(Json(json!({ "user_id": user_id, "credit": u.credit }))),
         other => Err(unexpected(other)),
     }
@@ -176,7 +195,13 @@ async fn batch_init_users(State(c): App, RequestId(rid): RequestId, p: Params) -
 async fn create_order(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
     let user_id = id("user_id", p.get(0))?.to_string();
     // An order for a user who does not exist could never be paid.
-    reply(c.peer(Service::Payment)?.read(Query::FindUser { user_id: user_id.clone() }).await)?;
+    reply(
+        c.peer(Service::Payment)?
+            .read(Query::FindUser {
+                user_id: user_id.clone(),
+            })
+            .await,
+    )?;
     let cmd = Command::CreateOrder {
         order_id: new_id(),
         user_id,
@@ -189,7 +214,13 @@ async fn create_order(State(c): App, RequestId(rid): RequestId, p: Params) -> An
 
 async fn find_order(State(c): App, p: Params) -> Answer {
     let order_id = id("order_id", p.get(0))?.to_string();
-    match reply(c.own.read(Query::FindOrder { order_id: order_id.clone() }).await)? {
+    match reply(
+        c.own
+            .read(Query::FindOrder {
+                order_id: order_id.clone(),
+            })
+            .await,
+    )? {
         Reply::Order(o) => Ok(Json(json!({
             "order_id": order_id,
             "paid": o.paid,
@@ -206,9 +237,18 @@ async fn add_item(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer
     let item_id = id("item_id", p.get(1))?.to_string();
     let quantity = amount("quantity", p.get(2))?;
     if quantity == 0 {
-        return Err(ApiError::bad_request("invalid_number", "quantity must be at least 1"));
+        return Err(ApiError::bad_request(
+            "invalid_number",
+            "quantity must be at least 1",
+        ));
     }
-    let price = match reply(c.peer(Service::Stock)?.read(Query::FindItem { item_id: item_id.clone() }).await)? {
+    let price = match reply(
+        c.peer(Service::Stock)?
+            .read(Query::FindItem {
+                item_id: item_id.clone(),
+            })
+            .await,
+    )? {
         Reply::Item(item) => item.price,
         other => return Err(unexpected(other)),
     };
@@ -244,7 +284,7 @@ async fn batch_init_orders(State(c): App, RequestId(rid): RequestId, p: Params) 
 /// A seed that differs per request but is the same for a retry of it.
 fn rand_seed(request_id: &str) -> u64 {
     // FNV-1a: tiny, stable across releases.
-    request_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    request_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -43,9 +43,9 @@ impl Coordinator {
     }
 
     pub fn peer(&self, service: Service) -> Result<&PeerService, ApiError> {
-        self.peers
-            .get(&service)
-            .ok_or_else(|| ApiError::internal(format!("{} has no route to {service}", self.service)))
+        self.peers.get(&service).ok_or_else(|| {
+            ApiError::internal(format!("{} has no route to {service}", self.service))
+        })
     }
 }
 
@@ -62,7 +62,10 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
 
     let public = chttp::instrument(
         public_routes(service)
-            .layer(axum::middleware::from_fn_with_state(limit.clone(), chttp::shed_load))
+            .layer(axum::middleware::from_fn_with_state(
+                limit.clone(),
+                chttp::shed_load,
+            ))
             .with_state(state.clone()),
         labels,
     );
@@ -70,11 +73,20 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
     let internal = Router::new()
         .route(WRITE_PATH, post(internal_write))
         .route(READ_PATH, post(internal_read))
-        .layer(axum::middleware::from_fn_with_state(limit, chttp::shed_load))
-        .layer(axum::middleware::from_fn_with_state(secret, chttp::require_secret));
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            chttp::shed_load,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            secret,
+            chttp::require_secret,
+        ));
     let admin = chttp::instrument(
         internal
-            .route(READY_PATH, get(|| async { Json(serde_json::json!({ "ready": true })) }))
+            .route(
+                READY_PATH,
+                get(|| async { Json(serde_json::json!({ "ready": true })) }),
+            )
             .route("/metrics", get(chttp::metrics_handler))
             .with_state(state),
         ServerLabels {
@@ -98,14 +110,20 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
 }
 
 /// Another service's coordinator asking this one to write to its group.
-async fn internal_write(State(c): State<Arc<Coordinator>>, Json(req): Json<WriteRequest>) -> Response {
+async fn internal_write(
+    State(c): State<Arc<Coordinator>>,
+    Json(req): Json<WriteRequest>,
+) -> Response {
     match c.own.write(&req.request_id, req.cmd).await {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn internal_read(State(c): State<Arc<Coordinator>>, Json(req): Json<ReadRequest>) -> Response {
+async fn internal_read(
+    State(c): State<Arc<Coordinator>>,
+    Json(req): Json<ReadRequest>,
+) -> Response {
     match c.own.read(req.query).await {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => e.into_response(),

@@ -47,7 +47,8 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "Raft RPCs to a peer that failed (unreachable, timeout, bad status), by RPC path.",
         &["rpc"],
     ),
-    term: gauge_vec("raft_term", "Current Raft term of this node.", &[]).with_label_values::<&str>(&[]),
+    term: gauge_vec("raft_term", "Current Raft term of this node.", &[])
+        .with_label_values::<&str>(&[]),
     last_applied: gauge_vec(
         "raft_last_applied_index",
         "Index of the last log entry applied on this node.",

@@ -36,9 +36,9 @@ struct Node {
 }
 
 pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Result<()> {
-    let addr = spec
-        .node_addr(service, id)
-        .ok_or_else(|| anyhow::anyhow!("node id {id} outside 1..={}", cart_common::spec::MAX_NODES))?;
+    let addr = spec.node_addr(service, id).ok_or_else(|| {
+        anyhow::anyhow!("node id {id} outside 1..={}", cart_common::spec::MAX_NODES)
+    })?;
     let dir = spec.node_data_dir(service, id);
     let store = Store::open(&dir)?;
     let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
@@ -96,8 +96,14 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
         .route(api::WRITE_PATH, post(write))
         .route(api::READ_PATH, post(read))
         .route(api::LOCAL_READ_PATH, post(local_read))
-        .layer(axum::middleware::from_fn_with_state(limit, chttp::shed_load))
-        .layer(axum::middleware::from_fn_with_state(secret, chttp::require_secret));
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            chttp::shed_load,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            secret,
+            chttp::require_secret,
+        ));
     let open = Router::new()
         .route(api::READY_PATH, get(ready))
         .route(api::STATUS_PATH, get(status))
@@ -130,7 +136,9 @@ async fn export_raft_metrics(raft: Raft) {
             METRICS
                 .last_applied
                 .set(m.last_applied.map_or(0, |l| l.index as i64));
-            METRICS.last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+            METRICS
+                .last_log_index
+                .set(m.last_log_index.unwrap_or(0) as i64);
             METRICS
                 .is_leader
                 .set(i64::from(m.current_leader == Some(m.id)));
@@ -148,7 +156,10 @@ async fn append(
     Json(n.raft.append_entries(req).await)
 }
 
-async fn vote(State(n): State<Arc<Node>>, Json(req): Json<VoteRequest<NodeId>>) -> impl IntoResponse {
+async fn vote(
+    State(n): State<Arc<Node>>,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> impl IntoResponse {
     Json(n.raft.vote(req).await)
 }
 
@@ -178,7 +189,8 @@ fn storage_failure(e: impl std::fmt::Display) -> Response {
 
 async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Response {
     if req.request_id.is_empty() {
-        return ApiError::bad_request("missing_request_id", "writes need a request id").into_response();
+        return ApiError::bad_request("missing_request_id", "writes need a request id")
+            .into_response();
     }
     // A retry of an applied write is answered from memory without a new log
     // entry (a remembered id is committed, whichever replica remembers it).
@@ -216,7 +228,10 @@ async fn local_read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) ->
 }
 
 fn local_query(n: &Node, req: &ReadRequest) -> Response {
-    let result = n.store.read().and_then(|view| domain::query(&view, &req.query));
+    let result = n
+        .store
+        .read()
+        .and_then(|view| domain::query(&view, &req.query));
     match result {
         Ok(outcome) => answer(outcome),
         Err(e) => storage_failure(e),

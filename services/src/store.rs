@@ -11,7 +11,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::domain::{StateStore, StoreError, Table};
 
@@ -39,8 +41,12 @@ fn def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
 
 /// The replicated keyspaces, each with a tag used in snapshots.
 pub(crate) const REQUESTS_TAG: u8 = 4;
-pub(crate) const SNAPSHOT_TABLES: [(u8, TableDefinition<&str, &[u8]>); 4] =
-    [(1, ITEMS), (2, USERS), (3, ORDERS), (REQUESTS_TAG, REQUESTS)];
+pub(crate) const SNAPSHOT_TABLES: [(u8, TableDefinition<&str, &[u8]>); 4] = [
+    (1, ITEMS),
+    (2, USERS),
+    (3, ORDERS),
+    (REQUESTS_TAG, REQUESTS),
+];
 
 pub(crate) fn io<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError(e.to_string())

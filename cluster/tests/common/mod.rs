@@ -71,7 +71,12 @@ impl Client {
         Self::new(&cluster.gateway_url())
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, request_id: Option<&str>) -> reqwest::Result<Answer> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        request_id: Option<&str>,
+    ) -> reqwest::Result<Answer> {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(id) = request_id {
             req = req.header(REQUEST_ID, id);
@@ -81,15 +86,23 @@ impl Client {
         let headers = resp.headers().clone();
         let text = resp.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Answer { status, body, headers })
+        Ok(Answer {
+            status,
+            body,
+            headers,
+        })
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        self.send(reqwest::Method::GET, path, None).await.expect("GET answered")
+        self.send(reqwest::Method::GET, path, None)
+            .await
+            .expect("GET answered")
     }
 
     pub async fn post(&self, path: &str) -> Answer {
-        self.send(reqwest::Method::POST, path, None).await.expect("POST answered")
+        self.send(reqwest::Method::POST, path, None)
+            .await
+            .expect("POST answered")
     }
 
     pub async fn post_with_id(&self, path: &str, request_id: &str) -> Answer {
@@ -117,7 +130,12 @@ impl Client {
 }
 
 /// What one replica holds, read straight from it (no consensus round).
-pub async fn local_read(cluster: &LocalCluster, service: Service, id: u64, query: Query) -> Option<Outcome> {
+pub async fn local_read(
+    cluster: &LocalCluster,
+    service: Service,
+    id: u64,
+    query: Query,
+) -> Option<Outcome> {
     let addr = cluster.spec.node_addr(service, id)?;
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}{LOCAL_READ_PATH}"))

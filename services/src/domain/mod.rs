@@ -69,22 +69,66 @@ fn put_value<T: Serialize>(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    CreateItem { item_id: String, price: i64 },
-    AddStock { item_id: String, amount: i64 },
-    SubtractStock { item_id: String, amount: i64 },
+    CreateItem {
+        item_id: String,
+        price: i64,
+    },
+    AddStock {
+        item_id: String,
+        amount: i64,
+    },
+    SubtractStock {
+        item_id: String,
+        amount: i64,
+    },
     /// Subtract every listed quantity or none (an item listed twice counts twice).
-    SubtractStockBatch { items: Vec<(String, i64)> },
+    SubtractStockBatch {
+        items: Vec<(String, i64)>,
+    },
     /// Give back what a `SubtractStockBatch` took (compensation).
-    AddStockBatch { items: Vec<(String, i64)> },
-    BatchInitItems { n: u64, starting_stock: i64, price: i64 },
-    CreateUser { user_id: String },
-    AddFunds { user_id: String, amount: i64 },
-    Pay { user_id: String, amount: i64 },
-    BatchInitUsers { n: u64, starting_money: i64 },
-    CreateOrder { order_id: String, user_id: String },
-    AddItem { order_id: String, item_id: String, quantity: i64, price: i64 },
-    MarkPaid { order_id: String },
-    BatchInitOrders { n: u64, n_items: u64, n_users: u64, item_price: i64, seed: u64 },
+    AddStockBatch {
+        items: Vec<(String, i64)>,
+    },
+    BatchInitItems {
+        n: u64,
+        starting_stock: i64,
+        price: i64,
+    },
+    CreateUser {
+        user_id: String,
+    },
+    AddFunds {
+        user_id: String,
+        amount: i64,
+    },
+    Pay {
+        user_id: String,
+        amount: i64,
+    },
+    BatchInitUsers {
+        n: u64,
+        starting_money: i64,
+    },
+    CreateOrder {
+        order_id: String,
+        user_id: String,
+    },
+    AddItem {
+        order_id: String,
+        item_id: String,
+        quantity: i64,
+        price: i64,
+    },
+    MarkPaid {
+        order_id: String,
+    },
+    BatchInitOrders {
+        n: u64,
+        n_items: u64,
+        n_users: u64,
+        item_price: i64,
+        seed: u64,
+    },
 }
 
 /// A linearizable read.
@@ -100,10 +144,16 @@ pub enum Query {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
     Done,
-    Created { id: String },
-    Initialized { count: u64 },
+    Created {
+        id: String,
+    },
+    Initialized {
+        count: u64,
+    },
     /// `newly` is false when the order was already paid.
-    Paid { newly: bool },
+    Paid {
+        newly: bool,
+    },
     Item(Item),
     User(User),
     Order(Order),
@@ -125,7 +175,10 @@ impl Rejection {
     }
 
     fn not_found(what: &str, id: &str) -> Self {
-        Self::new(&format!("{what}_not_found"), format!("{what} {id:?} not found"))
+        Self::new(
+            &format!("{what}_not_found"),
+            format!("{what} {id:?} not found"),
+        )
     }
 
     fn overflow(what: &str) -> Self {

@@ -20,7 +20,10 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
     match cmd {
         Command::CreateOrder { order_id, user_id } => {
             if store.get(Table::Orders, order_id)?.is_some() {
-                return Ok(Err(Rejection::new("exists", format!("order {order_id:?} exists"))));
+                return Ok(Err(Rejection::new(
+                    "exists",
+                    format!("order {order_id:?} exists"),
+                )));
             }
             let order = Order {
                 user_id: user_id.clone(),
@@ -159,7 +162,12 @@ mod tests {
     use super::*;
 
     fn order(s: &MemoryStore, id: &str) -> Order {
-        match ask(s, Query::FindOrder { order_id: id.into() }) {
+        match ask(
+            s,
+            Query::FindOrder {
+                order_id: id.into(),
+            },
+        ) {
             Ok(Reply::Order(o)) => o,
             other => panic!("{other:?}"),
         }
@@ -207,7 +215,10 @@ mod tests {
         add(&mut s, "i", 1, i64::MAX).unwrap();
         let before = s.clone();
         assert_eq!(add(&mut s, "i", 1, 1).unwrap_err().error, "out_of_range");
-        assert_eq!(add(&mut s, "j", 2, i64::MAX).unwrap_err().error, "out_of_range");
+        assert_eq!(
+            add(&mut s, "j", 2, i64::MAX).unwrap_err().error,
+            "out_of_range"
+        );
         assert_eq!(s, before);
     }
 
@@ -244,7 +255,10 @@ mod tests {
         let o = order(&a, "49");
         assert_eq!(o.total_cost, 6);
         assert_eq!(o.items.len(), 2);
-        assert!(o.items.iter().all(|(i, q)| i.parse::<u64>().unwrap() < 10 && *q == 1));
+        assert!(o
+            .items
+            .iter()
+            .all(|(i, q)| i.parse::<u64>().unwrap() < 10 && *q == 1));
         assert!(o.user_id.parse::<u64>().unwrap() < 7);
     }
 }

@@ -16,7 +16,10 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
     match cmd {
         Command::CreateUser { user_id } => {
             if store.get(Table::Users, user_id)?.is_some() {
-                return Ok(Err(Rejection::new("exists", format!("user {user_id:?} exists"))));
+                return Ok(Err(Rejection::new(
+                    "exists",
+                    format!("user {user_id:?} exists"),
+                )));
             }
             put_value(store, Table::Users, user_id, &User { credit: 0 })?;
             Ok(Ok(Reply::Created {
@@ -40,7 +43,10 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
             }
             Ok(Ok(Reply::Initialized { count: *n }))
         }
-        _ => Ok(Err(Rejection::new("wrong_service", "not a payment command"))),
+        _ => Ok(Err(Rejection::new(
+            "wrong_service",
+            "not a payment command",
+        ))),
     }
 }
 
@@ -60,7 +66,10 @@ fn change(
         if user.credit < amount {
             return Ok(Err(Rejection::new(
                 "insufficient_credit",
-                format!("user {user_id:?} has credit {}, {amount} needed", user.credit),
+                format!(
+                    "user {user_id:?} has credit {}, {amount} needed",
+                    user.credit
+                ),
             )));
         }
         user.credit -= amount;
@@ -103,7 +112,13 @@ mod tests {
     #[test]
     fn new_user_has_zero_credit() {
         let mut s = MemoryStore::default();
-        run(&mut s, Command::CreateUser { user_id: "u".into() }).unwrap();
+        run(
+            &mut s,
+            Command::CreateUser {
+                user_id: "u".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(credit(&s, "u"), 0);
     }
 

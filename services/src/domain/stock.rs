@@ -38,7 +38,10 @@ fn create(store: &mut dyn StateStore, item_id: &str, price: i64) -> Result<Outco
         return Ok(Err(Rejection::negative("price")));
     }
     if store.get(Table::Items, item_id)?.is_some() {
-        return Ok(Err(Rejection::new("exists", format!("item {item_id:?} exists"))));
+        return Ok(Err(Rejection::new(
+            "exists",
+            format!("item {item_id:?} exists"),
+        )));
     }
     put_value(store, Table::Items, item_id, &Item { stock: 0, price })?;
     Ok(Ok(Reply::Created {
@@ -120,12 +123,7 @@ mod tests {
     use super::*;
 
     fn item(store: &MemoryStore, id: &str) -> Outcome {
-        ask(
-            store,
-            Query::FindItem {
-                item_id: id.into(),
-            },
-        )
+        ask(store, Query::FindItem { item_id: id.into() })
     }
 
     fn stocked(stock: i64) -> MemoryStore {

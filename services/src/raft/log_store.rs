@@ -36,7 +36,12 @@ impl LogStore {
         }
     }
 
-    fn write_meta<T: Serialize>(&self, key: &str, value: &T, durable: bool) -> Result<(), StoreError> {
+    fn write_meta<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(io)?;
         let txn = self.store.begin_write(durable)?;
         txn.open_table(LOG_META)
@@ -46,7 +51,10 @@ impl LogStore {
         txn.commit().map_err(io)
     }
 
-    fn entries(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+    fn entries(
+        &self,
+        range: (Bound<u64>, Bound<u64>),
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
         let txn = self.store.begin_read()?;
         let table = txn.open_table(LOG).map_err(io)?;
         let mut out = Vec::new();
@@ -74,20 +82,29 @@ impl LogStore {
         })
     }
 
-    fn append_entries(&self, entries: impl IntoIterator<Item = Entry<TypeConfig>>) -> Result<(), StoreError> {
+    fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    ) -> Result<(), StoreError> {
         let txn = self.store.begin_write(true)?;
         {
             let mut table = txn.open_table(LOG).map_err(io)?;
             for entry in entries {
                 let bytes = serde_json::to_vec(&entry).map_err(io)?;
-                table.insert(entry.log_id.index, bytes.as_slice()).map_err(io)?;
+                table
+                    .insert(entry.log_id.index, bytes.as_slice())
+                    .map_err(io)?;
             }
         }
         txn.commit().map_err(io)
     }
 
     /// Removes entries in `range`; `purged` records the new last purged id.
-    fn remove(&self, range: (Bound<u64>, Bound<u64>), purged: Option<LogId<NodeId>>) -> Result<(), StoreError> {
+    fn remove(
+        &self,
+        range: (Bound<u64>, Bound<u64>),
+        purged: Option<LogId<NodeId>>,
+    ) -> Result<(), StoreError> {
         let txn = self.store.begin_write(true)?;
         {
             let mut table = txn.open_table(LOG).map_err(io)?;
@@ -147,10 +164,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         blocking(|| self.read_meta(VOTE)).map_err(vote_err(ErrorVerb::Read))
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError> {
         // Only an optimisation for restart (apply up to here without waiting
         // for the leader), so it need not be fsynced on its own.
-        blocking(|| self.write_meta(COMMITTED, &committed, false)).map_err(logs_err(ErrorVerb::Write))
+        blocking(|| self.write_meta(COMMITTED, &committed, false))
+            .map_err(logs_err(ErrorVerb::Write))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError> {
@@ -159,7 +180,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(logs_err(ErrorVerb::Read))
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -183,7 +208,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        blocking(|| self.remove((Bound::Unbounded, Bound::Included(log_id.index)), Some(log_id)))
-            .map_err(logs_err(ErrorVerb::Delete))
+        blocking(|| {
+            self.remove(
+                (Bound::Unbounded, Bound::Included(log_id.index)),
+                Some(log_id),
+            )
+        })
+        .map_err(logs_err(ErrorVerb::Delete))
     }
 }

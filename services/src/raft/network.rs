@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cart_common::http::INTERNAL_SECRET;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -122,7 +124,11 @@ impl RaftNetwork<TypeConfig> for Connection {
         self.call(SNAPSHOT_PATH, &req, &option).await
     }
 
-    async fn vote(&mut self, req: VoteRequest<NodeId>, option: RPCOption) -> Rpc<VoteResponse<NodeId>> {
+    async fn vote(
+        &mut self,
+        req: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Rpc<VoteResponse<NodeId>> {
         self.call(VOTE_PATH, &req, &option).await
     }
 }

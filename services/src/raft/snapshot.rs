@@ -98,7 +98,10 @@ mod tests {
         push_row(&mut buf, 1, b"k1", b"v1");
         push_row(&mut buf, 3, b"", b"{}");
         let got: Vec<_> = rows(&buf).collect::<Result<_, _>>().unwrap();
-        assert_eq!(got, vec![(1, &b"k1"[..], &b"v1"[..]), (3, &b""[..], &b"{}"[..])]);
+        assert_eq!(
+            got,
+            vec![(1, &b"k1"[..], &b"v1"[..]), (3, &b""[..], &b"{}"[..])]
+        );
         let cut = &buf[..buf.len() - 1];
         assert!(rows(cut).any(|r| r.is_err()));
     }

@@ -14,10 +14,14 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::{self, Meta};
-use super::{now_ms, storage_error, LogCommand, NodeId, StorageError, TypeConfig, LOG_FORMAT_VERSION};
+use super::{
+    now_ms, storage_error, LogCommand, NodeId, StorageError, TypeConfig, LOG_FORMAT_VERSION,
+};
 use crate::domain::{self, Outcome, Rejection, Reply, StoreError};
 use crate::metrics::METRICS;
-use crate::store::{io, Store, WriteView, REQUESTS, REQUESTS_BY_TIME, REQUESTS_TAG, SM_META, SNAPSHOT_TABLES};
+use crate::store::{
+    io, Store, WriteView, REQUESTS, REQUESTS_BY_TIME, REQUESTS_TAG, SM_META, SNAPSHOT_TABLES,
+};
 
 const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
@@ -97,7 +101,9 @@ impl StateMachine {
                     EntryPayload::Normal(req) => {
                         newest_ts = newest_ts.max(req.ts_ms);
                         let seen = match requests.get(req.request_id.as_str()).map_err(io)? {
-                            Some(v) => Some(serde_json::from_slice::<Remembered>(v.value()).map_err(io)?),
+                            Some(v) => {
+                                Some(serde_json::from_slice::<Remembered>(v.value()).map_err(io)?)
+                            }
                             None => None,
                         };
                         if let Some(seen) = seen {
@@ -189,7 +195,10 @@ impl StateMachine {
         let txn = self.store.begin_write(true)?;
         {
             for (_, def) in SNAPSHOT_TABLES {
-                txn.open_table(def).map_err(io)?.retain(|_, _| false).map_err(io)?;
+                txn.open_table(def)
+                    .map_err(io)?
+                    .retain(|_, _| false)
+                    .map_err(io)?;
             }
             let mut by_time = txn.open_table(REQUESTS_BY_TIME).map_err(io)?;
             by_time.retain(|_, _| false).map_err(io)?;
@@ -199,7 +208,10 @@ impl StateMachine {
                 let Some((_, def)) = SNAPSHOT_TABLES.iter().find(|(t, _)| *t == tag) else {
                     return Err(StoreError(format!("unknown snapshot table tag {tag}")));
                 };
-                txn.open_table(*def).map_err(io)?.insert(key, value).map_err(io)?;
+                txn.open_table(*def)
+                    .map_err(io)?
+                    .insert(key, value)
+                    .map_err(io)?;
                 if tag == REQUESTS_TAG {
                     let r: Remembered = serde_json::from_slice(value).map_err(io)?;
                     by_time.insert((r.ts_ms, key), ()).map_err(io)?;
@@ -207,9 +219,13 @@ impl StateMachine {
             }
             let mut meta_table = txn.open_table(SM_META).map_err(io)?;
             let bytes = serde_json::to_vec(&meta.last_log_id).map_err(io)?;
-            meta_table.insert(LAST_APPLIED, bytes.as_slice()).map_err(io)?;
+            meta_table
+                .insert(LAST_APPLIED, bytes.as_slice())
+                .map_err(io)?;
             let bytes = serde_json::to_vec(&meta.last_membership).map_err(io)?;
-            meta_table.insert(MEMBERSHIP, bytes.as_slice()).map_err(io)?;
+            meta_table
+                .insert(MEMBERSHIP, bytes.as_slice())
+                .map_err(io)?;
         }
         txn.commit().map_err(io)?;
         snapshot::save(&self.dir, meta, data)?;
@@ -223,7 +239,10 @@ fn apply_command(view: &mut WriteView<'_>, req: &LogCommand) -> Result<Outcome, 
     if req.v > LOG_FORMAT_VERSION {
         return Ok(Err(Rejection::new(
             "unsupported_version",
-            format!("log format {} is newer than this node's {LOG_FORMAT_VERSION}", req.v),
+            format!(
+                "log format {} is newer than this node's {LOG_FORMAT_VERSION}",
+                req.v
+            ),
         )));
     }
     domain::apply(view, &req.cmd)

@@ -1,0 +1,127 @@
+//! Durability across restarts and log compaction by snapshots.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cart_cluster::harness::Role;
+use cart_common::Service;
+use cart_services::domain::{Query, Reply};
+use common::{cluster, local_read, Client};
+
+const SNAPSHOT_EVERY: u64 = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_restarted_on_its_data_dir_has_all_data() {
+    let mut cluster = cluster(&Service::ALL, |spec| {
+        spec.raft.snapshot_every = SNAPSHOT_EVERY
+    });
+    let client = Client::gateway(&cluster);
+    let item = client.post("/stock/item/create/3").await.str("item_id");
+    assert!(client.post(&format!("/stock/add/{item}/10")).await.ok());
+    let user = client.post("/payment/create_user").await.str("user_id");
+    // Enough writes that every payment replica snapshots and purges its log.
+    for _ in 0..(3 * SNAPSHOT_EVERY) {
+        assert!(client
+            .post(&format!("/payment/add_funds/{user}/1"))
+            .await
+            .ok());
+    }
+    let order = client
+        .post(&format!("/orders/create/{user}"))
+        .await
+        .str("order_id");
+    assert!(client
+        .post(&format!("/orders/addItem/{order}/{item}/2"))
+        .await
+        .ok());
+    assert_eq!(
+        client
+            .post(&format!("/orders/checkout/{order}"))
+            .await
+            .status,
+        200
+    );
+    let expected_order = client.get(&format!("/orders/find/{order}")).await.body;
+
+    cluster.shutdown();
+    cluster.start_all().unwrap();
+    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+
+    assert_eq!(client.stock(&item).await, 8);
+    assert_eq!(client.credit(&user).await, 3 * SNAPSHOT_EVERY as i64 - 6);
+    assert_eq!(
+        client.get(&format!("/orders/find/{order}")).await.body,
+        expected_order
+    );
+    // The log was compacted: every payment replica holds a snapshot and
+    // only a bounded tail of entries after it.
+    for id in 1..=3 {
+        let status = cluster.node_status(Service::Payment, id).expect("status");
+        assert!(
+            status.snapshot.is_some(),
+            "node {id} has no snapshot: {status:?}"
+        );
+        let kept = status.last_log_index.unwrap_or(0) - status.purged.unwrap_or(0);
+        assert!(
+            kept <= 2 * SNAPSHOT_EVERY,
+            "node {id} keeps {kept} entries: {status:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut cluster = cluster(&[Service::Payment], |spec| {
+        spec.raft.snapshot_every = SNAPSHOT_EVERY
+    });
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/payment/batch_init/1/0").await.ok());
+    let leader = cluster.leader(Service::Payment).expect("a leader");
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    cluster
+        .kill(Role::Node(Service::Payment, follower))
+        .unwrap();
+
+    let writes = 4 * SNAPSHOT_EVERY as i64;
+    for _ in 0..writes {
+        assert!(client.post("/payment/add_funds/0/1").await.ok());
+    }
+    let status = cluster
+        .node_status(Service::Payment, leader)
+        .expect("leader status");
+    assert!(status.purged.is_some(), "leader purged nothing: {status:?}");
+
+    cluster
+        .start_process(Role::Node(Service::Payment, follower))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = local_read(
+            &cluster,
+            Service::Payment,
+            follower,
+            Query::FindUser {
+                user_id: "0".into(),
+            },
+        )
+        .await;
+        if let Some(Ok(Reply::User(u))) = &seen {
+            if u.credit == writes {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "follower {follower} never caught up: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = cluster
+        .node_status(Service::Payment, follower)
+        .expect("follower status");
+    assert!(
+        status.snapshot.is_some(),
+        "follower caught up without a snapshot: {status:?}"
+    );
+}
