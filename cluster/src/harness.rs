@@ -107,13 +107,7 @@ impl LocalCluster {
         services: &[Service],
         tweak: impl FnOnce(&mut ClusterSpec),
     ) -> anyhow::Result<Self> {
-        let tmp = tempfile::Builder::new().prefix("cart-cluster-").tempdir()?;
-        let mut spec = ClusterSpec::from_toml(DEFAULT_SPEC)?;
-        spec.cluster.data_dir = tmp.path().join("data");
-        tweak(&mut spec);
-        spec.cluster.base_port = free_base_port(&spec)?;
-        let spec_path = tmp.path().join("cluster.toml");
-        std::fs::write(&spec_path, spec.to_toml())?;
+        let (tmp, spec_path) = temp_spec(tweak)?;
         let mut cluster = Self::start(&spec_path, bin, services)?;
         cluster._tmp = Some(tmp);
         Ok(cluster)
@@ -381,6 +375,22 @@ impl Drop for LocalCluster {
 
 /// The repository's default cluster spec (`cluster.toml`).
 pub const DEFAULT_SPEC: &str = include_str!("../../cluster.toml");
+
+/// Writes the default spec, adjusted by `tweak`, with its data dir inside a
+/// fresh temporary directory and a base port whose whole layout is free.
+/// Returns the directory (removed when dropped) and the spec file's path.
+pub fn temp_spec(
+    tweak: impl FnOnce(&mut ClusterSpec),
+) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::Builder::new().prefix("cart-cluster-").tempdir()?;
+    let mut spec = ClusterSpec::from_toml(DEFAULT_SPEC)?;
+    spec.cluster.data_dir = tmp.path().join("data");
+    tweak(&mut spec);
+    spec.cluster.base_port = free_base_port(&spec)?;
+    let spec_path = tmp.path().join("cluster.toml");
+    std::fs::write(&spec_path, spec.to_toml())?;
+    Ok((tmp, spec_path))
+}
 
 /// A base port whose whole layout is free right now.
 fn free_base_port(spec: &ClusterSpec) -> anyhow::Result<u16> {
