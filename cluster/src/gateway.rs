@@ -17,8 +17,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::{Json, Router};
-use cart_common::http::{self as chttp, ServerLabels, Shutdown, REQUEST_ID};
+use axum::Router;
+use cart_common::http::{self as chttp, ServerLabels, REQUEST_ID};
 use cart_common::metrics::counter_vec;
 use cart_common::{ApiError, ClusterSpec, Service};
 use prometheus::IntCounterVec;
@@ -191,10 +191,7 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
     );
     let admin = chttp::instrument(
         Router::new()
-            .route(
-                "/ready",
-                get(|| async { Json(serde_json::json!({ "ready": true })) }),
-            )
+            .route("/ready", get(chttp::ready_handler))
             .route("/metrics", get(chttp::metrics_handler)),
         ServerLabels {
             service: "all",
@@ -202,17 +199,12 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
         },
     );
 
-    let public_listener = chttp::bind(&spec.gateway_addr()).await?;
-    let admin_listener = chttp::bind(&spec.gateway_admin_addr()).await?;
     tracing::info!(public = %spec.gateway_addr(), admin = %spec.gateway_admin_addr(), "gateway serving");
-    let shutdown = Shutdown::on_signals();
-    let (a, b) = tokio::join!(
-        chttp::serve(public_listener, public, shutdown.clone()),
-        chttp::serve(admin_listener, admin, shutdown),
-    );
-    a?;
-    b?;
-    Ok(())
+    chttp::serve_public_and_admin(
+        (&spec.gateway_addr(), public),
+        (&spec.gateway_admin_addr(), admin),
+    )
+    .await
 }
 
 async fn health_check(upstream: Arc<Upstream>, interval: Duration, timeout: Duration) {

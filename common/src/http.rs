@@ -181,6 +181,42 @@ impl Shutdown {
     }
 }
 
+/// Guards a router of cluster-internal routes: the internal secret is
+/// required, and at most `limit` requests are worked on at once (429 beyond).
+pub fn internal_only<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    secret: &str,
+    limit: Arc<Semaphore>,
+) -> Router<S> {
+    let secret: Arc<str> = secret.into();
+    router
+        .layer(axum::middleware::from_fn_with_state(limit, shed_load))
+        .layer(axum::middleware::from_fn_with_state(secret, require_secret))
+}
+
+/// Readiness of a process that is ready as soon as it serves.
+pub async fn ready_handler() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "ready": true }))
+}
+
+/// Binds a public and an admin listener and serves both until SIGTERM or
+/// SIGINT, then drains both.
+pub async fn serve_public_and_admin(
+    public: (&str, Router),
+    admin: (&str, Router),
+) -> anyhow::Result<()> {
+    let public_listener = bind(public.0).await?;
+    let admin_listener = bind(admin.0).await?;
+    let shutdown = Shutdown::on_signals();
+    let (a, b) = tokio::join!(
+        serve(public_listener, public.1, shutdown.clone()),
+        serve(admin_listener, admin.1, shutdown),
+    );
+    a?;
+    b?;
+    Ok(())
+}
+
 /// Serves until shutdown, then stops accepting and finishes in-flight
 /// requests.
 pub async fn serve(

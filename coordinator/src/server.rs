@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cart_common::http::{self as chttp, ServerLabels, Shutdown};
+use cart_common::http::{self as chttp, ServerLabels};
 use cart_common::{ApiError, ClusterSpec, Service};
 use cart_services::api::{ReadRequest, WriteRequest, READY_PATH, READ_PATH, WRITE_PATH};
 use tokio::sync::Semaphore;
@@ -69,24 +69,16 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
             .with_state(state.clone()),
         labels,
     );
-    let secret: Arc<str> = spec.cluster.internal_secret.as_str().into();
-    let internal = Router::new()
-        .route(WRITE_PATH, post(internal_write))
-        .route(READ_PATH, post(internal_read))
-        .layer(axum::middleware::from_fn_with_state(
-            limit,
-            chttp::shed_load,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            secret,
-            chttp::require_secret,
-        ));
+    let internal = chttp::internal_only(
+        Router::new()
+            .route(WRITE_PATH, post(internal_write))
+            .route(READ_PATH, post(internal_read)),
+        &spec.cluster.internal_secret,
+        limit,
+    );
     let admin = chttp::instrument(
         internal
-            .route(
-                READY_PATH,
-                get(|| async { Json(serde_json::json!({ "ready": true })) }),
-            )
+            .route(READY_PATH, get(chttp::ready_handler))
             .route("/metrics", get(chttp::metrics_handler))
             .with_state(state),
         ServerLabels {
@@ -95,16 +87,8 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
         },
     );
 
-    let public_listener = chttp::bind(&me.public).await?;
-    let admin_listener = chttp::bind(&me.admin).await?;
     tracing::info!(%service, index, public = %me.public, admin = %me.admin, "coordinator serving");
-    let shutdown = Shutdown::on_signals();
-    let (a, b) = tokio::join!(
-        chttp::serve(public_listener, public, shutdown.clone()),
-        chttp::serve(admin_listener, admin, shutdown),
-    );
-    a?;
-    b?;
+    chttp::serve_public_and_admin((&me.public, public), (&me.admin, admin)).await?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

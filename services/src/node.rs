@@ -87,23 +87,18 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
     });
     tokio::spawn(export_raft_metrics(raft.clone()));
 
-    let secret: Arc<str> = spec.cluster.internal_secret.as_str().into();
     let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
-    let internal = Router::new()
-        .route(network::APPEND_PATH, post(append))
-        .route(network::VOTE_PATH, post(vote))
-        .route(network::SNAPSHOT_PATH, post(snapshot))
-        .route(api::WRITE_PATH, post(write))
-        .route(api::READ_PATH, post(read))
-        .route(api::LOCAL_READ_PATH, post(local_read))
-        .layer(axum::middleware::from_fn_with_state(
-            limit,
-            chttp::shed_load,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            secret,
-            chttp::require_secret,
-        ));
+    let internal = chttp::internal_only(
+        Router::new()
+            .route(network::APPEND_PATH, post(append))
+            .route(network::VOTE_PATH, post(vote))
+            .route(network::SNAPSHOT_PATH, post(snapshot))
+            .route(api::WRITE_PATH, post(write))
+            .route(api::READ_PATH, post(read))
+            .route(api::LOCAL_READ_PATH, post(local_read)),
+        &spec.cluster.internal_secret,
+        limit,
+    );
     let open = Router::new()
         .route(api::READY_PATH, get(ready))
         .route(api::STATUS_PATH, get(status))

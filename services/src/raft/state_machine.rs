@@ -311,3 +311,122 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+    use crate::domain::{Command, Query};
+
+    fn machine(dir: &std::path::Path, window_ms: u64) -> StateMachine {
+        let store = Store::open(dir).unwrap();
+        StateMachine::new(store, dir.to_path_buf(), window_ms)
+    }
+
+    fn entry(index: u64, request_id: &str, ts_ms: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(LogCommand {
+                v: LOG_FORMAT_VERSION,
+                request_id: request_id.into(),
+                ts_ms,
+                cmd,
+            }),
+        }
+    }
+
+    fn credit(sm: &StateMachine, user: &str) -> i64 {
+        let view = sm.store.read().unwrap();
+        match domain::query(
+            &view,
+            &Query::FindUser {
+                user_id: user.into(),
+            },
+        )
+        .unwrap()
+        {
+            Ok(Reply::User(u)) => u.credit,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn fund(amount: i64) -> Command {
+        Command::AddFunds {
+            user_id: "0".into(),
+            amount,
+        }
+    }
+
+    fn init() -> Command {
+        Command::BatchInitUsers {
+            n: 1,
+            starting_money: 0,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_request_id_applied_twice_changes_state_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = machine(dir.path(), 60_000);
+        let out = sm
+            .apply(vec![
+                entry(1, "init", 1, init()),
+                entry(2, "a", 2, fund(5)),
+                entry(3, "a", 3, fund(5)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[1], out[2]);
+        assert_eq!(credit(&sm, "0"), 5);
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(3));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn request_ids_older_than_the_window_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = machine(dir.path(), 1_000);
+        sm.apply(vec![
+            entry(1, "init", 0, init()),
+            entry(2, "old", 100, fund(1)),
+        ])
+        .await
+        .unwrap();
+        assert!(sm.remembered("old").unwrap().is_some());
+        sm.apply(vec![entry(3, "new", 5_000, fund(1))])
+            .await
+            .unwrap();
+        assert!(sm.remembered("old").unwrap().is_none());
+        assert!(sm.remembered("new").unwrap().is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_snapshot_installed_on_another_replica_reproduces_state_and_request_ids() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut source = machine(a.path(), 60_000);
+        source
+            .apply(vec![entry(1, "init", 1, init()), entry(2, "x", 2, fund(7))])
+            .await
+            .unwrap();
+        let snap = source.build_snapshot().await.unwrap();
+
+        let mut target = machine(b.path(), 60_000);
+        target
+            .apply(vec![entry(1, "stale", 1, init())])
+            .await
+            .unwrap();
+        target
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(credit(&target, "0"), 7);
+        assert!(target.remembered("x").unwrap().is_some());
+        assert!(target.remembered("stale").unwrap().is_none());
+        let (applied, _) = target.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(2));
+        // The installed snapshot is kept for followers that fall behind.
+        let current = target.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, snap.meta);
+    }
+}
