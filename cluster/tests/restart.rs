@@ -76,7 +76,8 @@ async fn a_follower_behind_the_purged_log_catches_up_from_a_snapshot() {
         spec.raft.snapshot_every = SNAPSHOT_EVERY
     });
     let client = Client::gateway(&cluster);
-    assert!(client.post("/payment/batch_init/1/0").await.ok());
+    // Large enough that the snapshot travels in several chunks.
+    assert!(client.post("/payment/batch_init/100000/0").await.ok());
     let leader = cluster.leader(Service::Payment).expect("a leader");
     let follower = (1..=3).find(|n| *n != leader).unwrap();
     cluster
@@ -106,14 +107,25 @@ async fn a_follower_behind_the_purged_log_catches_up_from_a_snapshot() {
             },
         )
         .await;
-        if let Some(Ok(Reply::User(u))) = &seen {
+        let last = local_read(
+            &cluster,
+            Service::Payment,
+            follower,
+            Query::FindUser {
+                user_id: "99999".into(),
+            },
+        )
+        .await;
+        if let (Some(Ok(Reply::User(u))), Some(Ok(Reply::User(_)))) = (&seen, &last) {
             if u.credit == writes {
                 break;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "follower {follower} never caught up: {seen:?}"
+            "follower {follower} never caught up: {seen:?}\n{}\n{}",
+            cluster.log_tail(Role::Node(Service::Payment, follower), 15),
+            cluster.log_tail(Role::Node(Service::Payment, leader), 15)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

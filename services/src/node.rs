@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,6 +25,9 @@ use crate::raft::network::{self, Network};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{now_ms, LogCommand, Raft, TypeConfig, LOG_FORMAT_VERSION};
 use crate::store::Store;
+
+/// Largest Raft RPC or internal request body a node accepts.
+const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 struct Node {
     service: Service,
@@ -51,6 +54,13 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
         election_timeout_max: et + et / 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(spec.raft.snapshot_every),
         max_in_snapshot_log_to_keep: spec.raft.snapshot_every / 2,
+        // A follower further behind than this gets a snapshot instead of
+        // entries; past a snapshot's worth it could never catch up by entries.
+        replication_lag_threshold: spec.raft.snapshot_every.saturating_mul(2).max(5000),
+        // Snapshots of 100k-key tables travel in 1 MiB chunks; the last one
+        // also covers installing the whole table on the follower.
+        snapshot_max_chunk_size: 1024 * 1024,
+        install_snapshot_timeout: 30_000,
         ..Default::default()
     }
     .validate()?;
@@ -95,7 +105,10 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
             .route(network::SNAPSHOT_PATH, post(snapshot))
             .route(api::WRITE_PATH, post(write))
             .route(api::READ_PATH, post(read))
-            .route(api::LOCAL_READ_PATH, post(local_read)),
+            .route(api::LOCAL_READ_PATH, post(local_read))
+            // Snapshot chunks (1 MiB, JSON-encoded bytes) and entry batches
+            // exceed axum's 2 MB default.
+            .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT)),
         &spec.cluster.internal_secret,
         limit,
     );
