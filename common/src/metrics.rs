@@ -29,6 +29,16 @@ pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     )
 }
 
+/// A counter without labels (one series per process).
+pub fn counter(name: &str, help: &str) -> prometheus::IntCounter {
+    counter_vec(name, help, &[]).with_label_values::<&str>(&[])
+}
+
+/// A gauge without labels (one series per process).
+pub fn gauge(name: &str, help: &str) -> prometheus::IntGauge {
+    gauge_vec(name, help, &[]).with_label_values::<&str>(&[])
+}
+
 pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let opts = Opts::new(name, help).namespace(NAMESPACE);
     register(

@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use cart_common::metrics::{counter_vec, gauge_vec};
+use cart_common::metrics::{counter, counter_vec, gauge};
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
 pub struct NodeMetrics {
@@ -18,53 +18,38 @@ pub struct NodeMetrics {
 }
 
 pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
-    applied_entries: counter_vec(
+    applied_entries: counter(
         "raft_applied_entries_total",
         "Log entries applied to this replica's state machine.",
-        &[],
-    )
-    .with_label_values::<&str>(&[]),
-    duplicate_requests: counter_vec(
+    ),
+    duplicate_requests: counter(
         "raft_duplicate_requests_total",
         "Writes whose request id was already applied; answered from memory, not applied again.",
-        &[],
-    )
-    .with_label_values::<&str>(&[]),
-    snapshots_built: counter_vec(
+    ),
+    snapshots_built: counter(
         "raft_snapshots_built_total",
         "Snapshots this replica built (each lets the log before it be purged).",
-        &[],
-    )
-    .with_label_values::<&str>(&[]),
-    snapshots_installed: counter_vec(
+    ),
+    snapshots_installed: counter(
         "raft_snapshots_installed_total",
         "Snapshots this replica received from a leader and installed.",
-        &[],
-    )
-    .with_label_values::<&str>(&[]),
+    ),
     raft_rpc_failures: counter_vec(
         "raft_rpc_failures_total",
         "Raft RPCs to a peer that failed (unreachable, timeout, bad status), by RPC path.",
         &["rpc"],
     ),
-    term: gauge_vec("raft_term", "Current Raft term of this node.", &[])
-        .with_label_values::<&str>(&[]),
-    last_applied: gauge_vec(
+    term: gauge("raft_term", "Current Raft term of this node."),
+    last_applied: gauge(
         "raft_last_applied_index",
         "Index of the last log entry applied on this node.",
-        &[],
-    )
-    .with_label_values::<&str>(&[]),
-    last_log_index: gauge_vec(
+    ),
+    last_log_index: gauge(
         "raft_last_log_index",
         "Index of the last log entry stored on this node.",
-        &[],
-    )
-    .with_label_values::<&str>(&[]),
-    is_leader: gauge_vec(
+    ),
+    is_leader: gauge(
         "raft_is_leader",
         "1 while this node is its group's leader, else 0.",
-        &[],
-    )
-    .with_label_values::<&str>(&[]),
+    ),
 });
