@@ -161,8 +161,8 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
         for upstream in &pool.upstreams {
             tokio::spawn(health_check(
                 upstream.clone(),
-                Duration::from_millis(limits.health_interval_ms),
-                Duration::from_millis(limits.health_timeout_ms),
+                Duration::from_millis(spec.health.interval_ms),
+                Duration::from_millis(spec.health.timeout_ms),
             ));
         }
     }

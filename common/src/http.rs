@@ -126,11 +126,44 @@ pub async fn require_secret(
         .headers()
         .get(INTERNAL_SECRET)
         .and_then(|v| v.to_str().ok());
-    if given == Some(&*secret) {
+    if given.is_some_and(|g| same_secret(g, &secret)) {
         next.run(request).await
     } else {
         ApiError::unauthorized().into_response()
     }
+}
+
+/// Refuses mutating admin calls without `Authorization: Bearer <admin token>`.
+pub async fn require_admin_token(
+    State(token): State<Arc<str>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| same_secret(g, &token)) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this admin call needs `Authorization: Bearer <admin_token>` from the cluster spec",
+        )
+        .into_response()
+    }
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Adds the RED metrics layer and JSON 404/405 fallbacks to a router.

@@ -1,6 +1,8 @@
 //! What every process of the cart cluster shares: the cluster spec, the
-//! metrics helper, the JSON error type, HTTP plumbing and process lifecycle.
+//! metrics helper, the JSON error type, HTTP plumbing, process lifecycle and
+//! the admin API wire types.
 
+pub mod admin;
 pub mod api_error;
 pub mod http;
 pub mod metrics;

@@ -2,7 +2,9 @@
 //! `cart_` prefix, the default registry, label arity in the type. A crate keeps
 //! its metrics in its own `metrics.rs` as one lazily built static struct.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+};
 
 pub const NAMESPACE: &str = "cart";
 
@@ -43,6 +45,15 @@ pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let opts = Opts::new(name, help).namespace(NAMESPACE);
     register(
         IntGaugeVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)),
+        name,
+    )
+}
+
+/// A gauge of fractional values (seconds, ratios).
+pub fn float_gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let opts = Opts::new(name, help).namespace(NAMESPACE);
+    register(
+        GaugeVec::new(opts, labels).unwrap_or_else(|e| invalid(name, e)),
         name,
     )
 }

@@ -85,6 +85,8 @@ pub struct ClusterSpec {
     pub raft: RaftSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub health: HealthSection,
     pub services: ServicesSection,
 }
 
@@ -144,9 +146,6 @@ pub struct LimitsSection {
     /// Backstop on one gateway → coordinator attempt. A hung coordinator is
     /// normally dropped much sooner by the gateway's health checks.
     pub gateway_timeout_ms: u64,
-    /// Gateway health checks of coordinators: interval and timeout.
-    pub health_interval_ms: u64,
-    pub health_timeout_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -157,8 +156,44 @@ impl Default for LimitsSection {
             request_timeout_ms: 15_000,
             bulk_timeout_ms: 120_000,
             gateway_timeout_ms: 130_000,
-            health_interval_ms: 250,
-            health_timeout_ms: 500,
+        }
+    }
+}
+
+/// Health checking: coordinators probing their service's nodes, and the
+/// gateway probing coordinators. The defaults detect a dead node in well
+/// under 2 s (`cluster/examples/detection.rs` measures it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// How often every node (and, at the gateway, every coordinator) is probed.
+    pub interval_ms: u64,
+    /// A probe not answered within this counts as failed.
+    pub timeout_ms: u64,
+    /// Consecutive failed probes before a node is marked down. The leader's
+    /// report that it cannot reach a follower marks it down at once.
+    pub failures_before_down: u32,
+    /// A down node is probed with exponential backoff up to this interval.
+    pub max_backoff_ms: u64,
+    /// A returning node is `catching_up` until its log is within this many
+    /// entries of the leader's, then `up`.
+    pub caught_up_lag_entries: u64,
+    /// Events each coordinator keeps (merged from every coordinator).
+    pub events_kept: usize,
+    /// How often a coordinator pulls new events from every other coordinator.
+    pub event_sync_ms: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            interval_ms: 250,
+            timeout_ms: 500,
+            failures_before_down: 2,
+            max_backoff_ms: 2000,
+            caught_up_lag_entries: 10,
+            events_kept: 500,
+            event_sync_ms: 500,
         }
     }
 }
@@ -246,6 +281,18 @@ impl ClusterSpec {
         anyhow::ensure!(
             u32::from(self.cluster.base_port) + 4 * u32::from(SERVICE_STRIDE) < 65_535,
             "base_port too high for the port layout"
+        );
+        anyhow::ensure!(
+            self.health.interval_ms > 0 && self.health.timeout_ms > 0,
+            "health interval_ms and timeout_ms must be positive"
+        );
+        anyhow::ensure!(
+            self.health.failures_before_down > 0,
+            "health failures_before_down must be at least 1"
+        );
+        anyhow::ensure!(
+            !self.cluster.admin_token.is_empty() && !self.cluster.internal_secret.is_empty(),
+            "admin_token and internal_secret must not be empty"
         );
         anyhow::ensure!(
             self.raft.election_timeout_ms > 2 * self.raft.heartbeat_ms,

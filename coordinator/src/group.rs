@@ -4,16 +4,19 @@
 //! retry after a lost answer applies once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use cart_common::api_error::ErrorBody;
 use cart_common::http::INTERNAL_SECRET;
 use cart_common::{ApiError, ClusterSpec, Service};
 use cart_services::api::{NotLeader, ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
 use cart_services::domain::{Command, Outcome, Query};
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::health::Health;
 use crate::metrics::METRICS;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
@@ -29,6 +32,9 @@ pub struct GroupClient {
     cursor: AtomicUsize,
     deadline: Duration,
     bulk_deadline: Duration,
+    /// The own service's node-down protocol, when this client has one:
+    /// nodes marked down get no requests.
+    health: Option<Arc<Health>>,
 }
 
 /// How long one attempt may take before trying elsewhere.
@@ -49,7 +55,14 @@ impl GroupClient {
             cursor: AtomicUsize::new(0),
             deadline: Duration::from_millis(limits.request_timeout_ms),
             bulk_deadline: Duration::from_millis(limits.bulk_timeout_ms),
+            health: None,
         }
+    }
+
+    /// Routes around the nodes `health` marks down.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     pub fn service(&self) -> Service {
@@ -72,7 +85,9 @@ impl GroupClient {
         } else {
             (self.deadline, ATTEMPT_TIMEOUT)
         };
-        self.call(WRITE_PATH, &body, deadline, attempt).await
+        self.call(WRITE_PATH, &body, deadline, attempt)
+            .await
+            .map_err(refusal_is_a_bug)
     }
 
     pub async fn read(&self, query: Query) -> Result<Outcome, ApiError> {
@@ -83,13 +98,35 @@ impl GroupClient {
             ATTEMPT_TIMEOUT,
         )
         .await
+        .map_err(refusal_is_a_bug)
+    }
+
+    /// An admin call to the leader (membership changes), which may take as
+    /// long as a bulk write. A node's 400 refusal is passed on as is.
+    pub async fn admin<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        self.call(path, body, self.bulk_deadline, self.bulk_deadline)
+            .await
+    }
+
+    fn is_down(&self, addr: &str) -> bool {
+        self.health.as_ref().is_some_and(|h| h.is_down(addr))
     }
 
     fn target(&self) -> String {
         if let Some(leader) = self.leader.read().ok().and_then(|l| l.clone()) {
-            return leader;
+            if !self.is_down(&leader) {
+                return leader;
+            }
         }
-        let nodes = self.nodes.read().map(|n| n.clone()).unwrap_or_default();
+        let routable = self.health.as_ref().map(|h| h.routable());
+        let nodes = match routable {
+            Some(nodes) if !nodes.is_empty() => nodes,
+            _ => self.nodes.read().map(|n| n.clone()).unwrap_or_default(),
+        };
         let i = self.cursor.load(Ordering::Relaxed);
         nodes
             .get(i % nodes.len().max(1))
@@ -132,13 +169,13 @@ impl GroupClient {
         }
     }
 
-    async fn call<B: Serialize>(
+    async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
         deadline: Duration,
         attempt_timeout: Duration,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<T, ApiError> {
         let give_up = Instant::now() + deadline;
         let mut backoff = FIRST_BACKOFF;
         let mut last_error: String;
@@ -155,7 +192,7 @@ impl GroupClient {
             let mut wait = true;
             match sent {
                 Ok(resp) => match resp.status() {
-                    StatusCode::OK => match resp.json::<Outcome>().await {
+                    StatusCode::OK => match resp.json::<T>().await {
                         Ok(outcome) => {
                             self.remember_leader(&target);
                             return Ok(outcome);
@@ -181,7 +218,14 @@ impl GroupClient {
                     StatusCode::TOO_MANY_REQUESTS => return Err(ApiError::overloaded()),
                     StatusCode::BAD_REQUEST => {
                         let text = resp.text().await.unwrap_or_default();
-                        return Err(ApiError::internal(format!("node refused request: {text}")));
+                        let body = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
+                            error: "refused".into(),
+                            message: text,
+                        });
+                        return Err(ApiError {
+                            status: StatusCode::BAD_REQUEST,
+                            body,
+                        });
                     }
                     status => {
                         last_error = format!("{target}: {status}");
@@ -205,5 +249,15 @@ impl GroupClient {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Reads and writes are built by the coordinator itself: a node refusing one
+/// as malformed is a bug here, not the client's fault.
+fn refusal_is_a_bug(e: ApiError) -> ApiError {
+    if e.status == StatusCode::BAD_REQUEST {
+        ApiError::internal(format!("node refused request: {}", e.body.message))
+    } else {
+        e
     }
 }

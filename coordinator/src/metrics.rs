@@ -2,8 +2,13 @@
 
 use std::sync::LazyLock;
 
-use cart_common::metrics::{counter_vec, histogram_vec, LATENCY_BUCKETS};
-use prometheus::{HistogramVec, IntCounterVec};
+use cart_common::metrics::{
+    counter_vec, float_gauge_vec, gauge_vec, histogram_vec, LATENCY_BUCKETS,
+};
+use prometheus::{GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec};
+
+/// Detection times: a probe interval is 0.25 s, the target is under 2 s.
+const DETECTION_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
 
 pub struct CoordinatorMetrics {
     /// Retries towards a Raft group, by target service and reason.
@@ -12,6 +17,18 @@ pub struct CoordinatorMetrics {
     pub cross_service_calls: IntCounterVec,
     pub cross_service_duration: HistogramVec,
     pub checkouts: IntCounterVec,
+    pub node_is_up: IntGaugeVec,
+    pub node_down: IntCounterVec,
+    pub node_up: IntCounterVec,
+    pub caught_up: IntCounterVec,
+    pub detection: HistogramVec,
+    pub leader_changes: IntCounterVec,
+    pub lag_entries: IntGaugeVec,
+    pub lag_seconds: GaugeVec,
+    pub group_members: IntGaugeVec,
+    pub probe_failures: IntCounterVec,
+    pub events: IntCounterVec,
+    pub event_sync_failures: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(|| CoordinatorMetrics {
@@ -38,5 +55,67 @@ pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(|| CoordinatorM
         "Checkouts answered, by outcome (paid, already_paid, insufficient_credit, \
          insufficient_stock, rejected, failed).",
         &["outcome"],
+    ),
+    node_is_up: gauge_vec(
+        "node_up",
+        "1 while the node is up (answers and is caught up), 0 while down or catching up; \
+         as this coordinator sees it.",
+        &["service", "node"],
+    ),
+    node_down: counter_vec(
+        "node_down_total",
+        "Times this coordinator marked the node down.",
+        &["service", "node"],
+    ),
+    node_up: counter_vec(
+        "node_up_total",
+        "Times a down node answered again (it is then catching up).",
+        &["service", "node"],
+    ),
+    caught_up: counter_vec(
+        "node_caught_up_total",
+        "Times a returning node caught up with the leader's log.",
+        &["service", "node"],
+    ),
+    detection: histogram_vec(
+        "node_down_detection_seconds",
+        "Time from last hearing from a node (probe or leader contact) to marking it down.",
+        &["service"],
+        DETECTION_BUCKETS,
+    ),
+    leader_changes: counter_vec(
+        "leader_changes_total",
+        "Leader changes this coordinator observed in its service's group.",
+        &["service"],
+    ),
+    lag_entries: gauge_vec(
+        "replication_lag_entries",
+        "Log entries the leader has that the follower has not acknowledged.",
+        &["service", "node"],
+    ),
+    lag_seconds: float_gauge_vec(
+        "replication_lag_seconds",
+        "Now minus the append time of the oldest entry the follower lacks (0 when caught up).",
+        &["service", "node"],
+    ),
+    group_members: gauge_vec(
+        "group_members",
+        "Members (voters and learners) of the service's Raft group.",
+        &["service"],
+    ),
+    probe_failures: counter_vec(
+        "node_probe_failures_total",
+        "Health probes of a node that failed (refused, timed out, bad answer).",
+        &["service", "node"],
+    ),
+    events: counter_vec(
+        "events_total",
+        "Cluster events this coordinator recorded, by service and kind.",
+        &["service", "kind"],
+    ),
+    event_sync_failures: counter_vec(
+        "coordinator_event_sync_failures_total",
+        "Failed pulls of another coordinator's events, by that coordinator's admin address.",
+        &["peer"],
     ),
 });

@@ -1,5 +1,7 @@
-//! The coordinator process: the service's public API on one port; metrics,
-//! readiness and the internal cross-service endpoint on the admin port.
+//! The coordinator process: the service's public API on one port; the admin
+//! API, metrics, readiness and the internal cross-service endpoint on the
+//! admin port. In the background it runs the node-down protocol for its
+//! service and merges the other coordinators' events.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,20 +15,32 @@ use cart_common::{ApiError, ClusterSpec, Service};
 use cart_services::api::{ReadRequest, WriteRequest, READY_PATH, READ_PATH, WRITE_PATH};
 use tokio::sync::Semaphore;
 
+use crate::events::EventLog;
 use crate::group::GroupClient;
+use crate::health::Health;
 use crate::peer::PeerService;
 use crate::routes::public_routes;
 
 pub struct Coordinator {
     pub service: Service,
+    pub spec: ClusterSpec,
+    /// This coordinator's admin address (it counts itself as reachable).
+    pub admin_addr: String,
     /// This service's own Raft group.
     pub own: GroupClient,
     /// The other services this one calls.
     peers: HashMap<Service, PeerService>,
+    pub health: Arc<Health>,
+    pub events: Arc<EventLog>,
+    /// For admin calls forwarded to other coordinators.
+    pub admin_client: reqwest::Client,
 }
 
 impl Coordinator {
-    pub fn new(spec: &ClusterSpec, service: Service) -> Self {
+    pub fn new(spec: &ClusterSpec, service: Service, index: u16) -> Self {
+        let name = format!("{service}-coordinator-{index}");
+        let events = Arc::new(EventLog::new(name, spec.health.events_kept));
+        let health = Arc::new(Health::new(spec, service, events.clone()));
         // Only the order service calls others (addItem, checkout, create).
         let peers = match service {
             Service::Order => [Service::Payment, Service::Stock]
@@ -37,8 +51,19 @@ impl Coordinator {
         };
         Self {
             service,
-            own: GroupClient::new(spec, service),
+            spec: spec.clone(),
+            admin_addr: spec
+                .coordinator(service, index)
+                .map(|c| c.admin)
+                .unwrap_or_default(),
+            own: GroupClient::new(spec, service).with_health(health.clone()),
             peers,
+            health,
+            events,
+            admin_client: cart_common::http::client(
+                std::time::Duration::from_millis(spec.limits.connect_timeout_ms),
+                std::time::Duration::from_millis(spec.limits.bulk_timeout_ms),
+            ),
         }
     }
 
@@ -53,7 +78,13 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
     let me = spec
         .coordinator(service, index)
         .ok_or_else(|| anyhow::anyhow!("{service} has no coordinator {index} in the spec"))?;
-    let state = Arc::new(Coordinator::new(&spec, service));
+    let state = Arc::new(Coordinator::new(&spec, service, index));
+    tokio::spawn(state.health.clone().run());
+    tokio::spawn(crate::events::sync_loop(
+        state.events.clone(),
+        spec.clone(),
+        me.admin.clone(),
+    ));
     let labels = ServerLabels {
         service: service.name(),
         role: "coordinator",
@@ -78,6 +109,7 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
     );
     let admin = chttp::instrument(
         internal
+            .merge(crate::admin::routes(&spec))
             .route(READY_PATH, get(chttp::ready_handler))
             .route("/metrics", get(chttp::metrics_handler))
             .with_state(state),

@@ -6,6 +6,8 @@
 //! 421 with `NotLeader` (ask the leader instead), 429 overloaded,
 //! 503 when the group cannot answer (no quorum).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Command, Query};
@@ -16,6 +18,9 @@ pub const READ_PATH: &str = "/internal/read";
 /// This replica's own state, without any consensus round: for tests and
 /// operators checking what one replica holds.
 pub const LOCAL_READ_PATH: &str = "/internal/local_read";
+/// Membership changes, answered by the leader only (421 elsewhere).
+pub const ADD_MEMBER_PATH: &str = "/internal/members/add";
+pub const REMOVE_MEMBER_PATH: &str = "/internal/members/remove";
 pub const STATUS_PATH: &str = "/status";
 pub const READY_PATH: &str = "/ready";
 
@@ -52,4 +57,32 @@ pub struct NodeStatus {
     pub purged: Option<u64>,
     /// Voters and learners with their addresses, as the Raft log says.
     pub members: Vec<(u64, String)>,
+    #[serde(default)]
+    pub voters: Vec<u64>,
+    /// Highest index this node knows to be committed.
+    #[serde(default)]
+    pub committed: Option<u64>,
+    /// On the leader only: every other member's replication progress.
+    #[serde(default)]
+    pub replication: Option<BTreeMap<u64, FollowerProgress>>,
+}
+
+/// A follower (or learner) as its leader sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FollowerProgress {
+    /// Last log index the follower has acknowledged.
+    pub matched: Option<u64>,
+    pub lag_entries: u64,
+    /// Now minus the append time of the oldest entry it lacks; 0 when
+    /// caught up.
+    pub lag_seconds: f64,
+    /// Milliseconds since it last answered a Raft RPC.
+    pub last_contact_ms_ago: Option<u64>,
+    /// Whether the leader's most recent RPC to it failed.
+    pub failing: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoveMember {
+    pub id: u64,
 }

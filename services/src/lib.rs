@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod domain;
+mod membership;
 pub mod metrics;
 pub mod node;
 pub mod raft;

@@ -13,6 +13,8 @@ pub struct NodeMetrics {
     pub raft_rpc_failures: IntCounterVec,
     pub term: IntGauge,
     pub last_applied: IntGauge,
+    pub committed: IntGauge,
+    pub membership_changes: IntCounterVec,
     pub last_log_index: IntGauge,
     pub is_leader: IntGauge,
 }
@@ -43,6 +45,16 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
     last_applied: gauge(
         "raft_last_applied_index",
         "Index of the last log entry applied on this node.",
+    ),
+    committed: gauge(
+        "raft_committed_index",
+        "Highest log index this node knows to be committed.",
+    ),
+    membership_changes: counter_vec(
+        "raft_membership_changes_total",
+        "Membership changes asked of this node, by change (add, remove) and result \
+         (ok, not_leader, failed).",
+        &["change", "result"],
     ),
     last_log_index: gauge(
         "raft_last_log_index",

@@ -17,11 +17,13 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::sync::Semaphore;
 
-use crate::api::{self, NodeStatus, NotLeader, ReadRequest, WriteRequest};
+use crate::api::{self, FollowerProgress, NodeStatus, NotLeader, ReadRequest, WriteRequest};
 use crate::domain::{self, Outcome};
+use crate::membership;
 use crate::metrics::METRICS;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, Network};
+use crate::raft::progress::Progress;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{now_ms, LogCommand, Raft, TypeConfig, LOG_FORMAT_VERSION};
 use crate::store::Store;
@@ -29,13 +31,14 @@ use crate::store::Store;
 /// Largest Raft RPC or internal request body a node accepts.
 const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-struct Node {
-    service: Service,
+pub(crate) struct Node {
+    pub(crate) service: Service,
     id: NodeId,
     addr: String,
-    raft: Raft,
+    pub(crate) raft: Raft,
     store: Store,
     sm: StateMachine,
+    progress: Arc<Progress>,
 }
 
 pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Result<()> {
@@ -64,11 +67,12 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
         ..Default::default()
     }
     .validate()?;
+    let progress = Arc::new(Progress::default());
     let raft = Raft::new(
         id,
         Arc::new(config),
-        Network::new(&spec.cluster.internal_secret),
-        LogStore::new(store.clone()),
+        Network::new(&spec.cluster.internal_secret, progress.clone()),
+        LogStore::new(store.clone(), progress.clone()),
         sm.clone(),
     )
     .await?;
@@ -94,8 +98,9 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
         raft: raft.clone(),
         store,
         sm,
+        progress: progress.clone(),
     });
-    tokio::spawn(export_raft_metrics(raft.clone()));
+    tokio::spawn(export_raft_metrics(raft.clone(), progress));
 
     let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
     let internal = chttp::internal_only(
@@ -106,6 +111,8 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
             .route(api::WRITE_PATH, post(write))
             .route(api::READ_PATH, post(read))
             .route(api::LOCAL_READ_PATH, post(local_read))
+            .route(api::ADD_MEMBER_PATH, post(membership::add))
+            .route(api::REMOVE_MEMBER_PATH, post(membership::remove))
             // Snapshot chunks (1 MiB, JSON-encoded bytes) and entry batches
             // exceed axum's 2 MB default.
             .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT)),
@@ -135,12 +142,15 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
     Ok(())
 }
 
-async fn export_raft_metrics(raft: Raft) {
+async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>) {
     let mut rx = raft.metrics();
     loop {
         {
             let m = rx.borrow_and_update();
             METRICS.term.set(m.current_term as i64);
+            METRICS
+                .committed
+                .set(progress.committed().map_or(0, |c| c as i64));
             METRICS
                 .last_applied
                 .set(m.last_applied.map_or(0, |l| l.index as i64));
@@ -178,7 +188,7 @@ async fn snapshot(
     Json(n.raft.install_snapshot(req).await)
 }
 
-fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> Response {
+pub(crate) fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> Response {
     let body = NotLeader {
         leader_id: f.leader_id,
         leader_addr: f.leader_node.map(|n| n.addr),
@@ -261,6 +271,26 @@ async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
         .nodes()
         .map(|(id, node)| (*id, node.addr.clone()))
         .collect();
+    let voters = m.membership_config.membership().voter_ids().collect();
+    let replication = m.replication.as_ref().map(|followers| {
+        followers
+            .iter()
+            .filter(|(id, _)| **id != n.id)
+            .map(|(id, matched)| {
+                let matched = matched.as_ref().map(|l| l.index);
+                let (lag_entries, lag_seconds) = n.progress.lag(matched, m.last_log_index);
+                let contact = n.progress.contact(*id);
+                let progress = FollowerProgress {
+                    matched,
+                    lag_entries,
+                    lag_seconds,
+                    last_contact_ms_ago: contact.and_then(|c| c.last_ok_ms_ago),
+                    failing: contact.is_some_and(|c| c.failing),
+                };
+                (*id, progress)
+            })
+            .collect()
+    });
     Json(NodeStatus {
         service: n.service.to_string(),
         id: n.id,
@@ -273,5 +303,8 @@ async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
         snapshot: m.snapshot.map(|l| l.index),
         purged: m.purged.map(|l| l.index),
         members,
+        voters,
+        committed: n.progress.committed(),
+        replication,
     })
 }

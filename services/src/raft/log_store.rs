@@ -2,6 +2,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, Vote};
@@ -9,6 +10,7 @@ use redb::ReadableTable;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::progress::Progress;
 use super::{storage_error, NodeId, StorageError, TypeConfig};
 use crate::domain::StoreError;
 use crate::store::{io, Store, LOG, LOG_META};
@@ -20,11 +22,12 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
+    progress: Arc<Progress>,
 }
 
 impl LogStore {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, progress: Arc<Progress>) -> Self {
+        Self { store, progress }
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -168,6 +171,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError> {
+        self.progress.set_committed(committed.map(|c| c.index));
         // Only an optimisation for restart (apply up to here without waiting
         // for the leader), so it need not be fsynced on its own.
         blocking(|| self.write_meta(COMMITTED, &committed, false))
@@ -189,9 +193,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let mut indexes = Vec::new();
+        let entries = entries
+            .into_iter()
+            .inspect(|e| indexes.push(e.log_id.index));
         let result = blocking(|| self.append_entries(entries));
         match result {
             Ok(()) => {
+                self.progress.appended(indexes);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -203,6 +212,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
+        self.progress.truncated(log_id.index);
         blocking(|| self.remove((Bound::Included(log_id.index), Bound::Unbounded), None))
             .map_err(logs_err(ErrorVerb::Delete))
     }

@@ -17,6 +17,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::progress::Progress;
 use super::{NodeId, TypeConfig};
 use crate::metrics::METRICS;
 
@@ -28,14 +29,18 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 pub struct Network {
     client: reqwest::Client,
     secret: Arc<str>,
+    /// Records whether each peer answered, for the leader's report of
+    /// followers it cannot reach.
+    progress: Arc<Progress>,
 }
 
 impl Network {
-    pub fn new(secret: &str) -> Self {
+    pub fn new(secret: &str, progress: Arc<Progress>) -> Self {
         Self {
             // Per-RPC deadlines come from openraft's RPCOption.
             client: cart_common::http::client(Duration::from_millis(500), Duration::from_secs(60)),
             secret: secret.into(),
+            progress,
         }
     }
 }
@@ -48,6 +53,27 @@ pub struct Connection {
 
 impl Connection {
     async fn call<Req, Resp, E>(
+        &self,
+        path: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result = self.send(path, req, option).await;
+        // A remote Raft error is still an answer: the peer is reachable.
+        let answered = !matches!(result, Err(RPCError::Unreachable(_) | RPCError::Network(_)));
+        self.net.progress.rpc_result(self.target, answered);
+        if !answered {
+            METRICS.raft_rpc_failures.with_label_values(&[path]).inc();
+        }
+        result
+    }
+
+    async fn send<Req, Resp, E>(
         &self,
         path: &'static str,
         req: &Req,
@@ -71,7 +97,6 @@ impl Connection {
         let response = match result {
             Ok(r) => r,
             Err(e) => {
-                METRICS.raft_rpc_failures.with_label_values(&[path]).inc();
                 return Err(if e.is_connect() {
                     RPCError::Unreachable(Unreachable::new(&e))
                 } else {
@@ -80,7 +105,6 @@ impl Connection {
             }
         };
         if !response.status().is_success() {
-            METRICS.raft_rpc_failures.with_label_values(&[path]).inc();
             let e = std::io::Error::other(format!("{path} answered {}", response.status()));
             return Err(RPCError::Network(NetworkError::new(&e)));
         }

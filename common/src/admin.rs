@@ -1,0 +1,156 @@
+//! Wire types of the coordinators' admin API (docs/admin-api.md), shared by
+//! the coordinators that serve it and the tools that read it (tests, the
+//! launcher, the admin console).
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::NodeId;
+
+/// Paths of the admin API, on every coordinator's admin port.
+pub const CLUSTER_PATH: &str = "/admin/cluster";
+/// One service's view: `/admin/services/{service}`.
+pub const SERVICES_PATH: &str = "/admin/services";
+pub const EVENTS_PATH: &str = "/admin/events";
+/// The events this coordinator observed itself, for its peers to merge.
+pub const OWN_EVENTS_PATH: &str = "/admin/events/own";
+
+/// Path of a service's view and of its node list (membership calls).
+pub fn service_path(service: &str) -> String {
+    format!("{SERVICES_PATH}/{service}")
+}
+
+pub fn nodes_path(service: &str) -> String {
+    format!("{SERVICES_PATH}/{service}/nodes")
+}
+
+/// How a coordinator sees a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeHealth {
+    /// Answers and is within the caught-up bound of the leader's log.
+    Up,
+    /// Does not answer probes, or the leader cannot reach it. Gets no
+    /// requests.
+    Down,
+    /// Answers again after being down; its log is still behind the leader's.
+    CatchingUp,
+    /// Not probed yet (a coordinator that just started).
+    Unknown,
+}
+
+impl NodeHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeHealth::Up => "up",
+            NodeHealth::Down => "down",
+            NodeHealth::CatchingUp => "catching_up",
+            NodeHealth::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub addr: String,
+    pub status: NodeHealth,
+    /// Why it is down (`probe`: probes failed; `leader`: the leader cannot
+    /// reach it).
+    pub down_reason: Option<String>,
+    /// Leader, Follower, Learner or Candidate, as the node last said.
+    pub role: Option<String>,
+    /// Whether the node votes (a learner does not).
+    pub voter: bool,
+    pub term: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    /// Entries the leader has that this node has not acknowledged.
+    pub lag_entries: Option<u64>,
+    /// Now minus the append time of the oldest entry the node lacks; 0 when
+    /// caught up.
+    pub lag_seconds: Option<f64>,
+    /// Milliseconds since this coordinator last heard from the node.
+    pub last_seen_ms_ago: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoordinatorView {
+    pub index: u16,
+    pub public: String,
+    pub admin: String,
+    /// Whether the reporting coordinator reached it on its last event sync.
+    pub reachable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub service: String,
+    /// The coordinator that produced this view.
+    pub reported_by: String,
+    pub leader: Option<NodeId>,
+    pub term: Option<u64>,
+    pub nodes: Vec<NodeView>,
+    pub coordinators: Vec<CoordinatorView>,
+    /// Set when no coordinator of the service answered; `nodes` is then empty.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    pub generated_at_ms: u64,
+    pub reported_by: String,
+    pub services: Vec<ServiceView>,
+    /// Newest first, merged from every coordinator.
+    pub events: Vec<Event>,
+}
+
+/// Something that happened to the cluster, as one coordinator observed it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique: the observer's incarnation and a sequence number.
+    pub id: String,
+    pub at_ms: u64,
+    pub service: String,
+    /// node_down, node_up, caught_up, leader_change, member_added,
+    /// member_removed (later: check and repair events).
+    pub kind: String,
+    pub node: Option<NodeId>,
+    /// The coordinator that observed it first; `observers` lists every
+    /// coordinator that observed the same occurrence.
+    pub observer: String,
+    #[serde(default)]
+    pub observers: Vec<String>,
+    pub message: String,
+    /// Kind-specific facts, e.g. `detect_ms` and `source` of a node_down.
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// A coordinator's own events after a sequence number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OwnEvents {
+    /// The observer's incarnation (name and start time): its sequence
+    /// numbers restart with a new incarnation.
+    pub incarnation: String,
+    pub events: Vec<(u64, Event)>,
+}
+
+/// Body of a membership addition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddNode {
+    pub id: NodeId,
+    /// Defaults to the port layout's address for `id`.
+    #[serde(default)]
+    pub addr: Option<String>,
+}
+
+/// Answer of a membership change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MembershipChanged {
+    pub service: String,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Log index of the membership entry that made the change.
+    pub log_index: u64,
+}

@@ -1,0 +1,314 @@
+//! The admin API on every coordinator's admin port (docs/admin-api.md).
+//! Reads need no token; mutating calls need the spec's admin bearer token.
+//! Any coordinator answers for the whole cluster: views and membership calls
+//! for another service are forwarded to one of that service's coordinators.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use cart_common::admin::{
+    self, AddNode, ClusterView, CoordinatorView, MembershipChanged, ServiceView,
+};
+use cart_common::http as chttp;
+use cart_common::spec::{NodeId, MAX_NODES};
+use cart_common::{ApiError, ClusterSpec, Service};
+use cart_services::api::{RemoveMember, ADD_MEMBER_PATH, REMOVE_MEMBER_PATH};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::server::Coordinator;
+
+/// Events in a view unless the caller asks for another number.
+const DEFAULT_EVENTS: usize = 100;
+/// How long a forwarded admin read may take per coordinator tried.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn routes(spec: &ClusterSpec) -> Router<Arc<Coordinator>> {
+    let mutating = Router::new()
+        .route("/admin/services/{service}/nodes", post(add_node))
+        .route("/admin/services/{service}/nodes/{id}", delete(remove_node))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(spec.cluster.admin_token.as_str()),
+            chttp::require_admin_token,
+        ));
+    Router::new()
+        .route(admin::CLUSTER_PATH, get(cluster))
+        .route("/admin/services/{service}", get(service))
+        .route(admin::EVENTS_PATH, get(events))
+        .route(admin::OWN_EVENTS_PATH, get(own_events))
+        .merge(mutating)
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct OwnQuery {
+    #[serde(default)]
+    after: u64,
+    incarnation: Option<String>,
+}
+
+fn parse_service(name: &str) -> Result<Service, ApiError> {
+    name.parse()
+        .map_err(|e: String| ApiError::bad_request("unknown_service", e))
+}
+
+async fn cluster(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>) -> Response {
+    let views = Service::ALL.map(|s| service_view(&c, s));
+    let services = futures::future::join_all(views).await;
+    Json(ClusterView {
+        generated_at_ms: cart_services::raft::now_ms(),
+        reported_by: c.events.name.clone(),
+        services,
+        events: c
+            .events
+            .history(q.service.as_deref(), q.limit.unwrap_or(DEFAULT_EVENTS)),
+    })
+    .into_response()
+}
+
+async fn service(State(c): State<Arc<Coordinator>>, Path(name): Path<String>) -> Response {
+    match parse_service(&name) {
+        Ok(s) => Json(service_view(&c, s).await).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn events(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>) -> Response {
+    if let Some(Err(e)) = q.service.as_deref().map(parse_service) {
+        return e.into_response();
+    }
+    Json(
+        c.events
+            .history(q.service.as_deref(), q.limit.unwrap_or(DEFAULT_EVENTS)),
+    )
+    .into_response()
+}
+
+async fn own_events(State(c): State<Arc<Coordinator>>, Query(q): Query<OwnQuery>) -> Response {
+    Json(c.events.own_after(q.after, q.incarnation.as_deref())).into_response()
+}
+
+/// This coordinator's own service from its own probes; another service from
+/// the first of that service's coordinators that answers.
+async fn service_view(c: &Coordinator, service: Service) -> ServiceView {
+    if service == c.service {
+        return own_view(c);
+    }
+    let path = admin::service_path(service.name());
+    let mut last_error = String::from("no coordinators");
+    for coord in c.spec.coordinators(service) {
+        match forward(c, Method::GET, &coord.admin, &path, None, None).await {
+            Ok((200, body)) => match serde_json::from_value::<ServiceView>(body) {
+                Ok(view) => return view,
+                Err(e) => last_error = format!("{}: unreadable view: {e}", coord.admin),
+            },
+            Ok((status, _)) => last_error = format!("{}: status {status}", coord.admin),
+            Err(e) => last_error = format!("{}: {e}", coord.admin),
+        }
+    }
+    ServiceView {
+        service: service.to_string(),
+        reported_by: c.events.name.clone(),
+        leader: None,
+        term: None,
+        nodes: vec![],
+        coordinators: coordinator_views(c, service),
+        error: Some(format!(
+            "no coordinator of {service} answered ({last_error})"
+        )),
+    }
+}
+
+fn own_view(c: &Coordinator) -> ServiceView {
+    let leader = c.health.leader();
+    ServiceView {
+        service: c.service.to_string(),
+        reported_by: c.events.name.clone(),
+        leader: leader.map(|(l, _)| l),
+        term: leader.map(|(_, t)| t),
+        nodes: c.health.node_views(),
+        coordinators: coordinator_views(c, c.service),
+        error: None,
+    }
+}
+
+fn coordinator_views(c: &Coordinator, service: Service) -> Vec<CoordinatorView> {
+    c.spec
+        .coordinators(service)
+        .into_iter()
+        .map(|coord| CoordinatorView {
+            reachable: coord.admin == c.admin_addr
+                || c.events.reachable(&coord.admin).unwrap_or(false),
+            index: coord.index,
+            public: coord.public,
+            admin: coord.admin,
+        })
+        .collect()
+}
+
+async fn add_node(
+    State(c): State<Arc<Coordinator>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let service = match parse_service(&name) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let req: AddNode = match serde_json::from_slice(&body) {
+        Ok(req) => req,
+        Err(e) => {
+            return ApiError::bad_request(
+                "bad_body",
+                format!("expected a JSON body like {{\"id\": 4}} (optional \"addr\"): {e}"),
+            )
+            .into_response()
+        }
+    };
+    if let Err(e) = check_node_id(req.id) {
+        return e.into_response();
+    }
+    if service != c.service {
+        let path = admin::nodes_path(service.name());
+        let body = serde_json::to_value(&req).unwrap_or_default();
+        return forward_to_service(&c, service, Method::POST, &path, Some(body), &headers).await;
+    }
+    let Some(addr) = req.addr.or_else(|| c.spec.node_addr(service, req.id)) else {
+        return ApiError::bad_request("bad_addr", "no address for that node id").into_response();
+    };
+    let body = AddNode {
+        id: req.id,
+        addr: Some(addr.clone()),
+    };
+    let changed: MembershipChanged = match c.own.admin(ADD_MEMBER_PATH, &body).await {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    c.health.watch(req.id, addr.clone());
+    c.events.record(
+        service.name(),
+        "member_added",
+        Some(req.id),
+        format!("node {} ({addr}) joined as a voter", req.id),
+        json!({ "addr": addr, "voters": changed.voters, "log_index": changed.log_index }),
+    );
+    Json(changed).into_response()
+}
+
+async fn remove_node(
+    State(c): State<Arc<Coordinator>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let service = match parse_service(&name) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let id = match id.parse::<NodeId>() {
+        Ok(id) => id,
+        Err(_) => {
+            return ApiError::bad_request("bad_node_id", format!("{id:?} is not a node id"))
+                .into_response()
+        }
+    };
+    if let Err(e) = check_node_id(id) {
+        return e.into_response();
+    }
+    if service != c.service {
+        let path = format!("{}/{id}", admin::nodes_path(service.name()));
+        return forward_to_service(&c, service, Method::DELETE, &path, None, &headers).await;
+    }
+    let changed: MembershipChanged =
+        match c.own.admin(REMOVE_MEMBER_PATH, &RemoveMember { id }).await {
+            Ok(m) => m,
+            Err(e) => return e.into_response(),
+        };
+    c.events.record(
+        service.name(),
+        "member_removed",
+        Some(id),
+        format!("node {id} left the group"),
+        json!({ "voters": changed.voters, "log_index": changed.log_index }),
+    );
+    Json(changed).into_response()
+}
+
+fn check_node_id(id: NodeId) -> Result<(), ApiError> {
+    if (1..=u64::from(MAX_NODES)).contains(&id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "bad_node_id",
+            format!("node ids are 1..={MAX_NODES}"),
+        ))
+    }
+}
+
+/// Passes a mutating call (with the caller's token) to the first coordinator
+/// of `service` that answers, and relays its answer.
+async fn forward_to_service(
+    c: &Coordinator,
+    service: Service,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    headers: &HeaderMap,
+) -> Response {
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let mut last_error = String::new();
+    for coord in c.spec.coordinators(service) {
+        match forward(c, method.clone(), &coord.admin, path, body.clone(), auth).await {
+            Ok((status, body)) => {
+                let status = axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                return (status, Json(body)).into_response();
+            }
+            Err(e) => last_error = format!("{}: {e}", coord.admin),
+        }
+    }
+    ApiError::unavailable(format!(
+        "no coordinator of {service} answered ({last_error})"
+    ))
+    .into_response()
+}
+
+async fn forward(
+    c: &Coordinator,
+    method: Method,
+    admin_addr: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    auth: Option<&str>,
+) -> Result<(u16, serde_json::Value), reqwest::Error> {
+    let mutating = method != Method::GET;
+    let mut req = c
+        .admin_client
+        .request(method, format!("http://{admin_addr}{path}"));
+    // A forwarded membership change waits for a learner to catch up.
+    if !mutating {
+        req = req.timeout(FORWARD_TIMEOUT);
+    }
+    if let Some(auth) = auth {
+        req = req.header(axum::http::header::AUTHORIZATION, auth);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Ok((status, body))
+}

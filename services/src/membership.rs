@@ -1,0 +1,161 @@
+//! Membership changes on the leader: add a node (as a learner, wait until it
+//! has caught up, then promote it to voter) and remove one. Both go through
+//! openraft's joint consensus, so the group keeps a majority throughout, and
+//! both are idempotent: adding a voter or removing a non-member is answered
+//! with the current membership.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cart_common::admin::{AddNode, MembershipChanged};
+use cart_common::ApiError;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, RaftMetrics};
+
+use crate::api::RemoveMember;
+use crate::metrics::METRICS;
+use crate::node::{not_leader, Node};
+use crate::raft::NodeId;
+
+/// How long a new learner may take to catch up before it is promoted. A
+/// 100k-key snapshot installs in seconds; this leaves room for much more.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(100);
+
+type Metrics = RaftMetrics<NodeId, BasicNode>;
+
+pub(crate) async fn add(State(n): State<Arc<Node>>, Json(req): Json<AddNode>) -> Response {
+    let Some(addr) = req.addr.filter(|a| !a.is_empty()) else {
+        return ApiError::bad_request("missing_addr", "the node's address is required")
+            .into_response();
+    };
+    let result = add_voter(&n, req.id, addr).await;
+    finish("add", &n, result)
+}
+
+pub(crate) async fn remove(State(n): State<Arc<Node>>, Json(req): Json<RemoveMember>) -> Response {
+    let result = remove_member(&n, req.id).await;
+    finish("remove", &n, result)
+}
+
+enum Failure {
+    Raft(RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>),
+    Refused(ApiError),
+}
+
+impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for Failure {
+    fn from(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Self {
+        Failure::Raft(e)
+    }
+}
+
+fn finish(change: &str, n: &Node, result: Result<u64, Failure>) -> Response {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(Failure::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            "not_leader"
+        }
+        Err(_) => "failed",
+    };
+    METRICS
+        .membership_changes
+        .with_label_values(&[change, outcome])
+        .inc();
+    match result {
+        Ok(log_index) => Json(changed(n, log_index)).into_response(),
+        Err(Failure::Refused(e)) => e.into_response(),
+        Err(Failure::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            not_leader(f)
+        }
+        Err(Failure::Raft(e)) => {
+            tracing::warn!(change, error = %e, "membership change failed");
+            ApiError::unavailable(format!("membership change failed: {e}")).into_response()
+        }
+    }
+}
+
+fn changed(n: &Node, log_index: u64) -> MembershipChanged {
+    let m = n.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    MembershipChanged {
+        service: n.service.to_string(),
+        voters: membership.voter_ids().collect(),
+        learners: membership.learner_ids().collect(),
+        log_index,
+    }
+}
+
+fn current(n: &Node) -> (BTreeSet<NodeId>, BTreeSet<NodeId>, u64) {
+    let m = n.raft.metrics().borrow().clone();
+    let log_index = m.membership_config.log_id().map_or(0, |l| l.index);
+    let membership = m.membership_config.membership();
+    (
+        membership.voter_ids().collect(),
+        membership.learner_ids().collect(),
+        log_index,
+    )
+}
+
+async fn add_voter(n: &Node, id: NodeId, addr: String) -> Result<u64, Failure> {
+    let (voters, _, log_index) = current(n);
+    if voters.contains(&id) {
+        return Ok(log_index);
+    }
+    tracing::info!(id, %addr, "adding node as learner");
+    let added = n.raft.add_learner(id, BasicNode { addr }, false).await?;
+    // Promote only once the learner holds the log up to its own addition:
+    // a voter that is far behind would stall commits.
+    let wait = n
+        .raft
+        .wait(Some(CATCH_UP_TIMEOUT))
+        .metrics(
+            |m| caught_up(m, id, added.log_id.index),
+            "new learner catches up",
+        )
+        .await;
+    if let Err(e) = wait {
+        return Err(Failure::Refused(ApiError::unavailable(format!(
+            "node {id} did not catch up within {CATCH_UP_TIMEOUT:?} ({e}); it stays a learner"
+        ))));
+    }
+    tracing::info!(id, "promoting caught-up learner to voter");
+    let promoted = n
+        .raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await?;
+    Ok(promoted.log_id.index)
+}
+
+fn caught_up(m: &Metrics, id: NodeId, upto: u64) -> bool {
+    // No longer leader: stop waiting; the promotion will answer "not leader".
+    let Some(replication) = &m.replication else {
+        return true;
+    };
+    replication
+        .get(&id)
+        .and_then(|matched| matched.as_ref())
+        .is_some_and(|l| l.index >= upto)
+}
+
+async fn remove_member(n: &Node, id: NodeId) -> Result<u64, Failure> {
+    let (voters, learners, log_index) = current(n);
+    let change = if voters.contains(&id) {
+        if voters.len() == 1 {
+            return Err(Failure::Refused(ApiError::bad_request(
+                "last_voter",
+                format!("node {id} is the group's only voter"),
+            )));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else if learners.contains(&id) {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    } else {
+        return Ok(log_index);
+    };
+    tracing::info!(id, "removing node from the group");
+    let removed = n.raft.change_membership(change, false).await?;
+    Ok(removed.log_id.index)
+}
