@@ -261,3 +261,49 @@ fn refusal_is_a_bug(e: ApiError) -> ApiError {
         e
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventLog;
+    use cart_common::admin::NodeHealth;
+
+    const SPEC: &str = r#"
+        [cluster]
+        admin_token = "a"
+        internal_secret = "s"
+        [services.order]
+        coordinators = 1
+        nodes = 3
+        [services.payment]
+        coordinators = 1
+        nodes = 3
+        [services.stock]
+        coordinators = 1
+        nodes = 3
+    "#;
+
+    #[test]
+    fn nodes_marked_down_get_no_requests() {
+        let spec = ClusterSpec::from_toml(SPEC).unwrap();
+        let events = Arc::new(EventLog::new("test".into(), 10));
+        let health = Arc::new(Health::new(&spec, Service::Stock, events));
+        let group = GroupClient::new(&spec, Service::Stock).with_health(health.clone());
+        let down = spec.node_addr(Service::Stock, 2).unwrap();
+
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..9 {
+            seen.insert(group.target());
+            group.rotate("unreachable");
+        }
+        assert!(seen.contains(&down), "all nodes are candidates at first");
+
+        health.set_status(2, NodeHealth::Down);
+        // Not as the cached leader, not in rotation.
+        group.remember_leader(&down);
+        for _ in 0..9 {
+            assert_ne!(group.target(), down);
+            group.rotate("unreachable");
+        }
+    }
+}

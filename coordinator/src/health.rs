@@ -437,6 +437,14 @@ impl Health {
             .set(state.nodes.len() as i64);
     }
 
+    /// Sets a node's status directly, for tests of what depends on it.
+    #[cfg(test)]
+    pub fn set_status(&self, id: NodeId, status: NodeHealth) {
+        if let Some(t) = self.write().nodes.get_mut(&id) {
+            t.status = status;
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }

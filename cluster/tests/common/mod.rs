@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cart_cluster::harness::LocalCluster;
+use cart_cluster::harness::{http_get, LocalCluster};
+use cart_common::admin::{NodeHealth, ServiceView};
 use cart_common::http::{INTERNAL_SECRET, REQUEST_ID};
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::{ReadRequest, LOCAL_READ_PATH};
@@ -17,7 +18,8 @@ pub fn bin() -> &'static Path {
 }
 
 /// A test cluster of `services` (plus the gateway) with test-friendly
-/// timings, ready to serve.
+/// timings, ready to serve, and with every coordinator reporting a leader
+/// and every node up.
 pub fn cluster(services: &[Service], tweak: impl FnOnce(&mut ClusterSpec)) -> LocalCluster {
     let mut cluster = LocalCluster::start_temp(bin(), services, |spec| {
         spec.raft.heartbeat_ms = 150;
@@ -28,6 +30,21 @@ pub fn cluster(services: &[Service], tweak: impl FnOnce(&mut ClusterSpec)) -> Lo
     cluster
         .wait_ready(Duration::from_secs(60))
         .expect("cluster ready");
+    for &service in services {
+        for c in cluster.spec.coordinators(service) {
+            let path = cart_common::admin::service_path(service.name());
+            cluster
+                .wait_until("views settled", Duration::from_secs(30), |_| {
+                    let (code, body) = http_get(&c.admin, &path, Duration::from_secs(2)).ok()?;
+                    let view: ServiceView = serde_json::from_str(&body).ok()?;
+                    let settled = code == 200
+                        && view.leader.is_some()
+                        && view.nodes.iter().all(|n| n.status == NodeHealth::Up);
+                    settled.then_some(())
+                })
+                .expect("every coordinator sees a leader and every node up");
+        }
+    }
     cluster
 }
 
@@ -146,4 +163,111 @@ pub async fn local_read(
         .await
         .ok()?;
     resp.json().await.ok()
+}
+
+/// Polls `probe` every 100 ms until it yields a value, or panics after
+/// `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The admin address of coordinator `index` of `service`.
+pub fn coordinator_admin(cluster: &LocalCluster, service: Service, index: u16) -> String {
+    cluster
+        .spec
+        .coordinator(service, index)
+        .expect("coordinator in spec")
+        .admin
+}
+
+/// GET on an admin port, parsed as `T`; `None` if unreachable or not 200.
+pub async fn admin_get<T: serde::de::DeserializeOwned>(addr: &str, path: &str) -> Option<T> {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.json().await.ok()
+}
+
+/// A service's view from coordinator 0 of that service.
+pub async fn service_view(
+    cluster: &LocalCluster,
+    service: Service,
+) -> Option<cart_common::admin::ServiceView> {
+    let addr = coordinator_admin(cluster, service, 0);
+    admin_get(&addr, &cart_common::admin::service_path(service.name())).await
+}
+
+pub fn node_view(
+    view: &cart_common::admin::ServiceView,
+    id: u64,
+) -> Option<&cart_common::admin::NodeView> {
+    view.nodes.iter().find(|n| n.id == id)
+}
+
+/// A mutating admin call with an optional bearer token: (status, body).
+pub async fn admin_call(
+    method: reqwest::Method,
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(120));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("admin call answered");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// The value of the series `name` carrying all of `labels`, from the
+/// `/metrics` page at `addr`.
+pub async fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("http://{addr}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if series_name != name {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        all.then(|| value.parse().ok()).flatten()
+    })
 }
