@@ -113,11 +113,30 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// A handle on a running cluster that starts nothing by itself, for
+    /// starting single processes (`cart add-node`).
+    pub fn attach(spec_path: &Path, bin: &Path) -> anyhow::Result<Self> {
+        let spec = ClusterSpec::load(spec_path)?;
+        std::fs::create_dir_all(spec.log_dir())?;
+        Ok(Self {
+            spec,
+            spec_path: spec_path.to_path_buf(),
+            bin: bin.to_path_buf(),
+            services: vec![],
+            procs: BTreeMap::new(),
+            _tmp: None,
+        })
+    }
+
     /// Every process of this cluster: nodes, coordinators, then the gateway.
     pub fn roles(&self) -> Vec<Role> {
         let mut roles = Vec::new();
         for &s in &self.services {
-            roles.extend(self.spec.nodes(s).into_iter().map(|n| Role::Node(s, n.id)));
+            roles.extend(
+                node_ids(&self.spec, s)
+                    .into_iter()
+                    .map(|id| Role::Node(s, id)),
+            );
         }
         for &s in &self.services {
             roles.extend(
@@ -371,6 +390,36 @@ impl Drop for LocalCluster {
             }
         }
     }
+}
+
+/// Written into a node's data dir when the node leaves its group, so the
+/// launcher does not start it again.
+pub const REMOVED_MARKER: &str = "REMOVED";
+
+/// The nodes of `service` to run: the spec's, plus nodes added at run time
+/// (they have a data dir), minus nodes removed from the group (marked).
+/// The group's membership, persisted in its log, is what counts; this list
+/// only decides which processes to start.
+pub fn node_ids(spec: &ClusterSpec, service: Service) -> Vec<NodeId> {
+    let mut ids: std::collections::BTreeSet<NodeId> =
+        spec.nodes(service).into_iter().map(|n| n.id).collect();
+    let prefix = format!("{service}-node-");
+    if let Ok(entries) = std::fs::read_dir(&spec.cluster.data_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let id = name.strip_prefix(&prefix).and_then(|i| i.parse().ok());
+            if let Some(id) = id.filter(|id| spec.node_addr(service, *id).is_some()) {
+                ids.insert(id);
+            }
+        }
+    }
+    ids.retain(|id| {
+        !spec
+            .node_data_dir(service, *id)
+            .join(REMOVED_MARKER)
+            .exists()
+    });
+    ids.into_iter().collect()
 }
 
 /// The repository's default cluster spec (`cluster.toml`).

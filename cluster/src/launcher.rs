@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cart_common::Service;
 
-use crate::harness::{LocalCluster, Role};
+use crate::harness::{node_ids, LocalCluster, Role};
 
 pub fn up(spec_path: &Path) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?;
@@ -56,17 +56,12 @@ fn print_summary(cluster: &LocalCluster) {
                 cluster.log_path(role).display()
             );
         }
-        for n in spec.nodes(service) {
-            let role = Role::Node(service, n.id);
-            let mark = if leader == Some(n.id) {
-                " (leader)"
-            } else {
-                ""
-            };
+        for id in node_ids(spec, service) {
+            let role = Role::Node(service, id);
+            let mark = if leader == Some(id) { " (leader)" } else { "" };
             println!(
-                "    node {}  http://{}{mark}  log {}",
-                n.id,
-                n.addr,
+                "    node {id}  http://{}{mark}  log {}",
+                cluster.admin_addr(role),
                 cluster.log_path(role).display()
             );
         }

@@ -1,6 +1,8 @@
 //! Running the cart cluster locally: the built-in gateway, the process
-//! harness shared by the launcher and the tests, and the launcher.
+//! harness shared by the launcher and the tests, the launcher, and the
+//! membership commands.
 
 pub mod gateway;
 pub mod harness;
 pub mod launcher;
+pub mod membership;

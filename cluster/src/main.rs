@@ -42,6 +42,26 @@ enum Cmd {
         #[arg(long, env = "CART_SPEC")]
         spec: PathBuf,
     },
+    /// Start one more node for a running service, add it to the service's
+    /// Raft group, and keep it running until Ctrl-C.
+    AddNode {
+        #[arg(long, default_value = "cluster.toml", env = "CART_SPEC")]
+        spec: PathBuf,
+        #[arg(long)]
+        service: Service,
+        /// Defaults to one more than the highest id the group knows.
+        #[arg(long)]
+        id: Option<u64>,
+    },
+    /// Remove a node from a running service's Raft group.
+    RemoveNode {
+        #[arg(long, default_value = "cluster.toml", env = "CART_SPEC")]
+        spec: PathBuf,
+        #[arg(long)]
+        service: Service,
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +80,12 @@ fn main() -> anyhow::Result<()> {
             cart_coordinator::server::run(spec, service, index)
         }),
         Cmd::Gateway { spec } => serve(&spec, cart_cluster::gateway::run),
+        Cmd::AddNode { spec, service, id } => {
+            cart_cluster::membership::add_node(&spec, service, id)
+        }
+        Cmd::RemoveNode { spec, service, id } => {
+            cart_cluster::membership::remove_node(&spec, service, id)
+        }
     }
 }
 

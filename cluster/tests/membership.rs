@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use cart_cluster::harness::{http_get, Role};
+use cart_cluster::harness::{http_get, node_ids, Role};
 use cart_common::admin::{nodes_path, NodeHealth, CLUSTER_PATH};
 use cart_common::http::INTERNAL_SECRET;
 use cart_common::Service;
@@ -219,4 +219,47 @@ async fn mutating_admin_calls_need_the_token_and_admin_is_not_public() {
     }
     let view = service_view(&cluster, Service::Stock).await.expect("view");
     assert_eq!(view.nodes.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_adds_a_node_and_removes_it() {
+    let cluster = cluster(&[Service::Stock], |_| {});
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::bin())
+            .args(args)
+            .arg("--spec")
+            .arg(&cluster.spec_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // No --id: the launcher picks the next free one.
+    let mut add = run(&["add-node", "--service", "stock"]);
+    eventually("node 4 up as a voter", Duration::from_secs(30), || async {
+        let view = service_view(&cluster, Service::Stock).await?;
+        node_view(&view, 4).filter(|n| n.status == NodeHealth::Up && n.voter)?;
+        Some(())
+    })
+    .await;
+    assert!(node_ids(&cluster.spec, Service::Stock).contains(&4));
+
+    let removed = run(&["remove-node", "--service", "stock", "--id", "4"])
+        .wait()
+        .unwrap();
+    assert!(removed.success());
+    eventually("node 4 gone", Duration::from_secs(10), || async {
+        let view = service_view(&cluster, Service::Stock).await?;
+        node_view(&view, 4).is_none().then_some(())
+    })
+    .await;
+    // `cart up` would not start it again.
+    assert_eq!(node_ids(&cluster.spec, Service::Stock), vec![1, 2, 3]);
+
+    // Ctrl-C stops the added node with its launcher.
+    // SAFETY: signalling a child we spawned and have not reaped.
+    unsafe { libc::kill(add.id() as i32, libc::SIGINT) };
+    assert!(add.wait().unwrap().success());
+    let node_4 = cluster.spec.node_addr(Service::Stock, 4).unwrap();
+    assert!(http_get(&node_4, "/status", Duration::from_millis(500)).is_err());
 }
