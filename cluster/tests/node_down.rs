@@ -233,13 +233,23 @@ async fn every_coordinator_shows_the_whole_cluster_and_the_same_history() {
     let mut cluster = cluster(&Service::ALL, |_| {});
     // One address is enough: the order coordinator reports every service.
     let order = coordinator_admin(&cluster, Service::Order, 1);
-    let view: ClusterView = common::admin_get(&order, CLUSTER_PATH).await.expect("view");
+    let view: ClusterView = eventually(
+        "every coordinator reached",
+        Duration::from_secs(10),
+        || async {
+            let view: ClusterView = common::admin_get(&order, CLUSTER_PATH).await?;
+            view.services
+                .iter()
+                .all(|s| s.coordinators.iter().all(|c| c.reachable))
+                .then_some(view)
+        },
+    )
+    .await;
     assert_eq!(view.services.len(), 3);
     for s in &view.services {
         assert_eq!(s.error, None, "{s:?}");
         assert!(s.leader.is_some(), "{s:?}");
         assert_eq!(s.nodes.len(), 3, "{s:?}");
-        assert!(s.coordinators.iter().all(|c| c.reachable), "{s:?}");
     }
 
     // A payment follower dies: every coordinator, of every service, ends up
