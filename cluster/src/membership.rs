@@ -77,10 +77,17 @@ pub fn remove_node(spec_path: &Path, service: Service, id: NodeId) -> anyhow::Re
         std::fs::write(dir.join(REMOVED_MARKER), "removed from its group\n")
             .with_context(|| format!("marking {} removed", dir.display()))?;
     }
-    println!(
-        "{service} voters now {:?}; node {id} is no longer a member (stop its process if it runs)",
-        changed.voters
-    );
+    if changed.changed {
+        println!(
+            "{service} voters now {:?}; node {id} is no longer a member (stop its process if it runs)",
+            changed.voters
+        );
+    } else {
+        println!(
+            "node {id} was not a member of {service}; voters {:?}",
+            changed.voters
+        );
+    }
     Ok(())
 }
 

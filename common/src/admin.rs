@@ -151,6 +151,9 @@ pub struct MembershipChanged {
     pub service: String,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
-    /// Log index of the membership entry that made the change.
+    /// Log index of the membership entry that made the change (or of the
+    /// current one, when there was nothing to change).
     pub log_index: u64,
+    /// False when the node already was (or was not) a member.
+    pub changed: bool,
 }

@@ -196,6 +196,9 @@ async fn add_node(
         Err(e) => return e.into_response(),
     };
     c.health.watch(req.id, addr.clone());
+    if !changed.changed {
+        return Json(changed).into_response();
+    }
     c.events.record(
         service.name(),
         "member_added",
@@ -234,6 +237,9 @@ async fn remove_node(
             Ok(m) => m,
             Err(e) => return e.into_response(),
         };
+    if !changed.changed {
+        return Json(changed).into_response();
+    }
     c.events.record(
         service.name(),
         "member_removed",

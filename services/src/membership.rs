@@ -52,7 +52,10 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for Failure {
     }
 }
 
-fn finish(change: &str, n: &Node, result: Result<u64, Failure>) -> Response {
+/// (log index of the membership entry, whether anything changed)
+type Changed = (u64, bool);
+
+fn finish(change: &str, n: &Node, result: Result<Changed, Failure>) -> Response {
     let outcome = match &result {
         Ok(_) => "ok",
         Err(Failure::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
@@ -65,7 +68,7 @@ fn finish(change: &str, n: &Node, result: Result<u64, Failure>) -> Response {
         .with_label_values(&[change, outcome])
         .inc();
     match result {
-        Ok(log_index) => Json(changed(n, log_index)).into_response(),
+        Ok((log_index, did)) => Json(changed(n, log_index, did)).into_response(),
         Err(Failure::Refused(e)) => e.into_response(),
         Err(Failure::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             not_leader(f)
@@ -77,7 +80,7 @@ fn finish(change: &str, n: &Node, result: Result<u64, Failure>) -> Response {
     }
 }
 
-fn changed(n: &Node, log_index: u64) -> MembershipChanged {
+fn changed(n: &Node, log_index: u64, did: bool) -> MembershipChanged {
     let m = n.raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     MembershipChanged {
@@ -85,6 +88,7 @@ fn changed(n: &Node, log_index: u64) -> MembershipChanged {
         voters: membership.voter_ids().collect(),
         learners: membership.learner_ids().collect(),
         log_index,
+        changed: did,
     }
 }
 
@@ -99,10 +103,10 @@ fn current(n: &Node) -> (BTreeSet<NodeId>, BTreeSet<NodeId>, u64) {
     )
 }
 
-async fn add_voter(n: &Node, id: NodeId, addr: String) -> Result<u64, Failure> {
+async fn add_voter(n: &Node, id: NodeId, addr: String) -> Result<Changed, Failure> {
     let (voters, _, log_index) = current(n);
     if voters.contains(&id) {
-        return Ok(log_index);
+        return Ok((log_index, false));
     }
     tracing::info!(id, %addr, "adding node as learner");
     let added = n.raft.add_learner(id, BasicNode { addr }, false).await?;
@@ -126,7 +130,7 @@ async fn add_voter(n: &Node, id: NodeId, addr: String) -> Result<u64, Failure> {
         .raft
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await?;
-    Ok(promoted.log_id.index)
+    Ok((promoted.log_id.index, true))
 }
 
 fn caught_up(m: &Metrics, id: NodeId, upto: u64) -> bool {
@@ -140,7 +144,7 @@ fn caught_up(m: &Metrics, id: NodeId, upto: u64) -> bool {
         .is_some_and(|l| l.index >= upto)
 }
 
-async fn remove_member(n: &Node, id: NodeId) -> Result<u64, Failure> {
+async fn remove_member(n: &Node, id: NodeId) -> Result<Changed, Failure> {
     let (voters, learners, log_index) = current(n);
     let change = if voters.contains(&id) {
         if voters.len() == 1 {
@@ -153,9 +157,9 @@ async fn remove_member(n: &Node, id: NodeId) -> Result<u64, Failure> {
     } else if learners.contains(&id) {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     } else {
-        return Ok(log_index);
+        return Ok((log_index, false));
     };
     tracing::info!(id, "removing node from the group");
     let removed = n.raft.change_membership(change, false).await?;
-    Ok(removed.log_id.index)
+    Ok((removed.log_id.index, true))
 }
