@@ -143,6 +143,9 @@ pub struct LimitsSection {
     pub request_timeout_ms: u64,
     /// Longest a coordinator may take for a bulk write (`batch_init`).
     pub bulk_timeout_ms: u64,
+    /// How long a checkout waits for its saga's outcome (following a new
+    /// order leader if need be) before answering 503; the saga goes on.
+    pub checkout_timeout_ms: u64,
     /// Backstop on one gateway → coordinator attempt. A hung coordinator is
     /// normally dropped much sooner by the gateway's health checks.
     pub gateway_timeout_ms: u64,
@@ -155,6 +158,7 @@ impl Default for LimitsSection {
             connect_timeout_ms: 300,
             request_timeout_ms: 15_000,
             bulk_timeout_ms: 120_000,
+            checkout_timeout_ms: 30_000,
             gateway_timeout_ms: 130_000,
         }
     }

@@ -15,6 +15,7 @@ use cart_common::admin::{NodeHealth, NodeView};
 use cart_common::spec::{HealthSection, NodeId};
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::{NodeStatus, STATUS_PATH};
+use cart_services::client::RouteFilter;
 use serde_json::json;
 
 use crate::events::EventLog;
@@ -35,6 +36,8 @@ struct State {
     nodes: BTreeMap<NodeId, Tracked>,
     /// (leader, term) as last observed.
     leader: Option<(NodeId, u64)>,
+    /// Term of the last saga recovery recorded as an event.
+    recovery_term: Option<u64>,
 }
 
 struct Tracked {
@@ -71,6 +74,16 @@ impl Tracked {
     }
 }
 
+impl RouteFilter for Health {
+    fn routable(&self) -> Vec<String> {
+        Health::routable(self)
+    }
+
+    fn is_down(&self, addr: &str) -> bool {
+        Health::is_down(self, addr)
+    }
+}
+
 impl Health {
     pub fn new(spec: &ClusterSpec, service: Service, events: Arc<EventLog>) -> Self {
         let cfg = spec.health.clone();
@@ -95,6 +108,7 @@ impl Health {
             state: RwLock::new(State {
                 nodes,
                 leader: None,
+                recovery_term: None,
             }),
             started: Instant::now(),
         }
@@ -286,6 +300,22 @@ impl Health {
                 json!({ "term": status.term, "previous": previous }),
             );
             state.leader = Some((leader, status.term));
+        }
+
+        if let Some(r) = &status.saga_recovery {
+            if state.recovery_term.is_none_or(|t| t < r.term) {
+                state.recovery_term = Some(r.term);
+                self.events.record(
+                    self.service.name(),
+                    "saga_recovery",
+                    Some(leader),
+                    format!(
+                        "node {leader} took over {} open checkout(s) as leader of term {}",
+                        r.resumed, r.term
+                    ),
+                    json!({ "term": r.term, "resumed": r.resumed }),
+                );
+            }
         }
 
         // Membership: the group's log wins over the spec.

@@ -9,11 +9,9 @@
 pub mod admin;
 pub mod checkout;
 pub mod events;
-pub mod group;
 pub mod health;
 pub mod metrics;
 pub mod node_state;
 pub mod params;
-pub mod peer;
 pub mod routes;
 pub mod server;

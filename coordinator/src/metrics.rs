@@ -2,20 +2,13 @@
 
 use std::sync::LazyLock;
 
-use cart_common::metrics::{
-    counter_vec, float_gauge_vec, gauge_vec, histogram_vec, LATENCY_BUCKETS,
-};
+use cart_common::metrics::{counter_vec, float_gauge_vec, gauge_vec, histogram_vec};
 use prometheus::{GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec};
 
 /// Detection times: a probe interval is 0.25 s, the target is under 2 s.
 const DETECTION_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
 
 pub struct CoordinatorMetrics {
-    /// Retries towards a Raft group, by target service and reason.
-    pub group_retries: IntCounterVec,
-    /// Calls to another service, by target service, mode and result.
-    pub cross_service_calls: IntCounterVec,
-    pub cross_service_duration: HistogramVec,
     pub checkouts: IntCounterVec,
     pub node_is_up: IntGaugeVec,
     pub node_down: IntCounterVec,
@@ -32,24 +25,6 @@ pub struct CoordinatorMetrics {
 }
 
 pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(|| CoordinatorMetrics {
-    group_retries: counter_vec(
-        "coordinator_group_retries_total",
-        "Attempts towards a Raft group that were retried, by target service and reason \
-         (not_leader, unreachable, unavailable).",
-        &["target", "reason"],
-    ),
-    cross_service_calls: counter_vec(
-        "coordinator_cross_service_calls_total",
-        "Calls from this service to another, by target service, mode (direct, coordinator) \
-         and result (ok, rejected, failed).",
-        &["target", "mode", "result"],
-    ),
-    cross_service_duration: histogram_vec(
-        "coordinator_cross_service_duration_seconds",
-        "Time of a call to another service, by target service and mode.",
-        &["target", "mode"],
-        LATENCY_BUCKETS,
-    ),
     checkouts: counter_vec(
         "checkouts_total",
         "Checkouts answered, by outcome (paid, already_paid, insufficient_credit, \

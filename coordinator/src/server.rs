@@ -15,10 +15,10 @@ use cart_common::{ApiError, ClusterSpec, Service};
 use cart_services::api::{ReadRequest, WriteRequest, READY_PATH, READ_PATH, WRITE_PATH};
 use tokio::sync::Semaphore;
 
+use cart_services::client::{GroupClient, PeerService};
+
 use crate::events::EventLog;
-use crate::group::GroupClient;
 use crate::health::Health;
-use crate::peer::PeerService;
 use crate::routes::public_routes;
 
 pub struct Coordinator {

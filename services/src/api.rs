@@ -18,6 +18,9 @@ pub const READ_PATH: &str = "/internal/read";
 /// This replica's own state, without any consensus round: for tests and
 /// operators checking what one replica holds.
 pub const LOCAL_READ_PATH: &str = "/internal/local_read";
+/// Checkout, answered by the order group's leader once the saga has ended
+/// (or with 503 after the checkout wait, the saga still running).
+pub const CHECKOUT_PATH: &str = "/internal/checkout";
 /// Membership changes, answered by the leader only (421 elsewhere).
 pub const ADD_MEMBER_PATH: &str = "/internal/members/add";
 pub const REMOVE_MEMBER_PATH: &str = "/internal/members/remove";
@@ -65,6 +68,9 @@ pub struct NodeStatus {
     /// On the leader only: every other member's replication progress.
     #[serde(default)]
     pub replication: Option<BTreeMap<u64, FollowerProgress>>,
+    /// Order leaders: the last time this node took over open checkouts.
+    #[serde(default)]
+    pub saga_recovery: Option<SagaRecovery>,
 }
 
 /// A follower (or learner) as its leader sees it.
@@ -80,6 +86,22 @@ pub struct FollowerProgress {
     pub last_contact_ms_ago: Option<u64>,
     /// Whether the leader's most recent RPC to it failed.
     pub failing: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckoutRequest {
+    /// The client's request id: a retry joins the same transaction.
+    pub request_id: String,
+    pub order_id: String,
+}
+
+/// A new order leader resuming the checkouts its predecessor left open.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SagaRecovery {
+    pub term: u64,
+    pub at_ms: u64,
+    /// Open checkouts it took over.
+    pub resumed: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -2,9 +2,11 @@
 //! replicates it, its redb store, and the node's HTTP server.
 
 pub mod api;
+pub mod client;
 pub mod domain;
 mod membership;
 pub mod metrics;
 pub mod node;
 pub mod raft;
+pub mod saga;
 pub mod store;

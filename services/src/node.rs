@@ -12,12 +12,14 @@ use axum::{Json, Router};
 use cart_common::http::{self as chttp, ServerLabels, Shutdown};
 use cart_common::spec::NodeId;
 use cart_common::{ApiError, ClusterSpec, Service};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::sync::Semaphore;
 
-use crate::api::{self, FollowerProgress, NodeStatus, NotLeader, ReadRequest, WriteRequest};
+use crate::api::{
+    self, CheckoutRequest, FollowerProgress, NodeStatus, NotLeader, ReadRequest, WriteRequest,
+};
 use crate::domain::{self, Outcome};
 use crate::membership;
 use crate::metrics::METRICS;
@@ -25,7 +27,8 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, Network};
 use crate::raft::progress::Progress;
 use crate::raft::state_machine::StateMachine;
-use crate::raft::{now_ms, LogCommand, Raft, TypeConfig, LOG_FORMAT_VERSION};
+use crate::raft::{Raft, TypeConfig};
+use crate::saga::{self, CheckoutAnswer, ProposeError, Sagas};
 use crate::store::Store;
 
 /// Largest Raft RPC or internal request body a node accepts.
@@ -39,6 +42,8 @@ pub(crate) struct Node {
     store: Store,
     sm: StateMachine,
     progress: Arc<Progress>,
+    /// The order group's checkout sagas (order nodes only).
+    sagas: Option<Arc<Sagas>>,
 }
 
 pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Result<()> {
@@ -91,6 +96,18 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
         }
     }
 
+    let sagas = (service == Service::Order).then(|| {
+        Arc::new(Sagas::new(
+            &spec,
+            id,
+            raft.clone(),
+            sm.clone(),
+            store.clone(),
+        ))
+    });
+    if let Some(sagas) = &sagas {
+        tokio::spawn(sagas.clone().sweep());
+    }
     let node = Arc::new(Node {
         service,
         id,
@@ -99,6 +116,7 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
         store,
         sm,
         progress: progress.clone(),
+        sagas,
     });
     tokio::spawn(export_raft_metrics(raft.clone(), progress));
 
@@ -111,6 +129,7 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
             .route(api::WRITE_PATH, post(write))
             .route(api::READ_PATH, post(read))
             .route(api::LOCAL_READ_PATH, post(local_read))
+            .route(api::CHECKOUT_PATH, post(checkout))
             .route(api::ADD_MEMBER_PATH, post(membership::add))
             .route(api::REMOVE_MEMBER_PATH, post(membership::remove))
             // Snapshot chunks (1 MiB, JSON-encoded bytes) and entry batches
@@ -210,26 +229,26 @@ async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Res
         return ApiError::bad_request("missing_request_id", "writes need a request id")
             .into_response();
     }
-    // A retry of an applied write is answered from memory without a new log
-    // entry (a remembered id is committed, whichever replica remembers it).
-    match n.sm.remembered(&req.request_id) {
-        Ok(Some(outcome)) => {
-            METRICS.duplicate_requests.inc();
-            return answer(outcome);
-        }
-        Ok(None) => {}
-        Err(e) => return storage_failure(e),
+    match saga::propose(&n.raft, &n.sm, &req.request_id, req.cmd).await {
+        Ok(outcome) => answer(outcome),
+        Err(ProposeError::NotLeader(f)) => not_leader(f),
+        Err(ProposeError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
     }
-    let entry = LogCommand {
-        v: LOG_FORMAT_VERSION,
-        request_id: req.request_id,
-        ts_ms: now_ms(),
-        cmd: req.cmd,
+}
+
+async fn checkout(State(n): State<Arc<Node>>, Json(req): Json<CheckoutRequest>) -> Response {
+    let Some(sagas) = &n.sagas else {
+        return ApiError::bad_request("wrong_service", "only order nodes check out")
+            .into_response();
     };
-    match n.raft.client_write(entry).await {
-        Ok(resp) => answer(resp.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => not_leader(f),
-        Err(e) => ApiError::unavailable(format!("write not committed: {e}")).into_response(),
+    if req.request_id.is_empty() {
+        return ApiError::bad_request("missing_request_id", "checkouts need a request id")
+            .into_response();
+    }
+    match sagas.checkout(&req.request_id, &req.order_id).await {
+        CheckoutAnswer::Done(outcome) => answer(outcome),
+        CheckoutAnswer::NotLeader(f) => not_leader(f),
+        CheckoutAnswer::Pending(e) => ApiError::unavailable(e).into_response(),
     }
 }
 
@@ -306,5 +325,6 @@ async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
         voters,
         committed: n.progress.committed(),
         replication,
+        saga_recovery: n.sagas.as_ref().and_then(|s| s.last_recovery()),
     })
 }

@@ -22,31 +22,35 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_l
 pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
 /// Last applied log id and last membership of the state machine.
 pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
-const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
-const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
-const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
 /// request id → remembered outcome (JSON `Remembered`).
 pub(crate) const REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("requests");
 /// (timestamp ms, request id), to forget request ids in time order.
 pub(crate) const REQUESTS_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("requests_by_time");
 
-fn def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+/// The redb table of each domain table, and its tag in snapshots.
+fn def(table: Table) -> (u8, TableDefinition<'static, &'static str, &'static [u8]>) {
     match table {
-        Table::Items => ITEMS,
-        Table::Users => USERS,
-        Table::Orders => ORDERS,
+        Table::Items => (1, TableDefinition::new("items")),
+        Table::Users => (2, TableDefinition::new("users")),
+        Table::Orders => (3, TableDefinition::new("orders")),
+        Table::Checkouts => (5, TableDefinition::new("checkouts")),
+        Table::OpenCheckouts => (6, TableDefinition::new("open_checkouts")),
+        Table::CheckoutsByTime => (7, TableDefinition::new("checkouts_by_time")),
+        Table::Steps => (8, TableDefinition::new("steps")),
+        Table::StepsByTime => (9, TableDefinition::new("steps_by_time")),
     }
 }
 
-/// The replicated keyspaces, each with a tag used in snapshots.
+/// Every replicated keyspace with its snapshot tag: the domain tables and
+/// the remembered request ids.
 pub(crate) const REQUESTS_TAG: u8 = 4;
-pub(crate) const SNAPSHOT_TABLES: [(u8, TableDefinition<&str, &[u8]>); 4] = [
-    (1, ITEMS),
-    (2, USERS),
-    (3, ORDERS),
-    (REQUESTS_TAG, REQUESTS),
-];
+pub(crate) fn snapshot_tables() -> Vec<(u8, TableDefinition<'static, &'static str, &'static [u8]>)>
+{
+    let mut tables: Vec<_> = Table::ALL.into_iter().map(def).collect();
+    tables.push((REQUESTS_TAG, REQUESTS));
+    tables
+}
 
 pub(crate) fn io<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError(e.to_string())
@@ -69,7 +73,7 @@ impl Store {
             txn.open_table(LOG_META).map_err(io)?;
             txn.open_table(SM_META).map_err(io)?;
             txn.open_table(REQUESTS_BY_TIME).map_err(io)?;
-            for (_, t) in SNAPSHOT_TABLES {
+            for (_, t) in snapshot_tables() {
                 txn.open_table(t).map_err(io)?;
             }
         }
@@ -112,7 +116,7 @@ impl Store {
     /// Number of keys in a table, for status and tests.
     pub fn count(&self, table: Table) -> Result<u64, StoreError> {
         let txn = self.begin_read()?;
-        txn.open_table(def(table)).map_err(io)?.len().map_err(io)
+        txn.open_table(def(table).1).map_err(io)?.len().map_err(io)
     }
 }
 
@@ -122,53 +126,90 @@ pub struct ReadView {
 
 impl StateStore for ReadView {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.txn.open_table(def(table)).map_err(io)?;
+        let t = self.txn.open_table(def(table).1).map_err(io)?;
         Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
     fn put(&mut self, _table: Table, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
         Err(StoreError("read-only view".into()))
     }
+
+    fn delete(&mut self, _table: Table, _key: &str) -> Result<(), StoreError> {
+        Err(StoreError("read-only view".into()))
+    }
+
+    fn keys(
+        &self,
+        table: Table,
+        below: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let t = self.txn.open_table(def(table).1).map_err(io)?;
+        keys(&t, below, limit)
+    }
 }
+
+fn keys(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    below: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let rows = match below {
+        Some(b) => t.range::<&str>(..b).map_err(io)?,
+        None => t.range::<&str>(..).map_err(io)?,
+    };
+    let mut out = Vec::new();
+    for row in rows.take(limit) {
+        let (k, _) = row.map_err(io)?;
+        out.push(k.value().to_string());
+    }
+    Ok(out)
+}
+
+type StateTable<'txn> = redb::Table<'txn, &'static str, &'static [u8]>;
 
 /// The state tables opened inside one write transaction, for the domain.
 pub(crate) struct WriteView<'txn> {
-    items: redb::Table<'txn, &'static str, &'static [u8]>,
-    users: redb::Table<'txn, &'static str, &'static [u8]>,
-    orders: redb::Table<'txn, &'static str, &'static [u8]>,
+    /// In `Table::ALL` order.
+    tables: Vec<StateTable<'txn>>,
+}
+
+fn slot(table: Table) -> usize {
+    Table::ALL.iter().position(|t| *t == table).unwrap_or(0)
 }
 
 impl<'txn> WriteView<'txn> {
     pub(crate) fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Self {
-            items: txn.open_table(ITEMS).map_err(io)?,
-            users: txn.open_table(USERS).map_err(io)?,
-            orders: txn.open_table(ORDERS).map_err(io)?,
-        })
-    }
-
-    fn table(&self, table: Table) -> &redb::Table<'txn, &'static str, &'static [u8]> {
-        match table {
-            Table::Items => &self.items,
-            Table::Users => &self.users,
-            Table::Orders => &self.orders,
-        }
+        let tables = Table::ALL
+            .into_iter()
+            .map(|t| txn.open_table(def(t).1).map_err(io))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { tables })
     }
 }
 
 impl StateStore for WriteView<'_> {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.table(table);
+        let t = &self.tables[slot(table)];
         Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let t = match table {
-            Table::Items => &mut self.items,
-            Table::Users => &mut self.users,
-            Table::Orders => &mut self.orders,
-        };
-        t.insert(key, value).map_err(io)?;
+        self.tables[slot(table)].insert(key, value).map_err(io)?;
         Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+        self.tables[slot(table)].remove(key).map_err(io)?;
+        Ok(())
+    }
+
+    fn keys(
+        &self,
+        table: Table,
+        below: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        keys(&self.tables[slot(table)], below, limit)
     }
 }

@@ -3,15 +3,19 @@
 //! rejection out. No I/O, no clocks, no randomness that is not in the command,
 //! so every replica applying the same log reaches the same state.
 
+pub mod checkout;
 pub mod order;
 pub mod payment;
+pub mod steps;
 pub mod stock;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use checkout::{Checkout, CheckoutState, SagaStep};
 pub use order::Order;
 pub use payment::User;
+pub use steps::{Effect, Step, StepState};
 pub use stock::Item;
 
 /// The largest `n` a `batch_init` may ask for, so that applying one log
@@ -24,10 +28,29 @@ pub enum Table {
     Items,
     Users,
     Orders,
+    /// Order group: transaction id → `Checkout`.
+    Checkouts,
+    /// Order group: order id → transaction id of its open checkout.
+    OpenCheckouts,
+    /// Order group: `time_key(finished, tx)` → nothing, to forget in order.
+    CheckoutsByTime,
+    /// Payment and stock groups: transaction id → `Step`.
+    Steps,
+    /// Payment and stock groups: `time_key(created, tx)` → nothing.
+    StepsByTime,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Items, Table::Users, Table::Orders];
+    pub const ALL: [Table; 8] = [
+        Table::Items,
+        Table::Users,
+        Table::Orders,
+        Table::Checkouts,
+        Table::OpenCheckouts,
+        Table::CheckoutsByTime,
+        Table::Steps,
+        Table::StepsByTime,
+    ];
 }
 
 /// Storage failures are not business outcomes: they stop the replica.
@@ -35,10 +58,19 @@ impl Table {
 #[error("storage: {0}")]
 pub struct StoreError(pub String);
 
-/// What the domain needs from a replica's store: get and put values by key.
+/// What the domain needs from a replica's store: values by key, and keys in
+/// order (for time indexes and open checkouts).
 pub trait StateStore {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&mut self, table: Table, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn delete(&mut self, table: Table, key: &str) -> Result<(), StoreError>;
+    /// Up to `limit` keys from the start of `table`, below `below` if given.
+    fn keys(
+        &self,
+        table: Table,
+        below: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
 fn get_value<T: DeserializeOwned>(
@@ -81,13 +113,16 @@ pub enum Command {
         item_id: String,
         amount: i64,
     },
-    /// Subtract every listed quantity or none (an item listed twice counts twice).
-    SubtractStockBatch {
+    /// Checkout step: subtract every listed quantity or none (an item listed
+    /// twice counts twice), once per transaction.
+    TakeStock {
+        tx_id: String,
         items: Vec<(String, i64)>,
     },
-    /// Give back what a `SubtractStockBatch` took (compensation).
-    AddStockBatch {
-        items: Vec<(String, i64)>,
+    /// Compensation: give back what `TakeStock` of `tx_id` took, or refuse
+    /// it in advance.
+    ReturnStock {
+        tx_id: String,
     },
     BatchInitItems {
         n: u64,
@@ -105,6 +140,21 @@ pub enum Command {
         user_id: String,
         amount: i64,
     },
+    /// Checkout step: charge the user, once per transaction.
+    Charge {
+        tx_id: String,
+        user_id: String,
+        amount: i64,
+    },
+    /// Compensation: give back what `Charge` of `tx_id` took, or refuse it
+    /// in advance.
+    Refund {
+        tx_id: String,
+    },
+    /// Payment and stock: forget step records created before `before_ms`.
+    ForgetSteps {
+        before_ms: u64,
+    },
     BatchInitUsers {
         n: u64,
         starting_money: i64,
@@ -119,8 +169,29 @@ pub enum Command {
         quantity: i64,
         price: i64,
     },
-    MarkPaid {
+    /// Opens a checkout of the order (or joins its open one).
+    BeginCheckout {
         order_id: String,
+        tx_id: String,
+    },
+    /// Every step applied: the order is paid.
+    CommitCheckout {
+        tx_id: String,
+    },
+    /// A step was refused: undo the ones before it.
+    AbortCheckout {
+        tx_id: String,
+        failed: SagaStep,
+        error: String,
+        message: String,
+    },
+    /// The compensations of an aborted checkout are done.
+    FinishCheckout {
+        tx_id: String,
+    },
+    /// Forget checkouts finished before `before_ms`.
+    ForgetCheckouts {
+        before_ms: u64,
     },
     BatchInitOrders {
         n: u64,
@@ -135,9 +206,26 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Query {
-    FindItem { item_id: String },
-    FindUser { user_id: String },
-    FindOrder { order_id: String },
+    FindItem {
+        item_id: String,
+    },
+    FindUser {
+        user_id: String,
+    },
+    FindOrder {
+        order_id: String,
+    },
+    FindCheckout {
+        tx_id: String,
+    },
+    /// Started or aborting checkouts, at most `limit`.
+    OpenCheckouts {
+        limit: usize,
+    },
+    /// A payment or stock step record.
+    FindStep {
+        tx_id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +245,12 @@ pub enum Reply {
     Item(Item),
     User(User),
     Order(Order),
+    Checkout(Checkout),
+    Checkouts(Vec<Checkout>),
+    Step(Step),
+    Forgotten {
+        count: u64,
+    },
 }
 
 /// A business failure: answered with a 4xx, never a 5xx.
@@ -194,23 +288,40 @@ impl Rejection {
 pub type Outcome = Result<Reply, Rejection>;
 
 /// `Ok(Ok(..))` applied, `Ok(Err(..))` refused by the business rules with no
-/// change, `Err(..)` the store failed.
-pub fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome, StoreError> {
+/// change, `Err(..)` the store failed. `ts_ms` is the log entry's time (the
+/// proposing leader's clock), the only clock the domain sees.
+pub fn apply(store: &mut dyn StateStore, cmd: &Command, ts_ms: u64) -> Result<Outcome, StoreError> {
     match cmd {
         Command::CreateItem { .. }
         | Command::AddStock { .. }
         | Command::SubtractStock { .. }
-        | Command::SubtractStockBatch { .. }
-        | Command::AddStockBatch { .. }
-        | Command::BatchInitItems { .. } => stock::apply(store, cmd),
+        | Command::TakeStock { .. }
+        | Command::ReturnStock { .. }
+        | Command::BatchInitItems { .. } => stock::apply(store, cmd, ts_ms),
         Command::CreateUser { .. }
         | Command::AddFunds { .. }
         | Command::Pay { .. }
-        | Command::BatchInitUsers { .. } => payment::apply(store, cmd),
-        Command::CreateOrder { .. }
-        | Command::AddItem { .. }
-        | Command::MarkPaid { .. }
-        | Command::BatchInitOrders { .. } => order::apply(store, cmd),
+        | Command::Charge { .. }
+        | Command::Refund { .. }
+        | Command::BatchInitUsers { .. } => payment::apply(store, cmd, ts_ms),
+        Command::ForgetSteps { before_ms } => {
+            steps::forget_before(store, Table::Steps, Table::StepsByTime, *before_ms)
+        }
+        Command::BeginCheckout { order_id, tx_id } => {
+            checkout::begin(store, order_id, tx_id, ts_ms)
+        }
+        Command::CommitCheckout { tx_id } => checkout::commit(store, tx_id, ts_ms),
+        Command::AbortCheckout {
+            tx_id,
+            failed,
+            error,
+            message,
+        } => checkout::abort(store, tx_id, *failed, error, message),
+        Command::FinishCheckout { tx_id } => checkout::finish(store, tx_id, ts_ms),
+        Command::ForgetCheckouts { before_ms } => checkout::forget(store, *before_ms),
+        Command::CreateOrder { .. } | Command::AddItem { .. } | Command::BatchInitOrders { .. } => {
+            order::apply(store, cmd)
+        }
     }
 }
 
@@ -225,6 +336,9 @@ pub fn query(store: &dyn StateStore, query: &Query) -> Result<Outcome, StoreErro
         Query::FindOrder { order_id } => get_value::<Order>(store, Table::Orders, order_id)?
             .map(Reply::Order)
             .ok_or_else(|| Rejection::not_found("order", order_id)),
+        Query::FindCheckout { tx_id } => return checkout::find(store, tx_id),
+        Query::OpenCheckouts { limit } => return checkout::open(store, *limit),
+        Query::FindStep { tx_id } => return steps::find(store, tx_id),
     })
 }
 
@@ -252,6 +366,17 @@ pub(crate) mod memory {
         t as u8
     }
 
+    impl MemoryStore {
+        /// One table's rows, to compare what a command changed.
+        pub fn table(&self, table: Table) -> Vec<(String, Vec<u8>)> {
+            self.0
+                .iter()
+                .filter(|((t, _), _)| *t == tag(table))
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect()
+        }
+    }
+
     impl StateStore for MemoryStore {
         fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
             Ok(self.0.get(&(tag(table), key.to_string())).cloned())
@@ -260,10 +385,33 @@ pub(crate) mod memory {
             self.0.insert((tag(table), key.to_string()), value.to_vec());
             Ok(())
         }
+        fn delete(&mut self, table: Table, key: &str) -> Result<(), StoreError> {
+            self.0.remove(&(tag(table), key.to_string()));
+            Ok(())
+        }
+        fn keys(
+            &self,
+            table: Table,
+            below: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<String>, StoreError> {
+            Ok(self
+                .0
+                .keys()
+                .filter(|(t, k)| *t == tag(table) && below.is_none_or(|b| k.as_str() < b))
+                .map(|(_, k)| k.clone())
+                .take(limit)
+                .collect())
+        }
     }
 
+    /// Applies at log time 1000.
     pub fn run(store: &mut MemoryStore, cmd: Command) -> Outcome {
-        apply(store, &cmd).unwrap()
+        run_at(store, cmd, 1000)
+    }
+
+    pub fn run_at(store: &mut MemoryStore, cmd: Command, ts_ms: u64) -> Outcome {
+        apply(store, &cmd, ts_ms).unwrap()
     }
 
     pub fn ask(store: &MemoryStore, q: Query) -> Outcome {

@@ -42,17 +42,6 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
             quantity,
             price,
         } => add_item(store, order_id, item_id, *quantity, *price),
-        Command::MarkPaid { order_id } => {
-            let Some(mut order) = get_value::<Order>(store, Table::Orders, order_id)? else {
-                return Ok(Err(Rejection::not_found("order", order_id)));
-            };
-            if order.paid {
-                return Ok(Ok(Reply::Paid { newly: false }));
-            }
-            order.paid = true;
-            put_value(store, Table::Orders, order_id, &order)?;
-            Ok(Ok(Reply::Paid { newly: true }))
-        }
         Command::BatchInitOrders {
             n,
             n_items,
@@ -87,6 +76,13 @@ fn add_item(
         return Ok(Err(Rejection::new(
             "already_paid",
             format!("order {order_id:?} is paid and cannot change"),
+        )));
+    }
+    // A checkout in flight charges what the order held when it began.
+    if super::checkout::open_checkout(store, order_id)?.is_some() {
+        return Ok(Err(Rejection::new(
+            "checkout_in_progress",
+            format!("order {order_id:?} is being checked out and cannot change"),
         )));
     }
     let Some(total) = quantity
@@ -225,11 +221,20 @@ mod tests {
     #[test]
     fn paid_order_cannot_change_and_pays_once() {
         let mut s = with_order();
-        let mark = Command::MarkPaid {
+        let begin = |tx: &str| Command::BeginCheckout {
             order_id: "o".into(),
+            tx_id: tx.into(),
         };
-        assert_eq!(run(&mut s, mark.clone()), Ok(Reply::Paid { newly: true }));
-        assert_eq!(run(&mut s, mark), Ok(Reply::Paid { newly: false }));
+        assert!(matches!(run(&mut s, begin("t1")), Ok(Reply::Checkout(_))));
+        // Items cannot change while the checkout is open.
+        assert_eq!(
+            add(&mut s, "i", 1, 1).unwrap_err().error,
+            "checkout_in_progress"
+        );
+        let commit = Command::CommitCheckout { tx_id: "t1".into() };
+        assert!(matches!(run(&mut s, commit), Ok(Reply::Checkout(_))));
+        assert!(order(&s, "o").paid);
+        assert_eq!(run(&mut s, begin("t2")), Ok(Reply::Paid { newly: false }));
         assert_eq!(add(&mut s, "i", 1, 1).unwrap_err().error, "already_paid");
     }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::steps::{compensate_once, run_once, Effect};
 use super::{
     check_batch_size, get_value, put_value, Command, Outcome, Rejection, Reply, StateStore,
     StoreError, Table,
@@ -12,7 +13,11 @@ pub struct User {
     pub credit: i64,
 }
 
-pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome, StoreError> {
+pub(super) fn apply(
+    store: &mut dyn StateStore,
+    cmd: &Command,
+    ts_ms: u64,
+) -> Result<Outcome, StoreError> {
     match cmd {
         Command::CreateUser { user_id } => {
             if store.get(Table::Users, user_id)?.is_some() {
@@ -28,6 +33,20 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
         }
         Command::AddFunds { user_id, amount } => change(store, user_id, *amount, 1),
         Command::Pay { user_id, amount } => change(store, user_id, *amount, -1),
+        Command::Charge {
+            tx_id,
+            user_id,
+            amount,
+        } => {
+            let effect = Effect::Charge {
+                user_id: user_id.clone(),
+                amount: *amount,
+            };
+            run_once(store, tx_id, ts_ms, effect, |s| {
+                change(s, user_id, *amount, -1)
+            })
+        }
+        Command::Refund { tx_id } => compensate_once(store, tx_id, ts_ms, refund),
         Command::BatchInitUsers { n, starting_money } => {
             if let Err(r) = check_batch_size(*n) {
                 return Ok(Err(r));
@@ -48,6 +67,19 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
             "not a payment command",
         ))),
     }
+}
+
+/// Gives back a charge. Saturates rather than fail: a compensation must
+/// complete, and credit near i64::MAX is not a real account.
+fn refund(store: &mut dyn StateStore, effect: &Effect) -> Result<(), StoreError> {
+    let Effect::Charge { user_id, amount } = effect else {
+        return Err(StoreError(format!("payment cannot undo {effect:?}")));
+    };
+    if let Some(mut user) = get_value::<User>(store, Table::Users, user_id)? {
+        user.credit = user.credit.saturating_add(*amount);
+        put_value(store, Table::Users, user_id, &user)?;
+    }
+    Ok(())
 }
 
 fn change(

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::steps::{compensate_once, run_once, Effect};
 use super::{
     check_batch_size, get_value, put_value, Command, Outcome, Rejection, Reply, StateStore,
     StoreError, Table,
@@ -15,15 +16,24 @@ pub struct Item {
     pub price: i64,
 }
 
-pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome, StoreError> {
+pub(super) fn apply(
+    store: &mut dyn StateStore,
+    cmd: &Command,
+    ts_ms: u64,
+) -> Result<Outcome, StoreError> {
     match cmd {
         Command::CreateItem { item_id, price } => create(store, item_id, *price),
         Command::AddStock { item_id, amount } => change(store, &[(item_id.clone(), *amount)], 1),
         Command::SubtractStock { item_id, amount } => {
             change(store, &[(item_id.clone(), *amount)], -1)
         }
-        Command::SubtractStockBatch { items } => change(store, items, -1),
-        Command::AddStockBatch { items } => change(store, items, 1),
+        Command::TakeStock { tx_id, items } => {
+            let effect = Effect::TakeStock {
+                items: items.clone(),
+            };
+            run_once(store, tx_id, ts_ms, effect, |s| change(s, items, -1))
+        }
+        Command::ReturnStock { tx_id } => compensate_once(store, tx_id, ts_ms, give_back),
         Command::BatchInitItems {
             n,
             starting_stock,
@@ -50,6 +60,21 @@ fn create(store: &mut dyn StateStore, item_id: &str, price: i64) -> Result<Outco
 }
 
 /// Adds (`sign` 1) or subtracts (`sign` -1) every quantity, all or nothing.
+/// Gives back what a `TakeStock` took. Saturates rather than fail: a
+/// compensation must complete.
+fn give_back(store: &mut dyn StateStore, effect: &Effect) -> Result<(), StoreError> {
+    let Effect::TakeStock { items } = effect else {
+        return Err(StoreError(format!("stock cannot undo {effect:?}")));
+    };
+    for (id, qty) in items {
+        if let Some(mut item) = get_value::<Item>(store, Table::Items, id)? {
+            item.stock = item.stock.saturating_add(*qty);
+            put_value(store, Table::Items, id, &item)?;
+        }
+    }
+    Ok(())
+}
+
 fn change(
     store: &mut dyn StateStore,
     items: &[(String, i64)],
@@ -176,15 +201,17 @@ mod tests {
         // "1" listed twice: 2 + 2 > 3.
         let r = run(
             &mut s,
-            Command::SubtractStockBatch {
+            Command::TakeStock {
+                tx_id: "t1".into(),
                 items: vec![("0".into(), 1), ("1".into(), 2), ("1".into(), 2)],
             },
         );
         assert_eq!(r.unwrap_err().error, "insufficient_stock");
-        assert_eq!(s, before);
+        assert_eq!(s.table(Table::Items), before.table(Table::Items));
         run(
             &mut s,
-            Command::SubtractStockBatch {
+            Command::TakeStock {
+                tx_id: "t2".into(),
                 items: vec![("0".into(), 1), ("1".into(), 1), ("1".into(), 2)],
             },
         )
@@ -199,12 +226,13 @@ mod tests {
         let before = s.clone();
         let r = run(
             &mut s,
-            Command::SubtractStockBatch {
+            Command::TakeStock {
+                tx_id: "t3".into(),
                 items: vec![("0".into(), 1), ("nope".into(), 1)],
             },
         );
         assert_eq!(r.unwrap_err().error, "item_not_found");
-        assert_eq!(s, before);
+        assert_eq!(s.table(Table::Items), before.table(Table::Items));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{
 use crate::domain::{self, Outcome, Rejection, Reply, StoreError};
 use crate::metrics::METRICS;
 use crate::store::{
-    io, Store, WriteView, REQUESTS, REQUESTS_BY_TIME, REQUESTS_TAG, SM_META, SNAPSHOT_TABLES,
+    io, snapshot_tables, Store, WriteView, REQUESTS, REQUESTS_BY_TIME, REQUESTS_TAG, SM_META,
 };
 
 const LAST_APPLIED: &str = "last_applied";
@@ -170,7 +170,7 @@ impl StateMachine {
             None => Membership::default(),
         };
         let mut data = Vec::new();
-        for (tag, def) in SNAPSHOT_TABLES {
+        for (tag, def) in snapshot_tables() {
             let table = txn.open_table(def).map_err(io)?;
             for row in table.iter().map_err(io)? {
                 let (k, v) = row.map_err(io)?;
@@ -194,7 +194,7 @@ impl StateMachine {
     fn install(&self, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
         let txn = self.store.begin_write(true)?;
         {
-            for (_, def) in SNAPSHOT_TABLES {
+            for (_, def) in snapshot_tables() {
                 txn.open_table(def)
                     .map_err(io)?
                     .retain(|_, _| false)
@@ -202,10 +202,11 @@ impl StateMachine {
             }
             let mut by_time = txn.open_table(REQUESTS_BY_TIME).map_err(io)?;
             by_time.retain(|_, _| false).map_err(io)?;
+            let tables = snapshot_tables();
             for row in snapshot::rows(data) {
                 let (tag, key, value) = row?;
                 let key = std::str::from_utf8(key).map_err(io)?;
-                let Some((_, def)) = SNAPSHOT_TABLES.iter().find(|(t, _)| *t == tag) else {
+                let Some((_, def)) = tables.iter().find(|(t, _)| *t == tag) else {
                     return Err(StoreError(format!("unknown snapshot table tag {tag}")));
                 };
                 txn.open_table(*def)
@@ -245,7 +246,7 @@ fn apply_command(view: &mut WriteView<'_>, req: &LogCommand) -> Result<Outcome, 
             ),
         )));
     }
-    domain::apply(view, &req.cmd)
+    domain::apply(view, &req.cmd, req.ts_ms)
 }
 
 fn sm_err(verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError {

@@ -6,16 +6,16 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::api::{ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
+use crate::domain::{Command, Outcome, Query};
 use cart_common::http::INTERNAL_SECRET;
 use cart_common::spec::CrossService;
 use cart_common::{ApiError, ClusterSpec, Service};
-use cart_services::api::{ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
-use cart_services::domain::{Command, Outcome, Query};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::group::GroupClient;
-use crate::metrics::METRICS;
+use super::group::GroupClient;
+use super::metrics::METRICS;
 
 pub enum PeerService {
     Direct(GroupClient),

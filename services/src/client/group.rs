@@ -7,17 +7,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::api::{
+    CheckoutRequest, NotLeader, ReadRequest, WriteRequest, CHECKOUT_PATH, READ_PATH, WRITE_PATH,
+};
+use crate::domain::{Command, Outcome, Query};
 use cart_common::api_error::ErrorBody;
 use cart_common::http::INTERNAL_SECRET;
 use cart_common::{ApiError, ClusterSpec, Service};
-use cart_services::api::{NotLeader, ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
-use cart_services::domain::{Command, Outcome, Query};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::health::Health;
-use crate::metrics::METRICS;
+use super::metrics::METRICS;
+
+/// What a group client may learn about nodes from a health watcher (the
+/// coordinator's node-down protocol): which ones to avoid.
+pub trait RouteFilter: Send + Sync {
+    /// Addresses of nodes that may get requests; empty when nothing is known.
+    fn routable(&self) -> Vec<String>;
+    fn is_down(&self, addr: &str) -> bool;
+}
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(250);
@@ -34,7 +43,7 @@ pub struct GroupClient {
     bulk_deadline: Duration,
     /// The own service's node-down protocol, when this client has one:
     /// nodes marked down get no requests.
-    health: Option<Arc<Health>>,
+    health: Option<Arc<dyn RouteFilter>>,
 }
 
 /// How long one attempt may take before trying elsewhere.
@@ -60,7 +69,7 @@ impl GroupClient {
     }
 
     /// Routes around the nodes `health` marks down.
-    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+    pub fn with_health(mut self, health: Arc<dyn RouteFilter>) -> Self {
         self.health = Some(health);
         self
     }
@@ -99,6 +108,24 @@ impl GroupClient {
         )
         .await
         .map_err(refusal_is_a_bug)
+    }
+
+    /// A checkout at the order leader, which answers once the saga has
+    /// ended. Waits up to `wait` in all, following a new leader if the
+    /// current one fails (the retry joins the same transaction).
+    pub async fn checkout(
+        &self,
+        request_id: &str,
+        order_id: &str,
+        wait: Duration,
+    ) -> Result<Outcome, ApiError> {
+        let body = CheckoutRequest {
+            request_id: request_id.to_string(),
+            order_id: order_id.to_string(),
+        };
+        self.call(CHECKOUT_PATH, &body, wait, wait)
+            .await
+            .map_err(refusal_is_a_bug)
     }
 
     /// An admin call to the leader (membership changes), which may take as
@@ -265,8 +292,7 @@ fn refusal_is_a_bug(e: ApiError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::EventLog;
-    use cart_common::admin::NodeHealth;
+    use std::collections::BTreeSet;
 
     const SPEC: &str = r#"
         [cluster]
@@ -283,22 +309,43 @@ mod tests {
         nodes = 3
     "#;
 
+    /// Marks the addresses in `down` down.
+    struct Down(RwLock<BTreeSet<String>>, Vec<String>);
+
+    impl RouteFilter for Down {
+        fn routable(&self) -> Vec<String> {
+            let down = self.0.read().unwrap();
+            self.1
+                .iter()
+                .filter(|a| !down.contains(*a))
+                .cloned()
+                .collect()
+        }
+        fn is_down(&self, addr: &str) -> bool {
+            self.0.read().unwrap().contains(addr)
+        }
+    }
+
     #[test]
     fn nodes_marked_down_get_no_requests() {
         let spec = ClusterSpec::from_toml(SPEC).unwrap();
-        let events = Arc::new(EventLog::new("test".into(), 10));
-        let health = Arc::new(Health::new(&spec, Service::Stock, events));
-        let group = GroupClient::new(&spec, Service::Stock).with_health(health.clone());
+        let all: Vec<String> = spec
+            .nodes(Service::Stock)
+            .into_iter()
+            .map(|n| n.addr)
+            .collect();
+        let filter = Arc::new(Down(RwLock::new(BTreeSet::new()), all));
+        let group = GroupClient::new(&spec, Service::Stock).with_health(filter.clone());
         let down = spec.node_addr(Service::Stock, 2).unwrap();
 
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for _ in 0..9 {
             seen.insert(group.target());
             group.rotate("unreachable");
         }
         assert!(seen.contains(&down), "all nodes are candidates at first");
 
-        health.set_status(2, NodeHealth::Down);
+        filter.0.write().unwrap().insert(down.clone());
         // Not as the cached leader, not in rotation.
         group.remember_leader(&down);
         for _ in 0..9 {

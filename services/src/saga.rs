@@ -1,0 +1,588 @@
+//! The checkout saga, driven by the order group's Raft leader.
+//!
+//! A checkout is a record in the order group's log (`domain::checkout`)
+//! written before the first step; every decision is logged before it is
+//! acted on. The steps run in this order:
+//!
+//! 1. charge the user (payment),
+//! 2. take the stock of every item, all or none (stock),
+//! 3. commit: the order is marked paid in the same log entry.
+//!
+//! Charging first means a buyer who cannot pay never holds stock another
+//! buyer could have had; stock is never given back on this path. If the
+//! stock is short, the charge is refunded, then the checkout is finished
+//! as aborted. Every step carries the transaction id and is retried with it
+//! until it has a definite answer, never guessed as failed; the
+//! participants apply each transaction's step once (`domain::steps`).
+//!
+//! Whoever is leader drives every open checkout: the request that began it,
+//! or, after a leader change, the sweeper of the new leader, which finds the
+//! open ones in the log and finishes them without a client. A driver stops
+//! as soon as its node is no longer leader. The sweeper also garbage-collects
+//! finished checkouts and the participants' step records through the logs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use cart_common::metrics::{counter, counter_vec, gauge, histogram_vec, LATENCY_BUCKETS};
+use cart_common::{ClusterSpec, Service};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use tokio::sync::watch;
+
+use crate::api::SagaRecovery;
+use crate::client::PeerService;
+use crate::domain::{self, Checkout, CheckoutState, Command, Outcome, Query, Reply, SagaStep};
+use crate::metrics::METRICS as NODE;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{now_ms, LogCommand, NodeId, Raft, LOG_FORMAT_VERSION};
+use crate::store::Store;
+
+/// How often the leader looks for open checkouts nobody drives.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader garbage-collects finished transactions, at most.
+const FORGET_EVERY: Duration = Duration::from_secs(30);
+/// Most open checkouts one sweep takes over.
+const SWEEP_BATCH: usize = 10_000;
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Where a checkout stands, as its driver publishes it.
+#[derive(Clone, Debug)]
+enum Progress {
+    Running,
+    Finished(Checkout),
+    /// This node stopped being leader; the new leader takes over.
+    Stopped,
+}
+
+/// Why a write to the own group did not happen.
+pub enum ProposeError {
+    NotLeader(openraft::error::ForwardToLeader<NodeId, BasicNode>),
+    Unavailable(String),
+}
+
+pub struct Sagas {
+    id: NodeId,
+    raft: Raft,
+    sm: StateMachine,
+    store: Store,
+    payment: PeerService,
+    stock: PeerService,
+    running: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+    /// How long a checkout request waits for its saga's outcome.
+    wait: Duration,
+    /// Finished transactions are forgotten after this long.
+    window_ms: u64,
+    recovery: Mutex<Option<SagaRecovery>>,
+}
+
+/// What a checkout request gets.
+pub enum CheckoutAnswer {
+    /// A business outcome: the finished checkout, "already paid", or a
+    /// refusal (order not found).
+    Done(Outcome),
+    NotLeader(openraft::error::ForwardToLeader<NodeId, BasicNode>),
+    /// Not finished within the wait (or no quorum): the client may retry
+    /// with the same request id and will join the same transaction.
+    Pending(String),
+}
+
+impl Sagas {
+    pub fn new(spec: &ClusterSpec, id: NodeId, raft: Raft, sm: StateMachine, store: Store) -> Self {
+        init_series();
+        Self {
+            id,
+            raft,
+            sm,
+            store,
+            payment: PeerService::new(spec, Service::Payment),
+            stock: PeerService::new(spec, Service::Stock),
+            running: Mutex::new(HashMap::new()),
+            wait: Duration::from_millis(spec.limits.checkout_timeout_ms),
+            window_ms: spec.raft.request_id_window_secs.saturating_mul(1000),
+            recovery: Mutex::new(None),
+        }
+    }
+
+    pub fn last_recovery(&self) -> Option<SagaRecovery> {
+        self.recovery.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// Begins (or joins) the checkout of `order_id` and waits for its end.
+    pub async fn checkout(self: &Arc<Self>, request_id: &str, order_id: &str) -> CheckoutAnswer {
+        let begin = Command::BeginCheckout {
+            order_id: order_id.to_string(),
+            tx_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let checkout = match propose(&self.raft, &self.sm, request_id, begin).await {
+            Ok(Ok(Reply::Checkout(c))) => c,
+            Ok(other) => return CheckoutAnswer::Done(other),
+            Err(ProposeError::NotLeader(f)) => return CheckoutAnswer::NotLeader(f),
+            Err(ProposeError::Unavailable(e)) => return CheckoutAnswer::Pending(e),
+        };
+        let mut progress = self.drive(&checkout.tx_id, false);
+        let ended = tokio::time::timeout(self.wait, async {
+            loop {
+                let now = progress.borrow_and_update().clone();
+                match now {
+                    Progress::Finished(c) => return Some(c),
+                    Progress::Stopped => return None,
+                    Progress::Running => {}
+                }
+                if progress.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match ended {
+            Ok(Some(c)) => CheckoutAnswer::Done(Ok(Reply::Checkout(c))),
+            Ok(None) => match leader_hint(&self.raft) {
+                Some(f) => CheckoutAnswer::NotLeader(f),
+                None => CheckoutAnswer::Pending("order leader changed".into()),
+            },
+            Err(_) => CheckoutAnswer::Pending(format!(
+                "checkout of order {order_id:?} not finished within {:?}; it goes on — \
+                 retry with the same request id for its outcome",
+                self.wait
+            )),
+        }
+    }
+
+    /// Starts a driver for `tx_id` unless one runs; returns its progress.
+    fn drive(self: &Arc<Self>, tx_id: &str, recovered: bool) -> watch::Receiver<Progress> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = running.get(tx_id) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(Progress::Running);
+        running.insert(tx_id.to_string(), rx.clone());
+        METRICS.sagas_in_flight.set(running.len() as i64);
+        if recovered {
+            METRICS.sagas_recovered.inc();
+        }
+        let sagas = self.clone();
+        let tx_id = tx_id.to_string();
+        tokio::spawn(async move {
+            let end = sagas.run(&tx_id).await;
+            let _ = tx.send(end);
+            let mut running = sagas.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.remove(&tx_id);
+            METRICS.sagas_in_flight.set(running.len() as i64);
+        });
+        rx
+    }
+
+    /// Drives one checkout to its end, or until this node is not leader.
+    async fn run(&self, tx_id: &str) -> Progress {
+        loop {
+            if !self.is_leader() {
+                return Progress::Stopped;
+            }
+            let checkout = match self.load(tx_id) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    // Forgotten: finished longer ago than any retry window.
+                    tracing::warn!(tx_id, "checkout record gone");
+                    return Progress::Stopped;
+                }
+                Err(e) => {
+                    tracing::error!(tx_id, error = %e, "cannot read checkout");
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                    continue;
+                }
+            };
+            let next = match &checkout.state {
+                CheckoutState::Committed | CheckoutState::Aborted { .. } => {
+                    finished(&checkout);
+                    return Progress::Finished(checkout);
+                }
+                CheckoutState::Started => self.forward(&checkout).await,
+                CheckoutState::Aborting { failed, .. } => self.compensate(&checkout, *failed).await,
+            };
+            let Some(decision) = next else {
+                return Progress::Stopped;
+            };
+            if !self.decide(tx_id, decision).await {
+                return Progress::Stopped;
+            }
+        }
+    }
+
+    /// Runs the steps of a started checkout; returns the decision to log.
+    async fn forward(&self, c: &Checkout) -> Option<Command> {
+        let charge = Command::Charge {
+            tx_id: c.tx_id.clone(),
+            user_id: c.user_id.clone(),
+            amount: c.amount,
+        };
+        if let Err(refused) = self.step(&self.payment, "charge", &c.tx_id, charge).await? {
+            return Some(abort(c, SagaStep::Charge, refused));
+        }
+        let take = Command::TakeStock {
+            tx_id: c.tx_id.clone(),
+            items: c.items.clone(),
+        };
+        if let Err(refused) = self.step(&self.stock, "take_stock", &c.tx_id, take).await? {
+            return Some(abort(c, SagaStep::TakeStock, refused));
+        }
+        Some(Command::CommitCheckout {
+            tx_id: c.tx_id.clone(),
+        })
+    }
+
+    /// Undoes the steps before the refused one, then finishes the abort. A
+    /// refused charge changed nothing, so nothing is undone; a refused stock
+    /// step means the charge happened and is refunded.
+    async fn compensate(&self, c: &Checkout, failed: SagaStep) -> Option<Command> {
+        if failed == SagaStep::TakeStock {
+            let refund = Command::Refund {
+                tx_id: c.tx_id.clone(),
+            };
+            // A compensation always applies (or leaves a tombstone).
+            let _ = self.step(&self.payment, "refund", &c.tx_id, refund).await?;
+            METRICS.compensations.with_label_values(&["refund"]).inc();
+        }
+        Some(Command::FinishCheckout {
+            tx_id: c.tx_id.clone(),
+        })
+    }
+
+    /// Sends a step until it has a definite answer (applied or refused),
+    /// with the same request id every time. `None`: no longer leader.
+    async fn step(
+        &self,
+        service: &PeerService,
+        step: &str,
+        tx_id: &str,
+        cmd: Command,
+    ) -> Option<Result<Reply, domain::Rejection>> {
+        let request_id = format!("{tx_id}:{step}");
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if !self.is_leader() {
+                return None;
+            }
+            match service.write(&request_id, cmd.clone()).await {
+                Ok(outcome) => return Some(outcome),
+                Err(e) => {
+                    METRICS.step_retries.with_label_values(&[step]).inc();
+                    tracing::warn!(tx_id, step, error = %e, "saga step not answered; retrying");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Logs a decision; false if this node is no longer leader.
+    async fn decide(&self, tx_id: &str, cmd: Command) -> bool {
+        let request_id = match &cmd {
+            Command::CommitCheckout { .. } => format!("{tx_id}:commit"),
+            Command::AbortCheckout { .. } => format!("{tx_id}:abort"),
+            _ => format!("{tx_id}:finish"),
+        };
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match propose(&self.raft, &self.sm, &request_id, cmd.clone()).await {
+                Ok(_) => return true,
+                Err(ProposeError::NotLeader(_)) => return false,
+                Err(ProposeError::Unavailable(e)) => {
+                    METRICS.step_retries.with_label_values(&["decide"]).inc();
+                    tracing::warn!(tx_id, error = %e, "saga decision not logged; retrying");
+                }
+            }
+            if !self.is_leader() {
+                return false;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn load(&self, tx_id: &str) -> Result<Option<Checkout>, String> {
+        let view = self.store.read().map_err(|e| e.to_string())?;
+        let found = domain::query(
+            &view,
+            &Query::FindCheckout {
+                tx_id: tx_id.to_string(),
+            },
+        );
+        match found {
+            Ok(Ok(Reply::Checkout(c))) => Ok(Some(c)),
+            Ok(Err(_)) => Ok(None),
+            Ok(Ok(other)) => Err(format!("unexpected {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// While leader: take over open checkouts nobody drives, and forget
+    /// finished transactions below the watermark. Runs for the node's life.
+    pub async fn sweep(self: Arc<Self>) {
+        let mut led_term = None;
+        let mut last_forget = Instant::now();
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            if !self.is_leader() {
+                led_term = None;
+                continue;
+            }
+            let term = self.raft.metrics().borrow().current_term;
+            if led_term != Some(term) {
+                // New leadership: make sure everything committed before it
+                // is applied here, so no open checkout is missed.
+                if self.raft.ensure_linearizable().await.is_err() {
+                    continue;
+                }
+                let resumed = self.take_over_open(Duration::ZERO);
+                if resumed > 0 {
+                    tracing::info!(term, resumed, "resuming open checkouts after leader change");
+                    if let Ok(mut r) = self.recovery.lock() {
+                        *r = Some(SagaRecovery {
+                            term,
+                            at_ms: now_ms(),
+                            resumed,
+                        });
+                    }
+                }
+                led_term = Some(term);
+            } else {
+                // Young ones are being started by the request that began them.
+                self.take_over_open(SWEEP_EVERY * 2);
+            }
+            let forget_every =
+                Duration::from_millis(self.window_ms / 4).clamp(SWEEP_EVERY, FORGET_EVERY);
+            if last_forget.elapsed() >= forget_every {
+                last_forget = Instant::now();
+                self.forget().await;
+            }
+        }
+    }
+
+    /// Starts drivers for open checkouts older than `min_age` that have
+    /// none; returns how many.
+    fn take_over_open(self: &Arc<Self>, min_age: Duration) -> u64 {
+        let young = now_ms().saturating_sub(min_age.as_millis() as u64);
+        let open = match self.open_checkouts() {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list open checkouts");
+                return 0;
+            }
+        };
+        let mut started = 0;
+        for c in open.into_iter().filter(|c| c.started_ms <= young) {
+            let known = self
+                .running
+                .lock()
+                .map(|r| r.contains_key(&c.tx_id))
+                .unwrap_or(true);
+            if !known {
+                self.drive(&c.tx_id, true);
+                started += 1;
+            }
+        }
+        started
+    }
+
+    fn open_checkouts(&self) -> Result<Vec<Checkout>, String> {
+        let view = self.store.read().map_err(|e| e.to_string())?;
+        match domain::query(&view, &Query::OpenCheckouts { limit: SWEEP_BATCH }) {
+            Ok(Ok(Reply::Checkouts(c))) => Ok(c),
+            Ok(other) => Err(format!("unexpected {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Forgets, in all three groups, transactions older than every open
+    /// checkout and than the longest a retry can take (the request-id
+    /// window): nothing can still send a step for them.
+    async fn forget(&self) {
+        let oldest_open = match self.open_checkouts() {
+            Ok(open) => open.iter().map(|c| c.started_ms).min(),
+            Err(_) => return,
+        };
+        let now = now_ms();
+        let watermark = oldest_open
+            .unwrap_or(now)
+            .min(now)
+            .saturating_sub(self.window_ms);
+        if watermark == 0 {
+            return;
+        }
+        let request_id = format!("forget:{watermark}");
+        let own = Command::ForgetCheckouts {
+            before_ms: watermark,
+        };
+        let own = propose(&self.raft, &self.sm, &request_id, own).await;
+        let steps = Command::ForgetSteps {
+            before_ms: watermark,
+        };
+        let payment = self.payment.write(&request_id, steps.clone()).await;
+        let stock = self.stock.write(&request_id, steps).await;
+        let ok = own.is_ok() && payment.is_ok() && stock.is_ok();
+        METRICS
+            .forget_runs
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
+    }
+}
+
+fn abort(c: &Checkout, failed: SagaStep, refused: domain::Rejection) -> Command {
+    Command::AbortCheckout {
+        tx_id: c.tx_id.clone(),
+        failed,
+        error: refused.error,
+        message: refused.message,
+    }
+}
+
+fn finished(c: &Checkout) {
+    let (outcome, reason) = match &c.state {
+        CheckoutState::Committed => ("committed", "none"),
+        CheckoutState::Aborted { error, .. } => ("aborted", abort_reason(error)),
+        _ => return,
+    };
+    METRICS.sagas.with_label_values(&[outcome, reason]).inc();
+    let took = now_ms().saturating_sub(c.started_ms) as f64 / 1000.0;
+    METRICS
+        .saga_duration
+        .with_label_values(&[outcome])
+        .observe(took);
+}
+
+/// Abort reasons as a bounded label set.
+fn abort_reason(error: &str) -> &'static str {
+    match error {
+        "insufficient_credit" => "insufficient_credit",
+        "insufficient_stock" => "insufficient_stock",
+        "user_not_found" => "user_not_found",
+        "item_not_found" => "item_not_found",
+        _ => "other",
+    }
+}
+
+/// Series alerted on exist at 0 from the start.
+fn init_series() {
+    METRICS.sagas_recovered.inc_by(0);
+    METRICS
+        .compensations
+        .with_label_values(&["refund"])
+        .inc_by(0);
+    METRICS
+        .sagas
+        .with_label_values(&["committed", "none"])
+        .inc_by(0);
+    for reason in ["insufficient_credit", "insufficient_stock"] {
+        METRICS
+            .sagas
+            .with_label_values(&["aborted", reason])
+            .inc_by(0);
+    }
+}
+
+fn leader_hint(raft: &Raft) -> Option<openraft::error::ForwardToLeader<NodeId, BasicNode>> {
+    let m = raft.metrics().borrow().clone();
+    let leader = m.current_leader?;
+    let node = m.membership_config.membership().get_node(&leader).cloned();
+    Some(openraft::error::ForwardToLeader {
+        leader_id: Some(leader),
+        leader_node: node,
+    })
+}
+
+/// Writes a command to the own group under `request_id`: answered from
+/// memory if that id was applied, else appended and applied.
+pub async fn propose(
+    raft: &Raft,
+    sm: &StateMachine,
+    request_id: &str,
+    cmd: Command,
+) -> Result<Outcome, ProposeError> {
+    // A remembered id is committed, whichever replica remembers it.
+    match sm.remembered(request_id) {
+        Ok(Some(outcome)) => {
+            NODE.duplicate_requests.inc();
+            return Ok(outcome);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Err(ProposeError::Unavailable(format!(
+                "replica store failed: {e}"
+            )))
+        }
+    }
+    let entry = LogCommand {
+        v: LOG_FORMAT_VERSION,
+        request_id: request_id.to_string(),
+        ts_ms: now_ms(),
+        cmd,
+    };
+    match raft.client_write(entry).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader(f))
+        }
+        Err(e) => Err(ProposeError::Unavailable(format!(
+            "write not committed: {e}"
+        ))),
+    }
+}
+
+struct SagaMetrics {
+    sagas: IntCounterVec,
+    sagas_in_flight: IntGauge,
+    sagas_recovered: IntCounter,
+    saga_duration: HistogramVec,
+    compensations: IntCounterVec,
+    step_retries: IntCounterVec,
+    forget_runs: IntCounterVec,
+}
+
+/// Only order nodes touch these, so only they export them.
+static METRICS: LazyLock<SagaMetrics> = LazyLock::new(|| SagaMetrics {
+    sagas: counter_vec(
+        "sagas_total",
+        "Checkout sagas finished by this leader, by outcome (committed, aborted) and reason \
+         (none, insufficient_credit, insufficient_stock, user_not_found, item_not_found, other).",
+        &["outcome", "reason"],
+    ),
+    sagas_in_flight: gauge(
+        "sagas_in_flight",
+        "Checkout sagas this node is driving right now.",
+    ),
+    sagas_recovered: counter(
+        "sagas_recovered_total",
+        "Open checkouts this node took over as leader without a client (after a leader change).",
+    ),
+    saga_duration: histogram_vec(
+        "saga_duration_seconds",
+        "Time from a checkout's begin to its end (commit, or abort with compensations done).",
+        &["outcome"],
+        LATENCY_BUCKETS,
+    ),
+    compensations: counter_vec(
+        "saga_compensations_total",
+        "Compensations a saga ran, by step (refund).",
+        &["step"],
+    ),
+    step_retries: counter_vec(
+        "saga_step_retries_total",
+        "Saga steps resent with the same id for want of a definite answer, by step.",
+        &["step"],
+    ),
+    forget_runs: counter_vec(
+        "saga_forget_runs_total",
+        "Garbage collections of finished transactions through the logs, by result.",
+        &["result"],
+    ),
+});
