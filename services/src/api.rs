@@ -71,6 +71,9 @@ pub struct NodeStatus {
     /// Order leaders: the last time this node took over open checkouts.
     #[serde(default)]
     pub saga_recovery: Option<SagaRecovery>,
+    /// Keys per replicated table on this replica (bounded tables stay small).
+    #[serde(default)]
+    pub table_sizes: BTreeMap<String, u64>,
 }
 
 /// A follower (or learner) as its leader sees it.

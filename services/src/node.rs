@@ -326,5 +326,9 @@ async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
         committed: n.progress.committed(),
         replication,
         saga_recovery: n.sagas.as_ref().and_then(|s| s.last_recovery()),
+        table_sizes: domain::Table::ALL
+            .into_iter()
+            .filter_map(|t| Some((t.name().to_string(), n.store.count(t).ok()?)))
+            .collect(),
     })
 }

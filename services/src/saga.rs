@@ -123,7 +123,7 @@ impl Sagas {
             Err(ProposeError::NotLeader(f)) => return CheckoutAnswer::NotLeader(f),
             Err(ProposeError::Unavailable(e)) => return CheckoutAnswer::Pending(e),
         };
-        let mut progress = self.drive(&checkout.tx_id, false);
+        let mut progress = self.drive(&checkout.tx_id);
         let ended = tokio::time::timeout(self.wait, async {
             loop {
                 let now = progress.borrow_and_update().clone();
@@ -153,7 +153,7 @@ impl Sagas {
     }
 
     /// Starts a driver for `tx_id` unless one runs; returns its progress.
-    fn drive(self: &Arc<Self>, tx_id: &str, recovered: bool) -> watch::Receiver<Progress> {
+    fn drive(self: &Arc<Self>, tx_id: &str) -> watch::Receiver<Progress> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = running.get(tx_id) {
             return rx.clone();
@@ -161,9 +161,6 @@ impl Sagas {
         let (tx, rx) = watch::channel(Progress::Running);
         running.insert(tx_id.to_string(), rx.clone());
         METRICS.sagas_in_flight.set(running.len() as i64);
-        if recovered {
-            METRICS.sagas_recovered.inc();
-        }
         let sagas = self.clone();
         let tx_id = tx_id.to_string();
         tokio::spawn(async move {
@@ -328,10 +325,12 @@ impl Sagas {
     /// While leader: take over open checkouts nobody drives, and forget
     /// finished transactions below the watermark. Runs for the node's life.
     pub async fn sweep(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
         let mut led_term = None;
         let mut last_forget = Instant::now();
         loop {
-            tokio::time::sleep(SWEEP_EVERY).await;
+            // Wake at once on a leadership change, else every sweep period.
+            let _ = tokio::time::timeout(SWEEP_EVERY, metrics.changed()).await;
             if !self.is_leader() {
                 led_term = None;
                 continue;
@@ -343,21 +342,11 @@ impl Sagas {
                 if self.raft.ensure_linearizable().await.is_err() {
                     continue;
                 }
-                let resumed = self.take_over_open(Duration::ZERO);
-                if resumed > 0 {
-                    tracing::info!(term, resumed, "resuming open checkouts after leader change");
-                    if let Ok(mut r) = self.recovery.lock() {
-                        *r = Some(SagaRecovery {
-                            term,
-                            at_ms: now_ms(),
-                            resumed,
-                        });
-                    }
-                }
                 led_term = Some(term);
+                self.take_over(term);
             } else {
                 // Young ones are being started by the request that began them.
-                self.take_over_open(SWEEP_EVERY * 2);
+                self.drive_undriven(SWEEP_EVERY * 2);
             }
             let forget_every =
                 Duration::from_millis(self.window_ms / 4).clamp(SWEEP_EVERY, FORGET_EVERY);
@@ -368,30 +357,44 @@ impl Sagas {
         }
     }
 
-    /// Starts drivers for open checkouts older than `min_age` that have
-    /// none; returns how many.
-    fn take_over_open(self: &Arc<Self>, min_age: Duration) -> u64 {
+    /// A new leader resumes every checkout its predecessors left open
+    /// (whether the sweeper or a client's retry ends up driving it).
+    fn take_over(self: &Arc<Self>, term: u64) {
+        let open = match self.open_checkouts() {
+            Ok(open) => open.len() as u64,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list open checkouts");
+                return;
+            }
+        };
+        self.drive_undriven(Duration::ZERO);
+        if open == 0 {
+            return;
+        }
+        tracing::info!(term, open, "resuming open checkouts after a leader change");
+        METRICS.sagas_recovered.inc_by(open);
+        if let Ok(mut r) = self.recovery.lock() {
+            *r = Some(SagaRecovery {
+                term,
+                at_ms: now_ms(),
+                resumed: open,
+            });
+        }
+    }
+
+    /// Starts drivers for open checkouts older than `min_age` that have none.
+    fn drive_undriven(self: &Arc<Self>, min_age: Duration) {
         let young = now_ms().saturating_sub(min_age.as_millis() as u64);
         let open = match self.open_checkouts() {
             Ok(open) => open,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list open checkouts");
-                return 0;
+                return;
             }
         };
-        let mut started = 0;
         for c in open.into_iter().filter(|c| c.started_ms <= young) {
-            let known = self
-                .running
-                .lock()
-                .map(|r| r.contains_key(&c.tx_id))
-                .unwrap_or(true);
-            if !known {
-                self.drive(&c.tx_id, true);
-                started += 1;
-            }
+            self.drive(&c.tx_id);
         }
-        started
     }
 
     fn open_checkouts(&self) -> Result<Vec<Checkout>, String> {

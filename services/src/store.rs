@@ -30,16 +30,17 @@ pub(crate) const REQUESTS_BY_TIME: TableDefinition<(u64, &str), ()> =
 
 /// The redb table of each domain table, and its tag in snapshots.
 fn def(table: Table) -> (u8, TableDefinition<'static, &'static str, &'static [u8]>) {
-    match table {
-        Table::Items => (1, TableDefinition::new("items")),
-        Table::Users => (2, TableDefinition::new("users")),
-        Table::Orders => (3, TableDefinition::new("orders")),
-        Table::Checkouts => (5, TableDefinition::new("checkouts")),
-        Table::OpenCheckouts => (6, TableDefinition::new("open_checkouts")),
-        Table::CheckoutsByTime => (7, TableDefinition::new("checkouts_by_time")),
-        Table::Steps => (8, TableDefinition::new("steps")),
-        Table::StepsByTime => (9, TableDefinition::new("steps_by_time")),
-    }
+    let tag = match table {
+        Table::Items => 1,
+        Table::Users => 2,
+        Table::Orders => 3,
+        Table::Checkouts => 5,
+        Table::OpenCheckouts => 6,
+        Table::CheckoutsByTime => 7,
+        Table::Steps => 8,
+        Table::StepsByTime => 9,
+    };
+    (tag, TableDefinition::new(table.name()))
 }
 
 /// Every replicated keyspace with its snapshot tag: the domain tables and

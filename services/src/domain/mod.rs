@@ -41,6 +41,19 @@ pub enum Table {
 }
 
 impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Items => "items",
+            Table::Users => "users",
+            Table::Orders => "orders",
+            Table::Checkouts => "checkouts",
+            Table::OpenCheckouts => "open_checkouts",
+            Table::CheckoutsByTime => "checkouts_by_time",
+            Table::Steps => "steps",
+            Table::StepsByTime => "steps_by_time",
+        }
+    }
+
     pub const ALL: [Table; 8] = [
         Table::Items,
         Table::Users,

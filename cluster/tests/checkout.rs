@@ -1,0 +1,358 @@
+//! Checkout as one transaction across three Raft groups, on real processes:
+//! the benchmark's consistency scenario, the same under SIGKILL of the order
+//! leader and of a stock node and a payment coordinator, duplicate delivery
+//! of saga steps, and garbage collection of finished transactions.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cart_cluster::harness::{LocalCluster, Role};
+use cart_common::admin::{Event, EVENTS_PATH};
+use cart_common::http::INTERNAL_SECRET;
+use cart_common::spec::CrossService;
+use cart_common::Service;
+use cart_services::api::{WriteRequest, WRITE_PATH};
+use cart_services::domain::{Command, Outcome, Reply};
+use common::{cluster, coordinator_admin, eventually, Client};
+use futures::future::join_all;
+
+const USERS: usize = 1000;
+const ORDERS: usize = 1000;
+const STOCK: i64 = 100;
+
+/// The benchmark's consistency scenario: item "0" with stock 100 and price
+/// 1, users "0".."999" with credit 1, 1000 single-item orders each for a
+/// user drawn at random. Returns the order ids.
+async fn scenario(client: &Client) -> Vec<String> {
+    assert!(client
+        .post(&format!("/stock/batch_init/1/{STOCK}/1"))
+        .await
+        .ok());
+    assert!(client
+        .post(&format!("/payment/batch_init/{USERS}/1"))
+        .await
+        .ok());
+    let mut seed = 0x5eed_u64;
+    let users: Vec<usize> = (0..ORDERS)
+        .map(|_| {
+            // SplitMix64: a fixed draw, so a failure is reproducible.
+            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) % USERS as u64) as usize
+        })
+        .collect();
+    let mut orders = Vec::with_capacity(ORDERS);
+    for chunk in users.chunks(100) {
+        let created = join_all(chunk.iter().map(|u| async move {
+            let order = client.post(&format!("/orders/create/{u}")).await;
+            assert_eq!(order.status, 200, "{order:?}");
+            let id = order.str("order_id");
+            let added = client.post(&format!("/orders/addItem/{id}/0/1")).await;
+            assert_eq!(added.status, 200, "{added:?}");
+            id
+        }))
+        .await;
+        orders.extend(created);
+    }
+    orders
+}
+
+/// Checks out every order at once, each client retrying its own request id
+/// after a 5xx or a lost connection (as a client would), until it has a
+/// definite answer. Returns the orders answered 2xx and the count of 4xx.
+/// `during` runs once `trigger` answers have arrived.
+async fn check_out_all(
+    client: &Client,
+    orders: &[String],
+    trigger: usize,
+    during: impl FnOnce(),
+) -> (BTreeSet<String>, usize) {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let all = orders.iter().enumerate().map(|(i, order)| {
+        let (client, answered) = (client.clone(), answered.clone());
+        let order = order.clone();
+        tokio::spawn(async move {
+            let path = format!("/orders/checkout/{order}");
+            let id = format!("checkout-{i}");
+            loop {
+                match client.try_post(&path, Some(&id)).await {
+                    Ok(a) if a.status < 500 => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        return (order, a.status);
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        })
+    });
+    let tasks: Vec<_> = all.collect();
+    // The fault strikes mid-run, with checkouts in flight.
+    while answered.load(Ordering::Relaxed) < trigger {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    during();
+    let mut paid = BTreeSet::new();
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    for t in tasks {
+        let (order, status) = tokio::time::timeout_at(deadline, t)
+            .await
+            .expect("every checkout answered within 3 minutes")
+            .unwrap();
+        match status {
+            200..=299 => {
+                paid.insert(order);
+            }
+            400..=499 => refused += 1,
+            other => panic!("checkout of {order} answered {other}"),
+        }
+    }
+    (paid, refused)
+}
+
+async fn total_credit(client: &Client) -> i64 {
+    let mut total = 0;
+    let ids: Vec<usize> = (0..USERS).collect();
+    for chunk in ids.chunks(100) {
+        let credits = join_all(chunk.iter().map(|u| async move {
+            let user = u.to_string();
+            client.credit(&user).await
+        }))
+        .await;
+        total += credits.into_iter().sum::<i64>();
+    }
+    total
+}
+
+async fn paid_orders(client: &Client, orders: &[String]) -> BTreeSet<String> {
+    let mut paid = BTreeSet::new();
+    for chunk in orders.chunks(100) {
+        let found = join_all(chunk.iter().map(|o| async move {
+            let a = client.get(&format!("/orders/find/{o}")).await;
+            assert_eq!(a.status, 200, "{a:?}");
+            (o.clone(), a.body["paid"].as_bool().unwrap_or(false))
+        }))
+        .await;
+        paid.extend(found.into_iter().filter(|(_, p)| *p).map(|(o, _)| o));
+    }
+    paid
+}
+
+/// Stock, credit and paid orders agree exactly; every 2xx order is paid;
+/// with stock 100 and more than 100 distinct buyers, exactly 100 are.
+async fn audit(client: &Client, orders: &[String], answered_2xx: &BTreeSet<String>) {
+    let paid = paid_orders(client, orders).await;
+    let stock = client.stock("0").await;
+    let credit = total_credit(client).await;
+    assert_eq!(paid.len(), STOCK as usize, "orders paid");
+    assert_eq!(
+        stock,
+        STOCK - paid.len() as i64,
+        "stock against paid orders"
+    );
+    assert_eq!(
+        credit,
+        USERS as i64 - paid.len() as i64,
+        "credit against paid orders"
+    );
+    assert_eq!(
+        &paid, answered_2xx,
+        "2xx answers are exactly the paid orders"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consistency_scenario_sells_exactly_the_stock() {
+    let cluster = cluster(&Service::ALL, |_| {});
+    let client = Client::gateway(&cluster);
+    let orders = scenario(&client).await;
+    let (paid, refused) = check_out_all(&client, &orders, 0, || {}).await;
+    assert_eq!((paid.len(), refused), (100, 900));
+    // Immediately: no settling time.
+    assert_eq!(client.stock("0").await, 0);
+    assert_eq!(total_credit(&client).await, 900);
+    audit(&client, &orders, &paid).await;
+}
+
+async fn saga_recoveries(cluster: &LocalCluster) -> Vec<Event> {
+    let addr = coordinator_admin(cluster, Service::Order, 0);
+    common::admin_get::<Vec<Event>>(&addr, &format!("{EVENTS_PATH}?service=order&limit=500"))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind == "saga_recovery")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_order_leader_mid_run_loses_no_money_and_no_stock() {
+    let mut cluster = cluster(&Service::ALL, |_| {});
+    let client = Client::gateway(&cluster);
+    let orders = scenario(&client).await;
+    let leader = cluster.leader(Service::Order).expect("an order leader");
+    let (paid, _) = check_out_all(&client, &orders, 150, || {
+        cluster.kill(Role::Node(Service::Order, leader)).unwrap();
+    })
+    .await;
+    audit(&client, &orders, &paid).await;
+    // The new leader finished what the old one left open, without a client.
+    eventually("a saga_recovery event", Duration::from_secs(10), || async {
+        let found = saga_recoveries(&cluster).await;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_stock_node_and_a_payment_coordinator_mid_run_loses_nothing() {
+    // Through the coordinators, so the payment coordinator is on the path.
+    let mut cluster = cluster(&Service::ALL, |spec| {
+        spec.cluster.cross_service = CrossService::Coordinator;
+    });
+    let client = Client::gateway(&cluster);
+    let orders = scenario(&client).await;
+    let stock_leader = cluster.leader(Service::Stock).expect("a stock leader");
+    let (paid, _) = check_out_all(&client, &orders, 150, || {
+        cluster
+            .kill(Role::Node(Service::Stock, stock_leader))
+            .unwrap();
+        cluster
+            .kill(Role::Coordinator(Service::Payment, 0))
+            .unwrap();
+    })
+    .await;
+    audit(&client, &orders, &paid).await;
+}
+
+/// A command written straight to a group through a coordinator's internal
+/// endpoint (with the cluster secret), as the saga's steps are.
+async fn internal(
+    cluster: &LocalCluster,
+    service: Service,
+    path: &str,
+    body: serde_json::Value,
+) -> Outcome {
+    let addr = coordinator_admin(cluster, service, 0);
+    reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header(INTERNAL_SECRET, &cluster.spec.cluster.internal_secret)
+        .json(&body)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("an outcome")
+}
+
+async fn write(
+    cluster: &LocalCluster,
+    service: Service,
+    request_id: &str,
+    cmd: Command,
+) -> Outcome {
+    let body = serde_json::to_value(WriteRequest {
+        request_id: request_id.into(),
+        cmd,
+    })
+    .unwrap();
+    internal(cluster, service, WRITE_PATH, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_steps_apply_once_and_a_compensation_first_refuses_the_late_step() {
+    let cluster = cluster(&[Service::Payment], |_| {});
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/payment/batch_init/1/10").await.ok());
+    let charge = |tx: &str| Command::Charge {
+        tx_id: tx.into(),
+        user_id: "0".into(),
+        amount: 3,
+    };
+
+    // Delivered twice, under different request ids: the transaction id is
+    // what makes it apply once.
+    assert_eq!(
+        write(&cluster, Service::Payment, "a-1", charge("tx-a")).await,
+        Ok(Reply::Done)
+    );
+    assert_eq!(
+        write(&cluster, Service::Payment, "a-2", charge("tx-a")).await,
+        Ok(Reply::Done)
+    );
+    assert_eq!(client.credit("0").await, 7);
+
+    // The compensation arrives before its step: the step is refused later.
+    let refund = Command::Refund {
+        tx_id: "tx-b".into(),
+    };
+    assert_eq!(
+        write(&cluster, Service::Payment, "b-1", refund).await,
+        Ok(Reply::Done)
+    );
+    let late = write(&cluster, Service::Payment, "b-2", charge("tx-b")).await;
+    assert_eq!(late.unwrap_err().error, "transaction_aborted");
+    assert_eq!(client.credit("0").await, 7);
+
+    // And a compensation after its step undoes it once.
+    for id in ["a-3", "a-4"] {
+        let refund = Command::Refund {
+            tx_id: "tx-a".into(),
+        };
+        assert_eq!(
+            write(&cluster, Service::Payment, id, refund).await,
+            Ok(Reply::Done)
+        );
+    }
+    assert_eq!(client.credit("0").await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_transactions_are_forgotten_through_the_logs() {
+    // A short window so that the watermark passes within the test.
+    let cluster = cluster(&Service::ALL, |spec| spec.raft.request_id_window_secs = 2);
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/10/1").await.ok());
+    assert!(client.post("/payment/batch_init/1/10").await.ok());
+    let order = client.post("/orders/create/0").await.str("order_id");
+    assert!(client
+        .post(&format!("/orders/addItem/{order}/0/1"))
+        .await
+        .ok());
+    assert!(client.post(&format!("/orders/checkout/{order}")).await.ok());
+
+    // The records exist, then the sweeper's watermark passes them and they
+    // are forgotten in every group, through the logs (so on every replica).
+    let size = |service: Service, node: u64, table: &str| {
+        cluster
+            .node_status(service, node)
+            .and_then(|s| s.table_sizes.get(table).copied())
+    };
+    assert_eq!(size(Service::Payment, 1, "steps"), Some(1));
+    assert_eq!(size(Service::Stock, 1, "steps"), Some(1));
+    assert_eq!(size(Service::Order, 1, "checkouts"), Some(1));
+    eventually(
+        "finished transactions forgotten",
+        Duration::from_secs(30),
+        || async {
+            let gone = (1..=3).all(|n| {
+                size(Service::Payment, n, "steps") == Some(0)
+                    && size(Service::Payment, n, "steps_by_time") == Some(0)
+                    && size(Service::Stock, n, "steps") == Some(0)
+                    && size(Service::Order, n, "checkouts") == Some(0)
+                    && size(Service::Order, n, "checkouts_by_time") == Some(0)
+            });
+            gone.then_some(())
+        },
+    )
+    .await;
+    // Forgetting the records changed no balance.
+    assert_eq!(client.stock("0").await, 9);
+    assert_eq!(client.credit("0").await, 9);
+}
