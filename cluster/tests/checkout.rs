@@ -356,3 +356,22 @@ async fn finished_transactions_are_forgotten_through_the_logs() {
     assert_eq!(client.stock("0").await, 9);
     assert_eq!(client.credit("0").await, 9);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freezing_the_order_leader_mid_run_loses_nothing() {
+    let mut cluster = cluster(&Service::ALL, |_| {});
+    let client = Client::gateway(&cluster);
+    let orders = scenario(&client).await;
+    let leader = cluster.leader(Service::Order).expect("an order leader");
+    let role = Role::Node(Service::Order, leader);
+    let (paid, _) = check_out_all(&client, &orders, 150, || {
+        cluster.freeze(role).unwrap();
+    })
+    .await;
+    // Everything was answered while it was frozen; it comes back as a
+    // follower and its stale drivers change nothing.
+    cluster.thaw(role).unwrap();
+    audit(&client, &orders, &paid).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    audit(&client, &orders, &paid).await;
+}

@@ -143,6 +143,24 @@ impl GroupClient {
         self.health.as_ref().is_some_and(|h| h.is_down(addr))
     }
 
+    fn gave_up(&self, last_error: &str) -> ApiError {
+        tracing::warn!(service = %self.service, %last_error, "giving up on group");
+        ApiError::unavailable(format!(
+            "{} service could not answer in time ({last_error})",
+            self.service
+        ))
+    }
+
+    /// Resolves once the health watcher marks `addr` down; never without one.
+    async fn marked_down(&self, addr: &str) {
+        if self.health.is_none() {
+            return std::future::pending().await;
+        }
+        while !self.is_down(addr) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn target(&self) -> String {
         if let Some(leader) = self.leader.read().ok().and_then(|l| l.clone()) {
             if !self.is_down(&leader) {
@@ -208,15 +226,31 @@ impl GroupClient {
         let mut last_error: String;
         loop {
             let target = self.target();
-            let sent = self
+            let request = self
                 .client
                 .post(format!("http://{target}{path}"))
                 .header(INTERNAL_SECRET, &self.secret)
                 .timeout(attempt_timeout.min(give_up.saturating_duration_since(Instant::now())))
                 .json(body)
-                .send()
-                .await;
+                .send();
+            // A node marked down while we wait (frozen, partitioned) is left
+            // behind at once; the retry carries the same request id.
+            // (Unless every node is down and we are trying one anyway.)
+            let watch_down = !self.is_down(&target);
+            let sent = tokio::select! {
+                sent = request => Some(sent),
+                _ = self.marked_down(&target), if watch_down => None,
+            };
             let mut wait = true;
+            let Some(sent) = sent else {
+                last_error = format!("{target}: marked down while answering");
+                self.rotate("abandoned");
+                if Instant::now() >= give_up {
+                    return Err(self.gave_up(&last_error));
+                }
+                tokio::time::sleep(backoff).await;
+                continue;
+            };
             match sent {
                 Ok(resp) => match resp.status() {
                     StatusCode::OK => match resp.json::<T>().await {
@@ -265,11 +299,7 @@ impl GroupClient {
                 }
             }
             if Instant::now() >= give_up {
-                tracing::warn!(service = %self.service, %last_error, "giving up on group");
-                return Err(ApiError::unavailable(format!(
-                    "{} service could not answer in time ({last_error})",
-                    self.service
-                )));
+                return Err(self.gave_up(&last_error));
             }
             if wait {
                 tokio::time::sleep(backoff).await;
