@@ -70,6 +70,8 @@ pub struct LocalCluster {
     pub spec_path: PathBuf,
     bin: PathBuf,
     services: Vec<Service>,
+    /// Extra arguments for every node process (e.g. `--fault-injection`).
+    node_args: Vec<String>,
     procs: BTreeMap<Role, Proc>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -78,12 +80,23 @@ impl LocalCluster {
     /// Starts every process the spec file names for `services` (plus the
     /// gateway), using the `cart` binary at `bin`.
     pub fn start(spec_path: &Path, bin: &Path, services: &[Service]) -> anyhow::Result<Self> {
+        Self::start_with(spec_path, bin, services, &[])
+    }
+
+    /// As `start`, passing `node_args` to every node process.
+    pub fn start_with(
+        spec_path: &Path,
+        bin: &Path,
+        services: &[Service],
+        node_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let spec = ClusterSpec::load(spec_path)?;
         let mut cluster = Self {
             spec,
             spec_path: spec_path.to_path_buf(),
             bin: bin.to_path_buf(),
             services: services.to_vec(),
+            node_args: node_args.iter().map(|a| a.to_string()).collect(),
             procs: BTreeMap::new(),
             _tmp: None,
         };
@@ -107,8 +120,18 @@ impl LocalCluster {
         services: &[Service],
         tweak: impl FnOnce(&mut ClusterSpec),
     ) -> anyhow::Result<Self> {
+        Self::start_temp_with(bin, services, tweak, &[])
+    }
+
+    /// As `start_temp`, passing `node_args` to every node process.
+    pub fn start_temp_with(
+        bin: &Path,
+        services: &[Service],
+        tweak: impl FnOnce(&mut ClusterSpec),
+        node_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let (tmp, spec_path) = temp_spec(tweak)?;
-        let mut cluster = Self::start(&spec_path, bin, services)?;
+        let mut cluster = Self::start_with(&spec_path, bin, services, node_args)?;
         cluster._tmp = Some(tmp);
         Ok(cluster)
     }
@@ -123,6 +146,7 @@ impl LocalCluster {
             spec_path: spec_path.to_path_buf(),
             bin: bin.to_path_buf(),
             services: vec![],
+            node_args: vec![],
             procs: BTreeMap::new(),
             _tmp: None,
         })
@@ -179,8 +203,13 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&log_path)?;
+        let extra: &[String] = match role {
+            Role::Node(..) => &self.node_args,
+            _ => &[],
+        };
         let child = Command::new(&self.bin)
             .args(role.args())
+            .args(extra)
             .arg("--spec")
             .arg(&self.spec_path)
             .stdin(Stdio::null())

@@ -27,6 +27,13 @@ enum Cmd {
         service: Service,
         #[arg(long)]
         id: u64,
+        /// Never form a new group (a node that lost its data and waits to be
+        /// added back).
+        #[arg(long)]
+        join: bool,
+        /// Serve the fault-injection hook (tests and demos only).
+        #[arg(long)]
+        fault_injection: bool,
     },
     /// Run one coordinator of a service.
     Coordinator {
@@ -69,8 +76,20 @@ fn main() -> anyhow::Result<()> {
     cart_common::process::init_logging();
     match cli.command {
         Cmd::Up { spec } => cart_cluster::launcher::up(&spec),
-        Cmd::Node { spec, service, id } => {
-            serve(&spec, |spec| cart_services::node::run(spec, service, id))
+        Cmd::Node {
+            spec,
+            service,
+            id,
+            join,
+            fault_injection,
+        } => {
+            let options = cart_services::node::NodeOptions {
+                join,
+                fault_injection,
+            };
+            serve(&spec, |spec| {
+                cart_services::node::run(spec, service, id, options)
+            })
         }
         Cmd::Coordinator {
             spec,

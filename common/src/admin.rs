@@ -11,6 +11,8 @@ pub const CLUSTER_PATH: &str = "/admin/cluster";
 /// One service's view: `/admin/services/{service}`.
 pub const SERVICES_PATH: &str = "/admin/services";
 pub const EVENTS_PATH: &str = "/admin/events";
+/// Check every service now (token required).
+pub const CHECK_ALL_PATH: &str = "/admin/check";
 /// The events this coordinator observed itself, for its peers to merge.
 pub const OWN_EVENTS_PATH: &str = "/admin/events/own";
 
@@ -94,6 +96,9 @@ pub struct ServiceView {
     pub coordinators: Vec<CoordinatorView>,
     /// Set when no coordinator of the service answered; `nodes` is then empty.
     pub error: Option<String>,
+    /// The group's latest consistency check, from its log.
+    #[serde(default)]
+    pub last_check: Option<CheckReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,4 +161,75 @@ pub struct MembershipChanged {
     pub log_index: u64,
     /// False when the node already was (or was not) a member.
     pub changed: bool,
+}
+
+/// Body of `POST /admin/services/{service}/repair`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairRequest {
+    /// One node; all mismatching nodes when absent.
+    #[serde(default)]
+    pub node: Option<NodeId>,
+}
+
+/// Answer of a check, repair or rebuild: its result appears in the cluster
+/// view (`ServiceView::last_check`) under this id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckStarted {
+    pub service: String,
+    pub check_id: String,
+}
+
+/// The outcome of one consistency check (and of the repair it led to), as
+/// recorded in the group's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub check_id: String,
+    /// periodic, rejoin, manual, repair, recheck.
+    pub reason: String,
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    /// Log index of the check entry: every replica digested its state there.
+    pub log_index: u64,
+    /// clean, mismatch, no_majority.
+    pub verdict: String,
+    /// Root digest of the majority (hex), if there is one.
+    pub majority_root: Option<String>,
+    pub replicas: Vec<ReplicaDigest>,
+    /// The repair this check led to, if one was asked for.
+    #[serde(default)]
+    pub repair: Option<RepairReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaDigest {
+    pub node: NodeId,
+    /// match, mismatch, unreachable (no digest within the timeout).
+    pub status: String,
+    pub root: Option<String>,
+    pub applied_index: Option<u64>,
+    pub keys: Option<u64>,
+    pub duration_ms: Option<u64>,
+    /// How many leaf buckets differ from the majority's.
+    pub mismatching_buckets: u64,
+    /// The first of them (leaf numbers, 0..65536).
+    pub buckets: Vec<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    pub nodes: Vec<NodeRepair>,
+    pub duration_ms: u64,
+    /// The check run after the repair.
+    pub recheck_id: Option<String>,
+    pub recheck_verdict: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRepair {
+    pub node: NodeId,
+    /// repaired (keys overwritten), rebuilt (wiped and re-added), failed.
+    pub action: String,
+    pub buckets: u64,
+    pub keys_repaired: u64,
+    pub message: String,
 }

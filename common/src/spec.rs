@@ -87,6 +87,8 @@ pub struct ClusterSpec {
     pub limits: LimitsSection,
     #[serde(default)]
     pub health: HealthSection,
+    #[serde(default)]
+    pub consistency: ConsistencySection,
     pub services: ServicesSection,
 }
 
@@ -198,6 +200,32 @@ impl Default for HealthSection {
             caught_up_lag_entries: 10,
             events_kept: 500,
             event_sync_ms: 500,
+        }
+    }
+}
+
+/// Consistency checks: every group's leader digests all replicas at one log
+/// position and compares them (docs/consistency.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsistencySection {
+    /// A periodic check of every group this often; 0 turns them off.
+    pub check_interval_secs: u64,
+    /// How long the checker waits for a replica's digest before reporting
+    /// the replica unreachable (not mismatching).
+    pub digest_timeout_ms: u64,
+    /// A replica with more differing leaf buckets than this (of 65,536) is
+    /// rebuilt (wiped, re-added, sent a snapshot) instead of repaired key by
+    /// key.
+    pub rebuild_threshold_buckets: u64,
+}
+
+impl Default for ConsistencySection {
+    fn default() -> Self {
+        Self {
+            check_interval_secs: 300,
+            digest_timeout_ms: 30_000,
+            rebuild_threshold_buckets: 1024,
         }
     }
 }

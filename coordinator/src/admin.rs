@@ -12,12 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cart_common::admin::{
-    self, AddNode, ClusterView, CoordinatorView, MembershipChanged, ServiceView,
+    self, AddNode, CheckStarted, ClusterView, CoordinatorView, MembershipChanged, RepairRequest,
+    ServiceView,
 };
 use cart_common::http as chttp;
 use cart_common::spec::{NodeId, MAX_NODES};
 use cart_common::{ApiError, ClusterSpec, Service};
 use cart_services::api::{RemoveMember, ADD_MEMBER_PATH, REMOVE_MEMBER_PATH};
+use cart_services::consistency::checker::{Operation, CONSISTENCY_PATH};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -32,6 +34,13 @@ pub fn routes(spec: &ClusterSpec) -> Router<Arc<Coordinator>> {
     let mutating = Router::new()
         .route("/admin/services/{service}/nodes", post(add_node))
         .route("/admin/services/{service}/nodes/{id}", delete(remove_node))
+        .route(admin::CHECK_ALL_PATH, post(check_all))
+        .route("/admin/services/{service}/check", post(check))
+        .route("/admin/services/{service}/repair", post(repair))
+        .route(
+            "/admin/services/{service}/nodes/{id}/rebuild",
+            post(rebuild),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::<str>::from(spec.cluster.admin_token.as_str()),
             chttp::require_admin_token,
@@ -123,6 +132,7 @@ async fn service_view(c: &Coordinator, service: Service) -> ServiceView {
         term: None,
         nodes: vec![],
         coordinators: coordinator_views(c, service),
+        last_check: None,
         error: Some(format!(
             "no coordinator of {service} answered ({last_error})"
         )),
@@ -139,6 +149,7 @@ fn own_view(c: &Coordinator) -> ServiceView {
         nodes: c.health.node_views(),
         coordinators: coordinator_views(c, c.service),
         error: None,
+        last_check: c.health.last_check(),
     }
 }
 
@@ -248,6 +259,125 @@ async fn remove_node(
         json!({ "voters": changed.voters, "log_index": changed.log_index }),
     );
     Json(changed).into_response()
+}
+
+async fn check_all(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Response {
+    let mut started = Vec::new();
+    for service in Service::ALL {
+        let op = Operation::Check {
+            reason: "manual".into(),
+        };
+        let path = format!("{}/check", admin::service_path(service.name()));
+        let answer = operation(&c, service, op, &path, &headers).await;
+        if answer.status() != axum::http::StatusCode::OK {
+            return answer;
+        }
+        match axum::body::to_bytes(answer.into_body(), 64 * 1024).await {
+            Ok(bytes) => match serde_json::from_slice::<CheckStarted>(&bytes) {
+                Ok(s) => started.push(s),
+                Err(e) => return ApiError::internal(e.to_string()).into_response(),
+            },
+            Err(e) => return ApiError::internal(e.to_string()).into_response(),
+        }
+    }
+    Json(started).into_response()
+}
+
+async fn check(
+    State(c): State<Arc<Coordinator>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let service = match parse_service(&name) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let op = Operation::Check {
+        reason: "manual".into(),
+    };
+    let path = format!("{}/check", admin::service_path(service.name()));
+    operation(&c, service, op, &path, &headers).await
+}
+
+async fn repair(
+    State(c): State<Arc<Coordinator>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let service = match parse_service(&name) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let req: RepairRequest = if body.is_empty() {
+        RepairRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return ApiError::bad_request(
+                    "bad_body",
+                    format!("expected {{}} or {{\"node\": 2}}: {e}"),
+                )
+                .into_response()
+            }
+        }
+    };
+    if let Some(Err(e)) = req.node.map(check_node_id) {
+        return e.into_response();
+    }
+    let path = format!("{}/repair", admin::service_path(service.name()));
+    let op = Operation::Repair { node: req.node };
+    operation(&c, service, op, &path, &headers).await
+}
+
+async fn rebuild(
+    State(c): State<Arc<Coordinator>>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let service = match parse_service(&name) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let node = match id
+        .parse::<NodeId>()
+        .map_err(|_| ())
+        .and_then(|id| check_node_id(id).map(|_| id).map_err(|_| ()))
+    {
+        Ok(id) => id,
+        Err(()) => {
+            return ApiError::bad_request("bad_node_id", format!("{id:?} is not a node id"))
+                .into_response()
+        }
+    };
+    let path = format!(
+        "{}/nodes/{node}/rebuild",
+        admin::service_path(service.name())
+    );
+    operation(&c, service, Operation::Rebuild { node }, &path, &headers).await
+}
+
+/// Starts a check, repair or rebuild on `service`'s leader: directly for
+/// this coordinator's own service, else through one of its coordinators.
+async fn operation(
+    c: &Coordinator,
+    service: Service,
+    op: Operation,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response {
+    if service != c.service {
+        let body = match &op {
+            Operation::Repair { node } => Some(json!({ "node": node })),
+            _ => None,
+        };
+        return forward_to_service(c, service, Method::POST, path, body, headers).await;
+    }
+    match c.own.admin::<_, CheckStarted>(CONSISTENCY_PATH, &op).await {
+        Ok(started) => Json(started).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 fn check_node_id(id: NodeId) -> Result<(), ApiError> {

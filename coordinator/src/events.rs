@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::metrics::METRICS;
 
 /// Observations of the same kind of event on the same node this close in
-/// time are one occurrence (unless they name a term, which identifies it).
+/// time are one occurrence (unless they name it: a term or a check id).
 const SAME_OCCURRENCE_MS: u64 = 5_000;
 
 pub struct EventLog {
@@ -205,7 +205,15 @@ fn same_occurrence(seen: &Event, new: &Event) -> bool {
     {
         return false;
     }
-    match (seen.detail.get("term"), new.detail.get("term")) {
+    // Events that name their occurrence (a term, a check id) are the same
+    // exactly when they name the same one.
+    let key = |e: &Event| {
+        e.detail
+            .get("occurrence")
+            .or_else(|| e.detail.get("term"))
+            .cloned()
+    };
+    match (key(seen), key(new)) {
         (Some(a), Some(b)) => a == b,
         _ => new.at_ms.saturating_sub(seen.at_ms) <= SAME_OCCURRENCE_MS,
     }

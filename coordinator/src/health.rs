@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cart_common::admin::{NodeHealth, NodeView};
+use cart_common::admin::{CheckReport, NodeHealth, NodeView};
 use cart_common::spec::{HealthSection, NodeId};
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::{NodeStatus, STATUS_PATH};
@@ -38,6 +38,10 @@ struct State {
     leader: Option<(NodeId, u64)>,
     /// Term of the last saga recovery recorded as an event.
     recovery_term: Option<u64>,
+    /// The group's latest consistency check, as its leader reports it.
+    last_check: Option<CheckReport>,
+    /// When the last clean check finished (ms since the epoch).
+    last_clean_ms: Option<u64>,
 }
 
 struct Tracked {
@@ -109,6 +113,8 @@ impl Health {
                 nodes,
                 leader: None,
                 recovery_term: None,
+                last_check: None,
+                last_clean_ms: None,
             }),
             started: Instant::now(),
         }
@@ -134,6 +140,95 @@ impl Health {
 
     pub fn leader(&self) -> Option<(NodeId, u64)> {
         self.read().leader
+    }
+
+    pub fn last_check(&self) -> Option<CheckReport> {
+        self.read().last_check.clone()
+    }
+
+    /// A check report not seen before becomes events: its verdict, and what
+    /// its repair did per node.
+    fn note_check(&self, state: &mut State, report: &CheckReport) {
+        if state.last_check.as_ref().map(|c| &c.check_id) == Some(&report.check_id) {
+            return;
+        }
+        state.last_check = Some(report.clone());
+        let service = self.service.name();
+        if report.verdict == "clean" {
+            state.last_clean_ms = Some(report.finished_ms);
+        }
+        if let Some(repair) = &report.repair {
+            if repair.recheck_verdict.as_deref() == Some("clean") {
+                state.last_clean_ms = Some(report.finished_ms);
+            }
+        }
+        let occurrence = format!("check:{}", report.check_id);
+        let bad: Vec<String> = report
+            .replicas
+            .iter()
+            .filter(|r| r.status == "mismatch")
+            .map(|r| format!("node {} ({} buckets)", r.node, r.mismatching_buckets))
+            .collect();
+        let (kind, message) = match report.verdict.as_str() {
+            "clean" => (
+                "check",
+                format!(
+                    "check {} ({}): all replicas agree",
+                    short(&report.check_id),
+                    report.reason
+                ),
+            ),
+            "mismatch" => (
+                "mismatch",
+                format!(
+                    "check {} ({}): {} differ from the majority",
+                    short(&report.check_id),
+                    report.reason,
+                    bad.join(", ")
+                ),
+            ),
+            other => (
+                "check",
+                format!(
+                    "check {} ({}): {other}",
+                    short(&report.check_id),
+                    report.reason
+                ),
+            ),
+        };
+        self.events.record(
+            service,
+            kind,
+            None,
+            message,
+            json!({ "occurrence": occurrence, "check_id": report.check_id, "verdict": report.verdict }),
+        );
+        if let Some(repair) = &report.repair {
+            for n in &repair.nodes {
+                self.events.record(
+                    service,
+                    if n.action == "rebuilt" {
+                        "rebuild"
+                    } else {
+                        "repair"
+                    },
+                    Some(n.node),
+                    format!(
+                        "node {} {}: {} (re-check {})",
+                        n.node,
+                        n.action,
+                        n.message,
+                        repair.recheck_verdict.as_deref().unwrap_or("not run")
+                    ),
+                    json!({
+                        "occurrence": format!("{occurrence}:{}", n.node),
+                        "check_id": report.check_id,
+                        "keys_repaired": n.keys_repaired,
+                        "buckets": n.buckets,
+                    }),
+                );
+            }
+        }
     }
 
     /// Starts watching a node (a member just added), before the leader's
@@ -318,6 +413,10 @@ impl Health {
             }
         }
 
+        if let Some(report) = &status.last_check {
+            self.note_check(state, report);
+        }
+
         // Membership: the group's log wins over the spec.
         if !status.members.is_empty() {
             for (id, addr) in &status.members {
@@ -465,6 +564,13 @@ impl Health {
             .group_members
             .with_label_values(&[service])
             .set(state.nodes.len() as i64);
+        if let Some(clean) = state.last_clean_ms {
+            let age = cart_services::raft::now_ms().saturating_sub(clean) as f64 / 1000.0;
+            METRICS
+                .last_clean_check_age
+                .with_label_values(&[service])
+                .set(age);
+        }
     }
 
     /// Sets a node's status directly, for tests of what depends on it.
@@ -500,4 +606,8 @@ fn drop_node_series(service: Service, id: NodeId) {
     let _ = METRICS.node_is_up.remove_label_values(&labels);
     let _ = METRICS.lag_entries.remove_label_values(&labels);
     let _ = METRICS.lag_seconds.remove_label_values(&labels);
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }

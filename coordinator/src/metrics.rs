@@ -21,6 +21,7 @@ pub struct CoordinatorMetrics {
     pub group_members: IntGaugeVec,
     pub probe_failures: IntCounterVec,
     pub events: IntCounterVec,
+    pub last_clean_check_age: GaugeVec,
     pub event_sync_failures: IntCounterVec,
 }
 
@@ -82,6 +83,12 @@ pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(|| CoordinatorM
         "node_probe_failures_total",
         "Health probes of a node that failed (refused, timed out, bad answer).",
         &["service", "node"],
+    ),
+    last_clean_check_age: float_gauge_vec(
+        "consistency_last_clean_check_age_seconds",
+        "Seconds since the service's group last passed a consistency check (all replicas \
+         agreeing, possibly after a repair).",
+        &["service"],
     ),
     events: counter_vec(
         "events_total",

@@ -71,6 +71,9 @@ pub struct NodeStatus {
     /// Order leaders: the last time this node took over open checkouts.
     #[serde(default)]
     pub saga_recovery: Option<SagaRecovery>,
+    /// The group's latest consistency check, from this replica's log.
+    #[serde(default)]
+    pub last_check: Option<cart_common::admin::CheckReport>,
     /// Keys per replicated table on this replica (bounded tables stay small).
     #[serde(default)]
     pub table_sizes: BTreeMap<String, u64>,

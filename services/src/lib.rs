@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod client;
+pub mod consistency;
 pub mod domain;
 mod membership;
 pub mod metrics;

@@ -19,7 +19,7 @@ use openraft::{BasicNode, ChangeMembers, RaftMetrics};
 use crate::api::RemoveMember;
 use crate::metrics::METRICS;
 use crate::node::{not_leader, Node};
-use crate::raft::NodeId;
+use crate::raft::{NodeId, Raft};
 
 /// How long a new learner may take to catch up before it is promoted. A
 /// 100k-key snapshot installs in seconds; this leaves room for much more.
@@ -32,16 +32,16 @@ pub(crate) async fn add(State(n): State<Arc<Node>>, Json(req): Json<AddNode>) ->
         return ApiError::bad_request("missing_addr", "the node's address is required")
             .into_response();
     };
-    let result = add_voter(&n, req.id, addr).await;
+    let result = add_voter(&n.raft, req.id, addr).await;
     finish("add", &n, result)
 }
 
 pub(crate) async fn remove(State(n): State<Arc<Node>>, Json(req): Json<RemoveMember>) -> Response {
-    let result = remove_member(&n, req.id).await;
+    let result = remove_member(&n.raft, req.id).await;
     finish("remove", &n, result)
 }
 
-enum Failure {
+pub(crate) enum Failure {
     Raft(RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>),
     Refused(ApiError),
 }
@@ -53,7 +53,7 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for Failure {
 }
 
 /// (log index of the membership entry, whether anything changed)
-type Changed = (u64, bool);
+pub(crate) type Changed = (u64, bool);
 
 fn finish(change: &str, n: &Node, result: Result<Changed, Failure>) -> Response {
     let outcome = match &result {
@@ -92,8 +92,8 @@ fn changed(n: &Node, log_index: u64, did: bool) -> MembershipChanged {
     }
 }
 
-fn current(n: &Node) -> (BTreeSet<NodeId>, BTreeSet<NodeId>, u64) {
-    let m = n.raft.metrics().borrow().clone();
+fn current(raft: &Raft) -> (BTreeSet<NodeId>, BTreeSet<NodeId>, u64) {
+    let m = raft.metrics().borrow().clone();
     let log_index = m.membership_config.log_id().map_or(0, |l| l.index);
     let membership = m.membership_config.membership();
     (
@@ -103,17 +103,16 @@ fn current(n: &Node) -> (BTreeSet<NodeId>, BTreeSet<NodeId>, u64) {
     )
 }
 
-async fn add_voter(n: &Node, id: NodeId, addr: String) -> Result<Changed, Failure> {
-    let (voters, _, log_index) = current(n);
+pub(crate) async fn add_voter(raft: &Raft, id: NodeId, addr: String) -> Result<Changed, Failure> {
+    let (voters, _, log_index) = current(raft);
     if voters.contains(&id) {
         return Ok((log_index, false));
     }
     tracing::info!(id, %addr, "adding node as learner");
-    let added = n.raft.add_learner(id, BasicNode { addr }, false).await?;
+    let added = raft.add_learner(id, BasicNode { addr }, false).await?;
     // Promote only once the learner holds the log up to its own addition:
     // a voter that is far behind would stall commits.
-    let wait = n
-        .raft
+    let wait = raft
         .wait(Some(CATCH_UP_TIMEOUT))
         .metrics(
             |m| caught_up(m, id, added.log_id.index),
@@ -126,8 +125,7 @@ async fn add_voter(n: &Node, id: NodeId, addr: String) -> Result<Changed, Failur
         ))));
     }
     tracing::info!(id, "promoting caught-up learner to voter");
-    let promoted = n
-        .raft
+    let promoted = raft
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await?;
     Ok((promoted.log_id.index, true))
@@ -144,8 +142,8 @@ fn caught_up(m: &Metrics, id: NodeId, upto: u64) -> bool {
         .is_some_and(|l| l.index >= upto)
 }
 
-async fn remove_member(n: &Node, id: NodeId) -> Result<Changed, Failure> {
-    let (voters, learners, log_index) = current(n);
+pub(crate) async fn remove_member(raft: &Raft, id: NodeId) -> Result<Changed, Failure> {
+    let (voters, learners, log_index) = current(raft);
     let change = if voters.contains(&id) {
         if voters.len() == 1 {
             return Err(Failure::Refused(ApiError::bad_request(
@@ -160,6 +158,15 @@ async fn remove_member(n: &Node, id: NodeId) -> Result<Changed, Failure> {
         return Ok((log_index, false));
     };
     tracing::info!(id, "removing node from the group");
-    let removed = n.raft.change_membership(change, false).await?;
+    let removed = raft.change_membership(change, false).await?;
     Ok((removed.log_id.index, true))
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Raft(e) => write!(f, "{e}"),
+            Failure::Refused(e) => write!(f, "{e}"),
+        }
+    }
 }

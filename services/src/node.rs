@@ -20,6 +20,11 @@ use tokio::sync::Semaphore;
 use crate::api::{
     self, CheckoutRequest, FollowerProgress, NodeStatus, NotLeader, ReadRequest, WriteRequest,
 };
+use crate::consistency::{
+    self,
+    checker::{Checker, CONSISTENCY_PATH, DIGEST_PATH, REPAIRED_PATH, WIPE_PATH},
+    replica::Replica,
+};
 use crate::domain::{self, Outcome};
 use crate::membership;
 use crate::metrics::METRICS;
@@ -34,26 +39,46 @@ use crate::store::Store;
 /// Largest Raft RPC or internal request body a node accepts.
 const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
+/// How a node process was started.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeOptions {
+    /// Never form a new group, even as node 1 with no data: wait to be added.
+    pub join: bool,
+    /// Serve the fault-injection hook (tests and demos only).
+    pub fault_injection: bool,
+}
+
 pub(crate) struct Node {
     pub(crate) service: Service,
     id: NodeId,
     addr: String,
     pub(crate) raft: Raft,
-    store: Store,
+    pub(crate) store: Store,
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) replica: Arc<Replica>,
+    pub(crate) checker: Arc<Checker>,
+    pub(crate) fault_injection: bool,
+    pub(crate) admin_token: String,
     sm: StateMachine,
     progress: Arc<Progress>,
     /// The order group's checkout sagas (order nodes only).
     sagas: Option<Arc<Sagas>>,
 }
 
-pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Result<()> {
+pub async fn run(
+    spec: ClusterSpec,
+    service: Service,
+    id: NodeId,
+    options: NodeOptions,
+) -> anyhow::Result<()> {
     let addr = spec.node_addr(service, id).ok_or_else(|| {
         anyhow::anyhow!("node id {id} outside 1..={}", cart_common::spec::MAX_NODES)
     })?;
     let dir = spec.node_data_dir(service, id);
     let store = Store::open(&dir)?;
     let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
-    let sm = StateMachine::new(store.clone(), dir.clone(), window_ms);
+    let replica = Arc::new(Replica::default());
+    let sm = StateMachine::new(store.clone(), dir.clone(), window_ms, id, replica.clone());
     let et = spec.raft.election_timeout_ms;
     let config = Config {
         cluster_name: service.to_string(),
@@ -84,7 +109,7 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
 
     // The first node of a pristine group forms it from the spec. Once formed,
     // the membership in the log wins over the spec.
-    if id == 1 && !raft.is_initialized().await? {
+    if id == 1 && !options.join && !raft.is_initialized().await? {
         let members: BTreeMap<NodeId, BasicNode> = spec
             .nodes(service)
             .into_iter()
@@ -108,12 +133,19 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
     if let Some(sagas) = &sagas {
         tokio::spawn(sagas.clone().sweep());
     }
+    let checker = Arc::new(Checker::new(&spec, id, raft.clone(), sm.clone()));
+    tokio::spawn(checker.clone().schedule(progress.clone()));
     let node = Arc::new(Node {
         service,
         id,
         addr: addr.clone(),
         raft: raft.clone(),
         store,
+        dir: dir.clone(),
+        replica,
+        checker,
+        fault_injection: options.fault_injection,
+        admin_token: spec.cluster.admin_token.clone(),
         sm,
         progress: progress.clone(),
         sagas,
@@ -130,6 +162,24 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
             .route(api::READ_PATH, post(read))
             .route(api::LOCAL_READ_PATH, post(local_read))
             .route(api::CHECKOUT_PATH, post(checkout))
+            .route(
+                &format!("{DIGEST_PATH}/{{check_id}}"),
+                get(consistency::api::digest),
+            )
+            .route(
+                &format!("{DIGEST_PATH}/{{check_id}}/leaves"),
+                post(consistency::api::leaves),
+            )
+            .route(
+                &format!("{DIGEST_PATH}/{{check_id}}/rows"),
+                post(consistency::api::rows),
+            )
+            .route(
+                &format!("{REPAIRED_PATH}/{{check_id}}"),
+                get(consistency::api::repaired),
+            )
+            .route(CONSISTENCY_PATH, post(consistency::api::start))
+            .route(WIPE_PATH, post(consistency::api::wipe))
             .route(api::ADD_MEMBER_PATH, post(membership::add))
             .route(api::REMOVE_MEMBER_PATH, post(membership::remove))
             // Snapshot chunks (1 MiB, JSON-encoded bytes) and entry batches
@@ -141,6 +191,10 @@ pub async fn run(spec: ClusterSpec, service: Service, id: NodeId) -> anyhow::Res
     let open = Router::new()
         .route(api::READY_PATH, get(ready))
         .route(api::STATUS_PATH, get(status))
+        .route(
+            consistency::api::FAULT_PATH,
+            post(consistency::api::corrupt),
+        )
         .route("/metrics", get(chttp::metrics_handler));
     let router = chttp::instrument(
         internal.merge(open).with_state(node),
@@ -326,9 +380,18 @@ async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
         committed: n.progress.committed(),
         replication,
         saga_recovery: n.sagas.as_ref().and_then(|s| s.last_recovery()),
+        last_check: latest_check(&n.store),
         table_sizes: domain::Table::ALL
             .into_iter()
             .filter_map(|t| Some((t.name().to_string(), n.store.count(t).ok()?)))
             .collect(),
     })
+}
+
+fn latest_check(store: &Store) -> Option<cart_common::admin::CheckReport> {
+    let view = store.read().ok()?;
+    match domain::query(&view, &domain::Query::LatestCheck) {
+        Ok(Ok(domain::Reply::Check(report))) => report,
+        _ => None,
+    }
 }

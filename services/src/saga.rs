@@ -493,7 +493,9 @@ fn init_series() {
     }
 }
 
-fn leader_hint(raft: &Raft) -> Option<openraft::error::ForwardToLeader<NodeId, BasicNode>> {
+pub(crate) fn leader_hint(
+    raft: &Raft,
+) -> Option<openraft::error::ForwardToLeader<NodeId, BasicNode>> {
     let m = raft.metrics().borrow().clone();
     let leader = m.current_leader?;
     let node = m.membership_config.membership().get_node(&leader).cloned();

@@ -39,8 +39,14 @@ fn def(table: Table) -> (u8, TableDefinition<'static, &'static str, &'static [u8
         Table::CheckoutsByTime => 7,
         Table::Steps => 8,
         Table::StepsByTime => 9,
+        Table::Checks => 10,
     };
     (tag, TableDefinition::new(table.name()))
+}
+
+/// The redb table behind a domain table.
+pub(crate) fn table_def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    def(table).1
 }
 
 /// Every replicated keyspace with its snapshot tag: the domain tables and

@@ -21,11 +21,25 @@ pub fn bin() -> &'static Path {
 /// timings, ready to serve, and with every coordinator reporting a leader
 /// and every node up.
 pub fn cluster(services: &[Service], tweak: impl FnOnce(&mut ClusterSpec)) -> LocalCluster {
-    let mut cluster = LocalCluster::start_temp(bin(), services, |spec| {
-        spec.raft.heartbeat_ms = 150;
-        spec.raft.election_timeout_ms = 1000;
-        tweak(spec);
-    })
+    cluster_with(services, tweak, &[])
+}
+
+/// As `cluster`, passing `node_args` to every node (`--fault-injection`).
+pub fn cluster_with(
+    services: &[Service],
+    tweak: impl FnOnce(&mut ClusterSpec),
+    node_args: &[&str],
+) -> LocalCluster {
+    let mut cluster = LocalCluster::start_temp_with(
+        bin(),
+        services,
+        |spec| {
+            spec.raft.heartbeat_ms = 150;
+            spec.raft.election_timeout_ms = 1000;
+            tweak(spec);
+        },
+        node_args,
+    )
     .expect("cluster starts");
     cluster
         .wait_ready(Duration::from_secs(60))

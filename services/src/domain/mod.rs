@@ -4,6 +4,7 @@
 //! so every replica applying the same log reaches the same state.
 
 pub mod checkout;
+pub mod checks;
 pub mod order;
 pub mod payment;
 pub mod steps;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use checkout::{Checkout, CheckoutState, SagaStep};
+pub use checks::RepairRow;
 pub use order::Order;
 pub use payment::User;
 pub use steps::{Effect, Step, StepState};
@@ -38,6 +40,9 @@ pub enum Table {
     Steps,
     /// Payment and stock groups: `time_key(created, tx)` → nothing.
     StepsByTime,
+    /// Every group: `time_key(finished, check id)` → `CheckReport`, the
+    /// latest few consistency checks.
+    Checks,
 }
 
 impl Table {
@@ -51,10 +56,15 @@ impl Table {
             Table::CheckoutsByTime => "checkouts_by_time",
             Table::Steps => "steps",
             Table::StepsByTime => "steps_by_time",
+            Table::Checks => "checks",
         }
     }
 
-    pub const ALL: [Table; 8] = [
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    pub const ALL: [Table; 9] = [
         Table::Items,
         Table::Users,
         Table::Orders,
@@ -63,6 +73,7 @@ impl Table {
         Table::CheckoutsByTime,
         Table::Steps,
         Table::StepsByTime,
+        Table::Checks,
     ];
 }
 
@@ -206,6 +217,22 @@ pub enum Command {
     ForgetCheckouts {
         before_ms: u64,
     },
+    /// Every replica digests its stored state at this log position
+    /// (`consistency`); no change to the state.
+    ComputeDigest {
+        check_id: String,
+    },
+    /// Overwrites rows on replica `target` only, each only if it still holds
+    /// what the check saw there; other replicas change nothing.
+    RepairRows {
+        check_id: String,
+        target: u64,
+        rows: Vec<RepairRow>,
+    },
+    /// A finished check's report.
+    RecordCheck {
+        report: cart_common::admin::CheckReport,
+    },
     BatchInitOrders {
         n: u64,
         n_items: u64,
@@ -239,6 +266,8 @@ pub enum Query {
     FindStep {
         tx_id: String,
     },
+    /// The latest consistency-check report.
+    LatestCheck,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +293,7 @@ pub enum Reply {
     Forgotten {
         count: u64,
     },
+    Check(Option<cart_common::admin::CheckReport>),
 }
 
 /// A business failure: answered with a 4xx, never a 5xx.
@@ -332,6 +362,10 @@ pub fn apply(store: &mut dyn StateStore, cmd: &Command, ts_ms: u64) -> Result<Ou
         } => checkout::abort(store, tx_id, *failed, error, message),
         Command::FinishCheckout { tx_id } => checkout::finish(store, tx_id, ts_ms),
         Command::ForgetCheckouts { before_ms } => checkout::forget(store, *before_ms),
+        // Their effects are the state machine's (they depend on the replica:
+        // a digest of its store, a repair of one replica).
+        Command::ComputeDigest { .. } | Command::RepairRows { .. } => Ok(Ok(Reply::Done)),
+        Command::RecordCheck { report } => checks::record(store, report),
         Command::CreateOrder { .. } | Command::AddItem { .. } | Command::BatchInitOrders { .. } => {
             order::apply(store, cmd)
         }
@@ -352,6 +386,7 @@ pub fn query(store: &dyn StateStore, query: &Query) -> Result<Outcome, StoreErro
         Query::FindCheckout { tx_id } => return checkout::find(store, tx_id),
         Query::OpenCheckouts { limit } => return checkout::open(store, *limit),
         Query::FindStep { tx_id } => return steps::find(store, tx_id),
+        Query::LatestCheck => return checks::latest(store),
     })
 }
 

@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -17,7 +18,8 @@ use super::snapshot::{self, Meta};
 use super::{
     now_ms, storage_error, LogCommand, NodeId, StorageError, TypeConfig, LOG_FORMAT_VERSION,
 };
-use crate::domain::{self, Outcome, Rejection, Reply, StoreError};
+use crate::consistency::replica::Replica;
+use crate::domain::{self, Command, Outcome, Rejection, Reply, StoreError};
 use crate::metrics::METRICS;
 use crate::store::{
     io, snapshot_tables, Store, WriteView, REQUESTS, REQUESTS_BY_TIME, REQUESTS_TAG, SM_META,
@@ -40,14 +42,26 @@ pub struct StateMachine {
     store: Store,
     dir: PathBuf,
     request_window_ms: u64,
+    /// This replica's id: a repair entry names the replica it is for.
+    id: NodeId,
+    /// Digest captures and repairs of this replica.
+    replica: Arc<Replica>,
 }
 
 impl StateMachine {
-    pub fn new(store: Store, dir: PathBuf, request_window_ms: u64) -> Self {
+    pub fn new(
+        store: Store,
+        dir: PathBuf,
+        request_window_ms: u64,
+        id: NodeId,
+        replica: Arc<Replica>,
+    ) -> Self {
         Self {
             store,
             dir,
             request_window_ms,
+            id,
+            replica,
         }
     }
 
@@ -79,7 +93,34 @@ impl StateMachine {
         Ok((last, membership))
     }
 
-    fn apply_entries(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Outcome>, StoreError> {
+    /// Applies entries in order. A check entry ends a write transaction:
+    /// right after it commits, a read snapshot sees exactly the state at the
+    /// check's log position, and the digest is computed from it.
+    fn apply_entries(
+        &self,
+        mut entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut replies = Vec::with_capacity(entries.len());
+        loop {
+            let cut = entries
+                .iter()
+                .position(|e| check_of(e).is_some())
+                .map_or(entries.len(), |i| i + 1);
+            let rest = entries.split_off(cut);
+            let check = entries.last().and_then(check_of);
+            replies.extend(self.apply_batch(entries)?);
+            if let Some((check_id, index)) = check {
+                let snapshot = self.store.begin_read()?;
+                self.replica.capture(&check_id, index, snapshot);
+            }
+            if rest.is_empty() {
+                return Ok(replies);
+            }
+            entries = rest;
+        }
+    }
+
+    fn apply_batch(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Outcome>, StoreError> {
         let txn = self.store.begin_write(false)?;
         let mut replies = Vec::with_capacity(entries.len());
         {
@@ -110,7 +151,7 @@ impl StateMachine {
                             METRICS.duplicate_requests.inc();
                             seen.outcome
                         } else {
-                            let outcome = apply_command(&mut view, &req)?;
+                            let outcome = self.apply_command(&mut view, &req)?;
                             let remembered = Remembered {
                                 ts_ms: req.ts_ms,
                                 outcome: outcome.clone(),
@@ -235,18 +276,46 @@ impl StateMachine {
     }
 }
 
-/// Applies one client command, refusing a log format from the future.
-fn apply_command(view: &mut WriteView<'_>, req: &LogCommand) -> Result<Outcome, StoreError> {
-    if req.v > LOG_FORMAT_VERSION {
-        return Ok(Err(Rejection::new(
-            "unsupported_version",
-            format!(
-                "log format {} is newer than this node's {LOG_FORMAT_VERSION}",
-                req.v
-            ),
-        )));
+impl StateMachine {
+    /// Applies one client command, refusing a log format from the future.
+    fn apply_command(
+        &self,
+        view: &mut WriteView<'_>,
+        req: &LogCommand,
+    ) -> Result<Outcome, StoreError> {
+        if req.v > LOG_FORMAT_VERSION {
+            return Ok(Err(Rejection::new(
+                "unsupported_version",
+                format!(
+                    "log format {} is newer than this node's {LOG_FORMAT_VERSION}",
+                    req.v
+                ),
+            )));
+        }
+        if let Command::RepairRows {
+            check_id,
+            target,
+            rows,
+        } = &req.cmd
+        {
+            if *target == self.id {
+                self.replica.repair(view, check_id, rows)?;
+            }
+            return Ok(Ok(Reply::Done));
+        }
+        domain::apply(view, &req.cmd, req.ts_ms)
     }
-    domain::apply(view, &req.cmd, req.ts_ms)
+}
+
+/// The check id and log index of a check entry.
+fn check_of(entry: &Entry<TypeConfig>) -> Option<(String, u64)> {
+    match &entry.payload {
+        EntryPayload::Normal(LogCommand {
+            cmd: Command::ComputeDigest { check_id },
+            ..
+        }) => Some((check_id.clone(), entry.log_id.index)),
+        _ => None,
+    }
 }
 
 fn sm_err(verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError {
@@ -322,7 +391,7 @@ mod tests {
 
     fn machine(dir: &std::path::Path, window_ms: u64) -> StateMachine {
         let store = Store::open(dir).unwrap();
-        StateMachine::new(store, dir.to_path_buf(), window_ms)
+        StateMachine::new(store, dir.to_path_buf(), window_ms, 1, Arc::default())
     }
 
     fn entry(index: u64, request_id: &str, ts_ms: u64, cmd: Command) -> Entry<TypeConfig> {

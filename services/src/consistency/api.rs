@@ -1,0 +1,160 @@
+//! The node's consistency endpoints. Cluster-internal ones (digests, rows,
+//! repairs, starting an operation, wiping) require the internal secret; the
+//! fault-injection hook exists only on a node started with
+//! `--fault-injection` and requires the admin token.
+
+use std::os::unix::process::CommandExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cart_common::admin::CheckStarted;
+use cart_common::ApiError;
+use serde::{Deserialize, Serialize};
+
+use super::checker::{LeavesRequest, Operation, RowsRequest};
+use super::replica;
+use crate::domain::Table;
+use crate::node::{not_leader, Node};
+use crate::saga::ProposeError;
+
+pub const FAULT_PATH: &str = "/fault/corrupt";
+
+pub(crate) async fn digest(State(n): State<Arc<Node>>, Path(check_id): Path<String>) -> Response {
+    Json(n.replica.summary(&check_id)).into_response()
+}
+
+pub(crate) async fn leaves(
+    State(n): State<Arc<Node>>,
+    Path(check_id): Path<String>,
+    Json(req): Json<LeavesRequest>,
+) -> Response {
+    match n.replica.leaves(&check_id, &req.buckets) {
+        Some(leaves) => Json(leaves).into_response(),
+        None => gone(&check_id),
+    }
+}
+
+pub(crate) async fn rows(
+    State(n): State<Arc<Node>>,
+    Path(check_id): Path<String>,
+    Json(req): Json<RowsRequest>,
+) -> Response {
+    let rows = tokio::task::spawn_blocking(move || n.replica.rows(&check_id, &req.leaves)).await;
+    match rows {
+        Ok(Ok(Some(rows))) => Json(rows).into_response(),
+        Ok(Ok(None)) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_check", "no snapshot").into_response()
+        }
+        Ok(Err(e)) => ApiError::unavailable(format!("reading the snapshot: {e}")).into_response(),
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
+
+fn gone(check_id: &str) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_check",
+        format!("no digest of check {check_id:?} here"),
+    )
+    .into_response()
+}
+
+pub(crate) async fn repaired(State(n): State<Arc<Node>>, Path(check_id): Path<String>) -> Response {
+    Json(n.replica.repaired(&check_id)).into_response()
+}
+
+/// Starts a check, repair or rebuild on the leader.
+pub(crate) async fn start(State(n): State<Arc<Node>>, Json(op): Json<Operation>) -> Response {
+    match n.checker.start(op) {
+        Ok(check_id) => Json(CheckStarted {
+            service: n.service.to_string(),
+            check_id,
+        })
+        .into_response(),
+        Err(ProposeError::NotLeader(f)) => not_leader(f),
+        Err(ProposeError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
+    }
+}
+
+/// Wipes this node's data and restarts it empty, in the same process (same
+/// pid), never forming a group on its own (`--join`); the leader then adds
+/// it back. Only the checker calls this, after removing the node.
+pub(crate) async fn wipe(State(n): State<Arc<Node>>) -> Response {
+    tracing::warn!(dir = %n.dir.display(), "wiping this node's data and restarting empty");
+    tokio::spawn(async move {
+        // Let the answer go out first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Err(e) = n.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown before wipe");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&n.dir) {
+            tracing::error!(error = %e, "wiping the data dir");
+        }
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        if !args.iter().any(|a| a == "--join") {
+            args.push("--join".into());
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|_| "cart".into());
+        let err = std::process::Command::new(exe).args(args).exec();
+        tracing::error!(error = %err, "restarting after wipe failed");
+        std::process::exit(1);
+    });
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "wiping": true })),
+    )
+        .into_response()
+}
+
+/// Body of the fault-injection call.
+#[derive(Serialize, Deserialize)]
+pub struct Corrupt {
+    pub table: String,
+    pub key: String,
+    /// The new stored value; absent: delete the row.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// Changes or deletes one stored row on this replica only, directly in its
+/// store (no Raft, no bookkeeping): what disk corruption would do.
+pub(crate) async fn corrupt(
+    State(n): State<Arc<Node>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !n.fault_injection {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fault_injection_disabled",
+            "this node was not started with --fault-injection",
+        )
+        .into_response();
+    }
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if token != Some(n.admin_token.as_str()) {
+        return ApiError::unauthorized().into_response();
+    }
+    let req: Corrupt = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_request("bad_body", e.to_string()).into_response(),
+    };
+    let Some(table) = Table::from_name(&req.table) else {
+        return ApiError::bad_request("unknown_table", format!("no table {:?}", req.table))
+            .into_response();
+    };
+    match replica::corrupt(n.store.db(), table, &req.key, req.value.as_deref()) {
+        Ok(()) => {
+            tracing::warn!(table = %req.table, key = %req.key, "fault injected: row changed in the store");
+            Json(serde_json::json!({ "corrupted": true })).into_response()
+        }
+        Err(e) => ApiError::internal(e.to_string()).into_response(),
+    }
+}
