@@ -220,6 +220,16 @@ async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>) {
     loop {
         {
             let m = rx.borrow_and_update();
+            let dead = match &m.running_state {
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+                Err(fatal) => Some(fatal),
+            };
+            if let Some(fatal) = dead {
+                // A dead Raft core cannot recover in place: exit, so the node
+                // is seen down and its supervisor restarts it from its log.
+                tracing::error!(error = %fatal, "raft core stopped; exiting");
+                std::process::exit(70);
+            }
             METRICS.term.set(m.current_term as i64);
             METRICS
                 .committed

@@ -1,0 +1,324 @@
+//! Consistency checks and repair on real processes: corruption injected
+//! straight into one replica's store, found by a check at one log position,
+//! repaired key by key or by a rebuild, and no false alarms under writes.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cart_cluster::harness::{LocalCluster, Role};
+use cart_common::admin::{
+    nodes_path, service_path, CheckReport, CheckStarted, Event, CHECK_ALL_PATH, EVENTS_PATH,
+};
+use cart_common::Service;
+use cart_services::consistency::digest::leaf_of;
+use cart_services::domain::{Query, Reply, Table};
+use common::{
+    admin_call, cluster_with, coordinator_admin, eventually, local_read, metric, service_view,
+    Client,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const FAULTS: &[&str] = &["--fault-injection"];
+
+/// A stock-only cluster whose nodes accept fault injection, with periodic
+/// checks off (each test starts its own).
+fn stock_cluster() -> LocalCluster {
+    cluster_with(
+        &[Service::Stock],
+        |spec| spec.consistency.check_interval_secs = 0,
+        FAULTS,
+    )
+}
+
+fn token(cluster: &LocalCluster) -> String {
+    cluster.spec.cluster.admin_token.clone()
+}
+
+/// Changes (or deletes) a stored row on one replica only, as corruption.
+async fn corrupt(cluster: &LocalCluster, node: u64, key: &str, value: Option<&str>) {
+    let addr = cluster.spec.node_addr(Service::Stock, node).unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/fault/corrupt"))
+        .bearer_auth(token(cluster))
+        .json(&json!({ "table": "items", "key": key, "value": value }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+}
+
+/// Starts an operation (`check`, `repair`) through coordinator 0 of stock.
+async fn start(cluster: &LocalCluster, what: &str, body: Option<Value>) -> String {
+    let coord = coordinator_admin(cluster, Service::Stock, 0);
+    let path = format!("{}/{what}", service_path("stock"));
+    let (status, body) = admin_call(Method::POST, &coord, &path, Some(&token(cluster)), body).await;
+    assert_eq!(status, 200, "{body}");
+    let started: CheckStarted = serde_json::from_value(body).unwrap();
+    started.check_id
+}
+
+/// The report of `check_id`, once it is the group's latest.
+async fn report(cluster: &LocalCluster, check_id: &str, timeout: Duration) -> CheckReport {
+    eventually(&format!("the report of {check_id}"), timeout, || async {
+        let view = service_view(cluster, Service::Stock).await?;
+        view.last_check.filter(|r| r.check_id == check_id)
+    })
+    .await
+}
+
+async fn stock_on(cluster: &LocalCluster, node: u64, item: &str) -> Option<i64> {
+    let q = Query::FindItem {
+        item_id: item.to_string(),
+    };
+    match local_read(cluster, Service::Stock, node, q).await {
+        Some(Ok(Reply::Item(i))) => Some(i.stock),
+        _ => None,
+    }
+}
+
+fn follower(cluster: &LocalCluster) -> u64 {
+    let leader = cluster.leader(Service::Stock).expect("a leader");
+    (1..=3).find(|n| *n != leader).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_key_is_found_in_its_bucket_and_repaired() {
+    let cluster = stock_cluster();
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1000/7/1").await.ok());
+    let clean = start(&cluster, "check", None).await;
+    assert_eq!(
+        report(&cluster, &clean, Duration::from_secs(30))
+            .await
+            .verdict,
+        "clean"
+    );
+
+    let bad = follower(&cluster);
+    corrupt(&cluster, bad, "42", Some(r#"{"stock":1000000,"price":1}"#)).await;
+    let check = start(&cluster, "check", None).await;
+    let found = report(&cluster, &check, Duration::from_secs(30)).await;
+    assert_eq!(found.verdict, "mismatch", "{found:#?}");
+    for r in &found.replicas {
+        if r.node == bad {
+            assert_eq!(r.status, "mismatch");
+            assert_eq!(r.mismatching_buckets, 1);
+            assert_eq!(r.buckets, vec![leaf_of(Table::Items, b"42")]);
+        } else {
+            assert_eq!(r.status, "match", "{r:?}");
+        }
+    }
+    let leader = cluster.leader(Service::Stock).unwrap();
+    let leader_addr = cluster.spec.node_addr(Service::Stock, leader).unwrap();
+    let bad_label = bad.to_string();
+    let node = [("node", bad_label.as_str())];
+    assert_eq!(
+        metric(&leader_addr, "cart_consistency_mismatches_total", &node).await,
+        Some(1.0)
+    );
+
+    let repair = start(&cluster, "repair", Some(json!({ "node": bad }))).await;
+    let repaired = report(&cluster, &repair, Duration::from_secs(60)).await;
+    let r = repaired.repair.expect("a repair report");
+    assert_eq!(r.recheck_verdict.as_deref(), Some("clean"), "{r:#?}");
+    assert_eq!(r.nodes.len(), 1);
+    assert_eq!(
+        (r.nodes[0].node, r.nodes[0].action.as_str()),
+        (bad, "repaired")
+    );
+    assert_eq!((r.nodes[0].buckets, r.nodes[0].keys_repaired), (1, 1));
+    assert_eq!(stock_on(&cluster, bad, "42").await, Some(7));
+    assert_eq!(
+        metric(&leader_addr, "cart_consistency_keys_repaired_total", &node).await,
+        Some(1.0)
+    );
+
+    // The cluster view tells the story; the age of the last clean check is
+    // exported.
+    let coord = coordinator_admin(&cluster, Service::Stock, 0);
+    let events: Vec<Event> = common::admin_get(&coord, &format!("{EVENTS_PATH}?service=stock"))
+        .await
+        .unwrap();
+    assert!(events.iter().any(|e| e.kind == "mismatch"), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "repair" && e.node == Some(bad)),
+        "{events:#?}"
+    );
+    let age = metric(
+        &coord,
+        "cart_consistency_last_clean_check_age_seconds",
+        &[("service", "stock")],
+    )
+    .await;
+    assert!(age.is_some_and(|a| a < 60.0), "{age:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_during_a_heavy_write_stream_raise_no_false_alarm() {
+    let cluster = stock_cluster();
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/100/0/1").await.ok());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let item = (w * 10 + i % 10) % 100;
+                    let _ = client.try_post(&format!("/stock/add/{item}/1"), None).await;
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let id = start(&cluster, "check", None).await;
+        let r = report(&cluster, &id, Duration::from_secs(30)).await;
+        assert_eq!(r.verdict, "clean", "{r:#?}");
+        // Every replica digested the same log position.
+        assert!(
+            r.replicas
+                .iter()
+                .all(|d| d.applied_index == Some(r.log_index)),
+            "{r:#?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repairing_100_corrupt_keys_of_100k_touches_exactly_those() {
+    let cluster = stock_cluster();
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/100000/5/1").await.ok());
+    let bad = follower(&cluster);
+    for i in 0..100 {
+        let key = (i * 997).to_string();
+        // Changed values and deleted rows alike.
+        let value = (i % 4 != 0).then_some(r#"{"stock":0,"price":0}"#);
+        corrupt(&cluster, bad, &key, value).await;
+    }
+    let repair = start(&cluster, "repair", None).await;
+    let r = report(&cluster, &repair, Duration::from_secs(120)).await;
+    let mismatch = r.replicas.iter().find(|d| d.node == bad).unwrap();
+    assert_eq!(mismatch.status, "mismatch");
+    let repair = r.repair.expect("a repair report");
+    assert_eq!(repair.nodes.len(), 1, "{repair:#?}");
+    assert_eq!(repair.nodes[0].action, "repaired");
+    assert_eq!(repair.nodes[0].keys_repaired, 100);
+    assert_eq!(repair.recheck_verdict.as_deref(), Some("clean"));
+    assert_eq!(stock_on(&cluster, bad, "0").await, Some(5));
+    assert_eq!(stock_on(&cluster, bad, "997").await, Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_data_is_rebuilt_with_one_call() {
+    let mut cluster = stock_cluster();
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/5000/3/1").await.ok());
+    let lost = follower(&cluster);
+    let role = Role::Node(Service::Stock, lost);
+    cluster.kill(role).unwrap();
+    std::fs::remove_dir_all(cluster.spec.node_data_dir(Service::Stock, lost)).unwrap();
+    cluster.start_process(role).unwrap();
+
+    let coord = coordinator_admin(&cluster, Service::Stock, 1);
+    let path = format!("{}/{lost}/rebuild", nodes_path("stock"));
+    let (status, body) =
+        admin_call(Method::POST, &coord, &path, Some(&token(&cluster)), None).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["check_id"].as_str().unwrap().to_string();
+    let r = report(&cluster, &id, Duration::from_secs(120)).await;
+    let repair = r.repair.expect("a repair report");
+    assert_eq!(repair.nodes[0].action, "rebuilt", "{repair:#?}");
+    assert_eq!(
+        repair.recheck_verdict.as_deref(),
+        Some("clean"),
+        "{repair:#?}"
+    );
+    // The data is back on it, and a fresh check agrees.
+    assert_eq!(stock_on(&cluster, lost, "4999").await, Some(3));
+    let again = start(&cluster, "check", None).await;
+    assert_eq!(
+        report(&cluster, &again, Duration::from_secs(30))
+            .await
+            .verdict,
+        "clean"
+    );
+    // Writes go on, to all three.
+    assert!(client.post("/stock/add/0/1").await.ok());
+    eventually(
+        "the write on the rebuilt node",
+        Duration::from_secs(10),
+        || async { (stock_on(&cluster, lost, "0").await == Some(4)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_node_triggers_a_check() {
+    let mut cluster = stock_cluster();
+    let back = follower(&cluster);
+    let role = Role::Node(Service::Stock, back);
+    cluster.kill(role).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.start_process(role).unwrap();
+    let r = eventually("a rejoin check", Duration::from_secs(30), || async {
+        let view = service_view(&cluster, Service::Stock).await?;
+        view.last_check.filter(|r| r.reason == "rejoin")
+    })
+    .await;
+    assert_eq!(r.verdict, "clean", "{r:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_repair_and_faults_need_their_credentials() {
+    let cluster = stock_cluster();
+    let coord = coordinator_admin(&cluster, Service::Stock, 0);
+    for (path, body) in [
+        (CHECK_ALL_PATH.to_string(), None),
+        (format!("{}/check", service_path("stock")), None),
+        (format!("{}/repair", service_path("stock")), Some(json!({}))),
+        (format!("{}/2/rebuild", nodes_path("stock")), None),
+    ] {
+        for token in [None, Some("wrong")] {
+            let (status, answer) =
+                admin_call(Method::POST, &coord, &path, token, body.clone()).await;
+            assert_eq!(status, 401, "{path}: {answer}");
+        }
+    }
+    // The fault hook needs the admin token even where it is enabled…
+    let node = cluster.spec.node_addr(Service::Stock, 1).unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{node}/fault/corrupt"))
+        .json(&json!({ "table": "items", "key": "1", "value": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fault_hook_is_off_unless_the_node_was_started_with_the_flag() {
+    let cluster = common::cluster(&[Service::Stock], |_| {});
+    let node = cluster.spec.node_addr(Service::Stock, 1).unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{node}/fault/corrupt"))
+        .bearer_auth(token(&cluster))
+        .json(&json!({ "table": "items", "key": "1", "value": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}
