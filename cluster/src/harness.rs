@@ -479,8 +479,10 @@ fn free_base_port(spec: &ClusterSpec) -> anyhow::Result<u16> {
     let seed = u64::from(std::process::id()) ^ nanos;
     let mut probe = spec.clone();
     for attempt in 0..200u64 {
-        let slot = (seed.wrapping_mul(31).wrapping_add(attempt * 7919)) % 80;
-        probe.cluster.base_port = 20_000 + (slot as u16) * 500;
+        // Below Linux's ephemeral range (32768..): outgoing connections of
+        // already running processes never take these ports meanwhile.
+        let slot = (seed.wrapping_mul(31).wrapping_add(attempt * 7919)) % 44;
+        probe.cluster.base_port = 10_000 + (slot as u16) * 500;
         let all_free = probe
             .all_ports()
             .iter()

@@ -252,6 +252,32 @@ async fn every_coordinator_shows_the_whole_cluster_and_the_same_history() {
         assert_eq!(s.nodes.len(), 3, "{s:?}");
     }
 
+    // Any coordinator checks every service: each group's report names the
+    // check it was asked for, and all replicas agree.
+    let token = cluster.spec.cluster.admin_token.clone();
+    let (status, body) = common::admin_call(
+        reqwest::Method::POST,
+        &order,
+        cart_common::admin::CHECK_ALL_PATH,
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let started: Vec<cart_common::admin::CheckStarted> = serde_json::from_value(body).unwrap();
+    assert_eq!(started.len(), 3);
+    for s in &started {
+        let service: Service = s.service.parse().unwrap();
+        let report = eventually("the check's report", Duration::from_secs(30), || async {
+            service_view(&cluster, service)
+                .await?
+                .last_check
+                .filter(|r| r.check_id == s.check_id)
+        })
+        .await;
+        assert_eq!(report.verdict, "clean", "{report:#?}");
+    }
+
     // A payment follower dies: every coordinator, of every service, ends up
     // with the same history, including that event.
     let leader = cluster.leader(Service::Payment).expect("a leader");
