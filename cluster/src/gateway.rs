@@ -159,6 +159,17 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
     });
     for pool in gateway.pools.values() {
         for upstream in &pool.upstreams {
+            // Alerted-on series exist at 0 from start-up.
+            for reason in ["connect", "timeout", "unhealthy"] {
+                UPSTREAM_FAILURES
+                    .with_label_values(&[upstream.service.name(), &upstream.public, reason])
+                    .inc_by(0);
+            }
+            for state in ["healthy", "unhealthy"] {
+                HEALTH_TRANSITIONS
+                    .with_label_values(&[upstream.service.name(), &upstream.public, state])
+                    .inc_by(0);
+            }
             tokio::spawn(health_check(
                 upstream.clone(),
                 Duration::from_millis(spec.health.interval_ms),
@@ -244,16 +255,17 @@ async fn proxy(State(g): State<Arc<Gateway>>, service: Service, request: Request
         if remaining.is_zero() {
             break;
         }
-        let send = g
-            .client
-            .request(
-                parts.method.clone(),
-                format!("http://{}{}", upstream.public, path),
-            )
-            .header(REQUEST_ID, &request_id)
-            .timeout(remaining)
-            .body(body.clone())
-            .send();
+        let send = cart_common::telemetry::inject(
+            g.client
+                .request(
+                    parts.method.clone(),
+                    format!("http://{}{}", upstream.public, path),
+                )
+                .header(REQUEST_ID, &request_id)
+                .timeout(remaining)
+                .body(body.clone()),
+        )
+        .send();
         // Abandon the attempt if the coordinator fails a health check while
         // we wait (a hung process never answers). One picked while already
         // unhealthy (nothing else left) gets the full attempt.

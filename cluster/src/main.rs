@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use cart_common::telemetry::Identity;
 use cart_common::{ClusterSpec, Service};
 use clap::{Parser, Subcommand};
 
@@ -73,7 +74,10 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cart_common::process::init_logging();
+    let identity = cli.command.identity();
+    if identity.is_none() {
+        cart_common::telemetry::init(None);
+    }
     match cli.command {
         Cmd::Up { spec } => cart_cluster::launcher::up(&spec),
         Cmd::Node {
@@ -87,7 +91,7 @@ fn main() -> anyhow::Result<()> {
                 join,
                 fault_injection,
             };
-            serve(&spec, |spec| {
+            serve(&spec, identity, |spec| {
                 cart_services::node::run(spec, service, id, options)
             })
         }
@@ -95,10 +99,10 @@ fn main() -> anyhow::Result<()> {
             spec,
             service,
             index,
-        } => serve(&spec, |spec| {
+        } => serve(&spec, identity, |spec| {
             cart_coordinator::server::run(spec, service, index)
         }),
-        Cmd::Gateway { spec } => serve(&spec, cart_cluster::gateway::run),
+        Cmd::Gateway { spec } => serve(&spec, identity, cart_cluster::gateway::run),
         Cmd::AddNode { spec, service, id } => {
             cart_cluster::membership::add_node(&spec, service, id)
         }
@@ -108,17 +112,50 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+impl Cmd {
+    /// How a server role names itself in traces.
+    fn identity(&self) -> Option<Identity> {
+        let (service_name, instance) = match self {
+            Cmd::Node { service, id, .. } => (
+                format!("cart-{service}-node"),
+                format!("{service}-node-{id}"),
+            ),
+            Cmd::Coordinator { service, index, .. } => (
+                format!("cart-{service}-coordinator"),
+                format!("{service}-coordinator-{index}"),
+            ),
+            Cmd::Gateway { .. } => ("cart-gateway".into(), "gateway".into()),
+            _ => return None,
+        };
+        Some(Identity {
+            service_name,
+            instance,
+        })
+    }
+}
+
 /// Runs one server role on a multi-threaded runtime (the node's storage
 /// relies on `block_in_place`), dying with the process that started it.
-fn serve<F, Fut>(spec_path: &std::path::Path, run: F) -> anyhow::Result<()>
+/// Telemetry starts inside the runtime (the OTLP exporter needs it) and is
+/// flushed at a graceful exit.
+fn serve<F, Fut>(
+    spec_path: &std::path::Path,
+    identity: Option<Identity>,
+    run: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(ClusterSpec) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     cart_common::process::die_with_parent();
-    let spec = ClusterSpec::load(spec_path)?;
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run(spec))
+        .build()?;
+    runtime.block_on(async {
+        cart_common::telemetry::init(identity);
+        let spec = ClusterSpec::load(spec_path)?;
+        let result = run(spec).await;
+        cart_common::telemetry::shutdown();
+        result
+    })
 }

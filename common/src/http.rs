@@ -13,6 +13,7 @@ use axum::Router;
 use prometheus::{HistogramVec, IntCounterVec};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
 
 use crate::api_error::ApiError;
 use crate::metrics;
@@ -75,7 +76,18 @@ pub struct ServerLabels {
     pub role: &'static str,
 }
 
-/// Counts and times every request by matched route and status.
+/// Routes served all the time for housekeeping, never traced.
+const QUIET_ROUTES: &[&str] = &[
+    "/status",
+    "/ready",
+    "/metrics",
+    "/admin/events/own",
+    "/raft/append",
+    "/raft/vote",
+];
+
+/// Counts and times every request by matched route and status, inside a
+/// span that continues the caller's trace.
 pub async fn track_requests(
     State(labels): State<ServerLabels>,
     request: Request,
@@ -86,8 +98,25 @@ pub async fn track_requests(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
+    // Probes, scrapes, event sync and Raft heartbeats are not traced: they
+    // would bury the requests in noise.
+    let span = if QUIET_ROUTES.contains(&route.as_str()) {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.method = %request.method(),
+        http.route = %route,
+        service = labels.service,
+        role = labels.role,
+        trace_id = tracing::field::Empty,
+        )
+    };
+    crate::telemetry::extract(request.headers(), &span);
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span).await;
     let m = &*HTTP;
     m.duration
         .with_label_values(&[labels.service, labels.role, &route])

@@ -8,6 +8,7 @@ pub mod http;
 pub mod metrics;
 pub mod process;
 pub mod spec;
+pub mod telemetry;
 
 pub use api_error::ApiError;
 pub use spec::{ClusterSpec, Service};

@@ -1,5 +1,5 @@
 //! Process lifecycle shared by every binary: die with the launcher, shut down
-//! gracefully on SIGTERM/SIGINT, log to stderr.
+//! gracefully on SIGTERM/SIGINT. (Logging and tracing: `telemetry`.)
 
 /// Ask the kernel to send SIGTERM when the parent dies, so no node,
 /// coordinator or gateway outlives a killed launcher or test. Linux only.
@@ -29,15 +29,4 @@ pub async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
-}
-
-/// Structured logs to stderr; `RUST_LOG` overrides the default level.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
 }

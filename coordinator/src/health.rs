@@ -104,6 +104,7 @@ impl Health {
             .leader_changes
             .with_label_values(&[service.name()])
             .inc_by(0);
+        METRICS.detection.with_label_values(&[service.name()]);
         Self {
             service,
             client: cart_common::http::client(timeout, timeout),
@@ -596,6 +597,8 @@ fn init_node_series(service: Service, id: NodeId) {
     let labels = [service.name(), node.as_str()];
     METRICS.node_down.with_label_values(&labels).inc_by(0);
     METRICS.node_up.with_label_values(&labels).inc_by(0);
+    METRICS.caught_up.with_label_values(&labels).inc_by(0);
+    METRICS.probe_failures.with_label_values(&labels).inc_by(0);
     METRICS.node_is_up.with_label_values(&labels).set(0);
 }
 

@@ -42,6 +42,21 @@ impl Coordinator {
         let events = Arc::new(EventLog::new(name, spec.health.events_kept));
         let health = Arc::new(Health::new(spec, service, events.clone()));
         // Only the order service calls others (addItem, checkout, create).
+        if service == Service::Order {
+            for outcome in [
+                "paid",
+                "already_paid",
+                "insufficient_credit",
+                "insufficient_stock",
+                "rejected",
+                "failed",
+            ] {
+                crate::metrics::METRICS
+                    .checkouts
+                    .with_label_values(&[outcome])
+                    .inc_by(0);
+            }
+        }
         let peers = match service {
             Service::Order => [Service::Payment, Service::Stock]
                 .into_iter()

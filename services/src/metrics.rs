@@ -65,3 +65,25 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "1 while this node is its group's leader, else 0.",
     ),
 });
+
+/// Series operators alert on exist at 0 from start-up.
+pub fn init_series() {
+    for rpc in [
+        crate::raft::network::APPEND_PATH,
+        crate::raft::network::VOTE_PATH,
+        crate::raft::network::SNAPSHOT_PATH,
+    ] {
+        METRICS
+            .raft_rpc_failures
+            .with_label_values(&[rpc])
+            .inc_by(0);
+    }
+    for change in ["add", "remove"] {
+        for result in ["ok", "not_leader", "failed"] {
+            METRICS
+                .membership_changes
+                .with_label_values(&[change, result])
+                .inc_by(0);
+        }
+    }
+}

@@ -78,6 +78,8 @@ pub async fn run(
     let store = Store::open(&dir)?;
     let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
     let replica = Arc::new(Replica::default());
+    Replica::init_metrics();
+    crate::metrics::init_series();
     let sm = StateMachine::new(store.clone(), dir.clone(), window_ms, id, replica.clone());
     let et = spec.raft.election_timeout_ms;
     let config = Config {
@@ -133,7 +135,7 @@ pub async fn run(
     if let Some(sagas) = &sagas {
         tokio::spawn(sagas.clone().sweep());
     }
-    let checker = Arc::new(Checker::new(&spec, id, raft.clone(), sm.clone()));
+    let checker = Arc::new(Checker::new(&spec, service, id, raft.clone(), sm.clone()));
     tokio::spawn(checker.clone().schedule(progress.clone()));
     let node = Arc::new(Node {
         service,

@@ -31,6 +31,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::api::SagaRecovery;
 use crate::client::PeerService;
@@ -163,13 +164,19 @@ impl Sagas {
         METRICS.sagas_in_flight.set(running.len() as i64);
         let sagas = self.clone();
         let tx_id = tx_id.to_string();
-        tokio::spawn(async move {
-            let end = sagas.run(&tx_id).await;
-            let _ = tx.send(end);
-            let mut running = sagas.running.lock().unwrap_or_else(|p| p.into_inner());
-            running.remove(&tx_id);
-            METRICS.sagas_in_flight.set(running.len() as i64);
-        });
+        // A child of the request that began it (one trace per checkout), or
+        // a root of its own when a new leader resumes it.
+        let span = tracing::info_span!("saga", tx_id = %tx_id);
+        tokio::spawn(
+            async move {
+                let end = sagas.run(&tx_id).await;
+                let _ = tx.send(end);
+                let mut running = sagas.running.lock().unwrap_or_else(|p| p.into_inner());
+                running.remove(&tx_id);
+                METRICS.sagas_in_flight.set(running.len() as i64);
+            }
+            .instrument(span),
+        );
         rx
     }
 
@@ -263,7 +270,12 @@ impl Sagas {
             if !self.is_leader() {
                 return None;
             }
-            match service.write(&request_id, cmd.clone()).await {
+            let span = tracing::info_span!("saga.step", step, tx_id);
+            match service
+                .write(&request_id, cmd.clone())
+                .instrument(span)
+                .await
+            {
                 Ok(outcome) => return Some(outcome),
                 Err(e) => {
                     METRICS.step_retries.with_label_values(&[step]).inc();
@@ -532,7 +544,8 @@ pub async fn propose(
         ts_ms: now_ms(),
         cmd,
     };
-    match raft.client_write(entry).await {
+    let span = tracing::info_span!("raft.write", request_id = %request_id);
+    match raft.client_write(entry).instrument(span).await {
         Ok(resp) => Ok(resp.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(ProposeError::NotLeader(f))

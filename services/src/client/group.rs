@@ -17,6 +17,7 @@ use cart_common::{ApiError, ClusterSpec, Service};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::metrics::METRICS;
 
@@ -52,6 +53,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 impl GroupClient {
     pub fn new(spec: &ClusterSpec, service: Service) -> Self {
         let limits = &spec.limits;
+        for reason in ["not_leader", "unreachable", "unavailable", "abandoned"] {
+            METRICS
+                .group_retries
+                .with_label_values(&[service.name(), reason])
+                .inc_by(0);
+        }
         Self {
             service,
             client: cart_common::http::client(
@@ -226,13 +233,26 @@ impl GroupClient {
         let mut last_error: String;
         loop {
             let target = self.target();
-            let request = self
-                .client
-                .post(format!("http://{target}{path}"))
-                .header(INTERNAL_SECRET, &self.secret)
-                .timeout(attempt_timeout.min(give_up.saturating_duration_since(Instant::now())))
-                .json(body)
-                .send();
+            let attempt = tracing::info_span!(
+                "group.attempt",
+                otel.kind = "client",
+                target_service = self.service.name(),
+                path,
+                node = %target,
+            );
+            let request = attempt.in_scope(|| {
+                cart_common::telemetry::inject(
+                    self.client
+                        .post(format!("http://{target}{path}"))
+                        .header(INTERNAL_SECRET, &self.secret)
+                        .timeout(
+                            attempt_timeout.min(give_up.saturating_duration_since(Instant::now())),
+                        )
+                        .json(body),
+                )
+                .send()
+                .instrument(attempt.clone())
+            });
             // A node marked down while we wait (frozen, partitioned) is left
             // behind at once; the retry carries the same request id.
             // (Unless every node is down and we are trying one anyway.)

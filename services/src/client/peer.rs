@@ -24,6 +24,19 @@ pub enum PeerService {
 
 impl PeerService {
     pub fn new(spec: &ClusterSpec, service: Service) -> Self {
+        let mode = match spec.cluster.cross_service {
+            CrossService::Direct => "direct",
+            CrossService::Coordinator => "coordinator",
+        };
+        for result in ["ok", "rejected", "failed"] {
+            METRICS
+                .cross_service_calls
+                .with_label_values(&[service.name(), mode, result])
+                .inc_by(0);
+        }
+        METRICS
+            .cross_service_duration
+            .with_label_values(&[service.name(), mode]);
         match spec.cluster.cross_service {
             CrossService::Direct => PeerService::Direct(GroupClient::new(spec, service)),
             CrossService::Coordinator => {
@@ -120,14 +133,15 @@ impl CoordinatorPool {
         loop {
             let i = self.cursor.fetch_add(1, Ordering::Relaxed);
             let target = &self.admins[i % self.admins.len().max(1)];
-            let sent = self
-                .client
-                .post(format!("http://{target}{path}"))
-                .header(INTERNAL_SECRET, &self.secret)
-                .timeout(give_up.saturating_duration_since(Instant::now()))
-                .json(body)
-                .send()
-                .await;
+            let sent = cart_common::telemetry::inject(
+                self.client
+                    .post(format!("http://{target}{path}"))
+                    .header(INTERNAL_SECRET, &self.secret)
+                    .timeout(give_up.saturating_duration_since(Instant::now()))
+                    .json(body),
+            )
+            .send()
+            .await;
             match sent {
                 Ok(resp) if resp.status() == StatusCode::OK => {
                     return resp.json::<Outcome>().await.map_err(|e| {

@@ -97,8 +97,15 @@ struct CheckRun {
 }
 
 impl Checker {
-    pub fn new(spec: &ClusterSpec, id: NodeId, raft: Raft, sm: StateMachine) -> Self {
+    pub fn new(
+        spec: &ClusterSpec,
+        service: cart_common::Service,
+        id: NodeId,
+        raft: Raft,
+        sm: StateMachine,
+    ) -> Self {
         init_series();
+        init_node_series(spec.nodes(service).into_iter().map(|n| n.id));
         Self {
             id,
             raft,
@@ -628,6 +635,9 @@ fn failed(node: NodeId, message: String) -> NodeRepair {
 }
 
 fn finish_repair(nodes: Vec<NodeRepair>, started: Instant) -> RepairReport {
+    for n in &nodes {
+        METRICS.repairs.with_label_values(&[&n.action]).inc();
+    }
     METRICS
         .repair_duration
         .with_label_values::<&str>(&[])
@@ -689,6 +699,7 @@ struct CheckerMetrics {
     buckets_repaired: IntCounterVec,
     keys_repaired: IntCounterVec,
     rebuilds: prometheus::IntCounter,
+    repairs: IntCounterVec,
     repair_duration: HistogramVec,
 }
 
@@ -719,6 +730,11 @@ static METRICS: LazyLock<CheckerMetrics> = LazyLock::new(|| CheckerMetrics {
         "consistency_rebuilds_total",
         "Replicas rebuilt (wiped, re-added, sent a snapshot).",
     ),
+    repairs: counter_vec(
+        "consistency_repairs_total",
+        "Nodes a repair or rebuild operation handled, by action (repaired, rebuilt, failed, none).",
+        &["action"],
+    ),
     repair_duration: histogram_vec(
         "consistency_repair_duration_seconds",
         "Time of a repair (or rebuild), before its re-check.",
@@ -732,6 +748,23 @@ fn init_series() {
         METRICS.checks.with_label_values(&[verdict]).inc_by(0);
     }
     METRICS.rebuilds.inc_by(0);
+    for action in ["repaired", "rebuilt", "failed", "none"] {
+        METRICS.repairs.with_label_values(&[action]).inc_by(0);
+    }
+    METRICS.repair_duration.with_label_values::<&str>(&[]);
+}
+
+/// Series operators alert on exist at 0 for every member from the start.
+pub fn init_node_series(nodes: impl IntoIterator<Item = NodeId>) {
+    for node in nodes {
+        let node = node.to_string();
+        METRICS.mismatches.with_label_values(&[&node]).inc_by(0);
+        METRICS
+            .buckets_repaired
+            .with_label_values(&[&node])
+            .inc_by(0);
+        METRICS.keys_repaired.with_label_values(&[&node]).inc_by(0);
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! applies repairs aimed at it, and holds the fault-injection hook.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
@@ -70,6 +70,11 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Exports this replica's series (at 0) from start-up.
+    pub fn init_metrics() {
+        LazyLock::force(&METRICS);
+    }
+
     /// Called right after the write transaction that applied the check
     /// entry committed: `snapshot` sees exactly the state at `log_index`.
     pub fn capture(self: &Arc<Self>, check_id: &str, log_index: u64, snapshot: ReadTransaction) {
@@ -301,7 +306,7 @@ struct ReplicaMetrics {
     rows_repaired_here: prometheus::IntCounter,
 }
 
-static METRICS: std::sync::LazyLock<ReplicaMetrics> = std::sync::LazyLock::new(|| ReplicaMetrics {
+static METRICS: LazyLock<ReplicaMetrics> = LazyLock::new(|| ReplicaMetrics {
     digest_duration: cart_common::metrics::histogram_vec(
         "consistency_digest_duration_seconds",
         "Time this replica took to digest its stored state for a check.",

@@ -1,0 +1,128 @@
+//! One checkout is one trace: with an OTLP receiver in the test (a gRPC
+//! collector), a checkout through the gateway yields spans sharing one trace
+//! id from the gateway and from the order, payment and stock coordinators
+//! and nodes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cart_common::spec::CrossService;
+use cart_common::Service;
+use common::{cluster, eventually, Client};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+/// Every span received: trace id (hex) → (service.name, span name).
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<BTreeMap<String, Vec<(String, String)>>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                .map(|v| match v {
+                    Value::StringValue(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    let trace: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                    spans
+                        .entry(trace)
+                        .or_default()
+                        .push((service.clone(), span.name.clone()));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_checkout_is_one_trace_across_every_service() {
+    let collector = Collector::default();
+    let addr = free_addr();
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(collector.clone()))
+        .serve(addr);
+    tokio::spawn(server);
+    // The cluster's processes inherit these (each test runs in its own
+    // process under nextest).
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "200");
+
+    // Through the coordinators, so every service's coordinator is on the path.
+    let cluster = cluster(&Service::ALL, |spec| {
+        spec.cluster.cross_service = CrossService::Coordinator;
+    });
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/10/2").await.ok());
+    assert!(client.post("/payment/batch_init/1/10").await.ok());
+    let order = client.post("/orders/create/0").await.str("order_id");
+    assert!(client
+        .post(&format!("/orders/addItem/{order}/0/1"))
+        .await
+        .ok());
+    let checkout = "POST /orders/checkout/{order_id}";
+    assert!(client.post(&format!("/orders/checkout/{order}")).await.ok());
+
+    let want: BTreeSet<&str> = [
+        "cart-gateway",
+        "cart-order-coordinator",
+        "cart-order-node",
+        "cart-payment-coordinator",
+        "cart-payment-node",
+        "cart-stock-coordinator",
+        "cart-stock-node",
+    ]
+    .into();
+    let found = eventually(
+        "one trace through every service",
+        Duration::from_secs(20),
+        || async {
+            let spans = collector.spans.lock().unwrap();
+            // The trace of the order coordinator's checkout request.
+            let (_, trace) = spans.iter().find(|(_, s)| {
+                s.iter()
+                    .any(|(svc, name)| svc == "cart-order-coordinator" && name == checkout)
+            })?;
+            let services: BTreeSet<&str> = trace.iter().map(|(svc, _)| svc.as_str()).collect();
+            want.is_subset(&services).then(|| trace.clone())
+        },
+    )
+    .await;
+    let names: BTreeSet<&str> = found.iter().map(|(_, n)| n.as_str()).collect();
+    // The saga, its steps and the Raft writes are in it.
+    for span in ["saga", "saga.step", "raft.write"] {
+        assert!(names.contains(span), "no {span} span in {names:?}");
+    }
+}
