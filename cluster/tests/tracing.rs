@@ -21,10 +21,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-/// Every span received: trace id (hex) → (service.name, span name).
+/// Trace id (hex) → every (service.name, span name) received in it.
+type Traces = BTreeMap<String, Vec<(String, String)>>;
+
 #[derive(Clone, Default)]
 struct Collector {
-    spans: Arc<Mutex<BTreeMap<String, Vec<(String, String)>>>>,
+    spans: Arc<Mutex<Traces>>,
 }
 
 #[tonic::async_trait]
