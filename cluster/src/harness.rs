@@ -28,6 +28,8 @@ pub enum Role {
     Gateway,
     Coordinator(Service, u16),
     Node(Service, NodeId),
+    /// A Prometheus scraping the cluster (`start_prometheus`).
+    Prometheus,
 }
 
 impl Role {
@@ -36,6 +38,7 @@ impl Role {
             Role::Gateway => "gateway".into(),
             Role::Coordinator(s, i) => format!("{s}-coordinator-{i}"),
             Role::Node(s, id) => format!("{s}-node-{id}"),
+            Role::Prometheus => "prometheus".into(),
         }
     }
 
@@ -56,6 +59,8 @@ impl Role {
                 "--id".into(),
                 id.to_string(),
             ],
+            // Built by `start_prometheus`.
+            Role::Prometheus => vec![],
         }
     }
 }
@@ -189,6 +194,7 @@ impl LocalCluster {
                 .map(|c| c.admin)
                 .unwrap_or_default(),
             Role::Node(s, id) => self.spec.node_addr(s, id).unwrap_or_default(),
+            Role::Prometheus => self.spec.prometheus_addr(),
         }
     }
 
@@ -196,27 +202,55 @@ impl LocalCluster {
         self.spec.gateway_url()
     }
 
+    /// Starts a Prometheus scraping this cluster every `interval_secs` with
+    /// the alert rules (`crate::prometheus`); its URL.
+    pub fn start_prometheus(&mut self, interval_secs: u64) -> anyhow::Result<String> {
+        let bin = crate::prometheus::binary()
+            .ok_or_else(|| anyhow!("no prometheus on PATH (scripts/install-prometheus)"))?;
+        let config = crate::prometheus::write_config(&self.spec, &self.services, interval_secs)?;
+        let args = crate::prometheus::args(&self.spec, &config);
+        self.spawn(Role::Prometheus, &bin, &args)?;
+        Ok(format!("http://{}", self.spec.prometheus_addr()))
+    }
+
     /// (Re)starts one process, appending to its log file.
     pub fn start_process(&mut self, role: Role) -> anyhow::Result<()> {
+        let extra: &[String] = match role {
+            Role::Node(..) => &self.node_args,
+            _ => &[],
+        };
+        let mut args = role.args();
+        args.extend(extra.iter().cloned());
+        args.push("--spec".into());
+        args.push(self.spec_path.display().to_string());
+        let bin = self.bin.clone();
+        self.spawn(role, &bin, &args)
+    }
+
+    fn spawn(&mut self, role: Role, bin: &Path, args: &[String]) -> anyhow::Result<()> {
         let log_path = self.log_path(role);
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let extra: &[String] = match role {
-            Role::Node(..) => &self.node_args,
-            _ => &[],
-        };
-        let child = Command::new(&self.bin)
-            .args(role.args())
-            .args(extra)
-            .arg("--spec")
-            .arg(&self.spec_path)
+        let mut command = Command::new(bin);
+        command
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
+            .stderr(log);
+        // Programs that do not ask for it themselves (Prometheus) die with
+        // us too.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command
             .spawn()
-            .with_context(|| format!("starting {} from {}", role.name(), self.bin.display()))?;
+            .with_context(|| format!("starting {} from {}", role.name(), bin.display()))?;
         self.procs.insert(
             role,
             Proc {
@@ -339,8 +373,12 @@ impl LocalCluster {
                         self.log_path(role).display()
                     );
                 }
+                let path = match role {
+                    Role::Prometheus => "/-/ready",
+                    _ => READY_PATH,
+                };
                 if matches!(
-                    http_get(&addr, READY_PATH, Duration::from_millis(500)),
+                    http_get(&addr, path, Duration::from_millis(500)),
                     Ok((200, _))
                 ) {
                     break;

@@ -8,7 +8,10 @@ use cart_common::Service;
 
 use crate::harness::{node_ids, LocalCluster, Role};
 
-pub fn up(spec_path: &Path) -> anyhow::Result<()> {
+/// Prometheus scrapes the local cluster this often.
+const SCRAPE_SECS: u64 = 5;
+
+pub fn up(spec_path: &Path, with_prometheus: bool) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?;
     let mut cluster = LocalCluster::start(spec_path, &bin, &Service::ALL)?;
     println!(
@@ -20,7 +23,12 @@ pub fn up(spec_path: &Path) -> anyhow::Result<()> {
         cluster.shutdown();
         return Err(e);
     }
-    print_summary(&cluster);
+    let prometheus = if with_prometheus {
+        start_prometheus(&mut cluster)
+    } else {
+        None
+    };
+    print_summary(&cluster, with_prometheus, prometheus.as_deref());
 
     // Ctrl-C reaches the children too (same process group); they drain and
     // exit on their own, and `shutdown` collects whatever is left.
@@ -34,7 +42,22 @@ pub fn up(spec_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(cluster: &LocalCluster) {
+/// Starts Prometheus if it is installed; its URL once it is ready.
+fn start_prometheus(cluster: &mut LocalCluster) -> Option<String> {
+    crate::prometheus::binary()?;
+    let started = cluster
+        .start_prometheus(SCRAPE_SECS)
+        .and_then(|url| cluster.wait_ready(Duration::from_secs(30)).map(|_| url));
+    match started {
+        Ok(url) => Some(url),
+        Err(e) => {
+            eprintln!("prometheus did not start: {e}");
+            None
+        }
+    }
+}
+
+fn print_summary(cluster: &LocalCluster, with_prometheus: bool, prometheus: Option<&str>) {
     let spec = &cluster.spec;
     println!();
     println!("cart cluster ready");
@@ -70,6 +93,13 @@ fn print_summary(cluster: &LocalCluster) {
         "  gateway log  {}",
         cluster.log_path(Role::Gateway).display()
     );
+    match prometheus {
+        Some(url) => println!("  prometheus   {url}   (alerts: {url}/alerts)"),
+        None if with_prometheus => println!(
+            "  prometheus   not installed (scripts/install-prometheus; then `cart up` starts it)"
+        ),
+        None => {}
+    }
     println!();
     println!("Ctrl-C stops everything.");
 }

@@ -6,3 +6,4 @@ pub mod gateway;
 pub mod harness;
 pub mod launcher;
 pub mod membership;
+pub mod prometheus;

@@ -19,6 +19,9 @@ enum Cmd {
     Up {
         #[arg(long, default_value = "cluster.toml", env = "CART_SPEC")]
         spec: PathBuf,
+        /// Do not start Prometheus even if it is installed.
+        #[arg(long)]
+        no_prometheus: bool,
     },
     /// Run one Raft node of a service.
     Node {
@@ -79,7 +82,10 @@ fn main() -> anyhow::Result<()> {
         cart_common::telemetry::init(None);
     }
     match cli.command {
-        Cmd::Up { spec } => cart_cluster::launcher::up(&spec),
+        Cmd::Up {
+            spec,
+            no_prometheus,
+        } => cart_cluster::launcher::up(&spec, !no_prometheus),
         Cmd::Node {
             spec,
             service,

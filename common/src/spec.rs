@@ -358,6 +358,11 @@ impl ClusterSpec {
         self.addr(self.cluster.base_port + 1)
     }
 
+    /// Where the launcher's Prometheus listens, if it starts one.
+    pub fn prometheus_addr(&self) -> String {
+        self.addr(self.cluster.base_port + 2)
+    }
+
     pub fn gateway_url(&self) -> String {
         format!("http://{}", self.gateway_addr())
     }
@@ -412,7 +417,8 @@ impl ClusterSpec {
 
     /// Every port the spec uses, for finding a free range in tests.
     pub fn all_ports(&self) -> Vec<u16> {
-        let mut ports = vec![self.cluster.base_port, self.cluster.base_port + 1];
+        let base = self.cluster.base_port;
+        let mut ports = vec![base, base + 1, base + 2];
         for service in Service::ALL {
             for c in self.coordinators(service) {
                 ports.push(port_of(&c.public));
@@ -466,10 +472,10 @@ mod tests {
     fn port_layout_gives_every_process_a_distinct_port() {
         let spec = ClusterSpec::from_toml(SPEC).unwrap();
         let mut ports = spec.all_ports();
-        assert_eq!(ports.len(), 2 + 3 * (2 * 2 + 3));
+        assert_eq!(ports.len(), 3 + 3 * (2 * 2 + 3));
         ports.sort();
         ports.dedup();
-        assert_eq!(ports.len(), 2 + 3 * (2 * 2 + 3));
+        assert_eq!(ports.len(), 3 + 3 * (2 * 2 + 3));
         assert_eq!(spec.gateway_addr(), "127.0.0.1:8000");
         assert_eq!(spec.nodes(Service::Stock)[0].addr, "127.0.0.1:8350");
         assert_eq!(

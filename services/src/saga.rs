@@ -489,6 +489,16 @@ fn abort_reason(error: &str) -> &'static str {
 /// Series alerted on exist at 0 from the start.
 fn init_series() {
     METRICS.sagas_recovered.inc_by(0);
+    METRICS.sagas_in_flight.set(0);
+    for result in ["ok", "failed"] {
+        METRICS.forget_runs.with_label_values(&[result]).inc_by(0);
+    }
+    for step in ["charge", "take_stock", "refund", "decide"] {
+        METRICS.step_retries.with_label_values(&[step]).inc_by(0);
+    }
+    for outcome in ["committed", "aborted"] {
+        METRICS.saga_duration.with_label_values(&[outcome]);
+    }
     METRICS
         .compensations
         .with_label_values(&["refund"])
