@@ -19,15 +19,7 @@ const CLIENTS: usize = 16;
 const SECONDS: u64 = 15;
 
 fn main() -> anyhow::Result<()> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|dir| dir.join("cart"))
-        .ok_or_else(|| anyhow::anyhow!("cannot locate the cart binary"))?;
-    anyhow::ensure!(
-        bin.exists(),
-        "build it first: cargo build --release -p cart-cluster --bins --examples"
-    );
+    let bin = cart_cluster::harness::cart_binary()?;
     println!("{CLIENTS} clients, {SECONDS} s per mode, addItem + checkout per iteration");
     for mode in [CrossService::Direct, CrossService::Coordinator] {
         let mut cluster = LocalCluster::start_temp(&bin, &Service::ALL, |spec| {

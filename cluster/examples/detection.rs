@@ -21,15 +21,7 @@ use cart_common::Service;
 const ROUNDS: usize = 5;
 
 fn main() -> anyhow::Result<()> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|dir| dir.join("cart"))
-        .context("cannot locate the cart binary")?;
-    anyhow::ensure!(
-        bin.exists(),
-        "build it first: cargo build --release -p cart-cluster --bins --examples"
-    );
+    let bin = cart_cluster::harness::cart_binary()?;
     let mut cluster = LocalCluster::start_temp(&bin, &[Service::Stock], |_| {})?;
     cluster.wait_ready(Duration::from_secs(60))?;
     let h = &cluster.spec.health;

@@ -18,15 +18,7 @@ const ITEMS: u64 = 100_000;
 const CORRUPT: u64 = 100;
 
 fn main() -> anyhow::Result<()> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|dir| dir.join("cart"))
-        .context("cannot locate the cart binary")?;
-    anyhow::ensure!(
-        bin.exists(),
-        "build it first: cargo build --release -p cart-cluster --bins --examples"
-    );
+    let bin = cart_cluster::harness::cart_binary()?;
     let mut cluster = LocalCluster::start_temp_with(
         &bin,
         &[Service::Stock],

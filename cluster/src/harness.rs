@@ -459,6 +459,24 @@ impl Drop for LocalCluster {
     }
 }
 
+/// The `cart` binary of the build this program belongs to: examples and
+/// tests of other packages live in `target/<profile>/{examples,deps}/`,
+/// the binary in `target/<profile>/`.
+pub fn cart_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("cart"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "no cart binary near {}: build it first (cargo build [--release] -p cart-cluster --bins)",
+                exe.display()
+            )
+        })
+}
+
 /// Written into a node's data dir when the node leaves its group, so the
 /// launcher does not start it again.
 pub const REMOVED_MARKER: &str = "REMOVED";

@@ -85,11 +85,9 @@ async fn cluster(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>
     .into_response()
 }
 
-async fn service(State(c): State<Arc<Coordinator>>, Path(name): Path<String>) -> Response {
-    match parse_service(&name) {
-        Ok(s) => Json(service_view(&c, s).await).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn service(State(c): State<Arc<Coordinator>>, Path(name): Path<String>) -> Answer {
+    let service = parse_service(&name)?;
+    Ok(Json(service_view(&c, service).await).into_response())
 }
 
 async fn events(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>) -> Response {
@@ -167,101 +165,79 @@ fn coordinator_views(c: &Coordinator, service: Service) -> Vec<CoordinatorView> 
         .collect()
 }
 
+type Answer = Result<Response, ApiError>;
+
 async fn add_node(
     State(c): State<Arc<Coordinator>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let service = match parse_service(&name) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let req: AddNode = match serde_json::from_slice(&body) {
-        Ok(req) => req,
-        Err(e) => {
-            return ApiError::bad_request(
-                "bad_body",
-                format!("expected a JSON body like {{\"id\": 4}} (optional \"addr\"): {e}"),
-            )
-            .into_response()
-        }
-    };
-    if let Err(e) = check_node_id(req.id) {
-        return e.into_response();
-    }
+) -> Answer {
+    let service = parse_service(&name)?;
+    let req: AddNode = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "bad_body",
+            format!("expected a JSON body like {{\"id\": 4}} (optional \"addr\"): {e}"),
+        )
+    })?;
+    check_node_id(req.id)?;
     if service != c.service {
         let path = admin::nodes_path(service.name());
         let body = serde_json::to_value(&req).unwrap_or_default();
-        return forward_to_service(&c, service, Method::POST, &path, Some(body), &headers).await;
+        return Ok(
+            forward_to_service(&c, service, Method::POST, &path, Some(body), &headers).await,
+        );
     }
-    let Some(addr) = req.addr.or_else(|| c.spec.node_addr(service, req.id)) else {
-        return ApiError::bad_request("bad_addr", "no address for that node id").into_response();
-    };
+    let addr = req
+        .addr
+        .or_else(|| c.spec.node_addr(service, req.id))
+        .ok_or_else(|| ApiError::bad_request("bad_addr", "no address for that node id"))?;
     let body = AddNode {
         id: req.id,
         addr: Some(addr.clone()),
     };
-    let changed: MembershipChanged = match c.own.admin(ADD_MEMBER_PATH, &body).await {
-        Ok(m) => m,
-        Err(e) => return e.into_response(),
-    };
+    let changed: MembershipChanged = c.own.admin(ADD_MEMBER_PATH, &body).await?;
     c.health.watch(req.id, addr.clone());
-    if !changed.changed {
-        return Json(changed).into_response();
+    if changed.changed {
+        c.events.record(
+            service.name(),
+            "member_added",
+            Some(req.id),
+            format!("node {} ({addr}) joined as a voter", req.id),
+            json!({ "addr": addr, "voters": changed.voters, "log_index": changed.log_index }),
+        );
     }
-    c.events.record(
-        service.name(),
-        "member_added",
-        Some(req.id),
-        format!("node {} ({addr}) joined as a voter", req.id),
-        json!({ "addr": addr, "voters": changed.voters, "log_index": changed.log_index }),
-    );
-    Json(changed).into_response()
+    Ok(Json(changed).into_response())
 }
 
 async fn remove_node(
     State(c): State<Arc<Coordinator>>,
     Path((name, id)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    let service = match parse_service(&name) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let id = match id.parse::<NodeId>() {
-        Ok(id) => id,
-        Err(_) => {
-            return ApiError::bad_request("bad_node_id", format!("{id:?} is not a node id"))
-                .into_response()
-        }
-    };
-    if let Err(e) = check_node_id(id) {
-        return e.into_response();
-    }
+) -> Answer {
+    let service = parse_service(&name)?;
+    let id = parse_node_id(&id)?;
     if service != c.service {
         let path = format!("{}/{id}", admin::nodes_path(service.name()));
-        return forward_to_service(&c, service, Method::DELETE, &path, None, &headers).await;
+        return Ok(forward_to_service(&c, service, Method::DELETE, &path, None, &headers).await);
     }
-    let changed: MembershipChanged =
-        match c.own.admin(REMOVE_MEMBER_PATH, &RemoveMember { id }).await {
-            Ok(m) => m,
-            Err(e) => return e.into_response(),
-        };
-    if !changed.changed {
-        return Json(changed).into_response();
+    let changed: MembershipChanged = c
+        .own
+        .admin(REMOVE_MEMBER_PATH, &RemoveMember { id })
+        .await?;
+    if changed.changed {
+        c.events.record(
+            service.name(),
+            "member_removed",
+            Some(id),
+            format!("node {id} left the group"),
+            json!({ "voters": changed.voters, "log_index": changed.log_index }),
+        );
     }
-    c.events.record(
-        service.name(),
-        "member_removed",
-        Some(id),
-        format!("node {id} left the group"),
-        json!({ "voters": changed.voters, "log_index": changed.log_index }),
-    );
-    Json(changed).into_response()
+    Ok(Json(changed).into_response())
 }
 
-async fn check_all(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Response {
+async fn check_all(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Answer {
     let mut started = Vec::new();
     for service in Service::ALL {
         let op = Operation::Check {
@@ -270,33 +246,29 @@ async fn check_all(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Res
         let path = format!("{}/check", admin::service_path(service.name()));
         let answer = operation(&c, service, op, &path, &headers).await;
         if answer.status() != axum::http::StatusCode::OK {
-            return answer;
+            return Ok(answer);
         }
-        match axum::body::to_bytes(answer.into_body(), 64 * 1024).await {
-            Ok(bytes) => match serde_json::from_slice::<CheckStarted>(&bytes) {
-                Ok(s) => started.push(s),
-                Err(e) => return ApiError::internal(e.to_string()).into_response(),
-            },
-            Err(e) => return ApiError::internal(e.to_string()).into_response(),
-        }
+        let bytes = axum::body::to_bytes(answer.into_body(), 64 * 1024)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let one: CheckStarted =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+        started.push(one);
     }
-    Json(started).into_response()
+    Ok(Json(started).into_response())
 }
 
 async fn check(
     State(c): State<Arc<Coordinator>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let service = match parse_service(&name) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+) -> Answer {
+    let service = parse_service(&name)?;
     let op = Operation::Check {
         reason: "manual".into(),
     };
     let path = format!("{}/check", admin::service_path(service.name()));
-    operation(&c, service, op, &path, &headers).await
+    Ok(operation(&c, service, op, &path, &headers).await)
 }
 
 async fn repair(
@@ -304,58 +276,43 @@ async fn repair(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let service = match parse_service(&name) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+) -> Answer {
+    let service = parse_service(&name)?;
     let req: RepairRequest = if body.is_empty() {
         RepairRequest::default()
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return ApiError::bad_request(
-                    "bad_body",
-                    format!("expected {{}} or {{\"node\": 2}}: {e}"),
-                )
-                .into_response()
-            }
-        }
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("bad_body", format!("expected {{}} or {{\"node\": 2}}: {e}"))
+        })?
     };
-    if let Some(Err(e)) = req.node.map(check_node_id) {
-        return e.into_response();
+    if let Some(node) = req.node {
+        check_node_id(node)?;
     }
     let path = format!("{}/repair", admin::service_path(service.name()));
     let op = Operation::Repair { node: req.node };
-    operation(&c, service, op, &path, &headers).await
+    Ok(operation(&c, service, op, &path, &headers).await)
 }
 
 async fn rebuild(
     State(c): State<Arc<Coordinator>>,
     Path((name, id)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    let service = match parse_service(&name) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let node = match id
-        .parse::<NodeId>()
-        .map_err(|_| ())
-        .and_then(|id| check_node_id(id).map(|_| id).map_err(|_| ()))
-    {
-        Ok(id) => id,
-        Err(()) => {
-            return ApiError::bad_request("bad_node_id", format!("{id:?} is not a node id"))
-                .into_response()
-        }
-    };
+) -> Answer {
+    let service = parse_service(&name)?;
+    let node = parse_node_id(&id)?;
     let path = format!(
         "{}/nodes/{node}/rebuild",
         admin::service_path(service.name())
     );
-    operation(&c, service, Operation::Rebuild { node }, &path, &headers).await
+    Ok(operation(&c, service, Operation::Rebuild { node }, &path, &headers).await)
+}
+
+fn parse_node_id(id: &str) -> Result<NodeId, ApiError> {
+    let id = id
+        .parse::<NodeId>()
+        .map_err(|_| ApiError::bad_request("bad_node_id", format!("{id:?} is not a node id")))?;
+    check_node_id(id)?;
+    Ok(id)
 }
 
 /// Starts a check, repair or rebuild on `service`'s leader: directly for
