@@ -274,11 +274,17 @@ pub const MAX_COORDINATORS: u16 = 25;
 pub const MAX_NODES: u16 = 50;
 
 impl ClusterSpec {
+    /// Reads a spec file, then applies `CART_<SECTION>_<KEY>` environment
+    /// variables over it (see `apply_env`).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading cluster spec {}: {e}", path.display()))?;
-        let mut spec: ClusterSpec = toml::from_str(&text)
+        let mut value: toml::Value = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("parsing cluster spec {}: {e}", path.display()))?;
+        apply_env(&mut value, std::env::vars())?;
+        let mut spec: ClusterSpec = value
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("cluster spec {}: {e}", path.display()))?;
         if spec.cluster.data_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             spec.cluster.data_dir = base.join(&spec.cluster.data_dir);
@@ -432,6 +438,55 @@ impl ClusterSpec {
     }
 }
 
+/// Overrides spec values from the environment, for containers:
+/// `CART_<SECTION>_<KEY>=value` sets `[section] key` (e.g.
+/// `CART_CLUSTER_ADMIN_TOKEN`, `CART_LIMITS_MAX_IN_FLIGHT`,
+/// `CART_HEALTH_INTERVAL_MS`), and `CART_SERVICES_<SERVICE>_<KEY>` a
+/// service's size (`CART_SERVICES_STOCK_NODES=5`). Numbers and booleans are
+/// taken as such, anything else as a string. Variables naming no spec
+/// section (`CART_SPEC`, `CART_ADMIN_TOKEN` of the console…) are ignored; a
+/// key the section does not have is refused when the spec is read.
+pub fn apply_env(
+    spec: &mut toml::Value,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    const SECTIONS: [&str; 5] = ["cluster", "raft", "limits", "health", "consistency"];
+    for (name, raw) in vars {
+        let Some(rest) = name.strip_prefix("CART_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let path: Vec<&str> = if let Some(svc) = rest.strip_prefix("services_") {
+            match svc.split_once('_') {
+                Some((service, key)) => vec!["services", service, key],
+                None => continue,
+            }
+        } else {
+            match rest.split_once('_') {
+                Some((section, key)) if SECTIONS.contains(&section) => vec![section, key],
+                _ => continue,
+            }
+        };
+        let value = raw
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .or_else(|_| raw.parse::<bool>().map(toml::Value::Boolean))
+            .unwrap_or_else(|_| toml::Value::String(raw.clone()));
+        let mut table = spec
+            .as_table_mut()
+            .ok_or_else(|| anyhow::anyhow!("cluster spec is not a table"))?;
+        for part in &path[..path.len() - 1] {
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .ok_or_else(|| anyhow::anyhow!("{name}: {part} is not a section"))?;
+        }
+        table.insert(path[path.len() - 1].to_string(), value);
+    }
+    Ok(())
+}
+
 fn port_of(addr: &str) -> u16 {
     addr.rsplit(':')
         .next()
@@ -489,6 +544,33 @@ mod tests {
         let spec = ClusterSpec::from_toml(SPEC).unwrap();
         let again = ClusterSpec::from_toml(&spec.to_toml()).unwrap();
         assert_eq!(again.all_ports(), spec.all_ports());
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let mut value: toml::Value = toml::from_str(SPEC).unwrap();
+        let vars = [
+            ("CART_CLUSTER_ADMIN_TOKEN", "from-env"),
+            ("CART_LIMITS_MAX_IN_FLIGHT", "7"),
+            ("CART_SERVICES_STOCK_NODES", "5"),
+            ("CART_SPEC", "ignored.toml"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        apply_env(&mut value, vars).unwrap();
+        let spec: ClusterSpec = value.try_into().unwrap();
+        assert_eq!(spec.cluster.admin_token, "from-env");
+        assert_eq!(spec.limits.max_in_flight, 7);
+        assert_eq!(spec.size(Service::Stock).nodes, 5);
+        assert_eq!(spec.size(Service::Order).nodes, 3);
+
+        let mut value: toml::Value = toml::from_str(SPEC).unwrap();
+        let typo = [("CART_LIMITS_MAX_IN_FLIGTH".to_string(), "7".to_string())];
+        apply_env(&mut value, typo).unwrap();
+        assert!(
+            value.try_into::<ClusterSpec>().is_err(),
+            "an unknown key is refused"
+        );
     }
 
     #[test]
