@@ -6,4 +6,5 @@ pub mod gateway;
 pub mod harness;
 pub mod launcher;
 pub mod membership;
+pub mod nginx;
 pub mod prometheus;
