@@ -212,8 +212,8 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
 
     tracing::info!(public = %spec.gateway_addr(), admin = %spec.gateway_admin_addr(), "gateway serving");
     chttp::serve_public_and_admin(
-        (&spec.gateway_addr(), public),
-        (&spec.gateway_admin_addr(), admin),
+        (&spec.bind_addr(&spec.gateway_addr()), public),
+        (&spec.bind_addr(&spec.gateway_admin_addr()), admin),
     )
     .await
 }

@@ -2,6 +2,7 @@
 //! harness shared by the launcher and the tests, the launcher, and the
 //! membership commands.
 
+pub mod compose;
 pub mod gateway;
 pub mod harness;
 pub mod launcher;

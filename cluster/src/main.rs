@@ -64,6 +64,14 @@ enum Cmd {
         #[arg(long)]
         id: Option<u64>,
     },
+    /// Write a docker-compose deployment of the spec (compose file, nginx and
+    /// Prometheus configs) into a directory.
+    Compose {
+        #[arg(long, default_value = "cluster.toml", env = "CART_SPEC")]
+        spec: PathBuf,
+        #[arg(long, default_value = "compose")]
+        out: PathBuf,
+    },
     /// Remove a node from a running service's Raft group.
     RemoveNode {
         #[arg(long, default_value = "cluster.toml", env = "CART_SPEC")]
@@ -111,6 +119,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Gateway { spec } => serve(&spec, identity, cart_cluster::gateway::run),
         Cmd::AddNode { spec, service, id } => {
             cart_cluster::membership::add_node(&spec, service, id)
+        }
+        Cmd::Compose { spec, out } => {
+            cart_cluster::compose::write(&ClusterSpec::load(&spec)?, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
         }
         Cmd::RemoveNode { spec, service, id } => {
             cart_cluster::membership::remove_node(&spec, service, id)

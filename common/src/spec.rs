@@ -109,6 +109,16 @@ pub struct ClusterSection {
     pub internal_secret: String,
     #[serde(default)]
     pub cross_service: CrossService,
+    /// Where each process is reached when every process has a host of its
+    /// own (containers): `{name}` is the process (`stock-node-2`,
+    /// `order-coordinator-0`, `gateway`, `prometheus`), `{group}` its kind
+    /// (`stock-node`, `order-coordinator`). Unset: every process on `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_pattern: Option<String>,
+    /// Listen on every interface (0.0.0.0) at the process's port, whatever
+    /// address it is reached at (containers).
+    #[serde(default)]
+    pub bind_any: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -351,22 +361,37 @@ impl ClusterSpec {
         self.cluster.base_port + SERVICE_STRIDE * (service.ordinal() + 1)
     }
 
-    fn addr(&self, port: u16) -> String {
-        format!("{}:{}", self.cluster.host, port)
+    /// The address of process `name` (of kind `group`) at `port`.
+    fn addr_of(&self, name: &str, group: &str, port: u16) -> String {
+        let host = match &self.cluster.host_pattern {
+            Some(p) => p.replace("{name}", name).replace("{group}", group),
+            None => self.cluster.host.clone(),
+        };
+        format!("{host}:{port}")
+    }
+
+    /// Where a process listens for its address `addr` (`bind_any`: every
+    /// interface at the same port).
+    pub fn bind_addr(&self, addr: &str) -> String {
+        if self.cluster.bind_any {
+            format!("0.0.0.0:{}", port_of(addr))
+        } else {
+            addr.to_string()
+        }
     }
 
     pub fn gateway_addr(&self) -> String {
-        self.addr(self.cluster.base_port)
+        self.addr_of("gateway", "gateway", self.cluster.base_port)
     }
 
     /// The gateway's own /metrics and /ready, apart from the public API.
     pub fn gateway_admin_addr(&self) -> String {
-        self.addr(self.cluster.base_port + 1)
+        self.addr_of("gateway", "gateway", self.cluster.base_port + 1)
     }
 
     /// Where the launcher's Prometheus listens, if it starts one.
     pub fn prometheus_addr(&self) -> String {
-        self.addr(self.cluster.base_port + 2)
+        self.addr_of("prometheus", "prometheus", self.cluster.base_port + 2)
     }
 
     pub fn gateway_url(&self) -> String {
@@ -376,11 +401,15 @@ impl ClusterSpec {
     pub fn coordinators(&self, service: Service) -> Vec<CoordinatorAddr> {
         let base = self.service_base(service);
         (0..self.size(service).coordinators)
-            .map(|i| CoordinatorAddr {
-                service,
-                index: i,
-                public: self.addr(base + 2 * i),
-                admin: self.addr(base + 2 * i + 1),
+            .map(|i| {
+                let name = format!("{service}-coordinator-{i}");
+                let group = format!("{service}-coordinator");
+                CoordinatorAddr {
+                    service,
+                    index: i,
+                    public: self.addr_of(&name, &group, base + 2 * i),
+                    admin: self.addr_of(&name, &group, base + 2 * i + 1),
+                }
             })
             .collect()
     }
@@ -393,7 +422,11 @@ impl ClusterSpec {
             .map(|id| NodeAddr {
                 service,
                 id: u64::from(id),
-                addr: self.addr(base + id - 1),
+                addr: self.addr_of(
+                    &format!("{service}-node-{id}"),
+                    &format!("{service}-node"),
+                    base + id - 1,
+                ),
             })
             .collect()
     }
@@ -404,7 +437,11 @@ impl ClusterSpec {
         let id = u16::try_from(id)
             .ok()
             .filter(|i| (1..=MAX_NODES).contains(i))?;
-        Some(self.addr(self.service_base(service) + NODE_OFFSET + id - 1))
+        Some(self.addr_of(
+            &format!("{service}-node-{id}"),
+            &format!("{service}-node"),
+            self.service_base(service) + NODE_OFFSET + id - 1,
+        ))
     }
 
     pub fn coordinator(&self, service: Service, index: u16) -> Option<CoordinatorAddr> {
@@ -487,7 +524,8 @@ pub fn apply_env(
     Ok(())
 }
 
-fn port_of(addr: &str) -> u16 {
+/// The port of a `host:port` address (0 if there is none).
+pub fn port_of(addr: &str) -> u16 {
     addr.rsplit(':')
         .next()
         .and_then(|p| p.parse().ok())
@@ -537,6 +575,23 @@ mod tests {
             spec.node_addr(Service::Stock, 4).as_deref(),
             Some("127.0.0.1:8353")
         );
+    }
+
+    #[test]
+    fn a_host_pattern_gives_every_process_its_own_host() {
+        let mut spec = ClusterSpec::from_toml(SPEC).unwrap();
+        spec.cluster.host_pattern = Some("{name}.{group}".into());
+        spec.cluster.bind_any = true;
+        assert_eq!(
+            spec.node_addr(Service::Stock, 2).as_deref(),
+            Some("stock-node-2.stock-node:8351")
+        );
+        assert_eq!(
+            spec.coordinators(Service::Order)[1].admin,
+            "order-coordinator-1.order-coordinator:8103"
+        );
+        assert_eq!(spec.gateway_addr(), "gateway.gateway:8000");
+        assert_eq!(spec.bind_addr(&spec.gateway_addr()), "0.0.0.0:8000");
     }
 
     #[test]

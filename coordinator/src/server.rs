@@ -135,7 +135,11 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
     );
 
     tracing::info!(%service, index, public = %me.public, admin = %me.admin, "coordinator serving");
-    chttp::serve_public_and_admin((&me.public, public), (&me.admin, admin)).await?;
+    chttp::serve_public_and_admin(
+        (&spec.bind_addr(&me.public), public),
+        (&spec.bind_addr(&me.admin), admin),
+    )
+    .await?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

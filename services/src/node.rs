@@ -206,7 +206,7 @@ pub async fn run(
         },
     );
 
-    let listener = chttp::bind(&addr).await?;
+    let listener = chttp::bind(&spec.bind_addr(&addr)).await?;
     tracing::info!(%service, id, %addr, "node serving");
     let shutdown = Shutdown::on_signals();
     chttp::serve(listener, router, shutdown).await?;

@@ -1,0 +1,109 @@
+//! Deployment files, checked without a container engine: the committed
+//! compose deployment is what `cart compose` generates from `cluster.toml`
+//! and `docker-compose config` accepts it; the Dockerfile is well formed and
+//! builds a slim non-root image with a health check.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cart_common::ClusterSpec;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn the_committed_compose_deployment_is_the_generators_output() {
+    let spec = ClusterSpec::from_toml(cart_cluster::harness::DEFAULT_SPEC).unwrap();
+    for (name, generated) in cart_cluster::compose::files(&spec) {
+        let committed = std::fs::read_to_string(repo().join("compose").join(name))
+            .unwrap_or_else(|e| panic!("compose/{name}: {e}"));
+        assert!(
+            committed == generated,
+            "compose/{name} differs from the generator: run `cargo run -p cart-cluster -- compose`"
+        );
+    }
+}
+
+#[test]
+fn docker_compose_accepts_the_compose_file() {
+    let found = Path::new("/usr/bin/docker-compose");
+    if !found.is_file() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "docker-compose missing under CI: scripts/install-test-tools"
+        );
+        eprintln!("skipping: docker-compose not installed (scripts/install-test-tools)");
+        return;
+    }
+    let out = Command::new(found)
+        .args(["-f", "compose/docker-compose.yml", "config", "-q"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_dockerfile_is_well_formed_and_builds_a_slim_non_root_image() {
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
+    // Join continuation lines, drop comments.
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        current.push_str(line.trim_end_matches('\\'));
+        current.push(' ');
+        if !line.ends_with('\\') {
+            instructions.push(current.trim().to_string());
+            current.clear();
+        }
+    }
+    assert!(current.is_empty(), "dangling line continuation");
+    const KNOWN: &[&str] = &[
+        "FROM",
+        "RUN",
+        "COPY",
+        "ENV",
+        "USER",
+        "VOLUME",
+        "HEALTHCHECK",
+        "ENTRYPOINT",
+        "WORKDIR",
+        "CMD",
+        "EXPOSE",
+        "ARG",
+        "LABEL",
+    ];
+    let keywords: Vec<&str> = instructions
+        .iter()
+        .map(|i| i.split_whitespace().next().unwrap_or(""))
+        .collect();
+    for k in &keywords {
+        assert!(KNOWN.contains(k), "unknown instruction {k}");
+    }
+    let froms: Vec<&String> = instructions
+        .iter()
+        .filter(|i| i.starts_with("FROM "))
+        .collect();
+    assert_eq!(froms.len(), 2, "a build stage and a runtime stage");
+    assert!(froms[0].contains(" AS build"));
+    let runtime = &instructions[instructions.iter().position(|i| i == froms[1]).unwrap()..];
+    assert!(runtime.iter().any(|i| i.starts_with("COPY --from=build")));
+    let user = runtime
+        .iter()
+        .find(|i| i.starts_with("USER "))
+        .expect("a USER");
+    assert_ne!(user.trim(), "USER root");
+    assert!(runtime
+        .iter()
+        .any(|i| i.starts_with("HEALTHCHECK") && i.contains("/ready")));
+    assert!(runtime.iter().any(|i| i.starts_with("ENTRYPOINT")));
+}
