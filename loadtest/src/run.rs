@@ -1,0 +1,253 @@
+//! One scenario run from start to report: start the cluster if asked,
+//! run the scenario on a tokio runtime, and meanwhile, on this (long-lived)
+//! thread, carry out the fault schedule and sample the processes' memory.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::cli::RunArgs;
+use crate::client::Api;
+use crate::faults::Schedule;
+use crate::launch;
+use crate::machine::Machine;
+use crate::procs::{MemoryWatch, Phase};
+use crate::progress;
+use crate::report::RunReport;
+use crate::rng::fresh_seed;
+use crate::scenarios::consistency::ConsistencyArgs;
+use crate::scenarios::mixed::MixedArgs;
+use crate::scenarios::open_loop::OpenLoopArgs;
+use crate::scenarios::stress::StressArgs;
+use crate::scenarios::{self, Ctx, Outcome};
+use crate::stats::{Stats, ALL};
+
+pub enum Scenario {
+    Stress(StressArgs),
+    Consistency(ConsistencyArgs),
+    Mixed(MixedArgs),
+    OpenLoop(OpenLoopArgs),
+}
+
+impl Scenario {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Stress(_) => "stress",
+            Scenario::Consistency(_) => "consistency",
+            Scenario::Mixed(_) => "mixed",
+            Scenario::OpenLoop(_) => "open-loop",
+        }
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        let value = match self {
+            Scenario::Stress(a) => serde_json::to_value(a),
+            Scenario::Consistency(a) => serde_json::to_value(a),
+            Scenario::Mixed(a) => serde_json::to_value(a),
+            Scenario::OpenLoop(a) => serde_json::to_value(a),
+        };
+        value.unwrap_or_default()
+    }
+
+    fn default_label(&self) -> String {
+        match self {
+            Scenario::Stress(a) => format!("{} users", a.users.users),
+            Scenario::Mixed(a) => format!("mixed, {} users", a.users.users),
+            other => other.name().to_string(),
+        }
+    }
+
+    async fn run(self, ctx: Arc<Ctx>) -> anyhow::Result<Outcome> {
+        match self {
+            Scenario::Stress(a) => scenarios::stress::run(ctx, a).await,
+            Scenario::Consistency(a) => scenarios::consistency::run(ctx, a).await,
+            Scenario::Mixed(a) => scenarios::mixed::run(ctx, a).await,
+            Scenario::OpenLoop(a) => scenarios::open_loop::run(ctx, a).await,
+        }
+    }
+}
+
+/// How often the processes' resident memory is sampled during the load.
+const MEMORY_EVERY: Duration = Duration::from_secs(5);
+
+pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, PathBuf)> {
+    if !common.kills.is_empty() && !common.target.launches() {
+        bail!("--kill needs a cluster started by this tool (--cluster SPEC or --temp-cluster)");
+    }
+    let machine = Machine::probe();
+    // Started from this thread, which lives until the run ends: the
+    // children die with the thread that started them (harness).
+    let mut cluster = launch::start(&common.target)?;
+    let gateway = launch::gateway_url(&common.target, cluster.as_ref());
+    let cluster_desc = cluster.as_ref().map(launch::describe);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = common.threads {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = builder
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let api = Api::new(&gateway, Duration::from_secs(common.timeout_secs.max(1)))?;
+    rt.block_on(api.wait_serving(Duration::from_secs(60)))?;
+
+    let stats = Arc::new(Stats::new());
+    let (begin_tx, begin_rx) = mpsc::channel();
+    let seed = common.seed.unwrap_or_else(fresh_seed);
+    let ctx = Arc::new(Ctx::new(api, stats.clone(), seed, begin_tx));
+    let (name, settings, label) = (
+        scenario.name(),
+        scenario.settings(),
+        common
+            .label
+            .clone()
+            .unwrap_or_else(|| scenario.default_label()),
+    );
+    eprintln!("{name} against {gateway} (seed {seed})");
+    let handle = rt.spawn(scenario.run(ctx));
+    let progress = rt.spawn(progress::show(stats.clone()));
+
+    let mut memory = cluster
+        .as_ref()
+        .map(|c| MemoryWatch::new(&c.spec_path, c.roles()));
+    let mut schedule = Schedule::new(&common.kills, common.restart_after);
+    let mut began = false;
+    let mut last_sample = Instant::now();
+    while !handle.is_finished() {
+        if !began {
+            match begin_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(_) => {
+                    began = true;
+                    if let Some(m) = memory.as_mut() {
+                        m.sample(Phase::LoadStart);
+                    }
+                    last_sample = Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+            }
+            continue;
+        }
+        if let Some(c) = cluster.as_mut() {
+            schedule.tick(stats.elapsed().as_secs_f64(), c, &stats);
+        }
+        if let Some(m) = memory
+            .as_mut()
+            .filter(|_| last_sample.elapsed() >= MEMORY_EVERY)
+        {
+            m.sample(Phase::During);
+            last_sample = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let outcome = rt
+        .block_on(handle)
+        .map_err(|e| anyhow!("the {name} scenario panicked: {e}"))??;
+    progress.abort();
+    progress::finish();
+    if let Some(m) = memory.as_mut() {
+        m.sample(Phase::End);
+    }
+    if !schedule.is_empty() {
+        eprintln!("the load ended before every scheduled fault was carried out");
+    }
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.saturating_sub(stats.elapsed()).as_secs())
+        .unwrap_or(0);
+    let report = RunReport::build(
+        label,
+        name,
+        settings,
+        gateway,
+        cluster_desc,
+        machine,
+        started_unix_s,
+        outcome,
+        &stats,
+        memory.map(|m| m.report()).unwrap_or_default(),
+    );
+    let path = common
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("cart-load-{name}-{started_unix_s}.json")));
+    report.write(&path)?;
+    print_summary(&report);
+    println!("report: {}", path.display());
+    if let Some(mut c) = cluster {
+        c.shutdown();
+    }
+    Ok((report, path))
+}
+
+fn print_summary(r: &RunReport) {
+    println!(
+        "{} ({}): {:.1} s of load after {:.1} s of population",
+        r.label, r.scenario, r.outcome.load_s, r.outcome.populate_s
+    );
+    for (op, s) in &r.ops {
+        if op == ALL && r.ops.len() == 2 {
+            continue;
+        }
+        println!(
+            "  {op:<16} {:>8} answers  {:>7.1}/s  failed {:>6.2}%  p50 {:>7.1} ms  p99 {:>7.1} ms  p99.9 {:>7.1} ms  max {:>7.1} ms  {:?}",
+            s.count,
+            s.throughput_rps,
+            s.failure_ratio * 100.0,
+            s.latency.p50_ms,
+            s.latency.p99_ms,
+            s.latency.p999_ms,
+            s.latency.max_ms,
+            s.by_status
+        );
+    }
+    if let Some(s) = &r.outcome.steady {
+        println!(
+            "  steady state {}–{} s: offered {:.0}/s, served {:.0} ok/s ({:.1}%), first-time {:.0} ok/s",
+            s.from_s,
+            s.to_s,
+            s.offered_rps,
+            s.served_ok_rps,
+            s.served_ratio * 100.0,
+            s.first_time_ok_rps
+        );
+    }
+    if !r.outcome.steps.is_empty() {
+        match r.outcome.knee_rps {
+            Some(k) => println!("  knee: {k:.0} first-time checkouts/s within bounds"),
+            None => println!("  knee: not even the first rate stayed within bounds"),
+        }
+    }
+    for e in &r.events {
+        println!("  at {:>6.1} s  {}: {}", e.t_s, e.kind, e.detail);
+    }
+    for m in &r.memory {
+        println!(
+            "  {:<22} RSS at load start {:>7} KiB, at end {:>7} KiB, max {:>7} KiB",
+            m.role,
+            m.at_load_start_kib
+                .map(|k| k.to_string())
+                .unwrap_or("–".into()),
+            m.at_end_kib.map(|k| k.to_string()).unwrap_or("–".into()),
+            m.max_kib
+        );
+    }
+    if let Some(v) = &r.outcome.verdict {
+        let [a, b, c, d] = v.numbers();
+        println!(
+            "consistency verdict: {a} / {b} / {c} / {d} — {} ({} successes, {} refusals, {} unresolved; stock {}, credit {}, {} orders paid)",
+            if v.pass { "PASS" } else { "FAIL" },
+            v.successes_logged,
+            v.refusals_logged,
+            v.unresolved,
+            v.stock_in_db,
+            v.credit_in_db,
+            v.orders_paid_in_db
+        );
+    }
+}
