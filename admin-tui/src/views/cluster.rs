@@ -1,0 +1,279 @@
+//! The Cluster view: a summary line, then per service its leader and term,
+//! a table of its nodes (status, Raft role, term, applied index, lag) and a
+//! line of its coordinators.
+
+use cart_common::admin::{NodeHealth, NodeView, ServiceView};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table};
+use ratatui::Frame;
+
+use super::{health_span, selected_style, stack, title_line, WIDE};
+use crate::app::{App, Link};
+use crate::format;
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let [summary_area, rest] =
+        Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+    frame.render_widget(Paragraph::new(summary(app)), summary_area);
+    let Some(view) = &app.view else {
+        frame.render_widget(Paragraph::new(waiting(app)), rest);
+        return;
+    };
+    let heights: Vec<u16> = view.services.iter().map(section_height).collect();
+    let keep = app
+        .selection
+        .as_ref()
+        .and_then(|sel| view.services.iter().position(|s| s.service == sel.service))
+        .unwrap_or(0);
+    for (service, place) in view.services.iter().zip(stack(rest, &heights, keep)) {
+        if let Some(place) = place {
+            render_service(frame, place, app, service);
+        }
+    }
+}
+
+/// What shows before the first view arrives.
+pub fn waiting(app: &App) -> Line<'static> {
+    match &app.link {
+        Link::Unreachable(tried) => {
+            let tried: Vec<String> = tried
+                .iter()
+                .map(|(a, why)| format!("{a} ({why})"))
+                .collect();
+            Line::styled(
+                format!("coordinator unreachable: tried {}", tried.join(", ")),
+                Style::new().fg(Color::Red),
+            )
+        }
+        Link::Connecting(addr) | Link::Connected(addr) => Line::styled(
+            format!("waiting for the cluster view from {addr}…"),
+            Style::new().fg(Color::DarkGray),
+        ),
+    }
+}
+
+/// Title, blank-or-error line, table header, nodes, coordinators, gap.
+fn section_height(s: &ServiceView) -> u16 {
+    let nodes = if s.error.is_some() {
+        1
+    } else {
+        1 + s.nodes.len()
+    };
+    (1 + nodes + 1 + 1) as u16
+}
+
+/// "nodes up 8/9 · leaders 3/3 · coordinators 6/6 reachable".
+fn summary(app: &App) -> Line<'static> {
+    let Some(view) = &app.view else {
+        return Line::default();
+    };
+    let nodes: Vec<&NodeView> = view.services.iter().flat_map(|s| s.nodes.iter()).collect();
+    let up = nodes.iter().filter(|n| n.status == NodeHealth::Up).count();
+    let leaders = view.services.iter().filter(|s| s.leader.is_some()).count();
+    let coords: Vec<bool> = view
+        .services
+        .iter()
+        .flat_map(|s| s.coordinators.iter().map(|c| c.reachable))
+        .collect();
+    let reachable = coords.iter().filter(|r| **r).count();
+    let good = |ok: bool| {
+        if ok {
+            Style::new().fg(Color::Green)
+        } else {
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+        }
+    };
+    let sep = || Span::styled(" · ", Style::new().fg(Color::DarkGray));
+    let mut spans = vec![
+        Span::styled(
+            format!("nodes up {up}/{}", nodes.len()),
+            good(up == nodes.len()),
+        ),
+        sep(),
+        Span::styled(
+            format!("leaders {leaders}/{}", view.services.len()),
+            good(leaders == view.services.len()),
+        ),
+        sep(),
+        Span::styled(
+            format!("coordinators {reachable}/{} reachable", coords.len()),
+            good(reachable == coords.len()),
+        ),
+    ];
+    if app.stale() {
+        spans.push(sep());
+        spans.push(Span::styled(
+            "STALE",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
+    Line::from(spans)
+}
+
+fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
+    let selected_service = app
+        .selection
+        .as_ref()
+        .filter(|sel| sel.service == s.service);
+    let title_selected = selected_service.is_some_and(|sel| sel.node.is_none());
+    let up = s
+        .nodes
+        .iter()
+        .filter(|n| n.status == NodeHealth::Up)
+        .count();
+    let mut facts = vec![];
+    if s.error.is_some() {
+        facts.push(Span::styled(
+            "UNAVAILABLE",
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    } else {
+        facts.push(match s.leader {
+            Some(l) => Span::raw(format!("leader {l}")),
+            None => Span::styled(
+                "NO LEADER",
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+        });
+        facts.push(Span::raw(format!(" · term {}", format::opt(s.term))));
+        let style = if up == s.nodes.len() {
+            Style::new().fg(Color::Green)
+        } else {
+            Style::new().fg(Color::Red)
+        };
+        facts.push(Span::raw(" · "));
+        facts.push(Span::styled(format!("{up}/{} up", s.nodes.len()), style));
+    }
+    let rows_height = if s.error.is_some() {
+        1
+    } else {
+        1 + s.nodes.len() as u16
+    };
+    let [title, table_area, coords, _gap] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(rows_height),
+        Constraint::Length(1),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
+    frame.render_widget(
+        Paragraph::new(title_line(&s.service, facts, title_selected)),
+        title,
+    );
+    match &s.error {
+        Some(error) => {
+            let text = format::truncate(error, table_area.width.saturating_sub(2) as usize);
+            let line = Line::styled(format!("  {text}"), Style::new().fg(Color::Red));
+            frame.render_widget(Paragraph::new(line), table_area);
+        }
+        None => {
+            let selected_node = selected_service.and_then(|sel| sel.node);
+            frame.render_widget(node_table(s, selected_node, area.width >= WIDE), table_area);
+        }
+    }
+    frame.render_widget(Paragraph::new(coordinator_line(app, s)), coords);
+}
+
+fn node_table(s: &ServiceView, selected: Option<u64>, wide: bool) -> Table<'static> {
+    let mut header = vec![
+        "  NODE", "STATUS", "ROLE", "TERM", "APPLIED", "LAG", "LAG s", "SEEN",
+    ];
+    let mut widths = vec![
+        Constraint::Length(8),
+        Constraint::Length(12),
+        Constraint::Length(10),
+        Constraint::Length(5),
+        Constraint::Length(9),
+        Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(7),
+    ];
+    if wide {
+        header.extend(["COMMIT", "LAST LOG", "ADDRESS"]);
+        widths.extend([
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(22),
+        ]);
+    }
+    let rows = s.nodes.iter().map(|n| {
+        let mut status = Line::from(health_span(n.status));
+        if let (true, Some(why)) = (wide && n.status == NodeHealth::Down, &n.down_reason) {
+            status.push_span(Span::raw(format!(" ({why})")));
+        }
+        let role = n.role.clone().unwrap_or_else(|| "-".into());
+        let role_style = match role.as_str() {
+            "Leader" => Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+            "Candidate" => Style::new().fg(Color::Yellow),
+            _ => Style::new(),
+        };
+        let role = if n.voter { role } else { format!("{role}*") };
+        let lag = n.lag_entries.unwrap_or(0);
+        let lag_style = if lag > 0 {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        };
+        let mut cells = vec![
+            Cell::from(format!("  node {}", n.id)),
+            Cell::from(status),
+            Cell::from(Span::styled(role, role_style)),
+            Cell::from(format::opt(n.term)),
+            Cell::from(format::opt(n.applied_index)),
+            Cell::from(Span::styled(format::opt(n.lag_entries), lag_style)),
+            Cell::from(
+                n.lag_seconds
+                    .map(format::seconds)
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::from(
+                n.last_seen_ms_ago
+                    .map(format::millis)
+                    .unwrap_or_else(|| "-".into()),
+            ),
+        ];
+        if wide {
+            cells.extend([
+                Cell::from(format::opt(n.commit_index)),
+                Cell::from(format::opt(n.last_log_index)),
+                Cell::from(n.addr.clone()),
+            ]);
+        }
+        let row = Row::new(cells);
+        if selected == Some(n.id) {
+            row.style(selected_style())
+        } else {
+            row
+        }
+    });
+    Table::new(rows, widths)
+        .header(Row::new(header).style(Style::new().fg(Color::DarkGray)))
+        .column_spacing(1)
+}
+
+/// "  coordinators  #0 127.0.0.1:8301 ok ◂console  #1 … unreachable".
+fn coordinator_line(app: &App, s: &ServiceView) -> Line<'static> {
+    let via = match &app.link {
+        Link::Connected(v) => Some(v.as_str()),
+        _ => None,
+    };
+    let mut spans = vec![Span::styled(
+        "  coordinators ",
+        Style::new().fg(Color::DarkGray),
+    )];
+    for c in &s.coordinators {
+        spans.push(Span::raw(format!(" #{} {} ", c.index, c.admin)));
+        spans.push(if c.reachable {
+            Span::styled("ok", Style::new().fg(Color::Green))
+        } else {
+            Span::styled("unreachable", Style::new().fg(Color::Red))
+        });
+        if via == Some(c.admin.as_str()) {
+            spans.push(Span::styled(" ◂console", Style::new().fg(Color::Cyan)));
+        }
+        spans.push(Span::raw(" "));
+    }
+    Line::from(spans)
+}
