@@ -70,10 +70,12 @@ fn row<'a>(app: &App, e: &Event, wide: bool) -> Row<'a> {
         Cell::from(format::opt(e.node)),
     ];
     if wide {
-        let observers = if e.observers.is_empty() {
+        // The first observer, and how many others saw the same thing.
+        let others = e.observers.iter().filter(|o| **o != e.observer).count();
+        let observers = if others == 0 {
             e.observer.clone()
         } else {
-            e.observers.join(",")
+            format!("{} +{others}", e.observer)
         };
         cells.push(Cell::from(observers));
     }
