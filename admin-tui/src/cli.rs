@@ -100,6 +100,11 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Config {
+        // The tests give every option on the command line; variables from
+        // the caller's environment must not change what they see.
+        for var in ["CART_ADMIN_ADDR", "CART_SPEC", "CART_ADMIN_TOKEN"] {
+            std::env::remove_var(var);
+        }
         let mut all = vec!["cart-admin"];
         all.extend(args);
         Args::try_parse_from(all).unwrap().resolve()

@@ -296,6 +296,35 @@ mod tests {
     }
 
     #[test]
+    fn malformed_lines_are_skipped_never_a_panic() {
+        let garbage = [
+            "",
+            "{",
+            "}",
+            "{}",
+            "{} 1",
+            "a}b{c 1",
+            "m{=} 1",
+            "m{a} 1",
+            r#"m{a="x"b="y"} 1"#,
+            r#"m{a="é"} 1"#,
+            r#"m{a="\"#,
+            r#"m{a="x\"} 1"#,
+            r#"m{a="x"} "#,
+            "m 1 2 3",
+            r#"é{ü="ß"} 1"#,
+            r#"m{a="x",} 1e999"#,
+            r#"m{a="x"}}} 1"#,
+        ];
+        for line in garbage {
+            let _ = parse_line(line);
+        }
+        assert_eq!(parse_line(r#"m{a="é"} 1"#).unwrap().label("a"), Some("é"));
+        let page = garbage.join("\n");
+        assert!(parse_page(&page).is_empty());
+    }
+
+    #[test]
     fn only_the_public_api_counts() {
         let c = parse_page(&page(10, 2, 11, 1));
         let stock = &c["stock"];

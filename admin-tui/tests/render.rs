@@ -260,11 +260,10 @@ fn before_any_view_an_unreachable_coordinator_lists_what_was_tried() {
         let screen = draw(on_ref(&mut app, tab), SMALL);
         find(&screen, "coordinator unreachable");
     }
+    app.tab = Tab::Cluster;
     let screen = draw(&app, SMALL);
-    find(
-        &screen,
-        "tried 127.0.0.1:8101 (connection refused or no route)",
-    );
+    find(&screen, "coordinator unreachable; tried:");
+    find(&screen, "  127.0.0.1:8101: connection refused or no route");
 }
 
 fn on_ref(app: &mut App, tab: Tab) -> &App {

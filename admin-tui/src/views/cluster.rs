@@ -5,7 +5,7 @@
 use cart_common::admin::{NodeHealth, NodeView, ServiceView};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::{Line, Span};
+use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
@@ -34,23 +34,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     }
 }
 
-/// What shows before the first view arrives.
-pub fn waiting(app: &App) -> Line<'static> {
+/// What shows before the first view arrives: which coordinators were
+/// tried and why each failed, one per line.
+pub fn waiting(app: &App) -> Text<'static> {
     match &app.link {
         Link::Unreachable(tried) => {
-            let tried: Vec<String> = tried
-                .iter()
-                .map(|(a, why)| format!("{a} ({why})"))
-                .collect();
-            Line::styled(
-                format!("coordinator unreachable: tried {}", tried.join(", ")),
-                Style::new().fg(Color::Red),
-            )
+            let mut lines = vec![Line::styled(
+                "coordinator unreachable; tried:",
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            )];
+            lines.extend(tried.iter().map(|(addr, why)| {
+                Line::styled(format!("  {addr}: {why}"), Style::new().fg(Color::Red))
+            }));
+            Text::from(lines)
         }
-        Link::Connecting(addr) | Link::Connected(addr) => Line::styled(
+        Link::Connecting(addr) | Link::Connected(addr) => Text::from(Line::styled(
             format!("waiting for the cluster view from {addr}…"),
             Style::new().fg(Color::DarkGray),
-        ),
+        )),
     }
 }
 

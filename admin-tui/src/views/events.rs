@@ -30,7 +30,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(line), title);
     if events.is_empty() {
         let text = if app.view.is_some() {
-            Line::styled("  no events yet", Style::new().fg(Color::DarkGray))
+            Line::styled("  no events yet", Style::new().fg(Color::DarkGray)).into()
         } else {
             super::cluster::waiting(app)
         };
