@@ -3,7 +3,7 @@
 //! `tmux capture-pane`, keys are typed with `tmux send-keys`.
 //!
 //! tmux is a test tool the repository installs with
-//! `admin-tui/scripts/install-tmux`. Without it this test says why and
+//! `scripts/install-test-tools`. Without it this test says why and
 //! passes, except under `CI=true`, where it fails.
 
 use std::path::PathBuf;
@@ -185,9 +185,9 @@ fn the_console_shows_a_dead_follower_a_mismatch_and_its_repair_and_survives_its_
     if !tmux_available() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "tmux is missing under CI: run admin-tui/scripts/install-tmux"
+            "tmux is missing under CI: run scripts/install-test-tools"
         );
-        eprintln!("SKIPPED: tmux is not installed (admin-tui/scripts/install-tmux installs it)");
+        eprintln!("SKIPPED: tmux is not installed (scripts/install-test-tools installs it)");
         return;
     }
     let mut cluster = LocalCluster::start_temp_with(
