@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Regenerates the figures of docs/loadtest.md on this machine: release
+# build, 100- and 1000-user stress runs, the consistency scenario (healthy
+# and with the order leader killed), an open-loop knee search, a 5-minute
+# 1000-user run for the memory figures, and the comparison table and plots
+# (also copied into docs/loadtest.md between its markers). Every run starts its own default cluster
+# (3 nodes and 2 coordinators per service) in a temporary directory.
+#   loadtest/measure.sh            # everything (about 15 minutes)
+#   SECONDS_PER_RUN=30 loadtest/measure.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/loadtest
+secs="${SECONDS_PER_RUN:-60}"
+mkdir -p "$out"
+cargo build --release -p cart-loadtest -p cart-cluster
+load=target/release/cart-load
+
+echo "load average before: $(cat /proc/loadavg)"
+$load stress --temp-cluster --users 100 --ramp 100 --think-ms 1000 --duration "$secs" \
+  --label "100 users" --out "$out/stress-100.json"
+$load stress --temp-cluster --users 1000 --ramp 100 --think-ms 1000 --duration "$secs" \
+  --label "1000 users" --out "$out/stress-1000.json"
+$load consistency --temp-cluster --label "consistency" --out "$out/consistency.json"
+$load consistency --temp-cluster --kill order-leader@0.5 --restart-after 5 \
+  --label "consistency, order leader killed" --out "$out/consistency-leader-killed.json"
+$load open-loop --temp-cluster --start-rate 250 --step-rate 250 --max-rate 5000 --step-secs 10 \
+  --label "open loop" --out "$out/open-loop.json" || true
+# Memory: every process's RSS after the 100k batch_inits and 5 minutes of load.
+$load stress --temp-cluster --users 1000 --ramp 100 --think-ms 1000 --duration 300 \
+  --label "1000 users, 5 min" --out "$out/stress-1000-5min.json"
+$load compare "$out/stress-100.json" "$out/stress-1000.json" --out-dir "$out"
+echo "load average after: $(cat /proc/loadavg)"
+
+# The table in docs/loadtest.md is the generated one, between its markers.
+awk -v table="$out/comparison.md" '
+  /<!-- comparison:start/ { print; while ((getline line < table) > 0) print line; skip = 1; next }
+  /<!-- comparison:end/ { skip = 0 }
+  !skip { print }
+' docs/loadtest.md > docs/loadtest.md.new && mv docs/loadtest.md.new docs/loadtest.md
