@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::{health_span, selected_style, stack, title_line, WIDE};
+use super::{health_span, selected_style, title_line, WIDE};
 use crate::app::{App, Link};
 use crate::format;
 
@@ -17,21 +17,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [summary_area, rest] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
     frame.render_widget(Paragraph::new(summary(app)), summary_area);
-    let Some(view) = &app.view else {
-        frame.render_widget(Paragraph::new(waiting(app)), rest);
-        return;
-    };
-    let heights: Vec<u16> = view.services.iter().map(section_height).collect();
-    let keep = app
-        .selection
-        .as_ref()
-        .and_then(|sel| view.services.iter().position(|s| s.service == sel.service))
-        .unwrap_or(0);
-    for (service, place) in view.services.iter().zip(stack(rest, &heights, keep)) {
-        if let Some(place) = place {
-            render_service(frame, place, app, service);
-        }
-    }
+    super::service_sections(frame, rest, app, section_height, render_service);
 }
 
 /// What shows before the first view arrives: which coordinators were

@@ -10,26 +10,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::{level_style, selected_style, stack, title_line, WIDE};
+use super::{level_style, selected_style, title_line, WIDE};
 use crate::app::{summarize, App};
 use crate::format;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let Some(view) = &app.view else {
-        frame.render_widget(Paragraph::new(super::cluster::waiting(app)), area);
-        return;
-    };
-    let heights: Vec<u16> = view.services.iter().map(section_height).collect();
-    let keep = app
-        .selection
-        .as_ref()
-        .and_then(|sel| view.services.iter().position(|s| s.service == sel.service))
-        .unwrap_or(0);
-    for (service, place) in view.services.iter().zip(stack(area, &heights, keep)) {
-        if let Some(place) = place {
-            render_service(frame, place, app, service);
-        }
-    }
+    super::service_sections(frame, area, app, section_height, render_service);
 }
 
 /// Title, then header and replicas, the repair line, a gap.

@@ -150,6 +150,36 @@ fn render_hints(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// Renders one section per service of the current view in `area`, stacked
+/// and scrolled so the selected service shows (or, before the first view,
+/// what was tried). Shared by the Cluster and Consistency views.
+pub fn service_sections(
+    frame: &mut Frame,
+    area: Rect,
+    app: &App,
+    height: fn(&cart_common::admin::ServiceView) -> u16,
+    render: fn(&mut Frame, Rect, &App, &cart_common::admin::ServiceView),
+) {
+    let Some(view) = &app.view else {
+        frame.render_widget(
+            ratatui::widgets::Paragraph::new(cluster::waiting(app)),
+            area,
+        );
+        return;
+    };
+    let heights: Vec<u16> = view.services.iter().map(height).collect();
+    let keep = app
+        .selection
+        .as_ref()
+        .and_then(|sel| view.services.iter().position(|s| s.service == sel.service))
+        .unwrap_or(0);
+    for (service, place) in view.services.iter().zip(stack(area, &heights, keep)) {
+        if let Some(place) = place {
+            render(frame, place, app, service);
+        }
+    }
+}
+
 /// Places sections of the given heights one under the other in `area`,
 /// scrolled (by whole sections) so that section `keep` shows. Sections that
 /// do not fit get `None`; the last one that does is cut to what is left.
