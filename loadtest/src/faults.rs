@@ -169,9 +169,12 @@ impl Schedule {
                     Ok(role) => {
                         stats.event("kill", format!("SIGKILL {} ({target})", role.name()));
                         eprintln!("killed {} ({target}) at {elapsed_s:.1} s", role.name());
+                        // From when the process is gone (SIGKILL, then reaped),
+                        // as the kill event records it.
                         if let Some(after) = self.restart_after_s {
+                            let killed_at = stats.elapsed().as_secs_f64();
                             self.pending
-                                .push((elapsed_s + after, Action::Restart(role)));
+                                .push((killed_at + after, Action::Restart(role)));
                         }
                     }
                     Err(e) => {
