@@ -318,13 +318,7 @@ async fn finished_transactions_are_forgotten_through_the_logs() {
     // A short window so that the watermark passes within the test.
     let cluster = cluster(&Service::ALL, |spec| spec.raft.request_id_window_secs = 2);
     let client = Client::gateway(&cluster);
-    assert!(client.post("/stock/batch_init/1/10/1").await.ok());
-    assert!(client.post("/payment/batch_init/1/10").await.ok());
-    let order = client.post("/orders/create/0").await.str("order_id");
-    assert!(client
-        .post(&format!("/orders/addItem/{order}/0/1"))
-        .await
-        .ok());
+    let order = client.one_item_order(1).await;
     assert!(client.post(&format!("/orders/checkout/{order}")).await.ok());
 
     // The records exist, then the sweeper's watermark passes them and they

@@ -87,13 +87,7 @@ async fn one_checkout_is_one_trace_across_every_service() {
         spec.cluster.cross_service = CrossService::Coordinator;
     });
     let client = Client::gateway(&cluster);
-    assert!(client.post("/stock/batch_init/1/10/2").await.ok());
-    assert!(client.post("/payment/batch_init/1/10").await.ok());
-    let order = client.post("/orders/create/0").await.str("order_id");
-    assert!(client
-        .post(&format!("/orders/addItem/{order}/0/1"))
-        .await
-        .ok());
+    let order = client.one_item_order(2).await;
     let checkout = "POST /orders/checkout/{order_id}";
     assert!(client.post(&format!("/orders/checkout/{order}")).await.ok());
 

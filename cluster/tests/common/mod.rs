@@ -285,3 +285,21 @@ pub async fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         all.then(|| value.parse().ok()).flatten()
     })
 }
+
+impl Client {
+    /// Item "0" (stock 10, price `price`), user "0" (credit 10), and an
+    /// order of one item "0" for that user; the order's id.
+    pub async fn one_item_order(&self, price: i64) -> String {
+        assert!(self
+            .post(&format!("/stock/batch_init/1/10/{price}"))
+            .await
+            .ok());
+        assert!(self.post("/payment/batch_init/1/10").await.ok());
+        let order = self.post("/orders/create/0").await.str("order_id");
+        assert!(self
+            .post(&format!("/orders/addItem/{order}/0/1"))
+            .await
+            .ok());
+        order
+    }
+}
