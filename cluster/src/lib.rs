@@ -7,5 +7,6 @@ pub mod gateway;
 pub mod harness;
 pub mod launcher;
 pub mod membership;
+pub mod mongo_server;
 pub mod nginx;
 pub mod prometheus;

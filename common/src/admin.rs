@@ -57,7 +57,7 @@ pub struct NodeView {
     pub addr: String,
     pub status: NodeHealth,
     /// Why it is down (`probe`: probes failed; `leader`: the leader cannot
-    /// reach it).
+    /// reach it; `storage`: its storage fails).
     pub down_reason: Option<String>,
     /// Leader, Follower, Learner or Candidate, as the node last said.
     pub role: Option<String>,
@@ -74,6 +74,20 @@ pub struct NodeView {
     pub lag_seconds: Option<f64>,
     /// Milliseconds since this coordinator last heard from the node.
     pub last_seen_ms_ago: Option<u64>,
+    /// The node's storage backend and whether it answers, as the node last
+    /// said.
+    #[serde(default)]
+    pub storage: Option<StorageStatus>,
+}
+
+/// What a node says about its storage.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// `redb` or `mongodb`.
+    pub backend: String,
+    pub healthy: bool,
+    /// The latest failure while unhealthy.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

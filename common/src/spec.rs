@@ -89,6 +89,8 @@ pub struct ClusterSpec {
     pub health: HealthSection,
     #[serde(default)]
     pub consistency: ConsistencySection,
+    #[serde(default)]
+    pub storage: StorageSection,
     pub services: ServicesSection,
 }
 
@@ -237,6 +239,56 @@ impl Default for ConsistencySection {
             digest_timeout_ms: 30_000,
             rebuild_threshold_buckets: 1024,
         }
+    }
+}
+
+/// Where a node keeps its replicated state (docs/storage.md). The Raft log
+/// stays in the node's embedded store whatever the backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// redb, in the node's data directory.
+    #[default]
+    Redb,
+    /// A MongoDB database per node.
+    Mongodb,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub backend: StorageBackend,
+    /// The server of every node (`mongodb` backend). `{name}` becomes the
+    /// node's name (`stock-node-2`), for a server per node.
+    pub mongodb_url: String,
+    /// The database of each node; `{name}` as above, `-` becoming `_`.
+    pub mongodb_database: String,
+    /// A MongoDB operation slower than this counts as failed (and is
+    /// retried); the node is reported unhealthy meanwhile.
+    pub mongodb_timeout_ms: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::Redb,
+            mongodb_url: "mongodb://127.0.0.1:27017".into(),
+            mongodb_database: "cart_{name}".into(),
+            mongodb_timeout_ms: 2000,
+        }
+    }
+}
+
+impl StorageSection {
+    /// The MongoDB URL and database of node `id` of `service`.
+    pub fn mongodb_of(&self, service: Service, id: NodeId) -> (String, String) {
+        let name = format!("{service}-node-{id}");
+        let url = self.mongodb_url.replace("{name}", &name);
+        let db = self
+            .mongodb_database
+            .replace("{name}", &name)
+            .replace('-', "_");
+        (url, db)
     }
 }
 
@@ -487,7 +539,14 @@ pub fn apply_env(
     spec: &mut toml::Value,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> anyhow::Result<()> {
-    const SECTIONS: [&str; 5] = ["cluster", "raft", "limits", "health", "consistency"];
+    const SECTIONS: [&str; 6] = [
+        "cluster",
+        "raft",
+        "limits",
+        "health",
+        "consistency",
+        "storage",
+    ];
     for (name, raw) in vars {
         let Some(rest) = name.strip_prefix("CART_") else {
             continue;

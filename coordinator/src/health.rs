@@ -273,6 +273,7 @@ impl Health {
                         t.lag.map(|l| l.1)
                     },
                     last_seen_ms_ago: t.last_ok.map(|i| i.elapsed().as_millis() as u64),
+                    storage: s.map(|s| s.storage.clone()),
                 }
             })
             .collect()
@@ -477,10 +478,16 @@ impl Health {
         };
         let service = self.service.name();
         for (id, t) in state.nodes.iter_mut() {
+            let storage_error = t
+                .last_status
+                .as_ref()
+                .filter(|s| t.failures == 0 && !s.storage.healthy)
+                .map(|s| s.storage.error.clone().unwrap_or_default());
             let seen = Observation {
                 probe_failures: t.failures,
                 leader_cannot_reach: t.leader_cannot_reach,
                 lag_entries: t.lag.map(|l| l.0),
+                storage_failing: storage_error.is_some(),
             };
             let (status, transitions) = node_state::next(t.status, seen, rules);
             let node = id.to_string();
@@ -509,8 +516,12 @@ impl Health {
                             format!(
                                 "node {id} down ({}), detected in {} ms",
                                 match source {
-                                    DownSource::Probe => "probes failed",
-                                    DownSource::Leader => "leader cannot reach it",
+                                    DownSource::Probe => "probes failed".to_string(),
+                                    DownSource::Leader => "leader cannot reach it".to_string(),
+                                    DownSource::Storage => format!(
+                                        "its storage fails: {}",
+                                        storage_error.as_deref().unwrap_or("")
+                                    ),
                                 },
                                 detect.as_millis()
                             ),

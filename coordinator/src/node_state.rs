@@ -7,8 +7,9 @@
 //!      └──────── unreachable ──▶    down ──answers again───────┘
 //! ```
 //!
-//! "Unreachable" is either enough failed probes in a row, or the leader
-//! reporting that its Raft RPCs to the node fail.
+//! "Unreachable" is either enough failed probes in a row, the leader
+//! reporting that its Raft RPCs to the node fail, or the node itself saying
+//! that its storage fails (it then takes no writes and does not lead).
 
 use cart_common::admin::NodeHealth;
 
@@ -21,6 +22,8 @@ pub struct Observation {
     pub leader_cannot_reach: bool,
     /// Entries behind the leader; `None` while no leader reports on it.
     pub lag_entries: Option<u64>,
+    /// The node answered, saying its storage fails.
+    pub storage_failing: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +38,7 @@ pub enum Transition {
 pub enum DownSource {
     Probe,
     Leader,
+    Storage,
 }
 
 impl DownSource {
@@ -42,6 +46,7 @@ impl DownSource {
         match self {
             DownSource::Probe => "probe",
             DownSource::Leader => "leader",
+            DownSource::Storage => "storage",
         }
     }
 }
@@ -56,11 +61,13 @@ pub struct Rules {
 /// two: a node that returns already caught up is `node_up` then `caught_up`).
 pub fn next(prev: NodeHealth, seen: Observation, rules: Rules) -> (NodeHealth, Vec<Transition>) {
     let probe_down = seen.probe_failures >= rules.failures_before_down;
-    if probe_down || seen.leader_cannot_reach {
+    if seen.storage_failing || probe_down || seen.leader_cannot_reach {
         if prev == NodeHealth::Down {
             return (NodeHealth::Down, vec![]);
         }
-        let source = if probe_down {
+        let source = if seen.storage_failing {
+            DownSource::Storage
+        } else if probe_down {
             DownSource::Probe
         } else {
             DownSource::Leader
@@ -105,7 +112,25 @@ mod tests {
             probe_failures: failures,
             leader_cannot_reach,
             lag_entries: lag,
+            storage_failing: false,
         }
+    }
+
+    #[test]
+    fn a_node_whose_storage_fails_is_down_at_once_and_returns_when_it_heals() {
+        let failing = Observation {
+            storage_failing: true,
+            ..seen(0, false, Some(0))
+        };
+        assert_eq!(
+            next(NodeHealth::Up, failing, RULES),
+            (NodeHealth::Down, vec![Transition::Down(DownSource::Storage)])
+        );
+        assert_eq!(next(NodeHealth::Down, failing, RULES), (NodeHealth::Down, vec![]));
+        assert_eq!(
+            next(NodeHealth::Down, seen(0, false, Some(0)), RULES).0,
+            NodeHealth::Up
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Command, Query};
+pub use crate::storage::health::StorageStatus;
 
 pub const WRITE_PATH: &str = "/internal/write";
 /// Linearizable read: only the leader answers, after confirming leadership.
@@ -77,6 +78,9 @@ pub struct NodeStatus {
     /// Keys per replicated table on this replica (bounded tables stay small).
     #[serde(default)]
     pub table_sizes: BTreeMap<String, u64>,
+    /// Whether this replica's storage answers.
+    #[serde(default)]
+    pub storage: StorageStatus,
 }
 
 /// A follower (or learner) as its leader sees it.

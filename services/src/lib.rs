@@ -1,5 +1,5 @@
 //! The node: the order, payment and stock domain, the Raft group that
-//! replicates it, its redb store, and the node's HTTP server.
+//! replicates it, its storage (redb or MongoDB), and the node's HTTP server.
 
 pub mod api;
 pub mod client;
@@ -10,4 +10,4 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod saga;
-pub mod store;
+pub mod storage;

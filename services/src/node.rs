@@ -1,4 +1,4 @@
-//! The node process: opens the store, starts the Raft group member and serves
+//! The node process: opens its storage, starts the Raft group member and serves
 //! Raft RPCs, coordinator reads and writes, readiness, status and metrics.
 
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ use crate::raft::progress::Progress;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Raft, TypeConfig};
 use crate::saga::{self, CheckoutAnswer, ProposeError, Sagas};
-use crate::store::Store;
+use crate::storage::{self, embedded, Backend, Health};
 
 /// Largest Raft RPC or internal request body a node accepts.
 const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -53,7 +53,8 @@ pub(crate) struct Node {
     id: NodeId,
     addr: String,
     pub(crate) raft: Raft,
-    pub(crate) store: Store,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) health: Arc<Health>,
     pub(crate) dir: std::path::PathBuf,
     pub(crate) replica: Arc<Replica>,
     pub(crate) checker: Arc<Checker>,
@@ -75,12 +76,16 @@ pub async fn run(
         anyhow::anyhow!("node id {id} outside 1..={}", cart_common::spec::MAX_NODES)
     })?;
     let dir = spec.node_data_dir(service, id);
-    let store = Store::open(&dir)?;
+    // The Raft log always lives in the embedded store; the replicated state
+    // in the backend the spec chooses (the embedded store by default).
+    let store = embedded::Store::open(&dir)?;
+    let health = Arc::new(Health::default());
+    let backend = storage::open(&spec, service, id, &store, health.clone()).await?;
     let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
     let replica = Arc::new(Replica::default());
     Replica::init_metrics();
     crate::metrics::init_series();
-    let sm = StateMachine::new(store.clone(), dir.clone(), window_ms, id, replica.clone());
+    let sm = StateMachine::new(backend.clone(), dir.clone(), window_ms, id, replica.clone());
     let et = spec.raft.election_timeout_ms;
     let config = Config {
         cluster_name: service.to_string(),
@@ -129,7 +134,8 @@ pub async fn run(
             id,
             raft.clone(),
             sm.clone(),
-            store.clone(),
+            backend.clone(),
+            health.clone(),
         ))
     });
     if let Some(sagas) = &sagas {
@@ -142,7 +148,8 @@ pub async fn run(
         id,
         addr: addr.clone(),
         raft: raft.clone(),
-        store,
+        backend,
+        health: health.clone(),
         dir: dir.clone(),
         replica,
         checker,
@@ -153,6 +160,7 @@ pub async fn run(
         sagas,
     });
     tokio::spawn(export_raft_metrics(raft.clone(), progress));
+    tokio::spawn(follow_storage_health(raft.clone(), health));
 
     let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
     let internal = chttp::internal_only(
@@ -273,6 +281,23 @@ async fn snapshot(
     Json(n.raft.install_snapshot(req).await)
 }
 
+/// While its storage fails a node neither campaigns nor sends heartbeats:
+/// as leader it could not apply, so its followers elect another leader.
+async fn follow_storage_health(raft: Raft, health: Arc<Health>) {
+    let mut was = true;
+    loop {
+        let healthy = health.is_healthy();
+        if healthy != was {
+            tracing::warn!(healthy, "storage health changed; elections and heartbeats follow it");
+            raft.runtime_config().heartbeat(healthy);
+            raft.runtime_config().elect(healthy);
+            was = healthy;
+        }
+        // A change between the check and the wait is seen within a second.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), health.changed()).await;
+    }
+}
+
 pub(crate) fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> Response {
     let body = NotLeader {
         leader_id: f.leader_id,
@@ -294,6 +319,11 @@ async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Res
     if req.request_id.is_empty() {
         return ApiError::bad_request("missing_request_id", "writes need a request id")
             .into_response();
+    }
+    // A node whose storage fails takes no new writes: as leader it could not
+    // apply them, and refusing lets the group elect a healthy leader.
+    if !n.health.is_healthy() {
+        return ApiError::unavailable("this node's storage is failing").into_response();
     }
     match saga::propose(&n.raft, &n.sm, &req.request_id, req.cmd).await {
         Ok(outcome) => answer(outcome),
@@ -332,9 +362,9 @@ async fn local_read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) ->
 
 fn local_query(n: &Node, req: &ReadRequest) -> Response {
     let result = n
-        .store
-        .read()
-        .and_then(|view| domain::query(&view, &req.query));
+        .backend
+        .reader()
+        .and_then(|view| domain::query(view.as_ref(), &req.query));
     match result {
         Ok(outcome) => answer(outcome),
         Err(e) => storage_failure(e),
@@ -342,6 +372,9 @@ fn local_query(n: &Node, req: &ReadRequest) -> Response {
 }
 
 async fn ready(State(n): State<Arc<Node>>) -> Response {
+    if !n.health.is_healthy() {
+        return ApiError::unavailable("this node's storage is failing").into_response();
+    }
     let leader = n.raft.metrics().borrow().current_leader;
     match leader {
         Some(l) => Json(serde_json::json!({ "ready": true, "leader": l })).into_response(),
@@ -392,17 +425,18 @@ async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
         committed: n.progress.committed(),
         replication,
         saga_recovery: n.sagas.as_ref().and_then(|s| s.last_recovery()),
-        last_check: latest_check(&n.store),
+        last_check: latest_check(n.backend.as_ref()),
         table_sizes: domain::Table::ALL
             .into_iter()
-            .filter_map(|t| Some((t.name().to_string(), n.store.count(t).ok()?)))
+            .filter_map(|t| Some((t.name().to_string(), n.backend.count(t).ok()?)))
             .collect(),
+        storage: n.health.status(),
     })
 }
 
-fn latest_check(store: &Store) -> Option<cart_common::admin::CheckReport> {
-    let view = store.read().ok()?;
-    match domain::query(&view, &domain::Query::LatestCheck) {
+fn latest_check(backend: &dyn Backend) -> Option<cart_common::admin::CheckReport> {
+    let view = backend.reader().ok()?;
+    match domain::query(view.as_ref(), &domain::Query::LatestCheck) {
         Ok(Ok(domain::Reply::Check(report))) => report,
         _ => None,
     }

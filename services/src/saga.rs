@@ -39,7 +39,7 @@ use crate::domain::{self, Checkout, CheckoutState, Command, Outcome, Query, Repl
 use crate::metrics::METRICS as NODE;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{now_ms, LogCommand, NodeId, Raft, LOG_FORMAT_VERSION};
-use crate::store::Store;
+use crate::storage::{Backend, Health};
 
 /// How often the leader looks for open checkouts nobody drives.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -69,7 +69,9 @@ pub struct Sagas {
     id: NodeId,
     raft: Raft,
     sm: StateMachine,
-    store: Store,
+    backend: Arc<dyn Backend>,
+    /// No new checkout begins while the storage fails.
+    health: Arc<Health>,
     payment: PeerService,
     stock: PeerService,
     running: Mutex<HashMap<String, watch::Receiver<Progress>>>,
@@ -92,13 +94,21 @@ pub enum CheckoutAnswer {
 }
 
 impl Sagas {
-    pub fn new(spec: &ClusterSpec, id: NodeId, raft: Raft, sm: StateMachine, store: Store) -> Self {
+    pub fn new(
+        spec: &ClusterSpec,
+        id: NodeId,
+        raft: Raft,
+        sm: StateMachine,
+        backend: Arc<dyn Backend>,
+        health: Arc<Health>,
+    ) -> Self {
         init_series();
         Self {
             id,
             raft,
             sm,
-            store,
+            backend,
+            health,
             payment: PeerService::new(spec, Service::Payment),
             stock: PeerService::new(spec, Service::Stock),
             running: Mutex::new(HashMap::new()),
@@ -114,6 +124,9 @@ impl Sagas {
 
     /// Begins (or joins) the checkout of `order_id` and waits for its end.
     pub async fn checkout(self: &Arc<Self>, request_id: &str, order_id: &str) -> CheckoutAnswer {
+        if !self.health.is_healthy() {
+            return CheckoutAnswer::Pending("this node's storage is failing".into());
+        }
         let begin = Command::BeginCheckout {
             order_id: order_id.to_string(),
             tx_id: uuid::Uuid::new_v4().to_string(),
@@ -313,9 +326,9 @@ impl Sagas {
     }
 
     fn load(&self, tx_id: &str) -> Result<Option<Checkout>, String> {
-        let view = self.store.read().map_err(|e| e.to_string())?;
+        let view = self.backend.reader().map_err(|e| e.to_string())?;
         let found = domain::query(
-            &view,
+            view.as_ref(),
             &Query::FindCheckout {
                 tx_id: tx_id.to_string(),
             },
@@ -410,8 +423,8 @@ impl Sagas {
     }
 
     fn open_checkouts(&self) -> Result<Vec<Checkout>, String> {
-        let view = self.store.read().map_err(|e| e.to_string())?;
-        match domain::query(&view, &Query::OpenCheckouts { limit: SWEEP_BATCH }) {
+        let view = self.backend.reader().map_err(|e| e.to_string())?;
+        match domain::query(view.as_ref(), &Query::OpenCheckouts { limit: SWEEP_BATCH }) {
             Ok(Ok(Reply::Checkouts(c))) => Ok(c),
             Ok(other) => Err(format!("unexpected {other:?}")),
             Err(e) => Err(e.to_string()),

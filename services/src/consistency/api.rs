@@ -16,7 +16,6 @@ use cart_common::ApiError;
 use serde::{Deserialize, Serialize};
 
 use super::checker::{LeavesRequest, Operation, RowsRequest};
-use super::replica;
 use crate::domain::Table;
 use crate::node::{not_leader, Node};
 use crate::saga::ProposeError;
@@ -91,6 +90,9 @@ pub(crate) async fn wipe(State(n): State<Arc<Node>>) -> Response {
         if let Err(e) = n.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown before wipe");
         }
+        if let Err(e) = n.backend.wipe() {
+            tracing::error!(error = %e, "wiping the storage backend");
+        }
         if let Err(e) = std::fs::remove_dir_all(&n.dir) {
             tracing::error!(error = %e, "wiping the data dir");
         }
@@ -150,7 +152,8 @@ pub(crate) async fn corrupt(
         return ApiError::bad_request("unknown_table", format!("no table {:?}", req.table))
             .into_response();
     };
-    match replica::corrupt(n.store.db(), table, &req.key, req.value.as_deref()) {
+    let value = req.value.as_deref().map(str::as_bytes);
+    match n.backend.corrupt(table, &req.key, value) {
         Ok(()) => {
             tracing::warn!(table = %req.table, key = %req.key, "fault injected: row changed in the store");
             Json(serde_json::json!({ "corrupted": true })).into_response()

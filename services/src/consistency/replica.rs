@@ -1,24 +1,24 @@
 //! A replica's side of consistency checks: when it applies a check entry it
-//! takes a redb read snapshot at exactly that log position and digests it in
-//! the background (the replica keeps serving); it keeps the snapshot for a
+//! freezes its storage at exactly that log position (a redb read snapshot,
+//! or with MongoDB a copy read while applies wait) and digests it in the
+//! background (the replica keeps serving); it keeps the frozen view for a
 //! while so the checker can ask which rows sit in differing leaves. It also
-//! applies repairs aimed at it, and holds the fault-injection hook.
+//! applies repairs aimed at it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::digest::{self, Tree, TreeBuilder, DIGEST_TABLES};
 use crate::domain::{RepairRow, StateStore, StoreError, Table};
-use crate::store::{io, table_def};
+use crate::storage::Frozen;
 
 /// Captures kept per replica; older ones are dropped with their snapshots.
 const CAPTURES_KEPT: usize = 4;
-/// A capture's snapshot is released after this long (an open redb read
-/// transaction holds on to old pages).
+/// A capture's frozen view is released after this long (an open redb read
+/// transaction holds on to old pages; a MongoDB copy holds memory).
 const SNAPSHOT_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +58,7 @@ struct Capture {
     log_index: u64,
     started: Instant,
     result: Option<Result<(Arc<Tree>, u64), String>>,
-    snapshot: Option<Arc<ReadTransaction>>,
+    snapshot: Option<Arc<dyn Frozen>>,
 }
 
 /// The captures and repairs of one replica.
@@ -75,10 +75,9 @@ impl Replica {
         LazyLock::force(&METRICS);
     }
 
-    /// Called right after the write transaction that applied the check
-    /// entry committed: `snapshot` sees exactly the state at `log_index`.
-    pub fn capture(self: &Arc<Self>, check_id: &str, log_index: u64, snapshot: ReadTransaction) {
-        let snapshot = Arc::new(snapshot);
+    /// Called right after the batch that applied the check entry
+    /// committed: `snapshot` holds exactly the state at `log_index`.
+    pub fn capture(self: &Arc<Self>, check_id: &str, log_index: u64, snapshot: Arc<dyn Frozen>) {
         {
             let mut captures = self.lock_captures();
             captures.push_back(Capture {
@@ -96,7 +95,7 @@ impl Replica {
         let check_id = check_id.to_string();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let result = scan(&snapshot)
+            let result = scan(snapshot.as_ref())
                 .map(|tree| (Arc::new(tree), started.elapsed().as_millis() as u64))
                 .map_err(|e| e.to_string());
             if let Err(e) = &result {
@@ -186,20 +185,16 @@ impl Replica {
         let wanted: std::collections::HashSet<u16> = leaves.iter().copied().collect();
         let mut out = Vec::new();
         for table in DIGEST_TABLES {
-            let t = snapshot.open_table(table_def(table)).map_err(io)?;
-            for row in t.iter().map_err(io)? {
-                let (k, v) = row.map_err(io)?;
-                let key = k.value();
-                if !wanted.contains(&digest::leaf_of(table, key.as_bytes())) {
-                    continue;
+            snapshot.scan(table, &mut |key, value| {
+                if wanted.contains(&digest::leaf_of(table, key.as_bytes())) {
+                    out.push(RowDigest {
+                        table: table.name().to_string(),
+                        key: key.to_string(),
+                        hash: digest::hex(&digest::entry_hash(table, key.as_bytes(), value)),
+                        value: String::from_utf8_lossy(value).into_owned(),
+                    });
                 }
-                out.push(RowDigest {
-                    table: table.name().to_string(),
-                    key: key.to_string(),
-                    hash: digest::hex(&digest::entry_hash(table, key.as_bytes(), v.value())),
-                    value: String::from_utf8_lossy(v.value()).into_owned(),
-                });
-            }
+            })?;
         }
         Ok(Some(out))
     }
@@ -260,45 +255,15 @@ fn expire(captures: &mut VecDeque<Capture>) {
     }
 }
 
-/// Digests every digest table of a snapshot: the bytes as stored.
-pub fn scan(snapshot: &ReadTransaction) -> Result<Tree, StoreError> {
+/// Digests every digest table of a frozen view: the bytes as stored.
+pub fn scan(snapshot: &dyn Frozen) -> Result<Tree, StoreError> {
     let mut builder = TreeBuilder::default();
     for table in DIGEST_TABLES {
-        let t = snapshot.open_table(table_def(table)).map_err(io)?;
-        for row in t.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            builder.add(table, k.value().as_bytes(), v.value());
-        }
+        snapshot.scan(table, &mut |key, value| {
+            builder.add(table, key.as_bytes(), value)
+        })?;
     }
     Ok(builder.finish())
-}
-
-/// Fault injection: changes (or deletes) one stored row directly in the
-/// store, bypassing Raft and everything else, as disk corruption would.
-pub fn corrupt(
-    db: &redb::Database,
-    table: Table,
-    key: &str,
-    value: Option<&str>,
-) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(io)?;
-    {
-        let mut t = txn.open_table(table_def(table)).map_err(io)?;
-        match value {
-            Some(v) => {
-                t.insert(key, v.as_bytes()).map_err(io)?;
-            }
-            None => {
-                t.remove(key).map_err(io)?;
-            }
-        }
-    }
-    txn.commit().map_err(io)
-}
-
-/// A fresh read snapshot of the whole store (the digest of "now").
-pub fn snapshot(db: &redb::Database) -> Result<ReadTransaction, StoreError> {
-    db.begin_read().map_err(io)
 }
 
 struct ReplicaMetrics {
@@ -326,10 +291,9 @@ mod tests {
 
     #[test]
     fn a_repair_overwrites_only_rows_that_still_hold_what_the_check_saw() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
-        corrupt(store.db(), Table::Items, "a", Some("bad")).unwrap();
-        corrupt(store.db(), Table::Items, "b", Some("changed-since")).unwrap();
+        let mut store = crate::domain::memory::MemoryStore::default();
+        store.put(Table::Items, "a", b"bad").unwrap();
+        store.put(Table::Items, "b", b"changed-since").unwrap();
         let bad = |v: &str, k: &str| {
             Some(digest::hex(&digest::entry_hash(
                 Table::Items,
@@ -360,13 +324,8 @@ mod tests {
             },
         ];
         let replica = Replica::default();
-        let txn = store.begin_write(true).unwrap();
-        {
-            let mut view = crate::store::WriteView::open(&txn).unwrap();
-            assert_eq!(replica.repair(&mut view, "c1", &rows).unwrap(), 2);
-        }
-        txn.commit().unwrap();
-        let view = store.read().unwrap();
+        assert_eq!(replica.repair(&mut store, "c1", &rows).unwrap(), 2);
+        let view = &store;
         assert_eq!(view.get(Table::Items, "a").unwrap().unwrap(), b"good");
         assert_eq!(
             view.get(Table::Items, "b").unwrap().unwrap(),

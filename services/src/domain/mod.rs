@@ -43,6 +43,12 @@ pub enum Table {
     /// Every group: `time_key(finished, check id)` → `CheckReport`, the
     /// latest few consistency checks.
     Checks,
+    /// Every group: request id → its remembered outcome, so a retried
+    /// write applies once (kept by the state machine, not the domain).
+    Requests,
+    /// Every group: `time_key(ts, request id)` → nothing, to forget request
+    /// ids in time order.
+    RequestTimes,
 }
 
 impl Table {
@@ -57,6 +63,8 @@ impl Table {
             Table::Steps => "steps",
             Table::StepsByTime => "steps_by_time",
             Table::Checks => "checks",
+            Table::Requests => "requests",
+            Table::RequestTimes => "request_times",
         }
     }
 
@@ -64,7 +72,7 @@ impl Table {
         Table::ALL.into_iter().find(|t| t.name() == name)
     }
 
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Items,
         Table::Users,
         Table::Orders,
@@ -74,6 +82,8 @@ impl Table {
         Table::Steps,
         Table::StepsByTime,
         Table::Checks,
+        Table::Requests,
+        Table::RequestTimes,
     ];
 }
 
@@ -97,7 +107,7 @@ pub trait StateStore {
     ) -> Result<Vec<String>, StoreError>;
 }
 
-fn get_value<T: DeserializeOwned>(
+pub(crate) fn get_value<T: DeserializeOwned>(
     store: &dyn StateStore,
     table: Table,
     key: &str,
@@ -110,7 +120,7 @@ fn get_value<T: DeserializeOwned>(
     }
 }
 
-fn put_value<T: Serialize>(
+pub(crate) fn put_value<T: Serialize>(
     store: &mut dyn StateStore,
     table: Table,
     key: &str,

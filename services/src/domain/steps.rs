@@ -128,7 +128,7 @@ fn record(store: &mut dyn StateStore, tx_id: &str, step: &Step) -> Result<(), St
 }
 
 /// Key of a time index: sorts by time, then id.
-pub(super) fn time_key(ts_ms: u64, id: &str) -> String {
+pub(crate) fn time_key(ts_ms: u64, id: &str) -> String {
     format!("{ts_ms:020}|{id}")
 }
 
@@ -137,7 +137,7 @@ pub(super) fn time_key(ts_ms: u64, id: &str) -> String {
 pub const FORGET_BATCH: usize = 10_000;
 
 /// Removes the records of `records` indexed in `index` before `before_ms`.
-pub(super) fn forget_before(
+pub(crate) fn forget_before(
     store: &mut dyn StateStore,
     records: Table,
     index: Table,

@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::progress::Progress;
 use super::{storage_error, NodeId, StorageError, TypeConfig};
 use crate::domain::StoreError;
-use crate::store::{io, Store, LOG, LOG_META};
+use crate::storage::embedded::{Store, LOG, LOG_META};
+use crate::storage::io;
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";

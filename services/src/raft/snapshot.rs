@@ -10,12 +10,36 @@ use std::path::{Path, PathBuf};
 use openraft::{BasicNode, SnapshotMeta};
 
 use super::NodeId;
-use crate::domain::StoreError;
-use crate::store::io;
+use crate::domain::{StoreError, Table};
+use crate::storage::io;
 
 pub type Meta = SnapshotMeta<NodeId, BasicNode>;
 
 const MAGIC: &[u8; 4] = b"CSN1";
+
+/// Each table's tag in a snapshot row. Part of the snapshot format: never
+/// reuse a tag.
+const TAGS: [(Table, u8); 11] = [
+    (Table::Items, 1),
+    (Table::Users, 2),
+    (Table::Orders, 3),
+    (Table::Requests, 4),
+    (Table::Checkouts, 5),
+    (Table::OpenCheckouts, 6),
+    (Table::CheckoutsByTime, 7),
+    (Table::Steps, 8),
+    (Table::StepsByTime, 9),
+    (Table::Checks, 10),
+    (Table::RequestTimes, 11),
+];
+
+pub fn tag_of(table: Table) -> u8 {
+    TAGS.iter().find(|(t, _)| *t == table).map_or(0, |(_, tag)| *tag)
+}
+
+pub fn table_of(tag: u8) -> Option<Table> {
+    TAGS.iter().find(|(_, t)| *t == tag).map(|(table, _)| *table)
+}
 
 pub fn push_row(buf: &mut Vec<u8>, tag: u8, key: &[u8], value: &[u8]) {
     buf.push(tag);
@@ -91,6 +115,13 @@ pub fn load(dir: &Path) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_table_has_its_own_tag() {
+        for table in Table::ALL {
+            assert_eq!(table_of(tag_of(table)), Some(table));
+        }
+    }
 
     #[test]
     fn rows_round_trip_and_truncation_is_an_error() {

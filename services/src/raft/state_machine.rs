@@ -1,6 +1,6 @@
-//! openraft's `RaftStateMachine`: applies committed commands to the redb
-//! tables through the domain, remembers request ids for a window so retries
-//! apply once, and builds and installs snapshots.
+//! openraft's `RaftStateMachine`: applies committed commands to the node's
+//! storage backend through the domain, remembers request ids for a window so
+//! retries apply once, and builds and installs snapshots.
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use openraft::{
     BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
     StoredMembership,
 };
-use redb::ReadableTable;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::{self, Meta};
@@ -19,14 +19,11 @@ use super::{
     now_ms, storage_error, LogCommand, NodeId, StorageError, TypeConfig, LOG_FORMAT_VERSION,
 };
 use crate::consistency::replica::Replica;
-use crate::domain::{self, Command, Outcome, Rejection, Reply, StoreError};
+use crate::domain::steps::{forget_before, time_key};
+use crate::domain::{self, get_value, put_value, Command, Outcome, Rejection, Reply, StoreError};
+use crate::domain::{StateStore, Table};
 use crate::metrics::METRICS;
-use crate::store::{
-    io, snapshot_tables, Store, WriteView, REQUESTS, REQUESTS_BY_TIME, REQUESTS_TAG, SM_META,
-};
-
-const LAST_APPLIED: &str = "last_applied";
-const MEMBERSHIP: &str = "membership";
+use crate::storage::{io, Backend, LAST_APPLIED, MEMBERSHIP};
 
 /// What a node remembers about a request id.
 #[derive(Serialize, Deserialize)]
@@ -39,7 +36,7 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 
 #[derive(Clone)]
 pub struct StateMachine {
-    store: Store,
+    backend: Arc<dyn Backend>,
     dir: PathBuf,
     request_window_ms: u64,
     /// This replica's id: a repair entry names the replica it is for.
@@ -50,14 +47,14 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn new(
-        store: Store,
+        backend: Arc<dyn Backend>,
         dir: PathBuf,
         request_window_ms: u64,
         id: NodeId,
         replica: Arc<Replica>,
     ) -> Self {
         Self {
-            store,
+            backend,
             dir,
             request_window_ms,
             id,
@@ -67,35 +64,20 @@ impl StateMachine {
 
     /// The remembered outcome of a request id, if this replica has applied it.
     pub fn remembered(&self, request_id: &str) -> Result<Option<Outcome>, StoreError> {
-        let txn = self.store.begin_read()?;
-        let table = txn.open_table(REQUESTS).map_err(io)?;
-        let found = table.get(request_id).map_err(io)?;
-        match found {
-            None => Ok(None),
-            Some(v) => {
-                let r: Remembered = serde_json::from_slice(v.value()).map_err(io)?;
-                Ok(Some(r.outcome))
-            }
-        }
+        let view = self.backend.reader()?;
+        let found: Option<Remembered> = get_value(view.as_ref(), Table::Requests, request_id)?;
+        Ok(found.map(|r| r.outcome))
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StoreError> {
-        let txn = self.store.begin_read()?;
-        let meta = txn.open_table(SM_META).map_err(io)?;
-        let last = match meta.get(LAST_APPLIED).map_err(io)? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(io)?,
-            None => None,
-        };
-        let membership = match meta.get(MEMBERSHIP).map_err(io)? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(io)?,
-            None => Membership::default(),
-        };
+        let last = decode(self.backend.meta(LAST_APPLIED)?)?.flatten();
+        let membership = decode(self.backend.meta(MEMBERSHIP)?)?.unwrap_or_default();
         Ok((last, membership))
     }
 
-    /// Applies entries in order. A check entry ends a write transaction:
-    /// right after it commits, a read snapshot sees exactly the state at the
-    /// check's log position, and the digest is computed from it.
+    /// Applies entries in order. A check entry ends a batch: right after it
+    /// commits, a frozen view holds exactly the state at the check's log
+    /// position, and the digest is computed from it.
     fn apply_entries(
         &self,
         mut entries: Vec<Entry<TypeConfig>>,
@@ -110,8 +92,8 @@ impl StateMachine {
             let check = entries.last().and_then(check_of);
             replies.extend(self.apply_batch(entries)?);
             if let Some((check_id, index)) = check {
-                let snapshot = self.store.begin_read()?;
-                self.replica.capture(&check_id, index, snapshot);
+                self.replica
+                    .capture(&check_id, index, self.backend.freeze()?);
             }
             if rest.is_empty() {
                 return Ok(replies);
@@ -121,102 +103,80 @@ impl StateMachine {
     }
 
     fn apply_batch(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Outcome>, StoreError> {
-        let txn = self.store.begin_write(false)?;
+        let Some(last) = entries.last().map(|e| e.log_id) else {
+            return Ok(Vec::new());
+        };
+        // The bookkeeping committed with the batch.
+        let mut meta = vec![(LAST_APPLIED, serde_json::to_vec(&Some(last)).map_err(io)?)];
+        let membership = entries.iter().rev().find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some(Membership::new(Some(e.log_id), m.clone())),
+            _ => None,
+        });
+        if let Some(m) = membership {
+            meta.push((MEMBERSHIP, serde_json::to_vec(&m).map_err(io)?));
+        }
         let mut replies = Vec::with_capacity(entries.len());
-        {
-            let mut view = WriteView::open(&txn)?;
-            let mut requests = txn.open_table(REQUESTS).map_err(io)?;
-            let mut by_time = txn.open_table(REQUESTS_BY_TIME).map_err(io)?;
-            let mut meta = txn.open_table(SM_META).map_err(io)?;
-            let mut last = None;
-            let mut membership = None;
+        self.backend.apply(last.index, &meta, &mut |view| {
             let mut newest_ts = 0;
-            for entry in entries {
-                last = Some(entry.log_id);
-                let outcome = match entry.payload {
-                    EntryPayload::Blank => Ok(Reply::Done),
-                    EntryPayload::Membership(m) => {
-                        membership = Some(Membership::new(Some(entry.log_id), m));
-                        Ok(Reply::Done)
-                    }
+            for entry in &entries {
+                let outcome = match &entry.payload {
+                    EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Reply::Done),
                     EntryPayload::Normal(req) => {
                         newest_ts = newest_ts.max(req.ts_ms);
-                        let seen = match requests.get(req.request_id.as_str()).map_err(io)? {
-                            Some(v) => {
-                                Some(serde_json::from_slice::<Remembered>(v.value()).map_err(io)?)
-                            }
-                            None => None,
-                        };
-                        if let Some(seen) = seen {
-                            METRICS.duplicate_requests.inc();
-                            seen.outcome
-                        } else {
-                            let outcome = self.apply_command(&mut view, &req)?;
-                            let remembered = Remembered {
-                                ts_ms: req.ts_ms,
-                                outcome: outcome.clone(),
-                            };
-                            let bytes = serde_json::to_vec(&remembered).map_err(io)?;
-                            requests
-                                .insert(req.request_id.as_str(), bytes.as_slice())
-                                .map_err(io)?;
-                            by_time
-                                .insert((req.ts_ms, req.request_id.as_str()), ())
-                                .map_err(io)?;
-                            outcome
-                        }
+                        self.apply_once(view, req)?
                     }
                 };
                 replies.push(outcome);
             }
-            if let Some(last) = last {
-                let bytes = serde_json::to_vec(&Some(last)).map_err(io)?;
-                meta.insert(LAST_APPLIED, bytes.as_slice()).map_err(io)?;
-            }
-            if let Some(m) = membership {
-                let bytes = serde_json::to_vec(&m).map_err(io)?;
-                meta.insert(MEMBERSHIP, bytes.as_slice()).map_err(io)?;
-            }
             // Forget request ids older than the window, measured on the log's
             // own clock so every replica forgets the same ones.
             let cutoff = newest_ts.saturating_sub(self.request_window_ms);
-            let mut expired = Vec::new();
-            for row in by_time.range::<(u64, &str)>(..(cutoff, "")).map_err(io)? {
-                let (k, _) = row.map_err(io)?;
-                let (ts, id) = k.value();
-                expired.push((ts, id.to_string()));
-            }
-            for (ts, id) in &expired {
-                by_time.remove((*ts, id.as_str())).map_err(io)?;
-                requests.remove(id.as_str()).map_err(io)?;
-            }
-        }
-        txn.commit().map_err(io)?;
+            let _forgotten = forget_before(view, Table::Requests, Table::RequestTimes, cutoff)?;
+            Ok(())
+        })?;
         METRICS.applied_entries.inc_by(replies.len() as u64);
         Ok(replies)
+    }
+
+    /// Applies a client command unless its request id was applied before;
+    /// either way answers what it first answered.
+    fn apply_once(
+        &self,
+        view: &mut dyn StateStore,
+        req: &LogCommand,
+    ) -> Result<Outcome, StoreError> {
+        let seen: Option<Remembered> = get_value(view, Table::Requests, &req.request_id)?;
+        if let Some(seen) = seen {
+            METRICS.duplicate_requests.inc();
+            return Ok(seen.outcome);
+        }
+        let outcome = self.apply_command(view, req)?;
+        let remembered = Remembered {
+            ts_ms: req.ts_ms,
+            outcome: outcome.clone(),
+        };
+        put_value(view, Table::Requests, &req.request_id, &remembered)?;
+        view.put(
+            Table::RequestTimes,
+            &time_key(req.ts_ms, &req.request_id),
+            &[],
+        )?;
+        Ok(outcome)
     }
 
     fn build(&self) -> Result<(Meta, Vec<u8>), StoreError> {
         // Make every applied entry durable before the log before it may be
         // purged.
-        self.store.flush()?;
-        let txn = self.store.begin_read()?;
-        let meta_table = txn.open_table(SM_META).map_err(io)?;
-        let last_log_id: Option<LogId<NodeId>> = match meta_table.get(LAST_APPLIED).map_err(io)? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(io)?,
-            None => None,
-        };
-        let last_membership: Membership = match meta_table.get(MEMBERSHIP).map_err(io)? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(io)?,
-            None => Membership::default(),
-        };
+        self.backend.flush()?;
+        let frozen = self.backend.freeze()?;
+        let last_log_id: Option<LogId<NodeId>> = decode(frozen.meta(LAST_APPLIED)?)?.flatten();
+        let last_membership: Membership = decode(frozen.meta(MEMBERSHIP)?)?.unwrap_or_default();
         let mut data = Vec::new();
-        for (tag, def) in snapshot_tables() {
-            let table = txn.open_table(def).map_err(io)?;
-            for row in table.iter().map_err(io)? {
-                let (k, v) = row.map_err(io)?;
-                snapshot::push_row(&mut data, tag, k.value().as_bytes(), v.value());
-            }
+        for table in Table::ALL {
+            let tag = snapshot::tag_of(table);
+            frozen.scan(table, &mut |k, v| {
+                snapshot::push_row(&mut data, tag, k.as_bytes(), v);
+            })?;
         }
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, now_ms()),
@@ -233,54 +193,37 @@ impl StateMachine {
     }
 
     fn install(&self, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
-        let txn = self.store.begin_write(true)?;
-        {
-            for (_, def) in snapshot_tables() {
-                txn.open_table(def)
-                    .map_err(io)?
-                    .retain(|_, _| false)
-                    .map_err(io)?;
-            }
-            let mut by_time = txn.open_table(REQUESTS_BY_TIME).map_err(io)?;
-            by_time.retain(|_, _| false).map_err(io)?;
-            let tables = snapshot_tables();
-            for row in snapshot::rows(data) {
-                let (tag, key, value) = row?;
-                let key = std::str::from_utf8(key).map_err(io)?;
-                let Some((_, def)) = tables.iter().find(|(t, _)| *t == tag) else {
-                    return Err(StoreError(format!("unknown snapshot table tag {tag}")));
-                };
-                txn.open_table(*def)
-                    .map_err(io)?
-                    .insert(key, value)
-                    .map_err(io)?;
-                if tag == REQUESTS_TAG {
-                    let r: Remembered = serde_json::from_slice(value).map_err(io)?;
-                    by_time.insert((r.ts_ms, key), ()).map_err(io)?;
-                }
-            }
-            let mut meta_table = txn.open_table(SM_META).map_err(io)?;
-            let bytes = serde_json::to_vec(&meta.last_log_id).map_err(io)?;
-            meta_table
-                .insert(LAST_APPLIED, bytes.as_slice())
-                .map_err(io)?;
-            let bytes = serde_json::to_vec(&meta.last_membership).map_err(io)?;
-            meta_table
-                .insert(MEMBERSHIP, bytes.as_slice())
-                .map_err(io)?;
-        }
-        txn.commit().map_err(io)?;
+        let mut rows = snapshot::rows(data).map(|row| {
+            let (tag, key, value) = row?;
+            let table = snapshot::table_of(tag)
+                .ok_or_else(|| StoreError(format!("unknown snapshot table tag {tag}")))?;
+            let key = std::str::from_utf8(key).map_err(io)?;
+            Ok((table, key.to_string(), value.to_vec()))
+        });
+        let bookkeeping = [
+            (LAST_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(io)?),
+            (MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(io)?),
+        ];
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.backend.replace(index, &mut rows, &bookkeeping)?;
         snapshot::save(&self.dir, meta, data)?;
         METRICS.snapshots_installed.inc();
         Ok(())
     }
 }
 
+/// A JSON bookkeeping value, if stored.
+fn decode<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> Result<Option<T>, StoreError> {
+    bytes
+        .map(|b| serde_json::from_slice(&b).map_err(io))
+        .transpose()
+}
+
 impl StateMachine {
     /// Applies one client command, refusing a log format from the future.
     fn apply_command(
         &self,
-        view: &mut WriteView<'_>,
+        view: &mut dyn StateStore,
         req: &LogCommand,
     ) -> Result<Outcome, StoreError> {
         if req.v > LOG_FORMAT_VERSION {
@@ -390,8 +333,8 @@ mod tests {
     use crate::domain::{Command, Query};
 
     fn machine(dir: &std::path::Path, window_ms: u64) -> StateMachine {
-        let store = Store::open(dir).unwrap();
-        StateMachine::new(store, dir.to_path_buf(), window_ms, 1, Arc::default())
+        let store = crate::storage::embedded::Store::open(dir).unwrap();
+        StateMachine::new(Arc::new(store), dir.to_path_buf(), window_ms, 1, Arc::default())
     }
 
     fn entry(index: u64, request_id: &str, ts_ms: u64, cmd: Command) -> Entry<TypeConfig> {
@@ -407,9 +350,9 @@ mod tests {
     }
 
     fn credit(sm: &StateMachine, user: &str) -> i64 {
-        let view = sm.store.read().unwrap();
+        let view = sm.backend.reader().unwrap();
         match domain::query(
-            &view,
+            view.as_ref(),
             &Query::FindUser {
                 user_id: user.into(),
             },

@@ -1,0 +1,150 @@
+//! Whether the node's storage answers. A backend reports every operation's
+//! result here; the node shows it in `/status` and `/ready` (so
+//! coordinators mark the node down), stops campaigning and heartbeating
+//! while it is unhealthy (so a leader that cannot apply hands over), and
+//! exports it as metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use cart_common::spec::StorageBackend;
+use prometheus::{HistogramVec, IntCounterVec, IntGauge};
+pub use cart_common::admin::StorageStatus;
+
+pub struct Health {
+    healthy: AtomicBool,
+    backend: Mutex<StorageBackend>,
+    error: Mutex<Option<String>>,
+    /// Woken on every change between healthy and unhealthy.
+    changed: tokio::sync::Notify,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        LazyLock::force(&METRICS);
+        METRICS.healthy.set(1);
+        Self {
+            healthy: AtomicBool::new(true),
+            backend: Mutex::new(StorageBackend::Redb),
+            error: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl Health {
+    pub fn set_backend(&self, backend: StorageBackend) {
+        if let Ok(mut b) = self.backend.lock() {
+            *b = backend;
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of one storage operation `op`.
+    pub fn record<T, E: std::fmt::Display>(
+        &self,
+        op: &'static str,
+        took: Duration,
+        result: &Result<T, E>,
+    ) {
+        METRICS
+            .duration
+            .with_label_values(&[op])
+            .observe(took.as_secs_f64());
+        match result {
+            Ok(_) => self.set(true, None),
+            Err(e) => {
+                METRICS.errors.with_label_values(&[op]).inc();
+                self.set(false, Some(format!("{op}: {e}")));
+            }
+        }
+    }
+
+    fn set(&self, healthy: bool, error: Option<String>) {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if !healthy {
+            if let Ok(mut e) = self.error.lock() {
+                *e = error;
+            }
+        }
+        if was != healthy {
+            METRICS.healthy.set(i64::from(healthy));
+            if healthy {
+                tracing::info!("storage healthy again");
+            } else {
+                tracing::error!(error = ?self.status().error, "storage unhealthy");
+            }
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Waits for the next change between healthy and unhealthy.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    pub fn status(&self) -> StorageStatus {
+        let healthy = self.is_healthy();
+        StorageStatus {
+            backend: match self.backend.lock().map(|b| b.clone()) {
+                Ok(StorageBackend::Mongodb) => "mongodb",
+                _ => "redb",
+            }
+            .to_string(),
+            healthy,
+            error: if healthy {
+                None
+            } else {
+                self.error.lock().ok().and_then(|e| e.clone())
+            },
+        }
+    }
+}
+
+struct StorageMetrics {
+    healthy: IntGauge,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+    stale_writes: prometheus::IntCounter,
+}
+
+/// The operations a backend reports.
+pub const OPS: [&str; 5] = ["read", "commit", "recover", "freeze", "replace"];
+
+static METRICS: LazyLock<StorageMetrics> = LazyLock::new(|| {
+    let m = StorageMetrics {
+        healthy: cart_common::metrics::gauge(
+            "storage_healthy",
+            "1 while this node's storage answers, 0 while its operations fail (the node \
+             is then reported down).",
+        ),
+        errors: cart_common::metrics::counter_vec(
+            "storage_errors_total",
+            "Storage operations that failed (unreachable, timeout, refused), by operation; \
+             failed commits are retried until they succeed.",
+            &["op"],
+        ),
+        duration: cart_common::metrics::histogram_vec(
+            "storage_operation_duration_seconds",
+            "Time of one storage operation (a query read, a batch commit, ...), by operation.",
+            &["op"],
+            cart_common::metrics::LATENCY_BUCKETS,
+        ),
+        stale_writes: cart_common::metrics::counter(
+            "storage_stale_writes_skipped_total",
+            "MongoDB writes skipped because the document already carries a later log index.",
+        ),
+    };
+    for op in OPS {
+        m.errors.with_label_values(&[op]).inc_by(0);
+    }
+    m
+});
+
+pub(crate) fn stale_write_skipped(n: u64) {
+    METRICS.stale_writes.inc_by(n);
+}
