@@ -221,7 +221,10 @@ async fn crud_reads_writes_and_orders_keys(under: Under) {
     assert_eq!(view.keys(Table::Items, Some("c"), 10).unwrap(), ["a"]);
     assert_eq!(backend.count(Table::Items).unwrap(), 3);
     assert_eq!(backend.meta(LAST_APPLIED).unwrap().unwrap(), b"2");
-    assert!(view.put(Table::Items, "x", b"x").is_err(), "readers are read-only");
+    assert!(
+        view.put(Table::Items, "x", b"x").is_err(),
+        "readers are read-only"
+    );
 }
 
 async fn a_request_id_applies_once(under: Under) {
@@ -229,7 +232,10 @@ async fn a_request_id_applies_once(under: Under) {
     apply(&mut sm, history()).await;
     let again = apply(
         &mut sm,
-        vec![entry(7, "fund-1", funds("1", 7)), entry(8, "fund-2", funds("1", 1))],
+        vec![
+            entry(7, "fund-1", funds("1", 7)),
+            entry(8, "fund-2", funds("1", 1)),
+        ],
     )
     .await;
     assert!(matches!(again[0], Ok(Reply::Done)), "{again:?}");
@@ -249,9 +255,15 @@ async fn a_crash_anywhere_in_a_commit_applies_the_batch_exactly_once(under: Unde
             apply(&mut sm, history()).await;
             backend.crash_next_apply(point);
             let crashed = sm
-                .apply(vec![entry(7, "fund-more", funds("1", 20)), entry(8, "fund-2", funds("2", 1))])
+                .apply(vec![
+                    entry(7, "fund-more", funds("1", 20)),
+                    entry(8, "fund-2", funds("2", 1)),
+                ])
                 .await;
-            assert!(crashed.is_err(), "{point:?}: the simulated crash fails the apply");
+            assert!(
+                crashed.is_err(),
+                "{point:?}: the simulated crash fails the apply"
+            );
         }
         // The node restarts on the same storage.
         let (mut sm, backend) = under.machine().await;
@@ -260,15 +272,25 @@ async fn a_crash_anywhere_in_a_commit_applies_the_batch_exactly_once(under: Unde
             CrashPoint::BeforeCommit => (Some(6), 107),
             CrashPoint::AfterCommit | CrashPoint::MidApply => (Some(8), 127),
         };
-        assert_eq!(after, want_applied, "{point:?}: applied index after restart");
+        assert_eq!(
+            after, want_applied,
+            "{point:?}: applied index after restart"
+        );
         assert_eq!(credit(backend.as_ref(), "1"), want_credit, "{point:?}");
         // openraft re-applies what the log holds beyond the applied index.
-        let replay: Vec<_> = [entry(7, "fund-more", funds("1", 20)), entry(8, "fund-2", funds("2", 1))]
-            .into_iter()
-            .filter(|e| Some(e.log_id.index) > after)
-            .collect();
+        let replay: Vec<_> = [
+            entry(7, "fund-more", funds("1", 20)),
+            entry(8, "fund-2", funds("2", 1)),
+        ]
+        .into_iter()
+        .filter(|e| Some(e.log_id.index) > after)
+        .collect();
         apply(&mut sm, replay).await;
-        assert_eq!(credit(backend.as_ref(), "1"), 127, "{point:?}: once, not twice");
+        assert_eq!(
+            credit(backend.as_ref(), "1"),
+            127,
+            "{point:?}: once, not twice"
+        );
         assert_eq!(credit(backend.as_ref(), "2"), 101, "{point:?}");
         assert_eq!(applied(&mut sm).await, Some(8), "{point:?}");
     }
@@ -282,7 +304,11 @@ async fn a_restarted_node_resumes_exactly_where_it_was(under: Under) {
     };
     let (mut sm, backend) = under.machine().await;
     assert_eq!(applied(&mut sm).await, Some(6));
-    assert_eq!(tree(backend.as_ref()), before, "same stored state after restart");
+    assert_eq!(
+        tree(backend.as_ref()),
+        before,
+        "same stored state after restart"
+    );
     assert_eq!(credit(backend.as_ref(), "1"), 107);
     apply(&mut sm, vec![entry(7, "fund-3", funds("3", 1))]).await;
     assert_eq!(credit(backend.as_ref(), "3"), 101);
@@ -320,7 +346,9 @@ async fn a_repair_restores_the_digest_of_a_corrupted_row(under: Under) {
     backend
         .corrupt(Table::Users, "4", Some(b"{\"credit\":1000000}"))
         .expect("fault injected");
-    backend.corrupt(Table::Items, "5", None).expect("row deleted");
+    backend
+        .corrupt(Table::Items, "5", None)
+        .expect("row deleted");
     let bad = tree(backend.as_ref());
     assert_ne!(bad.root, good.root, "the digest sees the corruption");
     let differing: Vec<usize> = (0..digest::LEAVES)
@@ -328,9 +356,16 @@ async fn a_repair_restores_the_digest_of_a_corrupted_row(under: Under) {
         .collect();
     assert_eq!(differing.len(), 2, "exactly the two changed rows' leaves");
 
-    assert_eq!(backend.reader().unwrap().get(Table::Items, "5").unwrap(), None);
+    assert_eq!(
+        backend.reader().unwrap().get(Table::Items, "5").unwrap(),
+        None
+    );
     let bad_hash = |table: Table, key: &str, value: &[u8]| {
-        Some(digest::hex(&digest::entry_hash(table, key.as_bytes(), value)))
+        Some(digest::hex(&digest::entry_hash(
+            table,
+            key.as_bytes(),
+            value,
+        )))
     };
     let rows = vec![
         RepairRow {
@@ -365,7 +400,11 @@ async fn a_repair_restores_the_digest_of_a_corrupted_row(under: Under) {
         )],
     )
     .await;
-    assert_eq!(tree(backend.as_ref()), good, "repaired back to the majority");
+    assert_eq!(
+        tree(backend.as_ref()),
+        good,
+        "repaired back to the majority"
+    );
 }
 
 macro_rules! conformance {

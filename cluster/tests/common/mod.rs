@@ -6,8 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use cart_cluster::harness::{http_get, LocalCluster};
+use cart_cluster::mongo_server::MongoServer;
 use cart_common::admin::{NodeHealth, ServiceView};
 use cart_common::http::{INTERNAL_SECRET, REQUEST_ID};
+use cart_common::spec::StorageBackend;
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::{ReadRequest, LOCAL_READ_PATH};
 use cart_services::domain::{Outcome, Query};
@@ -60,6 +62,38 @@ pub fn cluster_with(
         }
     }
     cluster
+}
+
+/// A test cluster whose nodes keep their state on `backend`, with the
+/// MongoDB server it uses (kept alive as long as the cluster). `None` when
+/// that backend's server is not available here (the reason is printed;
+/// under CI that fails instead).
+pub fn cluster_on(
+    backend: StorageBackend,
+    services: &[Service],
+    tweak: impl FnOnce(&mut ClusterSpec),
+    node_args: &[&str],
+) -> Option<(LocalCluster, Option<MongoServer>)> {
+    let mongo = match backend {
+        StorageBackend::Redb => None,
+        StorageBackend::Mongodb => Some(MongoServer::for_tests().expect("MongoDB server")?),
+    };
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    let url = mongo.as_ref().map(|m| m.url.clone());
+    let cluster = cluster_with(
+        services,
+        |spec| {
+            if let Some(url) = url {
+                spec.storage.backend = StorageBackend::Mongodb;
+                spec.storage.mongodb_url = url;
+                // Unique databases, in case MONGODB_URL names a shared server.
+                spec.storage.mongodb_database = format!("t{}_{{name}}", &prefix[..12]);
+            }
+            tweak(spec);
+        },
+        node_args,
+    );
+    Some((cluster, mongo))
 }
 
 #[derive(Clone)]

@@ -65,11 +65,14 @@ struct Inner {
     crash: Mutex<Option<CrashPoint>>,
 }
 
+/// One key's final value in a batch; `None`: deleted.
+type RedoRow = (Table, String, Option<Vec<u8>>);
+
 /// A committed batch, as stored in the redo record.
 struct Redo {
     index: u64,
     wipe: bool,
-    rows: Vec<(Table, String, Option<Vec<u8>>)>,
+    rows: Vec<RedoRow>,
     meta: Vec<(String, Vec<u8>)>,
 }
 
@@ -208,7 +211,9 @@ impl Inner {
     }
 
     async fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let found = self.op(self.meta_coll().find_one(doc! {"_id": key})).await?;
+        let found = self
+            .op(self.meta_coll().find_one(doc! {"_id": key}))
+            .await?;
         Ok(found.map(|d| value_of(&d)).transpose()?.flatten())
     }
 
@@ -293,12 +298,11 @@ impl Inner {
             "chunks": chunks as i64,
             "meta": meta,
         };
-        self.op(
-            self.meta_coll()
-                .replace_one(doc! {"_id": REDO_HEADER}, header)
-                .upsert(true),
-        )
-        .await?;
+        self.op(self
+            .meta_coll()
+            .replace_one(doc! {"_id": REDO_HEADER}, header)
+            .upsert(true))
+            .await?;
         Ok(())
     }
 
@@ -313,82 +317,97 @@ impl Inner {
         Ok(())
     }
 
-    /// A redo record's writes to the tables; repeatable.
+    /// A redo record's writes to the tables; repeatable. Keys that exist
+    /// are updated only if the log index they carry is not later than the
+    /// batch's; new keys are inserted in bulk (a bulk insert is far cheaper
+    /// than upserts on some servers). Nothing else writes meanwhile, so the
+    /// keys found existing stay the keys that exist.
     async fn write_tables(&self, redo: &Redo) -> Result<(), StoreError> {
         if redo.wipe {
             for table in Table::ALL {
                 self.op(self.table(table).delete_many(doc! {})).await?;
             }
         }
-        let mut by_table: HashMap<Table, Vec<(&str, Option<&[u8]>)>> = HashMap::new();
-        for (t, k, v) in &redo.rows {
-            by_table
-                .entry(*t)
-                .or_default()
-                .push((k.as_str(), v.as_deref()));
+        let mut by_table: HashMap<Table, Vec<&RedoRow>> = HashMap::new();
+        for row in &redo.rows {
+            by_table.entry(row.0).or_default().push(row);
         }
         let n = redo.index as i64;
         for (table, rows) in by_table {
             for chunk in rows.chunks(CHUNK_ROWS) {
-                let updates: Vec<Document> = chunk
-                    .iter()
-                    .filter_map(|(k, v)| v.map(|v| (k, v)))
-                    .map(|(k, v)| {
-                        doc! {
-                            "q": {"_id": *k, "i": {"$lte": n}},
-                            "u": {"$set": {"v": bytes(v), "i": n}},
-                            "upsert": true,
-                        }
-                    })
-                    .collect();
-                let deletes: Vec<Document> = chunk
-                    .iter()
-                    .filter(|(_, v)| v.is_none())
-                    .map(|(k, _)| doc! {"q": {"_id": *k, "i": {"$lte": n}}, "limit": 1})
-                    .collect();
-                if !updates.is_empty() {
-                    let cmd = doc! {"update": table.name(), "updates": updates, "ordered": false};
-                    self.write_command(cmd).await?;
+                let coll = self.table(table);
+                let (puts, deletes): (Vec<&RedoRow>, Vec<&RedoRow>) =
+                    chunk.iter().copied().partition(|r| r.2.is_some());
+                let deleted: Vec<&str> = deletes.iter().map(|r| r.1.as_str()).collect();
+                if !deleted.is_empty() {
+                    let filter = doc! {"_id": {"$in": deleted}, "i": {"$lte": n}};
+                    self.op(coll.delete_many(filter)).await?;
                 }
-                if !deletes.is_empty() {
-                    let cmd = doc! {"delete": table.name(), "deletes": deletes, "ordered": false};
-                    self.write_command(cmd).await?;
+                let keys: Vec<&str> = puts.iter().map(|r| r.1.as_str()).collect();
+                let existing = self.existing(&coll, &keys).await?;
+                let mut updates = Vec::new();
+                let mut inserts = Vec::new();
+                for (_, key, value) in puts {
+                    let v = bytes(value.as_deref().unwrap_or_default());
+                    if existing.contains(key.as_str()) {
+                        updates.push(doc! {
+                            "q": {"_id": key, "i": {"$lte": n}},
+                            "u": {"$set": {"v": v, "i": n}},
+                        });
+                    } else {
+                        inserts.push(doc! {"_id": key, "v": v, "i": n});
+                    }
+                }
+                if !updates.is_empty() {
+                    let wanted = updates.len() as i64;
+                    let cmd = doc! {"update": table.name(), "updates": updates, "ordered": false};
+                    let reply = self.op(self.db.run_command(cmd)).await?;
+                    if let Ok(errors) = reply.get_array("writeErrors") {
+                        return Err(StoreError(format!("MongoDB refused updates: {errors:?}")));
+                    }
+                    // A key whose document carries a later index was not
+                    // matched: that write is stale.
+                    let matched = reply.get("n").and_then(number).unwrap_or(wanted);
+                    health::stale_write_skipped(wanted.saturating_sub(matched).max(0) as u64);
+                }
+                if !inserts.is_empty() {
+                    self.op(coll.insert_many(inserts)).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Runs an `update` or `delete` command. A conditional upsert that
-    /// meets a document written by a later log index fails with a duplicate
-    /// key: that write is stale and skipped.
-    async fn write_command(&self, cmd: Document) -> Result<(), StoreError> {
-        let reply = self.op(self.db.run_command(cmd)).await?;
-        let mut stale = 0;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            for e in errors {
-                let code = e.as_document().and_then(|d| d.get("code")).and_then(number);
-                if code == Some(11000) {
-                    stale += 1;
-                } else {
-                    return Err(StoreError(format!("MongoDB write refused: {e}")));
-                }
-            }
+    /// Which of `keys` have a document.
+    async fn existing(
+        &self,
+        coll: &Collection<Document>,
+        keys: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Default::default());
         }
-        if stale > 0 {
-            health::stale_write_skipped(stale);
-        }
-        Ok(())
+        let docs: Vec<Document> = self
+            .op(async {
+                coll.find(doc! {"_id": {"$in": keys}})
+                    .projection(doc! {"_id": 1})
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        docs.iter()
+            .map(|d| d.get_str("_id").map(str::to_string).map_err(io))
+            .collect()
     }
 
     async fn write_meta(&self, meta: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         for (key, value) in meta {
-            self.op(
-                self.meta_coll()
-                    .update_one(doc! {"_id": key}, doc! {"$set": {"v": bytes(value)}})
-                    .upsert(true),
-            )
-            .await?;
+            self.op(self
+                .meta_coll()
+                .update_one(doc! {"_id": key}, doc! {"$set": {"v": bytes(value)}})
+                .upsert(true))
+                .await?;
         }
         Ok(())
     }
@@ -499,7 +518,11 @@ fn parse_redo(header: &Document, chunks: &[Document]) -> Result<Redo, StoreError
             let name = row.get_str("t").map_err(io)?;
             let table = Table::from_name(name)
                 .ok_or_else(|| StoreError(format!("redo row of unknown table {name:?}")))?;
-            rows.push((table, row.get_str("k").map_err(io)?.to_string(), value_of(row)?));
+            rows.push((
+                table,
+                row.get_str("k").map_err(io)?.to_string(),
+                value_of(row)?,
+            ));
         }
     }
     Ok(Redo {
@@ -511,10 +534,12 @@ fn parse_redo(header: &Document, chunks: &[Document]) -> Result<Redo, StoreError
 }
 
 fn owned_meta(meta: Meta<'_>) -> Vec<(String, Vec<u8>)> {
-    meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    meta.iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
-fn rows_of(writes: Writes) -> Vec<(Table, String, Option<Vec<u8>>)> {
+fn rows_of(writes: Writes) -> Vec<RedoRow> {
     writes
         .into_iter()
         .flat_map(|(t, rows)| rows.into_iter().map(move |(k, v)| (t, k, v)))
@@ -622,9 +647,18 @@ impl Backend for MongoBackend {
         })
     }
 
+    /// Empties every collection (some MongoDB-compatible servers lack
+    /// `dropDatabase`).
     fn wipe(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
-        inner.once("commit", inner.op(inner.db.drop()))
+        inner.once("commit", async {
+            let names = Table::ALL.map(Table::name).into_iter().chain([META, REDO]);
+            for name in names {
+                let coll = inner.db.collection::<Document>(name);
+                inner.op(coll.delete_many(doc! {})).await?;
+            }
+            Ok(())
+        })
     }
 
     fn crash_next_apply(&self, at: CrashPoint) {
