@@ -77,6 +77,8 @@ pub struct LocalCluster {
     services: Vec<Service>,
     /// Extra arguments for every node process (e.g. `--fault-injection`).
     node_args: Vec<String>,
+    /// Environment of one process from its next start (`set_env`).
+    env: BTreeMap<Role, Vec<(String, String)>>,
     procs: BTreeMap<Role, Proc>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -102,6 +104,7 @@ impl LocalCluster {
             bin: bin.to_path_buf(),
             services: services.to_vec(),
             node_args: node_args.iter().map(|a| a.to_string()).collect(),
+            env: BTreeMap::new(),
             procs: BTreeMap::new(),
             _tmp: None,
         };
@@ -152,6 +155,7 @@ impl LocalCluster {
             bin: bin.to_path_buf(),
             services: vec![],
             node_args: vec![],
+            env: BTreeMap::new(),
             procs: BTreeMap::new(),
             _tmp: None,
         })
@@ -227,6 +231,15 @@ impl LocalCluster {
         self.spawn(role, &bin, &args)
     }
 
+    /// Sets an environment variable of `role` from its next start, e.g. a
+    /// `CART_<SECTION>_<KEY>` spec override for one process only.
+    pub fn set_env(&mut self, role: Role, key: &str, value: &str) {
+        self.env
+            .entry(role)
+            .or_default()
+            .push((key.to_string(), value.to_string()));
+    }
+
     fn spawn(&mut self, role: Role, bin: &Path, args: &[String]) -> anyhow::Result<()> {
         let log_path = self.log_path(role);
         let log = OpenOptions::new()
@@ -236,6 +249,7 @@ impl LocalCluster {
         let mut command = Command::new(bin);
         command
             .args(args)
+            .envs(self.env.get(&role).into_iter().flatten().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -70,9 +70,26 @@ impl MongoServer {
         Ok(server)
     }
 
-    /// The server's process id, when this harness started it.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    /// SIGSTOP: the server keeps its connections but answers nothing.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// SIGCONT after `freeze`.
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("this server was not started here"))?;
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        if unsafe { libc::kill(child.id() as i32, signal) } != 0 {
+            bail!("signal {signal}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

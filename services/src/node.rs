@@ -64,6 +64,42 @@ pub(crate) struct Node {
     progress: Arc<Progress>,
     /// The order group's checkout sagas (order nodes only).
     sagas: Option<Arc<Sagas>>,
+    /// What `/status` reports from the storage, refreshed at most every
+    /// `STORED_SUMMARY_TTL` (coordinators probe several times a second).
+    stored: std::sync::Mutex<Option<(std::time::Instant, StoredSummary)>>,
+}
+
+#[derive(Clone, Default)]
+struct StoredSummary {
+    table_sizes: BTreeMap<String, u64>,
+    last_check: Option<cart_common::admin::CheckReport>,
+}
+
+const STORED_SUMMARY_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Node {
+    /// Table sizes and the latest check, as last read from the storage; not
+    /// read again while the storage fails (the probe must answer quickly).
+    fn stored_summary(&self) -> StoredSummary {
+        let Ok(mut cached) = self.stored.lock() else {
+            return StoredSummary::default();
+        };
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < STORED_SUMMARY_TTL);
+        if fresh || !self.health.is_healthy() {
+            return cached.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+        }
+        let summary = StoredSummary {
+            table_sizes: domain::Table::ALL
+                .into_iter()
+                .filter_map(|t| Some((t.name().to_string(), self.backend.count(t).ok()?)))
+                .collect(),
+            last_check: latest_check(self.backend.as_ref()),
+        };
+        *cached = Some((std::time::Instant::now(), summary.clone()));
+        summary
+    }
 }
 
 pub async fn run(
@@ -158,9 +194,11 @@ pub async fn run(
         sm,
         progress: progress.clone(),
         sagas,
+        stored: std::sync::Mutex::new(None),
     });
     tokio::spawn(export_raft_metrics(raft.clone(), progress));
     tokio::spawn(follow_storage_health(raft.clone(), health));
+    tokio::spawn(ping_storage(node.backend.clone()));
 
     let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
     let internal = chttp::internal_only(
@@ -281,6 +319,25 @@ async fn snapshot(
     Json(n.raft.install_snapshot(req).await)
 }
 
+/// Pings the storage every second: an idle node notices a failing storage
+/// (and its recovery) without waiting for a write.
+async fn ping_storage(backend: Arc<dyn Backend>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let b = backend.clone();
+        // The result goes to the node's health; nothing else to do here.
+        let _ = tokio::task::spawn_blocking(move || b.ping()).await;
+    }
+}
+
+/// Returns once the storage is known to fail.
+async fn storage_failing(health: &Health) {
+    while health.is_healthy() {
+        // A change between the check and the wait is seen within 100 ms.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), health.changed()).await;
+    }
+}
+
 /// While its storage fails a node neither campaigns nor sends heartbeats:
 /// as leader it could not apply, so its followers elect another leader.
 async fn follow_storage_health(raft: Raft, health: Arc<Health>) {
@@ -288,7 +345,10 @@ async fn follow_storage_health(raft: Raft, health: Arc<Health>) {
     loop {
         let healthy = health.is_healthy();
         if healthy != was {
-            tracing::warn!(healthy, "storage health changed; elections and heartbeats follow it");
+            tracing::warn!(
+                healthy,
+                "storage health changed; elections and heartbeats follow it"
+            );
             raft.runtime_config().heartbeat(healthy);
             raft.runtime_config().elect(healthy);
             was = healthy;
@@ -325,7 +385,16 @@ async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Res
     if !n.health.is_healthy() {
         return ApiError::unavailable("this node's storage is failing").into_response();
     }
-    match saga::propose(&n.raft, &n.sm, &req.request_id, req.cmd).await {
+    // A write waiting on an apply that the storage cannot finish is answered
+    // 503 as soon as the storage is known to fail: the coordinator retries
+    // (same request id) at the leader that takes over.
+    let proposed = tokio::select! {
+        proposed = saga::propose(&n.raft, &n.sm, &req.request_id, req.cmd) => proposed,
+        _ = storage_failing(&n.health) => {
+            return ApiError::unavailable("this node's storage is failing").into_response();
+        }
+    };
+    match proposed {
         Ok(outcome) => answer(outcome),
         Err(ProposeError::NotLeader(f)) => not_leader(f),
         Err(ProposeError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
@@ -383,6 +452,7 @@ async fn ready(State(n): State<Arc<Node>>) -> Response {
 }
 
 async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
+    let stored = n.stored_summary();
     let m = n.raft.metrics().borrow().clone();
     let members = m
         .membership_config
@@ -425,11 +495,8 @@ async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
         committed: n.progress.committed(),
         replication,
         saga_recovery: n.sagas.as_ref().and_then(|s| s.last_recovery()),
-        last_check: latest_check(n.backend.as_ref()),
-        table_sizes: domain::Table::ALL
-            .into_iter()
-            .filter_map(|t| Some((t.name().to_string(), n.backend.count(t).ok()?)))
-            .collect(),
+        last_check: stored.last_check,
+        table_sizes: stored.table_sizes,
         storage: n.health.status(),
     })
 }

@@ -34,11 +34,15 @@ const TAGS: [(Table, u8); 11] = [
 ];
 
 pub fn tag_of(table: Table) -> u8 {
-    TAGS.iter().find(|(t, _)| *t == table).map_or(0, |(_, tag)| *tag)
+    TAGS.iter()
+        .find(|(t, _)| *t == table)
+        .map_or(0, |(_, tag)| *tag)
 }
 
 pub fn table_of(tag: u8) -> Option<Table> {
-    TAGS.iter().find(|(_, t)| *t == tag).map(|(table, _)| *table)
+    TAGS.iter()
+        .find(|(_, t)| *t == tag)
+        .map(|(table, _)| *table)
 }
 
 pub fn push_row(buf: &mut Vec<u8>, tag: u8, key: &[u8], value: &[u8]) {

@@ -201,8 +201,14 @@ impl StateMachine {
             Ok((table, key.to_string(), value.to_vec()))
         });
         let bookkeeping = [
-            (LAST_APPLIED, serde_json::to_vec(&meta.last_log_id).map_err(io)?),
-            (MEMBERSHIP, serde_json::to_vec(&meta.last_membership).map_err(io)?),
+            (
+                LAST_APPLIED,
+                serde_json::to_vec(&meta.last_log_id).map_err(io)?,
+            ),
+            (
+                MEMBERSHIP,
+                serde_json::to_vec(&meta.last_membership).map_err(io)?,
+            ),
         ];
         let index = meta.last_log_id.map_or(0, |l| l.index);
         self.backend.replace(index, &mut rows, &bookkeeping)?;
@@ -334,7 +340,13 @@ mod tests {
 
     fn machine(dir: &std::path::Path, window_ms: u64) -> StateMachine {
         let store = crate::storage::embedded::Store::open(dir).unwrap();
-        StateMachine::new(Arc::new(store), dir.to_path_buf(), window_ms, 1, Arc::default())
+        StateMachine::new(
+            Arc::new(store),
+            dir.to_path_buf(),
+            window_ms,
+            1,
+            Arc::default(),
+        )
     }
 
     fn entry(index: u64, request_id: &str, ts_ms: u64, cmd: Command) -> Entry<TypeConfig> {

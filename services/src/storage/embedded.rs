@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use cart_common::spec::StorageBackend;
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
 };
 
 use super::{io, ApplyFn, Backend, CrashPoint, Frozen, Meta, Row};
@@ -142,7 +142,10 @@ impl Backend for Store {
             }
         }
         txn.commit().map_err(io)?;
-        tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "state replaced");
+        tracing::debug!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "state replaced"
+        );
         Ok(())
     }
 
@@ -152,7 +155,10 @@ impl Backend for Store {
 
     fn count(&self, table: Table) -> Result<u64, StoreError> {
         let txn = self.begin_read()?;
-        txn.open_table(table_def(table)).map_err(io)?.len().map_err(io)
+        txn.open_table(table_def(table))
+            .map_err(io)?
+            .len()
+            .map_err(io)
     }
 
     fn corrupt(&self, table: Table, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
@@ -173,6 +179,11 @@ impl Backend for Store {
 
     /// The node's data directory is removed as a whole before a rebuild.
     fn wipe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// An embedded store is in the process: it answers while the node runs.
+    fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+pub use cart_common::admin::StorageStatus;
 use cart_common::spec::StorageBackend;
 use prometheus::{HistogramVec, IntCounterVec, IntGauge};
-pub use cart_common::admin::StorageStatus;
 
 pub struct Health {
     healthy: AtomicBool,
@@ -113,7 +113,7 @@ struct StorageMetrics {
 }
 
 /// The operations a backend reports.
-pub const OPS: [&str; 5] = ["read", "commit", "recover", "freeze", "replace"];
+pub const OPS: [&str; 6] = ["read", "commit", "recover", "freeze", "replace", "ping"];
 
 static METRICS: LazyLock<StorageMetrics> = LazyLock::new(|| {
     let m = StorageMetrics {

@@ -76,6 +76,10 @@ pub trait Backend: Send + Sync {
     /// Forgets everything this node stored here (before a rebuild).
     fn wipe(&self) -> Result<(), StoreError>;
 
+    /// Checks that the storage answers (reported to the node's health), so
+    /// an idle node notices a failure, and a recovery, on its own.
+    fn ping(&self) -> Result<(), StoreError>;
+
     /// Fault injection for tests: the next `apply` stops at `at` and fails,
     /// as if the process died there; the backend must then be reopened.
     fn crash_next_apply(&self, at: CrashPoint);

@@ -661,6 +661,14 @@ impl Backend for MongoBackend {
         })
     }
 
+    fn ping(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner.once("ping", async {
+            inner.op(inner.db.run_command(doc! {"ping": 1})).await?;
+            Ok(())
+        })
+    }
+
     fn crash_next_apply(&self, at: CrashPoint) {
         if let Ok(mut c) = self.inner.crash.lock() {
             *c = Some(at);

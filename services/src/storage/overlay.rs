@@ -98,6 +98,9 @@ mod tests {
         assert_eq!(o.get(Table::Items, "c").unwrap().unwrap(), b"old");
         assert_eq!(o.keys(Table::Items, None, 3).unwrap(), ["b", "bb", "c"]);
         assert_eq!(o.keys(Table::Items, Some("c"), 10).unwrap(), ["b", "bb"]);
-        assert_eq!(o.keys(Table::Users, None, 10).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            o.keys(Table::Users, None, 10).unwrap(),
+            Vec::<String>::new()
+        );
     }
 }
