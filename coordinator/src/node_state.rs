@@ -124,9 +124,15 @@ mod tests {
         };
         assert_eq!(
             next(NodeHealth::Up, failing, RULES),
-            (NodeHealth::Down, vec![Transition::Down(DownSource::Storage)])
+            (
+                NodeHealth::Down,
+                vec![Transition::Down(DownSource::Storage)]
+            )
         );
-        assert_eq!(next(NodeHealth::Down, failing, RULES), (NodeHealth::Down, vec![]));
+        assert_eq!(
+            next(NodeHealth::Down, failing, RULES),
+            (NodeHealth::Down, vec![])
+        );
         assert_eq!(
             next(NodeHealth::Down, seen(0, false, Some(0)), RULES).0,
             NodeHealth::Up
