@@ -141,6 +141,7 @@ static METRICS: LazyLock<StorageMetrics> = LazyLock::new(|| {
     };
     for op in OPS {
         m.errors.with_label_values(&[op]).inc_by(0);
+        m.duration.with_label_values(&[op]);
     }
     m
 });
