@@ -2,20 +2,25 @@
 //! docker-compose deployment (the seed's `build_compose`): every node and
 //! coordinator its own container of the one `cart` image (a volume per
 //! node), nginx as the balancer, Prometheus with the alert rules, Grafana
-//! with the dashboards, and Jaeger for traces. Writes `docker-compose.yml`,
+//! with the dashboards, and Jaeger for traces. When the spec chooses the
+//! MongoDB backend, every node also gets a MongoDB container of its own
+//! (`<node>-mongo`, with its own volume). Writes `docker-compose.yml`,
 //! `nginx.conf`, `prometheus.yml` and the spec itself into one directory
 //! (`compose/` in the repository, kept equal to this output by a test).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use cart_common::spec::port_of;
+use cart_common::spec::{port_of, StorageBackend};
 use cart_common::{ClusterSpec, Service};
 
 /// Inside the containers every process is reached by its name.
 const HOST_PATTERN: &str = "{name}";
 /// Where nginx keeps its pid and temporary files in its container.
 const NGINX_DIR: &str = "/tmp";
+/// Each node's own MongoDB container (MongoDB backend).
+const MONGODB_URL: &str = "mongodb://{name}-mongo:27017";
+const MONGODB_IMAGE: &str = "mongo:7.0";
 
 /// The files of the deployment: (file name, contents).
 pub fn files(spec: &ClusterSpec) -> Vec<(&'static str, String)> {
@@ -23,6 +28,9 @@ pub fn files(spec: &ClusterSpec) -> Vec<(&'static str, String)> {
     spec.cluster.host_pattern = Some(HOST_PATTERN.into());
     spec.cluster.bind_any = true;
     spec.cluster.data_dir = "/data".into();
+    if spec.storage.backend == StorageBackend::Mongodb {
+        spec.storage.mongodb_url = MONGODB_URL.into();
+    }
     let nginx = crate::nginx::config(&spec, "0.0.0.0:8000", Path::new(NGINX_DIR));
     let prometheus = crate::prometheus::config(
         &spec,
@@ -60,12 +68,21 @@ fn compose(spec: &ClusterSpec) -> String {
          services:\n",
     );
     let mut volumes = Vec::new();
+    let mongodb = spec.storage.backend == StorageBackend::Mongodb;
     for service in Service::ALL {
         for n in spec.nodes(service) {
             let name = format!("{service}-node-{}", n.id);
             let port = port_of(&n.addr);
             let command = format!("[node, --service, {service}, --id, \"{}\"]", n.id);
-            cart_service(&mut out, &name, &command, port, &[], Some(&name));
+            let mongo = format!("{name}-mongo");
+            let depends_on = if mongodb {
+                mongo_service(&mut out, &mongo);
+                volumes.push(mongo.clone());
+                vec![mongo]
+            } else {
+                vec![]
+            };
+            cart_service(&mut out, &name, &command, port, &depends_on, Some(&name));
             volumes.push(name);
         }
     }
@@ -126,6 +143,19 @@ fn compose(spec: &ClusterSpec) -> String {
         let _ = writeln!(out, "  {v}: {{}}");
     }
     out
+}
+
+/// A node's own MongoDB server, its data in a volume of its own.
+fn mongo_service(out: &mut String, name: &str) {
+    let _ = write!(
+        out,
+        "  {name}:\n\
+         \x20   image: {MONGODB_IMAGE}\n\
+         \x20   restart: unless-stopped\n\
+         \x20   hostname: {name}\n\
+         \x20   volumes:\n\
+         \x20     - {name}:/data/db\n"
+    );
 }
 
 /// One container of the `cart` image; `volume` mounted at /data for nodes.

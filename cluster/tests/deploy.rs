@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cart_common::ClusterSpec;
+use cart_common::spec::StorageBackend;
+use cart_common::{ClusterSpec, Service};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -25,8 +26,9 @@ fn the_committed_compose_deployment_is_the_generators_output() {
     }
 }
 
-#[test]
-fn docker_compose_accepts_the_compose_file() {
+/// `docker-compose config -q` on a compose file; `false` (skipped) when
+/// docker-compose is not installed here.
+fn docker_compose_accepts(file: &Path) -> bool {
     let found = Path::new("/usr/bin/docker-compose");
     if !found.is_file() {
         assert!(
@@ -34,18 +36,66 @@ fn docker_compose_accepts_the_compose_file() {
             "docker-compose missing under CI: scripts/install-test-tools"
         );
         eprintln!("skipping: docker-compose not installed (scripts/install-test-tools)");
-        return;
+        return false;
     }
     let out = Command::new(found)
-        .args(["-f", "compose/docker-compose.yml", "config", "-q"])
+        .arg("-f")
+        .arg(file)
+        .args(["config", "-q"])
         .current_dir(repo())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{}: {}",
+        file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    true
+}
+
+#[test]
+fn docker_compose_accepts_the_compose_file() {
+    docker_compose_accepts(Path::new("compose/docker-compose.yml"));
+}
+
+/// With the MongoDB backend every node gets a MongoDB container of its own,
+/// with its own volume, started before the node, and the spec points each
+/// node at it.
+#[test]
+fn a_mongodb_spec_gives_every_node_its_own_mongodb_container() {
+    let mut spec = ClusterSpec::from_toml(cart_cluster::harness::DEFAULT_SPEC).unwrap();
+    spec.storage.backend = StorageBackend::Mongodb;
+    let files: std::collections::HashMap<_, _> =
+        cart_cluster::compose::files(&spec).into_iter().collect();
+    let compose = &files["docker-compose.yml"];
+    let inside = ClusterSpec::from_toml(&files["cluster.toml"]).unwrap();
+    assert_eq!(inside.storage.backend, StorageBackend::Mongodb);
+    for service in Service::ALL {
+        for node in spec.nodes(service) {
+            let name = format!("{service}-node-{}", node.id);
+            let mongo = format!("{name}-mongo");
+            assert!(compose.contains(&format!("\n  {mongo}:\n")), "{mongo} service");
+            assert!(compose.contains(&format!("- {mongo}:/data/db\n")), "{mongo} volume");
+            assert!(compose.contains(&format!("\n  {mongo}: {{}}\n")), "{mongo} named volume");
+            let node_block = compose
+                .split(&format!("\n  {name}:\n"))
+                .nth(1)
+                .and_then(|rest| rest.split("\n  ").find(|l| l.contains("depends_on")))
+                .unwrap_or_default();
+            assert!(node_block.contains(&mongo), "{name} starts after {mongo}");
+            let (url, _) = inside.storage.mongodb_of(service, node.id);
+            assert_eq!(url, format!("mongodb://{mongo}:27017"));
+        }
+    }
+    // The default (embedded) spec has none.
+    let default = ClusterSpec::from_toml(cart_cluster::harness::DEFAULT_SPEC).unwrap();
+    let files = cart_cluster::compose::files(&default);
+    assert!(!files[0].1.contains("-mongo"));
+
+    let dir = repo().join("target").join("compose-mongodb-test");
+    cart_cluster::compose::write(&spec, &dir).unwrap();
+    docker_compose_accepts(&dir.join("docker-compose.yml"));
 }
 
 #[test]

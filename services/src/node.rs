@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cart_common::http::{self as chttp, ServerLabels, Shutdown};
-use cart_common::spec::NodeId;
+use cart_common::spec::{NodeId, StorageBackend};
 use cart_common::{ApiError, ClusterSpec, Service};
 use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -64,8 +64,9 @@ pub(crate) struct Node {
     progress: Arc<Progress>,
     /// The order group's checkout sagas (order nodes only).
     sagas: Option<Arc<Sagas>>,
-    /// What `/status` reports from the storage, refreshed at most every
-    /// `STORED_SUMMARY_TTL` (coordinators probe several times a second).
+    /// What `/status` reports from the storage; from a MongoDB server read
+    /// at most every `STORED_SUMMARY_TTL` (coordinators probe several times
+    /// a second).
     stored: std::sync::Mutex<Option<(std::time::Instant, StoredSummary)>>,
 }
 
@@ -84,9 +85,13 @@ impl Node {
         let Ok(mut cached) = self.stored.lock() else {
             return StoredSummary::default();
         };
-        let fresh = cached
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < STORED_SUMMARY_TTL);
+        // The embedded store answers these from memory-mapped pages: always
+        // read afresh. A server is asked at most every TTL.
+        let ttl = match self.backend.kind() {
+            StorageBackend::Redb => std::time::Duration::ZERO,
+            StorageBackend::Mongodb => STORED_SUMMARY_TTL,
+        };
+        let fresh = cached.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl);
         if fresh || !self.health.is_healthy() {
             return cached.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
         }
