@@ -75,9 +75,18 @@ fn a_mongodb_spec_gives_every_node_its_own_mongodb_container() {
         for node in spec.nodes(service) {
             let name = format!("{service}-node-{}", node.id);
             let mongo = format!("{name}-mongo");
-            assert!(compose.contains(&format!("\n  {mongo}:\n")), "{mongo} service");
-            assert!(compose.contains(&format!("- {mongo}:/data/db\n")), "{mongo} volume");
-            assert!(compose.contains(&format!("\n  {mongo}: {{}}\n")), "{mongo} named volume");
+            assert!(
+                compose.contains(&format!("\n  {mongo}:\n")),
+                "{mongo} service"
+            );
+            assert!(
+                compose.contains(&format!("- {mongo}:/data/db\n")),
+                "{mongo} volume"
+            );
+            assert!(
+                compose.contains(&format!("\n  {mongo}: {{}}\n")),
+                "{mongo} named volume"
+            );
             let node_block = compose
                 .split(&format!("\n  {name}:\n"))
                 .nth(1)
