@@ -136,6 +136,39 @@ def stat(title, tgts, unit="short", desc="", w=6, h=4, thresholds=None,
     }
 
 
+def state_timeline(title, tgts, desc="", w=12, h=8, mappings=None,
+                   thresholds=None):
+    """One band per series, colored by its (mapped) value over time."""
+    return {
+        "type": "state-timeline",
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "_size": (w, h),
+        "fieldConfig": {
+            "defaults": {
+                "color": {"mode": "thresholds"},
+                "custom": {"fillOpacity": 80, "lineWidth": 0,
+                           "hideFrom": {"legend": False, "tooltip": False,
+                                        "viz": False}},
+                "mappings": mappings or [],
+                "thresholds": thresholds or steps(("green", None)),
+            },
+            "overrides": [],
+        },
+        "options": {
+            "alignValue": "left",
+            "mergeValues": True,
+            "rowHeight": 0.9,
+            "showValue": "auto",
+            "legend": {"displayMode": "list", "placement": "bottom",
+                       "showLegend": False},
+            "tooltip": {"mode": "single", "sort": "none"},
+        },
+        "targets": tgts,
+    }
+
+
 def table(title, tgts, desc="", w=12, h=8, rename=None, mappings=None,
           hide=("Time", "job", "__name__")):
     return {
@@ -236,12 +269,21 @@ def variables():
 # --- layout and output ---------------------------------------------------------
 
 
+def section(panels):
+    """Panels that start on a line of their own (a group such as Storage).
+
+    No Grafana row panel: every panel carries a query (the tests check it),
+    so a section is its panels' common title prefix on a new line."""
+    panels[0]["_section"] = True
+    return panels
+
+
 def layout(panels):
     x = y = row_h = 0
     out = []
     for i, p in enumerate(panels, start=1):
         w, h = p.pop("_size")
-        if x + w > 24:
+        if x + w > 24 or (p.pop("_section", False) and x > 0):
             x, y, row_h = 0, y + row_h, 0
         p["gridPos"] = {"h": h, "w": w, "x": x, "y": y}
         p["id"] = i
@@ -291,6 +333,7 @@ def dashboard(uid, title, description, panels):
 
 UP_MAP = value_map({"1": ("up", "green"), "0": ("down", "red")})
 LEADER_MAP = value_map({"1": ("leader", "green"), "0": ("follower", "text")})
+STORAGE_MAP = value_map({"1": ("healthy", "green"), "0": ("failing", "red")})
 
 
 def cluster_overview():
@@ -506,7 +549,36 @@ def replication_consistency():
                 desc="Seconds since the group last passed a consistency check; 'never' before its first clean check.",
                 mappings=value_map({"-1": ("never", "orange")}),
                 thresholds=steps(("green", None), ("orange", 900), ("red", 3600))),
+            *storage_panels(),
         ])
+
+
+def storage_panels():
+    """The nodes' storage (redb or MongoDB), from each node's own metrics."""
+    return section([
+        state_timeline("Storage: healthy", targets((
+            f"max by (service, node) (cart_storage_healthy{{{NODE}}})",
+            "{{service}} node {{node}}")),
+            desc="1 while the node's storage answers; 0 while its operations fail "
+                 "(the node then answers writes 503 and is reported down with reason storage). "
+                 "Alert CartStorageFailing after 30s.",
+            mappings=STORAGE_MAP, thresholds=steps(("red", None), ("green", 1))),
+        timeseries("Storage: errors by op", targets((
+            f"sum by (service, node, op) (rate(cart_storage_errors_total{{{NODE}}}{RI}))",
+            "{{service}} node {{node}} {{op}}")), unit="ops",
+            desc="Failed storage operations (read, commit, recover, freeze, replace, ping); "
+                 "failed commits are retried until they succeed."),
+        timeseries("Storage: operation p99 by op", quantiles(
+            "cart_storage_operation_duration_seconds", NODE, ["op"], "{{op}} ", qs=(0.99,)),
+            unit="s",
+            desc="MongoDB backend only (redb reports no durations); no line while no "
+                 "operation of that kind ran in the interval."),
+        timeseries("Storage: stale writes skipped", targets((
+            f"sum by (service, node) (rate(cart_storage_stale_writes_skipped_total{{{NODE}}}{RI}))",
+            "{{service}} node {{node}}")), unit="ops",
+            desc="MongoDB writes skipped because the document already carries a later log index "
+                 "(a retried or replayed batch)."),
+    ])
 
 
 def transactions():
