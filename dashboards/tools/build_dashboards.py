@@ -7,7 +7,7 @@ variables, datasource, layout). Run it from anywhere:
 
     python3 dashboards/tools/build_dashboards.py
 
-then `python3 dashboards/tools/check.py` to validate the result.
+then `scripts/test observability k8s` to check the result.
 """
 
 import json
