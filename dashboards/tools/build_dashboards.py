@@ -7,7 +7,7 @@ variables, datasource, layout). Run it from anywhere:
 
     python3 dashboards/tools/build_dashboards.py
 
-then `scripts/test observability k8s` to check the result.
+then `scripts/test -E 'binary(observability) | binary(k8s)'` to check the result.
 """
 
 import json
