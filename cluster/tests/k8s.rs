@@ -7,8 +7,11 @@
 //! ordinals, ports and probes follow the spec's port layout, every node
 //! StatefulSet has its headless Service and a budget that never lets a
 //! voluntary disruption take a majority, and the Ingress reaches only
-//! coordinators' public ports. Without the tools these tests skip, saying
-//! why (under CI=true they fail).
+//! coordinators' public ports. The MongoDB component (`k8s/components/mongodb`,
+//! rendered through `overlays/minikube-mongodb`) gives every node pod a
+//! MongoDB server of its own and points the node at it; no other overlay
+//! runs one. Without the tools these tests skip, saying why (under CI=true
+//! they fail).
 //!
 //! `CART_K8S_UPDATE=1` rewrites the generated files under
 //! `k8s/base/observability/` (copies of `dashboards/`, the Prometheus config)
@@ -19,11 +22,20 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use cart_common::spec::{port_of, MAX_NODES};
+use cart_common::spec::{port_of, StorageBackend, MAX_NODES};
 use cart_common::{ClusterSpec, Service};
 use serde_json::Value;
 
-const OVERLAYS: [&str; 2] = ["minikube", "cloud"];
+const OVERLAYS: [&str; 3] = ["minikube", "cloud", MONGODB_OVERLAY];
+/// The minikube overlay plus `k8s/components/mongodb`.
+const MONGODB_OVERLAY: &str = "minikube-mongodb";
+/// What the component sets on every node container.
+const MONGODB_URL: &str = "mongodb://127.0.0.1:27017";
+
+/// Whether an overlay includes the MongoDB component.
+fn with_mongodb(overlay: &str) -> bool {
+    overlay == MONGODB_OVERLAY
+}
 /// The oldest Kubernetes the manifests are for (StatefulSet `ordinals` is
 /// GA there), and the newest the validator knows.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.31.0", "1.37.0"];
@@ -206,6 +218,14 @@ fn selects(selector: &Value, labels: &Value) -> bool {
         .as_object()
         .unwrap_or_else(|| panic!("selector {selector} is not a map"));
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// A pod template's containers and init containers (native sidecars among
+/// them).
+fn all_containers(template: &Value) -> impl Iterator<Item = &Value> + '_ {
+    items(&template["spec"]["containers"])
+        .iter()
+        .chain(items(&template["spec"]["initContainers"]))
 }
 
 fn container<'a>(template: &'a Value, name: &str) -> &'a Value {
@@ -398,9 +418,11 @@ fn nodes_are_statefulsets_named_as_the_spec_with_headless_services_and_budgets()
             // Ids beyond the spec's count (nodes added later) have ports too.
             assert!(replicas <= u64::from(MAX_NODES));
 
-            // Data on the claim, at the spec's data_dir.
+            // Data on the first claim, at the spec's data_dir (MongoDB's
+            // claim, if any, comes second).
             let claims = items(&s["volumeClaimTemplates"]);
-            assert_eq!(claims.len(), 1);
+            let expected = if with_mongodb(overlay) { 2 } else { 1 };
+            assert_eq!(claims.len(), expected, "{overlay}: {group}'s claims");
             let claim = str_of(&claims[0]["metadata"]["name"]);
             assert!(items(&node["volumeMounts"])
                 .iter()
@@ -607,7 +629,7 @@ fn the_spec_configmap_loads_as_the_pods_see_it() {
                     continue;
                 }
                 let key = str_of(&r["key"]);
-                let value = if overlay == "minikube" {
+                let value = if overlay.starts_with("minikube") {
                     let secret = m.generated("Secret", "cart-secrets");
                     assert_eq!(
                         r["name"], secret["metadata"]["name"],
@@ -648,7 +670,176 @@ fn the_spec_configmap_loads_as_the_pods_see_it() {
                 spec.bind_addr(&spec.node_addr(Service::Stock, 2).unwrap()),
                 "0.0.0.0:8351"
             );
+            // Nodes of a MongoDB overlay choose the backend and their own
+            // pod's server; everything else keeps the spec's embedded store.
+            let node = w["metadata"]["labels"]["app.kubernetes.io/component"] == "node";
+            if node && with_mongodb(overlay) {
+                assert_eq!(spec.storage.backend, StorageBackend::Mongodb, "{name}");
+                let service: Service = str_of(&w["metadata"]["labels"]["cart/service"])
+                    .parse()
+                    .unwrap();
+                assert_eq!(
+                    spec.storage.mongodb_of(service, 2),
+                    (MONGODB_URL.into(), format!("cart_{service}_node_2")),
+                    "{name}: the pod's own server, a database per node"
+                );
+            } else {
+                assert_eq!(
+                    spec.storage.backend,
+                    StorageBackend::Redb,
+                    "{overlay} {name}"
+                );
+            }
         }
+    }
+}
+
+#[test]
+fn the_mongodb_overlay_gives_every_node_pod_its_own_server() {
+    let Some(tools) = Tools::find() else { return };
+    for overlay in OVERLAYS {
+        let m = tools.manifests(overlay);
+        if !with_mongodb(overlay) {
+            for w in m.workloads() {
+                let template = &w["spec"]["template"];
+                for c in all_containers(template) {
+                    assert!(
+                        c["name"] != "mongo" && !str_of(&c["image"]).starts_with("mongo"),
+                        "{overlay}: {} runs no MongoDB",
+                        name_of(w)
+                    );
+                    assert!(
+                        items(&c["env"])
+                            .iter()
+                            .all(|e| !str_of(&e["name"]).starts_with("CART_STORAGE_")),
+                        "{overlay}: {} keeps the spec's storage",
+                        name_of(w)
+                    );
+                }
+            }
+            continue;
+        }
+        assert_mongodb_sidecars(&m, None);
+        // Only the nodes have one.
+        for w in m.workloads().filter(|w| w["kind"] != "StatefulSet") {
+            assert!(
+                all_containers(&w["spec"]["template"]).all(|c| c["name"] != "mongo"),
+                "{}: no MongoDB",
+                name_of(w)
+            );
+        }
+    }
+
+    // scripts/deploy/cluster MONGODB=1: the component over the cloud
+    // overlay, its claims in the nodes' storage class.
+    let path = format!(
+        "{}:{}",
+        tools.bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(repo().join("scripts/deploy/cluster"))
+        .arg("--print")
+        .env("PATH", path)
+        .env("REGISTRY", "registry.test")
+        .env("TAG", "1")
+        .env("STORAGE_CLASS", "fast")
+        .env("MONGODB", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = Manifests {
+        overlay: "MONGODB=1 scripts/deploy/cluster".into(),
+        docs: tools.parse(&String::from_utf8(out.stdout).unwrap()),
+    };
+    assert_mongodb_sidecars(&m, Some("fast"));
+}
+
+/// Every node StatefulSet of `m` has a `mongo` sidecar on a claim of its
+/// own and its node uses it; `storage_class`: the claims' class.
+fn assert_mongodb_sidecars(m: &Manifests, storage_class: Option<&str>) {
+    let overlay = &m.overlay;
+    assert_eq!(m.of_kind("StatefulSet").count(), Service::ALL.len());
+    for service in Service::ALL {
+        let group = format!("{service}-node");
+        let set = m.get("StatefulSet", &group);
+        let template = &set["spec"]["template"];
+        // A native sidecar: started (and probed) before the node, stopped
+        // after it.
+        let mongo = items(&template["spec"]["initContainers"])
+            .iter()
+            .find(|c| c["name"] == "mongo")
+            .unwrap_or_else(|| panic!("{overlay}: {group} has no mongo sidecar"));
+        assert_eq!(mongo["image"], "mongo:7.0", "{group}");
+        assert_eq!(mongo["restartPolicy"], "Always", "{group}: a sidecar");
+        assert_eq!(port_named(mongo, "mongodb"), Some(27017), "{group}");
+        let args: Vec<&str> = items(&mongo["args"]).iter().map(str_of).collect();
+        assert_eq!(args.first(), Some(&"mongod"), "{group}");
+        for pair in [["--bind_ip", "127.0.0.1"], ["--port", "27017"]] {
+            assert!(
+                args.windows(2).any(|w| w == pair),
+                "{group}: mongod {}, as the node's URL says",
+                pair.join(" ")
+            );
+        }
+        for probe in ["startupProbe", "readinessProbe"] {
+            assert!(mongo[probe].is_object(), "{group}: mongo {probe}");
+        }
+        assert_eq!(
+            mongo["securityContext"]["allowPrivilegeEscalation"], false,
+            "{group}"
+        );
+
+        // Its data on a claim of its own.
+        let claims = items(&set["spec"]["volumeClaimTemplates"]);
+        let mount = items(&mongo["volumeMounts"])
+            .iter()
+            .find(|v| v["mountPath"] == "/data/db")
+            .unwrap_or_else(|| panic!("{group}: mongo's /data/db is not mounted"));
+        let claim = claims
+            .iter()
+            .find(|c| c["metadata"]["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("{group}: /data/db is not on a claim"));
+        assert_eq!(claim["metadata"]["name"], "mongo", "{group}");
+        assert_ne!(
+            claim["metadata"]["name"], claims[0]["metadata"]["name"],
+            "{group}: not the node's claim"
+        );
+        if let Some(class) = storage_class {
+            for c in claims {
+                assert_eq!(c["spec"]["storageClassName"], class, "{group}");
+            }
+        }
+
+        // The node container chooses MongoDB at its own pod's server.
+        let node = container(template, "node");
+        let env = env_values(node);
+        assert_eq!(
+            env.get("CART_STORAGE_BACKEND").map(String::as_str),
+            Some("mongodb"),
+            "{overlay}: {group}"
+        );
+        assert_eq!(
+            env.get("CART_STORAGE_MONGODB_URL").map(String::as_str),
+            Some(MONGODB_URL),
+            "{overlay}: {group}"
+        );
+        assert!(
+            items(&node["volumeMounts"])
+                .iter()
+                .all(|v| v["name"] != mount["name"]),
+            "{group}: the node does not mount MongoDB's files"
+        );
+        assert_eq!(
+            all_containers(template)
+                .filter(|c| c["name"] == "mongo")
+                .count(),
+            1,
+            "{group}: one server per pod"
+        );
     }
 }
 
@@ -818,25 +1009,34 @@ fn pods_with_metrics_are_annotated_and_every_process_is_scraped() {
 #[test]
 fn each_overlay_sets_its_image_storage_and_ingress_class() {
     let Some(tools) = Tools::find() else { return };
-    let m = tools.manifests("minikube");
-    for w in m.cart_workloads() {
-        let c = &items(&w["spec"]["template"]["spec"]["containers"])[0];
+    for overlay in ["minikube", MONGODB_OVERLAY] {
+        let m = tools.manifests(overlay);
+        for w in m.cart_workloads() {
+            let c = &items(&w["spec"]["template"]["spec"]["containers"])[0];
+            assert_eq!(
+                c["image"],
+                "cart:dev",
+                "{}: the image built in minikube",
+                name_of(w)
+            );
+            assert_eq!(c["imagePullPolicy"], "Never", "{}", name_of(w));
+        }
+        // Every claim small, MongoDB's too.
+        for s in m.of_kind("StatefulSet") {
+            for claim in items(&s["spec"]["volumeClaimTemplates"]) {
+                assert_eq!(
+                    claim["spec"]["resources"]["requests"]["storage"],
+                    "1Gi",
+                    "{overlay}: {}",
+                    name_of(s)
+                );
+            }
+        }
         assert_eq!(
-            c["image"],
-            "cart:dev",
-            "{}: the image built in minikube",
-            name_of(w)
+            m.get("Ingress", "cart")["spec"]["ingressClassName"],
+            "nginx"
         );
-        assert_eq!(c["imagePullPolicy"], "Never", "{}", name_of(w));
     }
-    for s in m.of_kind("StatefulSet") {
-        let claim = &s["spec"]["volumeClaimTemplates"][0]["spec"];
-        assert_eq!(claim["resources"]["requests"]["storage"], "1Gi");
-    }
-    assert_eq!(
-        m.get("Ingress", "cart")["spec"]["ingressClassName"],
-        "nginx"
-    );
 
     let m = tools.manifests("cloud");
     assert!(
