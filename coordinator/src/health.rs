@@ -490,6 +490,11 @@ impl Health {
                 storage_failing: storage_error.is_some(),
             };
             let (status, transitions) = node_state::next(t.status, seen, rules);
+            if status == NodeHealth::Down && seen.storage_failing {
+                // Down for another reason first (probes timing out while
+                // the storage stalled): the node now says why.
+                t.down_reason = Some(DownSource::Storage);
+            }
             let node = id.to_string();
             for transition in transitions {
                 match transition {

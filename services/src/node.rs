@@ -95,11 +95,16 @@ impl Node {
         if fresh || !self.health.is_healthy() {
             return cached.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
         }
+        // The first failure ends the refresh: the probe must answer quickly.
+        let sizes: Result<BTreeMap<String, u64>, _> = domain::Table::ALL
+            .into_iter()
+            .map(|t| Ok((t.name().to_string(), self.backend.count(t)?)))
+            .collect::<Result<_, crate::domain::StoreError>>();
+        let Ok(table_sizes) = sizes else {
+            return cached.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+        };
         let summary = StoredSummary {
-            table_sizes: domain::Table::ALL
-                .into_iter()
-                .filter_map(|t| Some((t.name().to_string(), self.backend.count(t).ok()?)))
-                .collect(),
+            table_sizes,
             last_check: latest_check(self.backend.as_ref()),
         };
         *cached = Some((std::time::Instant::now(), summary.clone()));
@@ -457,7 +462,9 @@ async fn ready(State(n): State<Arc<Node>>) -> Response {
 }
 
 async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
-    let stored = n.stored_summary();
+    // May wait on the storage (or on another probe reading it): never on a
+    // runtime worker, which Raft RPCs need.
+    let stored = tokio::task::block_in_place(|| n.stored_summary());
     let m = n.raft.metrics().borrow().clone();
     let members = m
         .membership_config

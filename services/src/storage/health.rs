@@ -12,8 +12,13 @@ pub use cart_common::admin::StorageStatus;
 use cart_common::spec::StorageBackend;
 use prometheus::{HistogramVec, IntCounterVec, IntGauge};
 
+/// Failed operations in a row before the storage counts as failing: one
+/// slow answer under load is not an outage worth a leader change.
+const FAILURES_BEFORE_UNHEALTHY: u32 = 2;
+
 pub struct Health {
     healthy: AtomicBool,
+    failures_in_a_row: std::sync::atomic::AtomicU32,
     backend: Mutex<StorageBackend>,
     error: Mutex<Option<String>>,
     /// Woken on every change between healthy and unhealthy.
@@ -26,6 +31,7 @@ impl Default for Health {
         METRICS.healthy.set(1);
         Self {
             healthy: AtomicBool::new(true),
+            failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
             backend: Mutex::new(StorageBackend::Redb),
             error: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
@@ -56,10 +62,16 @@ impl Health {
             .with_label_values(&[op])
             .observe(took.as_secs_f64());
         match result {
-            Ok(_) => self.set(true, None),
+            Ok(_) => {
+                self.failures_in_a_row.store(0, Ordering::Relaxed);
+                self.set(true, None);
+            }
             Err(e) => {
                 METRICS.errors.with_label_values(&[op]).inc();
-                self.set(false, Some(format!("{op}: {e}")));
+                let failures = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= FAILURES_BEFORE_UNHEALTHY {
+                    self.set(false, Some(format!("{op}: {e}")));
+                }
             }
         }
     }
