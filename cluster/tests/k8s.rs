@@ -132,6 +132,32 @@ struct Manifests {
     docs: Vec<Value>,
 }
 
+/// What `scripts/deploy/cluster --print` renders with `env`, kubectl
+/// from the test tools.
+fn cluster_script_print(tools: &Tools, env: &[(&str, &str)]) -> Manifests {
+    let path = format!(
+        "{}:{}",
+        tools.bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(repo().join("scripts/deploy/cluster"))
+        .arg("--print")
+        .env("PATH", path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Manifests {
+        overlay: format!("{} scripts/deploy/cluster", names.join(" ")),
+        docs: tools.parse(&String::from_utf8(out.stdout).unwrap()),
+    }
+}
+
 impl Manifests {
     fn of_kind<'a>(&'a self, kind: &str) -> impl Iterator<Item = &'a Value> + 'a {
         let kind = kind.to_string();
@@ -732,29 +758,15 @@ fn the_mongodb_overlay_gives_every_node_pod_its_own_server() {
 
     // scripts/deploy/cluster MONGODB=1: the component over the cloud
     // overlay, its claims in the nodes' storage class.
-    let path = format!(
-        "{}:{}",
-        tools.bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let m = cluster_script_print(
+        &tools,
+        &[
+            ("REGISTRY", "registry.test"),
+            ("TAG", "1"),
+            ("STORAGE_CLASS", "fast"),
+            ("MONGODB", "1"),
+        ],
     );
-    let out = Command::new(repo().join("scripts/deploy/cluster"))
-        .arg("--print")
-        .env("PATH", path)
-        .env("REGISTRY", "registry.test")
-        .env("TAG", "1")
-        .env("STORAGE_CLASS", "fast")
-        .env("MONGODB", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m = Manifests {
-        overlay: "MONGODB=1 scripts/deploy/cluster".into(),
-        docs: tools.parse(&String::from_utf8(out.stdout).unwrap()),
-    };
     assert_mongodb_sidecars(&m, Some("fast"));
 }
 
@@ -1070,29 +1082,15 @@ fn each_overlay_sets_its_image_storage_and_ingress_class() {
 
     // scripts/deploy/cluster puts $REGISTRY/cart:$TAG and its options over
     // the cloud overlay.
-    let path = format!(
-        "{}:{}",
-        tools.bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    let m = cluster_script_print(
+        &tools,
+        &[
+            ("REGISTRY", "registry.test/team/"),
+            ("TAG", "1.2.3"),
+            ("STORAGE_CLASS", "fast"),
+            ("INGRESS_HOST", "cart.test"),
+        ],
     );
-    let out = Command::new(repo().join("scripts/deploy/cluster"))
-        .arg("--print")
-        .env("PATH", path)
-        .env("REGISTRY", "registry.test/team/")
-        .env("TAG", "1.2.3")
-        .env("STORAGE_CLASS", "fast")
-        .env("INGRESS_HOST", "cart.test")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m = Manifests {
-        overlay: "scripts/deploy/cluster".into(),
-        docs: tools.parse(&String::from_utf8(out.stdout).unwrap()),
-    };
     let mut images = BTreeSet::new();
     for w in m.cart_workloads() {
         images.insert(

@@ -19,7 +19,7 @@ use redb::{
     TableDefinition,
 };
 
-use super::{io, ApplyFn, Backend, CrashPoint, Frozen, Meta, Row};
+use super::{io, ApplyFn, Backend, CrashPoint, Frozen, Meta, ReadOnly, Row, StateReader};
 use crate::domain::{StateStore, StoreError, Table};
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -85,9 +85,9 @@ impl Backend for Store {
     }
 
     fn reader(&self) -> Result<Box<dyn StateStore + Send>, StoreError> {
-        Ok(Box::new(ReadView {
+        Ok(Box::new(ReadOnly(ReadView {
             txn: self.begin_read()?,
-        }))
+        })))
     }
 
     fn apply(&self, _index: u64, meta: Meta<'_>, apply: ApplyFn<'_>) -> Result<(), StoreError> {
@@ -221,18 +221,10 @@ struct ReadView {
     txn: ReadTransaction,
 }
 
-impl StateStore for ReadView {
+impl StateReader for ReadView {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let t = self.txn.open_table(table_def(table)).map_err(io)?;
         Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
-    }
-
-    fn put(&mut self, _table: Table, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
-        Err(StoreError("read-only view".into()))
-    }
-
-    fn delete(&mut self, _table: Table, _key: &str) -> Result<(), StoreError> {
-        Err(StoreError("read-only view".into()))
     }
 
     fn keys(

@@ -130,6 +130,43 @@ pub async fn open(
     }
 }
 
+/// The reads of a view that never writes; `ReadOnly` makes it a
+/// `StateStore` that refuses writes.
+pub(crate) trait StateReader {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn keys(
+        &self,
+        table: Table,
+        below: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+}
+
+pub(crate) struct ReadOnly<R>(pub R);
+
+impl<R: StateReader> StateStore for ReadOnly<R> {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(table, key)
+    }
+
+    fn put(&mut self, _table: Table, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
+        Err(StoreError("read-only view".into()))
+    }
+
+    fn delete(&mut self, _table: Table, _key: &str) -> Result<(), StoreError> {
+        Err(StoreError("read-only view".into()))
+    }
+
+    fn keys(
+        &self,
+        table: Table,
+        below: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.0.keys(table, below, limit)
+    }
+}
+
 pub(crate) fn io<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError(e.to_string())
 }

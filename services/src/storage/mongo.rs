@@ -36,7 +36,9 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database};
 
 use super::overlay::{Overlay, Writes};
-use super::{health, io, ApplyFn, Backend, CrashPoint, Frozen, Health, Meta, Row};
+use super::{
+    health, io, ApplyFn, Backend, CrashPoint, Frozen, Health, Meta, ReadOnly, Row, StateReader,
+};
 use crate::domain::{StateStore, StoreError, Table};
 
 const META: &str = "meta";
@@ -193,12 +195,22 @@ impl Inner {
             Some(b) => doc! {"_id": {"$lt": b}},
             None => doc! {},
         };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.ids(&self.table(table), filter, Some(limit)).await
+    }
+
+    /// The keys of the documents matching `filter`, in key order.
+    async fn ids<C: FromIterator<String>>(
+        &self,
+        coll: &Collection<Document>,
+        filter: Document,
+        limit: Option<i64>,
+    ) -> Result<C, StoreError> {
         let docs: Vec<Document> = self
             .op(async {
-                self.table(table)
-                    .find(filter)
+                coll.find(filter)
                     .sort(doc! {"_id": 1})
-                    .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .limit(limit.unwrap_or(0))
                     .projection(doc! {"_id": 1})
                     .await?
                     .try_collect()
@@ -387,18 +399,7 @@ impl Inner {
         if keys.is_empty() {
             return Ok(Default::default());
         }
-        let docs: Vec<Document> = self
-            .op(async {
-                coll.find(doc! {"_id": {"$in": keys}})
-                    .projection(doc! {"_id": 1})
-                    .await?
-                    .try_collect()
-                    .await
-            })
-            .await?;
-        docs.iter()
-            .map(|d| d.get_str("_id").map(str::to_string).map_err(io))
-            .collect()
+        self.ids(coll, doc! {"_id": {"$in": keys}}, None).await
     }
 
     async fn write_meta(&self, meta: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
@@ -552,19 +553,19 @@ impl Backend for MongoBackend {
     }
 
     fn reader(&self) -> Result<Box<dyn StateStore + Send>, StoreError> {
-        Ok(Box::new(Reader {
+        Ok(Box::new(ReadOnly(Reader {
             inner: self.inner.clone(),
             retry: false,
-        }))
+        })))
     }
 
     fn apply(&self, index: u64, meta: Meta<'_>, apply: ApplyFn<'_>) -> Result<(), StoreError> {
         let inner = &self.inner;
         let _guard = inner.lock();
-        let base = Reader {
+        let base = ReadOnly(Reader {
             inner: inner.clone(),
             retry: true,
-        };
+        });
         let mut overlay = Overlay::new(&base);
         apply(&mut overlay)?;
         let redo = Redo {
@@ -697,17 +698,9 @@ impl Reader {
     }
 }
 
-impl StateStore for Reader {
+impl StateReader for Reader {
     fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|| self.inner.get(table, key))
-    }
-
-    fn put(&mut self, _table: Table, _key: &str, _value: &[u8]) -> Result<(), StoreError> {
-        Err(StoreError("read-only view".into()))
-    }
-
-    fn delete(&mut self, _table: Table, _key: &str) -> Result<(), StoreError> {
-        Err(StoreError("read-only view".into()))
     }
 
     fn keys(
