@@ -12,6 +12,7 @@ use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::admin::{
     nodes_path, service_path, CheckReport, CheckStarted, Event, CHECK_ALL_PATH, EVENTS_PATH,
 };
+use cart_common::spec::StorageBackend;
 use cart_common::Service;
 use cart_services::consistency::digest::leaf_of;
 use cart_services::domain::{Query, Reply, Table};
@@ -85,9 +86,16 @@ fn follower(cluster: &LocalCluster) -> u64 {
     (1..=3).find(|n| *n != leader).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupted_key_is_found_in_its_bucket_and_repaired() {
-    let cluster = stock_cluster();
+/// On both backends: the digests, the repair and the recheck are the same.
+async fn a_corrupted_key_is_found_in_its_bucket_and_repaired(backend: StorageBackend) {
+    let Some((cluster, _mongo)) = common::cluster_on(
+        backend,
+        &[Service::Stock],
+        |spec| spec.consistency.check_interval_secs = 0,
+        FAULTS,
+    ) else {
+        return;
+    };
     let client = Client::gateway(&cluster);
     assert!(client.post("/stock/batch_init/1000/7/1").await.ok());
     let clean = start(&cluster, "check", None).await;
@@ -322,3 +330,5 @@ async fn the_fault_hook_is_off_unless_the_node_was_started_with_the_flag() {
         .unwrap();
     assert_eq!(resp.status(), 403);
 }
+
+common::on_both_backends!(a_corrupted_key_is_found_in_its_bucket_and_repaired);

@@ -1021,28 +1021,7 @@ async fn batch_init_creates_ids_0_to_n_minus_1_in_every_service(backend: Storage
     }
 }
 
-macro_rules! on_both_backends {
-    ($($test:ident),* $(,)?) => {
-        mod redb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::StorageBackend::Redb).await;
-                }
-            )*
-        }
-        mod mongodb {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::StorageBackend::Mongodb).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+common::on_both_backends!(
     stock_routes_follow_the_contract_and_every_rejection_changes_nothing,
     payment_routes_follow_the_contract_apply_a_request_id_once_and_rejections_change_nothing,
     orders_and_checkout_charge_exactly_once_and_failed_checkouts_change_nothing,

@@ -63,6 +63,7 @@ impl Under {
                     &self.db,
                     Duration::from_secs(5),
                     Arc::new(Health::default()),
+                    false,
                 )
                 .await
                 .expect("MongoDB backend opens"),
@@ -218,6 +219,11 @@ async fn crud_reads_writes_and_orders_keys(under: Under) {
     assert_eq!(view.get(Table::Orders, "a").unwrap(), None);
     assert_eq!(view.keys(Table::Items, None, 10).unwrap(), ["a", "c", "e"]);
     assert_eq!(view.keys(Table::Items, None, 2).unwrap(), ["a", "c"]);
+    assert_eq!(
+        view.keys(Table::Items, None, usize::MAX).unwrap(),
+        ["a", "c", "e"],
+        "no limit"
+    );
     assert_eq!(view.keys(Table::Items, Some("c"), 10).unwrap(), ["a"]);
     assert_eq!(backend.count(Table::Items).unwrap(), 3);
     assert_eq!(backend.meta(LAST_APPLIED).unwrap().unwrap(), b"2");
@@ -472,4 +478,30 @@ async fn both_backends_store_the_same_bytes_and_digests() {
         .expect("installs");
     assert_eq!(tree(c_backend.as_ref()).root, ta.root);
     assert_eq!(applied(&mut c).await, Some(6));
+}
+
+/// A node whose data directory is new (its Raft log is gone) starts with an
+/// empty MongoDB database, as it would with the embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_raft_log_clears_the_nodes_mongodb_database() {
+    let Some(under) = Under::new(StorageBackend::Mongodb) else {
+        return;
+    };
+    let (mut sm, _) = under.machine().await;
+    apply(&mut sm, history()).await;
+    let server = under.mongo.as_ref().expect("a server");
+    let open = |fresh| {
+        MongoBackend::open(
+            &server.url,
+            &under.db,
+            Duration::from_secs(5),
+            Arc::new(Health::default()),
+            fresh,
+        )
+    };
+    let kept = open(false).await.expect("reopens");
+    assert_eq!(kept.count(Table::Users).unwrap(), 20);
+    let cleared = open(true).await.expect("reopens fresh");
+    assert_eq!(cleared.count(Table::Users).unwrap(), 0);
+    assert_eq!(cleared.meta(LAST_APPLIED).unwrap(), None);
 }

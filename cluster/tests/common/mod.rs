@@ -96,6 +96,32 @@ pub fn cluster_on(
     Some((cluster, mongo))
 }
 
+/// Runs each listed test function (taking a `StorageBackend`) twice:
+/// `redb::<name>` and `mongodb::<name>`.
+#[allow(unused_macros)] // not every test file uses it
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(cart_common::spec::StorageBackend::Redb).await;
+                }
+            )*
+        }
+        mod mongodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(cart_common::spec::StorageBackend::Mongodb).await;
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
+
 #[derive(Clone)]
 pub struct Client {
     pub base: String,

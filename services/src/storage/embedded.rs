@@ -28,6 +28,8 @@ pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// Last applied log id and last membership of the state machine.
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 
+const FILE: &str = "node.redb";
+
 /// The redb table behind a domain table.
 fn table_def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(table.name())
@@ -41,9 +43,14 @@ pub struct Store {
 }
 
 impl Store {
+    /// Whether `dir` holds no store yet (a new node, or a lost directory).
+    pub fn is_new(dir: &Path) -> bool {
+        !dir.join(FILE).exists()
+    }
+
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(io)?;
-        let db = Database::create(dir.join("node.redb")).map_err(io)?;
+        let db = Database::create(dir.join(FILE)).map_err(io)?;
         let store = Self {
             db: Arc::new(db),
             crash: Arc::default(),

@@ -110,12 +110,14 @@ pub trait Frozen: Send + Sync {
 }
 
 /// Opens the backend the spec chooses for node `id` of `service`. `store`
-/// is the node's embedded database (which also holds its Raft log).
+/// is the node's embedded database (which also holds its Raft log), `fresh`
+/// whether it was just created.
 pub async fn open(
     spec: &ClusterSpec,
     service: Service,
     id: NodeId,
     store: &embedded::Store,
+    fresh: bool,
     health: Arc<Health>,
 ) -> Result<Arc<dyn Backend>, StoreError> {
     health.set_backend(spec.storage.backend.clone());
@@ -124,7 +126,7 @@ pub async fn open(
         StorageBackend::Mongodb => {
             let (url, db) = spec.storage.mongodb_of(service, id);
             let timeout = std::time::Duration::from_millis(spec.storage.mongodb_timeout_ms);
-            let backend = mongo::MongoBackend::open(&url, &db, timeout, health).await?;
+            let backend = mongo::MongoBackend::open(&url, &db, timeout, health, fresh).await?;
             Ok(Arc::new(backend))
         }
     }

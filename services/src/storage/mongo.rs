@@ -80,12 +80,16 @@ struct Redo {
 
 impl MongoBackend {
     /// Connects to `url`, uses database `db`, and finishes a batch a crash
-    /// interrupted. Waits (retrying) until the server answers.
+    /// interrupted. Waits (retrying) until the server answers. `fresh`: the
+    /// node's Raft log is new (a new or emptied data directory), so whatever
+    /// the database holds belongs to a log that is gone and is cleared — the
+    /// database starts afresh with the directory, as the embedded store does.
     pub async fn open(
         url: &str,
         db: &str,
         timeout: Duration,
         health: Arc<Health>,
+        fresh: bool,
     ) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(url).await.map_err(io)?;
         options.server_selection_timeout = Some(timeout);
@@ -100,6 +104,10 @@ impl MongoBackend {
             commit_lock: Mutex::new(()),
             crash: Mutex::new(None),
         });
+        if fresh {
+            tracing::info!(db, "new Raft log: clearing this node's MongoDB database");
+            inner.retry_async("recover", || inner.clear()).await;
+        }
         inner.retry_async("recover", || inner.recover()).await;
         Ok(Self { inner })
     }
@@ -195,8 +203,9 @@ impl Inner {
             Some(b) => doc! {"_id": {"$lt": b}},
             None => doc! {},
         };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.ids(&self.table(table), filter, Some(limit)).await
+        // Beyond 32 bits means "all" (some servers refuse larger limits).
+        let limit = i32::try_from(limit).ok().map(i64::from);
+        self.ids(&self.table(table), filter, limit).await
     }
 
     /// The keys of the documents matching `filter`, in key order.
@@ -466,6 +475,17 @@ impl Inner {
         Ok(frozen)
     }
 
+    /// Empties every collection (some MongoDB-compatible servers lack
+    /// `dropDatabase`).
+    async fn clear(&self) -> Result<(), StoreError> {
+        let names = Table::ALL.map(Table::name).into_iter().chain([META, REDO]);
+        for name in names {
+            let coll = self.db.collection::<Document>(name);
+            self.op(coll.delete_many(doc! {})).await?;
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.commit_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -648,18 +668,9 @@ impl Backend for MongoBackend {
         })
     }
 
-    /// Empties every collection (some MongoDB-compatible servers lack
-    /// `dropDatabase`).
     fn wipe(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
-        inner.once("commit", async {
-            let names = Table::ALL.map(Table::name).into_iter().chain([META, REDO]);
-            for name in names {
-                let coll = inner.db.collection::<Document>(name);
-                inner.op(coll.delete_many(doc! {})).await?;
-            }
-            Ok(())
-        })
+        inner.once("commit", inner.clear())
     }
 
     fn ping(&self) -> Result<(), StoreError> {
