@@ -37,6 +37,7 @@ pub fn files(spec: &ClusterSpec) -> Vec<(&'static str, String)> {
         &Service::ALL,
         15,
         Path::new("/etc/prometheus/alerts.yml"),
+        false,
     );
     vec![
         ("docker-compose.yml", compose(&spec)),

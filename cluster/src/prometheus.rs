@@ -24,11 +24,15 @@ pub fn binary() -> Option<PathBuf> {
 
 /// Scrape config for every process of `services` (plus the gateway), with
 /// the rules file next to it.
+/// `gateway`: whether the deployment runs the built-in gateway (`cart up`
+/// does; compose and Kubernetes balance with nginx or an Ingress instead,
+/// and a target that never answers would fire `CartTargetDown`).
 pub fn config(
     spec: &ClusterSpec,
     services: &[Service],
     interval_secs: u64,
     rules: &Path,
+    gateway: bool,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -45,7 +49,9 @@ pub fn config(
             let _ = writeln!(out, "          {k}: '{v}'");
         }
     };
-    target(&spec.gateway_admin_addr(), &[("role", "gateway".into())]);
+    if gateway {
+        target(&spec.gateway_admin_addr(), &[("role", "gateway".into())]);
+    }
     for &service in services {
         for c in spec.coordinators(service) {
             target(
@@ -86,7 +92,10 @@ pub fn write_config(
     let rules = dir.join("alerts.yml");
     std::fs::write(&rules, ALERT_RULES)?;
     let config = dir.join("prometheus.yml");
-    std::fs::write(&config, self::config(spec, services, interval_secs, &rules))?;
+    std::fs::write(
+        &config,
+        self::config(spec, services, interval_secs, &rules, true),
+    )?;
     Ok(config)
 }
 

@@ -54,6 +54,26 @@ fn docker_compose_accepts(file: &Path) -> bool {
     true
 }
 
+/// Prometheus in compose scrapes only containers the compose file runs (a
+/// target that never answers would fire `CartTargetDown`).
+#[test]
+fn compose_prometheus_scrapes_only_containers_that_exist() {
+    let prometheus = std::fs::read_to_string(repo().join("compose/prometheus.yml")).unwrap();
+    let compose = std::fs::read_to_string(repo().join("compose/docker-compose.yml")).unwrap();
+    let targets: Vec<&str> = prometheus
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- targets: ['"))
+        .filter_map(|t| t.split(':').next())
+        .collect();
+    assert!(targets.len() >= 15, "{targets:?}");
+    for host in targets {
+        assert!(
+            compose.contains(&format!("\n  {host}:\n")),
+            "prometheus scrapes {host}, which compose does not run"
+        );
+    }
+}
+
 #[test]
 fn docker_compose_accepts_the_compose_file() {
     docker_compose_accepts(Path::new("compose/docker-compose.yml"));
