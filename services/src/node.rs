@@ -343,29 +343,21 @@ async fn ping_storage(backend: Arc<dyn Backend>) {
 
 /// Returns once the storage is known to fail.
 async fn storage_failing(health: &Health) {
-    while health.is_healthy() {
-        // A change between the check and the wait is seen within 100 ms.
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), health.changed()).await;
-    }
+    let _ = health.watch().wait_for(|healthy| !healthy).await;
 }
 
 /// While its storage fails a node neither campaigns nor sends heartbeats:
 /// as leader it could not apply, so its followers elect another leader.
 async fn follow_storage_health(raft: Raft, health: Arc<Health>) {
-    let mut was = true;
-    loop {
-        let healthy = health.is_healthy();
-        if healthy != was {
-            tracing::warn!(
-                healthy,
-                "storage health changed; elections and heartbeats follow it"
-            );
-            raft.runtime_config().heartbeat(healthy);
-            raft.runtime_config().elect(healthy);
-            was = healthy;
-        }
-        // A change between the check and the wait is seen within a second.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), health.changed()).await;
+    let mut watch = health.watch();
+    while watch.changed().await.is_ok() {
+        let healthy = *watch.borrow_and_update();
+        tracing::warn!(
+            healthy,
+            "storage health changed; elections and heartbeats follow it"
+        );
+        raft.runtime_config().heartbeat(healthy);
+        raft.runtime_config().elect(healthy);
     }
 }
 
@@ -391,19 +383,17 @@ async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Res
         return ApiError::bad_request("missing_request_id", "writes need a request id")
             .into_response();
     }
-    // A node whose storage fails takes no new writes: as leader it could not
-    // apply them, and refusing lets the group elect a healthy leader.
-    if !n.health.is_healthy() {
-        return ApiError::unavailable("this node's storage is failing").into_response();
-    }
-    // A write waiting on an apply that the storage cannot finish is answered
-    // 503 as soon as the storage is known to fail: the coordinator retries
-    // (same request id) at the leader that takes over.
+    // A node whose storage fails takes no write (as leader it could not
+    // apply it; refusing lets the group elect a healthy leader), and a write
+    // waiting on an apply the storage cannot finish is answered 503 as soon
+    // as the failure is known: the coordinator retries (same request id) at
+    // the leader that takes over.
     let proposed = tokio::select! {
-        proposed = saga::propose(&n.raft, &n.sm, &req.request_id, req.cmd) => proposed,
+        biased;
         _ = storage_failing(&n.health) => {
             return ApiError::unavailable("this node's storage is failing").into_response();
         }
+        proposed = saga::propose(&n.raft, &n.sm, &req.request_id, req.cmd) => proposed,
     };
     match proposed {
         Ok(outcome) => answer(outcome),

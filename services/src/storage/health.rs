@@ -4,7 +4,7 @@
 //! while it is unhealthy (so a leader that cannot apply hands over), and
 //! exports it as metrics.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -17,12 +17,11 @@ use prometheus::{HistogramVec, IntCounterVec, IntGauge};
 const FAILURES_BEFORE_UNHEALTHY: u32 = 2;
 
 pub struct Health {
-    healthy: AtomicBool,
-    failures_in_a_row: std::sync::atomic::AtomicU32,
+    /// Whether the storage answers; watched by what follows it.
+    healthy: tokio::sync::watch::Sender<bool>,
+    failures_in_a_row: AtomicU32,
     backend: Mutex<StorageBackend>,
     error: Mutex<Option<String>>,
-    /// Woken on every change between healthy and unhealthy.
-    changed: tokio::sync::Notify,
 }
 
 impl Default for Health {
@@ -30,11 +29,10 @@ impl Default for Health {
         LazyLock::force(&METRICS);
         METRICS.healthy.set(1);
         Self {
-            healthy: AtomicBool::new(true),
-            failures_in_a_row: std::sync::atomic::AtomicU32::new(0),
+            healthy: tokio::sync::watch::Sender::new(true),
+            failures_in_a_row: AtomicU32::new(0),
             backend: Mutex::new(StorageBackend::Redb),
             error: Mutex::new(None),
-            changed: tokio::sync::Notify::new(),
         }
     }
 }
@@ -47,7 +45,7 @@ impl Health {
     }
 
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        *self.healthy.borrow()
     }
 
     /// Records the outcome of one storage operation `op`.
@@ -77,7 +75,7 @@ impl Health {
     }
 
     fn set(&self, healthy: bool, error: Option<String>) {
-        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        let was = self.healthy.send_replace(healthy);
         if !healthy {
             if let Ok(mut e) = self.error.lock() {
                 *e = error;
@@ -90,13 +88,12 @@ impl Health {
             } else {
                 tracing::error!(error = ?self.status().error, "storage unhealthy");
             }
-            self.changed.notify_waiters();
         }
     }
 
-    /// Waits for the next change between healthy and unhealthy.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// Follows every change between healthy and unhealthy.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.healthy.subscribe()
     }
 
     pub fn status(&self) -> StorageStatus {
