@@ -50,6 +50,21 @@ def targets(*pairs, instant=False, table=False):
     ]
 
 
+def panel(kind, title, tgts, desc, w, h, defaults, options, **extra):
+    """The envelope every panel shares; `extra` keys go before the targets."""
+    return {
+        "type": kind,
+        "title": title,
+        "description": desc,
+        "datasource": DS,
+        "_size": (w, h),
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options,
+        **extra,
+        "targets": tgts,
+    }
+
+
 def timeseries(title, tgts, unit="short", desc="", w=12, h=8, stack=False,
                step=False, max_=None, mappings=None):
     defaults = {
@@ -75,20 +90,11 @@ def timeseries(title, tgts, unit="short", desc="", w=12, h=8, stack=False,
     }
     if max_ is not None:
         defaults["max"] = max_
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "_size": (w, h),
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "legend": {"calcs": [], "displayMode": "list",
-                       "placement": "bottom", "showLegend": True},
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "targets": tgts,
-    }
+    return panel("timeseries", title, tgts, desc, w, h, defaults, {
+        "legend": {"calcs": [], "displayMode": "list",
+                   "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    })
 
 
 def steps(*pairs):
@@ -106,104 +112,67 @@ def value_map(texts):
 
 def stat(title, tgts, unit="short", desc="", w=6, h=4, thresholds=None,
          mappings=None):
-    return {
-        "type": "stat",
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "_size": (w, h),
-        "fieldConfig": {
-            "defaults": {
-                "color": {"mode": "thresholds"},
-                "mappings": mappings or [],
-                "thresholds": thresholds or steps(("green", None)),
-                "unit": unit,
-            },
-            "overrides": [],
-        },
-        "options": {
-            "colorMode": "value",
-            "graphMode": "none",
-            "justifyMode": "auto",
-            "orientation": "auto",
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
-                              "values": False},
-            "showPercentChange": False,
-            "textMode": "auto",
-            "wideLayout": True,
-        },
-        "targets": tgts,
-    }
+    return panel("stat", title, tgts, desc, w, h, {
+        "color": {"mode": "thresholds"},
+        "mappings": mappings or [],
+        "thresholds": thresholds or steps(("green", None)),
+        "unit": unit,
+    }, {
+        "colorMode": "value",
+        "graphMode": "none",
+        "justifyMode": "auto",
+        "orientation": "auto",
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                          "values": False},
+        "showPercentChange": False,
+        "textMode": "auto",
+        "wideLayout": True,
+    })
 
 
 def state_timeline(title, tgts, desc="", w=12, h=8, mappings=None,
                    thresholds=None):
     """One band per series, colored by its (mapped) value over time."""
-    return {
-        "type": "state-timeline",
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "_size": (w, h),
-        "fieldConfig": {
-            "defaults": {
-                "color": {"mode": "thresholds"},
-                "custom": {"fillOpacity": 80, "lineWidth": 0,
-                           "hideFrom": {"legend": False, "tooltip": False,
-                                        "viz": False}},
-                "mappings": mappings or [],
-                "thresholds": thresholds or steps(("green", None)),
-            },
-            "overrides": [],
-        },
-        "options": {
-            "alignValue": "left",
-            "mergeValues": True,
-            "rowHeight": 0.9,
-            "showValue": "auto",
-            "legend": {"displayMode": "list", "placement": "bottom",
-                       "showLegend": False},
-            "tooltip": {"mode": "single", "sort": "none"},
-        },
-        "targets": tgts,
-    }
+    return panel("state-timeline", title, tgts, desc, w, h, {
+        "color": {"mode": "thresholds"},
+        "custom": {"fillOpacity": 80, "lineWidth": 0,
+                   "hideFrom": {"legend": False, "tooltip": False,
+                                "viz": False}},
+        "mappings": mappings or [],
+        "thresholds": thresholds or steps(("green", None)),
+    }, {
+        "alignValue": "left",
+        "mergeValues": True,
+        "rowHeight": 0.9,
+        "showValue": "auto",
+        "legend": {"displayMode": "list", "placement": "bottom",
+                   "showLegend": False},
+        "tooltip": {"mode": "single", "sort": "none"},
+    })
 
 
 def table(title, tgts, desc="", w=12, h=8, rename=None, mappings=None,
           hide=("Time", "job", "__name__")):
-    return {
-        "type": "table",
-        "title": title,
-        "description": desc,
-        "datasource": DS,
-        "_size": (w, h),
-        "fieldConfig": {
-            "defaults": {
-                "custom": {"align": "auto", "cellOptions": {"type": "color-text"}
-                           if mappings else {"type": "auto"},
-                           "inspect": False},
-                "mappings": mappings or [],
-                "thresholds": steps(("green", None)),
-            },
-            "overrides": [],
-        },
+    return panel("table", title, tgts, desc, w, h, {
+        "custom": {"align": "auto", "cellOptions": {"type": "color-text"}
+                   if mappings else {"type": "auto"},
+                   "inspect": False},
+        "mappings": mappings or [],
+        "thresholds": steps(("green", None)),
+    }, {
+        "cellHeight": "sm",
+        "footer": {"countRows": False, "fields": "", "reducer": ["sum"],
+                   "show": False},
+        "showHeader": True,
+        "sortBy": [],
+    }, transformations=[{
+        "id": "organize",
         "options": {
-            "cellHeight": "sm",
-            "footer": {"countRows": False, "fields": "", "reducer": ["sum"],
-                       "show": False},
-            "showHeader": True,
-            "sortBy": [],
+            "excludeByName": {k: True for k in hide},
+            "indexByName": {},
+            "renameByName": rename or {},
         },
-        "transformations": [{
-            "id": "organize",
-            "options": {
-                "excludeByName": {k: True for k in hide},
-                "indexByName": {},
-                "renameByName": rename or {},
-            },
-        }],
-        "targets": tgts,
-    }
+    }])
 
 
 def quantiles(metric, sel, by, legend_prefix, qs=(0.5, 0.99), fallback=False):
