@@ -87,12 +87,15 @@ impl Under {
 fn entry(index: u64, request_id: &str, cmd: Command) -> Entry<TypeConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(LogCommand {
-            v: LOG_FORMAT_VERSION,
-            request_id: request_id.into(),
-            ts_ms: 1_000 + index,
-            cmd,
-        }),
+        payload: EntryPayload::Normal(
+            LogCommand {
+                v: LOG_FORMAT_VERSION,
+                request_id: request_id.into(),
+                ts_ms: 1_000 + index,
+                cmd,
+            }
+            .into(),
+        ),
     }
 }
 
@@ -153,8 +156,10 @@ fn history() -> Vec<Entry<TypeConfig>> {
     ]
 }
 
+/// Applies entries of one write each; the outcome of each write.
 async fn apply(sm: &mut StateMachine, entries: Vec<Entry<TypeConfig>>) -> Vec<Outcome> {
-    sm.apply(entries).await.expect("entries apply")
+    let per_entry = sm.apply(entries).await.expect("entries apply");
+    per_entry.into_iter().flatten().collect()
 }
 
 fn ask(backend: &dyn Backend, query: Query) -> Outcome {

@@ -68,6 +68,10 @@ pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -
     )
 }
 
+pub fn histogram(name: &str, help: &str, buckets: &[f64]) -> prometheus::Histogram {
+    histogram_vec(name, help, &[], buckets).with_label_values::<&str>(&[])
+}
+
 fn invalid(name: &str, e: prometheus::Error) -> ! {
     // Only reachable with a malformed metric name or label list in code,
     // which every crate's metrics unit test would hit first.

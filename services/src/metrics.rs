@@ -2,11 +2,12 @@
 
 use std::sync::LazyLock;
 
-use cart_common::metrics::{counter, counter_vec, gauge};
-use prometheus::{IntCounter, IntCounterVec, IntGauge};
+use cart_common::metrics::{counter, counter_vec, gauge, histogram, LATENCY_BUCKETS};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 pub struct NodeMetrics {
     pub applied_entries: IntCounter,
+    pub applied_writes: IntCounter,
     pub duplicate_requests: IntCounter,
     pub snapshots_built: IntCounter,
     pub snapshots_installed: IntCounter,
@@ -17,12 +18,19 @@ pub struct NodeMetrics {
     pub membership_changes: IntCounterVec,
     pub last_log_index: IntGauge,
     pub is_leader: IntGauge,
+    pub log_flush_seconds: Histogram,
+    pub log_flush_entries: Histogram,
+    pub proposal_batch_writes: Histogram,
 }
 
 pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
     applied_entries: counter(
         "raft_applied_entries_total",
         "Log entries applied to this replica's state machine.",
+    ),
+    applied_writes: counter(
+        "raft_applied_writes_total",
+        "Client writes applied to this replica's state machine (an entry may carry several).",
     ),
     duplicate_requests: counter(
         "raft_duplicate_requests_total",
@@ -63,6 +71,22 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
     is_leader: gauge(
         "raft_is_leader",
         "1 while this node is its group's leader, else 0.",
+    ),
+    log_flush_seconds: histogram(
+        "raft_log_flush_duration_seconds",
+        "Time to commit one group of queued Raft log writes (appends, vote, truncate, purge) \
+         with fsync.",
+        LATENCY_BUCKETS,
+    ),
+    log_flush_entries: histogram(
+        "raft_log_flush_entries",
+        "Log entries written by one group commit: how many appends shared one fsync.",
+        &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+    ),
+    proposal_batch_writes: histogram(
+        "raft_proposal_batch_writes",
+        "Client writes the leader put into one Raft entry (concurrent writes share an entry).",
+        &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 256.0],
     ),
 });
 

@@ -33,7 +33,8 @@ use crate::raft::network::{self, Network};
 use crate::raft::progress::Progress;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Raft, TypeConfig};
-use crate::saga::{self, CheckoutAnswer, ProposeError, Sagas};
+use crate::raft::proposer::{ProposeError, Proposer};
+use crate::saga::{CheckoutAnswer, Sagas};
 use crate::storage::{self, embedded, Backend, Health};
 
 /// Largest Raft RPC or internal request body a node accepts.
@@ -60,7 +61,7 @@ pub(crate) struct Node {
     pub(crate) checker: Arc<Checker>,
     pub(crate) fault_injection: bool,
     pub(crate) admin_token: String,
-    sm: StateMachine,
+    proposer: Proposer,
     progress: Arc<Progress>,
     /// The order group's checkout sagas (order nodes only).
     sagas: Option<Arc<Sagas>>,
@@ -156,7 +157,7 @@ pub async fn run(
         id,
         Arc::new(config),
         Network::new(&spec.cluster.internal_secret, progress.clone()),
-        LogStore::new(store.clone(), progress.clone()),
+        LogStore::new(store.clone(), progress.clone())?,
         sm.clone(),
     )
     .await?;
@@ -175,12 +176,13 @@ pub async fn run(
         }
     }
 
+    let proposer = Proposer::start(raft.clone(), sm.clone());
     let sagas = (service == Service::Order).then(|| {
         Arc::new(Sagas::new(
             &spec,
             id,
             raft.clone(),
-            sm.clone(),
+            proposer.clone(),
             backend.clone(),
             health.clone(),
         ))
@@ -188,7 +190,7 @@ pub async fn run(
     if let Some(sagas) = &sagas {
         tokio::spawn(sagas.clone().sweep());
     }
-    let checker = Arc::new(Checker::new(&spec, service, id, raft.clone(), sm.clone()));
+    let checker = Arc::new(Checker::new(&spec, service, id, raft.clone(), proposer.clone()));
     tokio::spawn(checker.clone().schedule(progress.clone()));
     let node = Arc::new(Node {
         service,
@@ -202,7 +204,7 @@ pub async fn run(
         checker,
         fault_injection: options.fault_injection,
         admin_token: spec.cluster.admin_token.clone(),
-        sm,
+        proposer,
         progress: progress.clone(),
         sagas,
         stored: std::sync::Mutex::new(None),
@@ -393,7 +395,7 @@ async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Res
         _ = storage_failing(&n.health) => {
             return ApiError::unavailable("this node's storage is failing").into_response();
         }
-        proposed = saga::propose(&n.raft, &n.sm, &req.request_id, req.cmd) => proposed,
+        proposed = n.proposer.propose(&req.request_id, req.cmd) => proposed,
     };
     match proposed {
         Ok(outcome) => answer(outcome),

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use cart_common::metrics::{counter, counter_vec, gauge, histogram_vec, LATENCY_BUCKETS};
 use cart_common::{ClusterSpec, Service};
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use tokio::sync::watch;
@@ -36,9 +35,8 @@ use tracing::Instrument;
 use crate::api::SagaRecovery;
 use crate::client::PeerService;
 use crate::domain::{self, Checkout, CheckoutState, Command, Outcome, Query, Reply, SagaStep};
-use crate::metrics::METRICS as NODE;
-use crate::raft::state_machine::StateMachine;
-use crate::raft::{now_ms, LogCommand, NodeId, Raft, LOG_FORMAT_VERSION};
+use crate::raft::proposer::{ProposeError, Proposer};
+use crate::raft::{now_ms, NodeId, Raft};
 use crate::storage::{Backend, Health};
 
 /// How often the leader looks for open checkouts nobody drives.
@@ -59,16 +57,10 @@ enum Progress {
     Stopped,
 }
 
-/// Why a write to the own group did not happen.
-pub enum ProposeError {
-    NotLeader(openraft::error::ForwardToLeader<NodeId, BasicNode>),
-    Unavailable(String),
-}
-
 pub struct Sagas {
     id: NodeId,
     raft: Raft,
-    sm: StateMachine,
+    proposer: Proposer,
     backend: Arc<dyn Backend>,
     /// No new checkout begins while the storage fails.
     health: Arc<Health>,
@@ -98,7 +90,7 @@ impl Sagas {
         spec: &ClusterSpec,
         id: NodeId,
         raft: Raft,
-        sm: StateMachine,
+        proposer: Proposer,
         backend: Arc<dyn Backend>,
         health: Arc<Health>,
     ) -> Self {
@@ -106,7 +98,7 @@ impl Sagas {
         Self {
             id,
             raft,
-            sm,
+            proposer,
             backend,
             health,
             payment: PeerService::new(spec, Service::Payment),
@@ -131,7 +123,7 @@ impl Sagas {
             order_id: order_id.to_string(),
             tx_id: uuid::Uuid::new_v4().to_string(),
         };
-        let checkout = match propose(&self.raft, &self.sm, request_id, begin).await {
+        let checkout = match self.proposer.propose(request_id, begin).await {
             Ok(Ok(Reply::Checkout(c))) => c,
             Ok(other) => return CheckoutAnswer::Done(other),
             Err(ProposeError::NotLeader(f)) => return CheckoutAnswer::NotLeader(f),
@@ -309,7 +301,7 @@ impl Sagas {
         };
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match propose(&self.raft, &self.sm, &request_id, cmd.clone()).await {
+            match self.proposer.propose(&request_id, cmd.clone()).await {
                 Ok(_) => return true,
                 Err(ProposeError::NotLeader(_)) => return false,
                 Err(ProposeError::Unavailable(e)) => {
@@ -451,7 +443,7 @@ impl Sagas {
         let own = Command::ForgetCheckouts {
             before_ms: watermark,
         };
-        let own = propose(&self.raft, &self.sm, &request_id, own).await;
+        let own = self.proposer.propose(&request_id, own).await;
         let steps = Command::ForgetSteps {
             before_ms: watermark,
         };
@@ -538,45 +530,6 @@ pub(crate) fn leader_hint(
         leader_id: Some(leader),
         leader_node: node,
     })
-}
-
-/// Writes a command to the own group under `request_id`: answered from
-/// memory if that id was applied, else appended and applied.
-pub async fn propose(
-    raft: &Raft,
-    sm: &StateMachine,
-    request_id: &str,
-    cmd: Command,
-) -> Result<Outcome, ProposeError> {
-    // A remembered id is committed, whichever replica remembers it.
-    match sm.remembered(request_id) {
-        Ok(Some(outcome)) => {
-            NODE.duplicate_requests.inc();
-            return Ok(outcome);
-        }
-        Ok(None) => {}
-        Err(e) => {
-            return Err(ProposeError::Unavailable(format!(
-                "replica store failed: {e}"
-            )))
-        }
-    }
-    let entry = LogCommand {
-        v: LOG_FORMAT_VERSION,
-        request_id: request_id.to_string(),
-        ts_ms: now_ms(),
-        cmd,
-    };
-    let span = tracing::info_span!("raft.write", request_id = %request_id);
-    match raft.client_write(entry).instrument(span).await {
-        Ok(resp) => Ok(resp.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(ProposeError::NotLeader(f))
-        }
-        Err(e) => Err(ProposeError::Unavailable(format!(
-            "write not committed: {e}"
-        ))),
-    }
 }
 
 struct SagaMetrics {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::checker::{LeavesRequest, Operation, RowsRequest};
 use crate::domain::Table;
 use crate::node::{not_leader, Node};
-use crate::saga::ProposeError;
+use crate::raft::proposer::ProposeError;
 
 pub const FAULT_PATH: &str = "/fault/corrupt";
 

@@ -32,9 +32,8 @@ use super::replica::{DigestStatus, DigestSummary, RowDigest};
 use crate::domain::{Command, RepairRow};
 use crate::membership;
 use crate::raft::progress::Progress;
-use crate::raft::state_machine::StateMachine;
 use crate::raft::{now_ms, NodeId, Raft};
-use crate::saga::{propose, ProposeError};
+use crate::raft::proposer::{ProposeError, Proposer};
 
 pub const DIGEST_PATH: &str = "/internal/digest";
 pub const REPAIRED_PATH: &str = "/internal/repaired";
@@ -78,7 +77,7 @@ pub struct RowsRequest {
 pub struct Checker {
     id: NodeId,
     raft: Raft,
-    sm: StateMachine,
+    proposer: Proposer,
     client: reqwest::Client,
     secret: String,
     cfg: ConsistencySection,
@@ -102,14 +101,14 @@ impl Checker {
         service: cart_common::Service,
         id: NodeId,
         raft: Raft,
-        sm: StateMachine,
+        proposer: Proposer,
     ) -> Self {
         init_series();
         init_node_series(spec.nodes(service).into_iter().map(|n| n.id));
         Self {
             id,
             raft,
-            sm,
+            proposer,
             client: cart_common::http::client(
                 Duration::from_millis(spec.limits.connect_timeout_ms),
                 Duration::from_millis(spec.consistency.digest_timeout_ms.max(5_000)),
@@ -179,7 +178,7 @@ impl Checker {
     async fn record(&self, report: CheckReport) {
         let id = format!("record:{}", report.check_id);
         let check_id = report.check_id.clone();
-        match propose(&self.raft, &self.sm, &id, Command::RecordCheck { report }).await {
+        match self.proposer.propose(&id, Command::RecordCheck { report }).await {
             Ok(_) => {}
             Err(ProposeError::NotLeader(_)) => {
                 tracing::warn!(%check_id, "check report not logged: no longer leader")
@@ -547,17 +546,7 @@ impl Checker {
 
     /// Appends a command to the group's log; its log index.
     async fn append(&self, request_id: &str, cmd: Command) -> Result<u64, String> {
-        let entry = crate::raft::LogCommand {
-            v: crate::raft::LOG_FORMAT_VERSION,
-            request_id: request_id.to_string(),
-            ts_ms: now_ms(),
-            cmd,
-        };
-        self.raft
-            .client_write(entry)
-            .await
-            .map(|r| r.log_id.index)
-            .map_err(|e| format!("not logged: {e}"))
+        self.proposer.append_alone(request_id, cmd).await
     }
 
     fn members(&self) -> BTreeMap<NodeId, String> {

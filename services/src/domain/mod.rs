@@ -88,7 +88,7 @@ impl Table {
 }
 
 /// Storage failures are not business outcomes: they stop the replica.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("storage: {0}")]
 pub struct StoreError(pub String);
 

@@ -1,5 +1,6 @@
 //! openraft's `RaftLogStorage` over the node's redb database.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use redb::ReadableTable;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::log_writer::LogWriter;
 use super::progress::Progress;
 use super::{storage_error, NodeId, StorageError, TypeConfig};
 use crate::domain::StoreError;
@@ -23,12 +25,19 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     store: Store,
+    writer: LogWriter,
     progress: Arc<Progress>,
 }
 
 impl LogStore {
-    pub fn new(store: Store, progress: Arc<Progress>) -> Self {
-        Self { store, progress }
+    /// The log of `store`, with its writer thread started.
+    pub fn new(store: Store, progress: Arc<Progress>) -> Result<Self, StoreError> {
+        let writer = LogWriter::start(store.clone())?;
+        Ok(Self {
+            store,
+            writer,
+            progress,
+        })
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -40,89 +49,45 @@ impl LogStore {
         }
     }
 
-    fn write_meta<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(io)?;
-        let txn = self.store.begin_write(durable)?;
-        txn.open_table(LOG_META)
-            .map_err(io)?
-            .insert(key, bytes.as_slice())
-            .map_err(io)?;
-        txn.commit().map_err(io)
-    }
-
+    /// Committed entries in `range`, overlaid with those still queued.
     fn entries(
         &self,
         range: (Bound<u64>, Bound<u64>),
     ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        // Queued first: an entry committed meanwhile is then in the table.
+        let queued = self.writer.pending().range(range);
         let txn = self.store.begin_read()?;
         let table = txn.open_table(LOG).map_err(io)?;
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for row in table.range::<u64>(range).map_err(io)? {
-            let (_, v) = row.map_err(io)?;
-            out.push(serde_json::from_slice(v.value()).map_err(io)?);
+            let (k, v) = row.map_err(io)?;
+            out.insert(k.value(), serde_json::from_slice(v.value()).map_err(io)?);
         }
-        Ok(out)
+        out.extend(queued.into_iter().map(|e| (e.log_id.index, e)));
+        Ok(out.into_values().collect())
     }
 
     fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
         let last_purged: Option<LogId<NodeId>> = self.read_meta(LAST_PURGED)?;
+        let queued = self.writer.pending().last();
         let txn = self.store.begin_read()?;
         let table = txn.open_table(LOG).map_err(io)?;
-        let last = match table.last().map_err(io)? {
+        let stored = match table.last().map_err(io)? {
             Some((_, v)) => {
                 let entry: Entry<TypeConfig> = serde_json::from_slice(v.value()).map_err(io)?;
                 Some(entry.log_id)
             }
-            None => last_purged,
+            None => None,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_log_id: queued.max(stored).or(last_purged),
         })
     }
+}
 
-    fn append_entries(
-        &self,
-        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
-    ) -> Result<(), StoreError> {
-        let txn = self.store.begin_write(true)?;
-        {
-            let mut table = txn.open_table(LOG).map_err(io)?;
-            for entry in entries {
-                let bytes = serde_json::to_vec(&entry).map_err(io)?;
-                table
-                    .insert(entry.log_id.index, bytes.as_slice())
-                    .map_err(io)?;
-            }
-        }
-        txn.commit().map_err(io)
-    }
-
-    /// Removes entries in `range`; `purged` records the new last purged id.
-    fn remove(
-        &self,
-        range: (Bound<u64>, Bound<u64>),
-        purged: Option<LogId<NodeId>>,
-    ) -> Result<(), StoreError> {
-        let txn = self.store.begin_write(true)?;
-        {
-            let mut table = txn.open_table(LOG).map_err(io)?;
-            table.retain_in::<u64, _>(range, |_, _| false).map_err(io)?;
-            if let Some(id) = purged {
-                let bytes = serde_json::to_vec(&id).map_err(io)?;
-                txn.open_table(LOG_META)
-                    .map_err(io)?
-                    .insert(LAST_PURGED, bytes.as_slice())
-                    .map_err(io)?;
-            }
-        }
-        txn.commit().map_err(io)
-    }
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(io)
 }
 
 fn logs_err(verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError {
@@ -161,7 +126,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        blocking(|| self.write_meta(VOTE, vote, true)).map_err(vote_err(ErrorVerb::Write))
+        let bytes = encode(vote).map_err(vote_err(ErrorVerb::Write))?;
+        self.writer
+            .put_meta(VOTE, bytes, true)
+            .await
+            .map_err(vote_err(ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -174,8 +143,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError> {
         self.progress.set_committed(committed.map(|c| c.index));
         // Only an optimisation for restart (apply up to here without waiting
-        // for the leader), so it need not be fsynced on its own.
-        blocking(|| self.write_meta(COMMITTED, &committed, false))
+        // for the leader), so it rides along with the next log commit.
+        let bytes = encode(&committed).map_err(logs_err(ErrorVerb::Write))?;
+        self.writer
+            .put_meta(COMMITTED, bytes, false)
+            .await
             .map_err(logs_err(ErrorVerb::Write))
     }
 
@@ -194,37 +166,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut indexes = Vec::new();
-        let entries = entries
-            .into_iter()
-            .inspect(|e| indexes.push(e.log_id.index));
-        let result = blocking(|| self.append_entries(entries));
-        match result {
-            Ok(()) => {
-                self.progress.appended(indexes);
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(logs_err(ErrorVerb::Write)(e))
-            }
-        }
+        let entries: Vec<_> = entries.into_iter().collect();
+        self.progress
+            .appended(entries.iter().map(|e| e.log_id.index));
+        self.writer
+            .append(entries, callback)
+            .map_err(logs_err(ErrorVerb::Write))
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         self.progress.truncated(log_id.index);
-        blocking(|| self.remove((Bound::Included(log_id.index), Bound::Unbounded), None))
+        self.writer
+            .truncate(log_id.index)
+            .await
             .map_err(logs_err(ErrorVerb::Delete))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        blocking(|| {
-            self.remove(
-                (Bound::Unbounded, Bound::Included(log_id.index)),
-                Some(log_id),
-            )
-        })
-        .map_err(logs_err(ErrorVerb::Delete))
+        let bytes = encode(&log_id).map_err(logs_err(ErrorVerb::Delete))?;
+        self.writer
+            .purge(log_id.index, (LAST_PURGED, bytes))
+            .await
+            .map_err(logs_err(ErrorVerb::Delete))
     }
 }

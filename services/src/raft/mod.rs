@@ -2,7 +2,9 @@
 //! entry format, and the storage and network adapters.
 
 pub mod log_store;
+pub mod log_writer;
 pub mod network;
+pub mod proposer;
 pub mod progress;
 pub mod snapshot;
 pub mod state_machine;
@@ -13,8 +15,8 @@ use std::io::Cursor;
 use crate::domain::{Command, Outcome};
 
 /// Current version of `LogCommand`; a node refuses to apply a newer one
-/// rather than misread it.
-pub const LOG_FORMAT_VERSION: u16 = 1;
+/// rather than misread it. Version 2: an entry carries `Proposals`.
+pub const LOG_FORMAT_VERSION: u16 = 2;
 
 /// One client write as it sits in the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,10 +35,33 @@ impl std::fmt::Display for LogCommand {
     }
 }
 
+/// What one Raft entry carries: client writes proposed together, applied in
+/// order, each under its own request id with its own outcome. Under load the
+/// leader's proposer batches concurrent writes into one entry, so they share
+/// one log append, one fsync per replica and one apply transaction; when idle
+/// an entry holds one write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposals(pub Vec<LogCommand>);
+
+impl From<LogCommand> for Proposals {
+    fn from(command: LogCommand) -> Self {
+        Self(vec![command])
+    }
+}
+
+impl std::fmt::Display for Proposals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => one.fmt(f),
+            many => write!(f, "{} writes", many.len()),
+        }
+    }
+}
+
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = LogCommand,
-        R = Outcome,
+        D = Proposals,
+        R = Vec<Outcome>,
 );
 
 pub type NodeId = u64;

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::snapshot::{self, Meta};
 use super::{
-    now_ms, storage_error, LogCommand, NodeId, StorageError, TypeConfig, LOG_FORMAT_VERSION,
+    now_ms, storage_error, LogCommand, NodeId, Proposals, StorageError, TypeConfig,
+    LOG_FORMAT_VERSION,
 };
 use crate::consistency::replica::Replica;
 use crate::domain::steps::{forget_before, time_key};
@@ -81,7 +82,7 @@ impl StateMachine {
     fn apply_entries(
         &self,
         mut entries: Vec<Entry<TypeConfig>>,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
         let mut replies = Vec::with_capacity(entries.len());
         loop {
             let cut = entries
@@ -102,7 +103,10 @@ impl StateMachine {
         }
     }
 
-    fn apply_batch(&self, entries: Vec<Entry<TypeConfig>>) -> Result<Vec<Outcome>, StoreError> {
+    fn apply_batch(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<Vec<Vec<Outcome>>, StoreError> {
         let Some(last) = entries.last().map(|e| e.log_id) else {
             return Ok(Vec::new());
         };
@@ -116,17 +120,23 @@ impl StateMachine {
             meta.push((MEMBERSHIP, serde_json::to_vec(&m).map_err(io)?));
         }
         let mut replies = Vec::with_capacity(entries.len());
+        let mut writes = 0;
         self.backend.apply(last.index, &meta, &mut |view| {
             let mut newest_ts = 0;
             for entry in &entries {
-                let outcome = match &entry.payload {
-                    EntryPayload::Blank | EntryPayload::Membership(_) => Ok(Reply::Done),
-                    EntryPayload::Normal(req) => {
-                        newest_ts = newest_ts.max(req.ts_ms);
-                        self.apply_once(view, req)?
+                let outcomes = match &entry.payload {
+                    EntryPayload::Blank | EntryPayload::Membership(_) => Vec::new(),
+                    EntryPayload::Normal(proposals) => {
+                        let mut outcomes = Vec::with_capacity(proposals.0.len());
+                        for req in &proposals.0 {
+                            newest_ts = newest_ts.max(req.ts_ms);
+                            outcomes.push(self.apply_once(view, req)?);
+                        }
+                        outcomes
                     }
                 };
-                replies.push(outcome);
+                writes += outcomes.len();
+                replies.push(outcomes);
             }
             // Forget request ids older than the window, measured on the log's
             // own clock so every replica forgets the same ones.
@@ -135,6 +145,7 @@ impl StateMachine {
             Ok(())
         })?;
         METRICS.applied_entries.inc_by(replies.len() as u64);
+        METRICS.applied_writes.inc_by(writes as u64);
         Ok(replies)
     }
 
@@ -259,10 +270,14 @@ impl StateMachine {
 /// The check id and log index of a check entry.
 fn check_of(entry: &Entry<TypeConfig>) -> Option<(String, u64)> {
     match &entry.payload {
-        EntryPayload::Normal(LogCommand {
-            cmd: Command::ComputeDigest { check_id },
-            ..
-        }) => Some((check_id.clone(), entry.log_id.index)),
+        // The proposer never batches a check with other writes.
+        EntryPayload::Normal(Proposals(writes)) => match writes.as_slice() {
+            [LogCommand {
+                cmd: Command::ComputeDigest { check_id },
+                ..
+            }] => Some((check_id.clone(), entry.log_id.index)),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -296,7 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         blocking(|| self.applied()).map_err(sm_err(ErrorVerb::Read))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Outcome>>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -352,12 +367,15 @@ mod tests {
     fn entry(index: u64, request_id: &str, ts_ms: u64, cmd: Command) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(LogCommand {
-                v: LOG_FORMAT_VERSION,
-                request_id: request_id.into(),
-                ts_ms,
-                cmd,
-            }),
+            payload: EntryPayload::Normal(
+                LogCommand {
+                    v: LOG_FORMAT_VERSION,
+                    request_id: request_id.into(),
+                    ts_ms,
+                    cmd,
+                }
+                .into(),
+            ),
         }
     }
 
@@ -406,6 +424,40 @@ mod tests {
         assert_eq!(credit(&sm, "0"), 5);
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(3));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_entry_of_several_writes_applies_each_once_with_its_own_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = machine(dir.path(), 60_000);
+        let write = |request_id: &str, cmd: Command| LogCommand {
+            v: LOG_FORMAT_VERSION,
+            request_id: request_id.into(),
+            ts_ms: 1,
+            cmd,
+        };
+        let batch = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Proposals(vec![
+                write("init", init()),
+                write("a", fund(5)),
+                // A retry of "a" in the same entry: answered, not applied.
+                write("a", fund(5)),
+                write("b", fund(-100)),
+                write("c", fund(2)),
+            ])),
+        };
+        let out = sm.apply(vec![batch]).await.unwrap();
+        assert_eq!(out.len(), 1, "one entry, one list of outcomes");
+        let outcomes = &out[0];
+        assert_eq!(outcomes.len(), 5);
+        assert_eq!(outcomes[1], outcomes[2]);
+        assert!(outcomes[3].is_err(), "overdraft refused: {:?}", outcomes[3]);
+        assert!(outcomes[4].is_ok());
+        assert_eq!(credit(&sm, "0"), 7);
+        for id in ["init", "a", "b", "c"] {
+            assert!(sm.remembered(id).unwrap().is_some(), "{id} remembered");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,150 @@
+//! The leader's way into its group's log: batches concurrent client writes
+//! into Raft entries.
+//!
+//! openraft 0.9 appends each `client_write` as its own entry and waits for
+//! that entry's fsync before it takes the next one, so one entry per write
+//! caps a group at one fsync per write and queues everything else behind
+//! it. Here writes wait in a queue while the group is busy; whatever has
+//! queued goes into the next entry, so under load many writes share one
+//! append, one fsync on each replica and one apply transaction, and when
+//! idle a write goes out alone at once. A few entries are kept in flight so
+//! that the leader appends the next one while the last is being replicated.
+
+use std::sync::Arc;
+
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::BasicNode;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::Instrument;
+
+use super::state_machine::StateMachine;
+use super::{now_ms, LogCommand, NodeId, Proposals, Raft, LOG_FORMAT_VERSION};
+use crate::domain::{Command, Outcome};
+use crate::metrics::METRICS;
+
+/// Most writes in one entry: bounds an entry's size and its apply time.
+const MAX_BATCH: usize = 256;
+/// Entries handed to Raft and not yet applied, at most.
+const IN_FLIGHT: usize = 4;
+
+/// Why a write to the own group did not happen.
+#[derive(Clone, Debug)]
+pub enum ProposeError {
+    NotLeader(ForwardToLeader<NodeId, BasicNode>),
+    Unavailable(String),
+}
+
+type Answer = oneshot::Sender<Result<Outcome, ProposeError>>;
+
+/// Handle to the node's proposer; cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    raft: Raft,
+    sm: StateMachine,
+    queue: mpsc::UnboundedSender<(LogCommand, Answer)>,
+}
+
+impl Proposer {
+    /// Starts the batching task of `raft`'s group.
+    pub fn start(raft: Raft, sm: StateMachine) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(batch_writes(raft.clone(), waiting));
+        Self { raft, sm, queue }
+    }
+
+    /// Writes a command under `request_id`: answered from memory if that id
+    /// was applied, else appended (batched with concurrent writes) and
+    /// applied.
+    pub async fn propose(&self, request_id: &str, cmd: Command) -> Result<Outcome, ProposeError> {
+        // A remembered id is committed, whichever replica remembers it.
+        match self.sm.remembered(request_id) {
+            Ok(Some(outcome)) => {
+                METRICS.duplicate_requests.inc();
+                return Ok(outcome);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(ProposeError::Unavailable(format!(
+                    "replica store failed: {e}"
+                )))
+            }
+        }
+        let (answer, heard) = oneshot::channel();
+        let span = tracing::info_span!("raft.write", request_id = %request_id);
+        self.queue
+            .send((command(request_id, cmd), answer))
+            .map_err(|_| ProposeError::Unavailable("the proposer has stopped".into()))?;
+        heard
+            .instrument(span)
+            .await
+            .unwrap_or_else(|_| Err(ProposeError::Unavailable("the write was dropped".into())))
+    }
+
+    /// Appends a command in an entry of its own, not batched (a consistency
+    /// check must sit alone at its log position); its log index.
+    pub async fn append_alone(&self, request_id: &str, cmd: Command) -> Result<u64, String> {
+        self.raft
+            .client_write(command(request_id, cmd).into())
+            .await
+            .map(|r| r.log_id.index)
+            .map_err(|e| format!("not logged: {e}"))
+    }
+}
+
+fn command(request_id: &str, cmd: Command) -> LogCommand {
+    LogCommand {
+        v: LOG_FORMAT_VERSION,
+        request_id: request_id.to_string(),
+        ts_ms: now_ms(),
+        cmd,
+    }
+}
+
+/// Takes whatever has queued as one entry whenever fewer than `IN_FLIGHT`
+/// entries are in Raft; ends when every `Proposer` is gone.
+async fn batch_writes(raft: Raft, mut waiting: mpsc::UnboundedReceiver<(LogCommand, Answer)>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = waiting.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        METRICS.proposal_batch_writes.observe(batch.len() as f64);
+        let raft = raft.clone();
+        let span = tracing::info_span!("raft.entry", writes = batch.len());
+        tokio::spawn(
+            async move {
+                write_entry(&raft, batch).await;
+                drop(slot);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Writes one entry and hands each writer its own outcome.
+async fn write_entry(raft: &Raft, batch: Vec<(LogCommand, Answer)>) {
+    let (commands, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let count = commands.len();
+    let outcomes = match raft.client_write(Proposals(commands)).await {
+        Ok(resp) if resp.data.len() == count => resp.data.into_iter().map(Ok).collect(),
+        Ok(resp) => {
+            let e = format!("{} outcomes for {count} writes", resp.data.len());
+            vec![Err(ProposeError::Unavailable(e)); count]
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            vec![Err(ProposeError::NotLeader(f)); count]
+        }
+        Err(e) => vec![Err(ProposeError::Unavailable(format!("write not committed: {e}"))); count],
+    };
+    for (answer, outcome) in answers.into_iter().zip(outcomes) {
+        // A writer that gave up (its request ended) no longer listens.
+        let _ = answer.send(outcome);
+    }
+}
