@@ -56,7 +56,7 @@ impl Under {
 
     async fn open(&self) -> Arc<dyn Backend> {
         match &self.mongo {
-            None => Arc::new(embedded::Store::open(self.dir.path()).expect("redb opens")),
+            None => Arc::new(embedded::Store::open(self.dir.path(), 64).expect("redb opens")),
             Some(server) => Arc::new(
                 MongoBackend::open(
                     &server.url,

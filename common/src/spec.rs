@@ -266,6 +266,10 @@ pub struct StorageSection {
     /// A MongoDB operation slower than this counts as failed (and is
     /// retried); the node is reported unhealthy meanwhile.
     pub mongodb_timeout_ms: u64,
+    /// Page cache of each node's redb file (the Raft log, and the state with
+    /// the `redb` backend). redb's own default, 1 GiB, lets a busy node's
+    /// memory grow far past what its data needs.
+    pub redb_cache_mib: u64,
 }
 
 impl Default for StorageSection {
@@ -275,6 +279,7 @@ impl Default for StorageSection {
             mongodb_url: "mongodb://127.0.0.1:27017".into(),
             mongodb_database: "cart_{name}".into(),
             mongodb_timeout_ms: 2000,
+            redb_cache_mib: 64,
         }
     }
 }

@@ -31,9 +31,9 @@ use crate::metrics::METRICS;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{self, Network};
 use crate::raft::progress::Progress;
+use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{Raft, TypeConfig};
-use crate::raft::proposer::{ProposeError, Proposer};
 use crate::saga::{CheckoutAnswer, Sagas};
 use crate::storage::{self, embedded, Backend, Health};
 
@@ -126,7 +126,7 @@ pub async fn run(
     // The Raft log always lives in the embedded store; the replicated state
     // in the backend the spec chooses (the embedded store by default).
     let fresh = embedded::Store::is_new(&dir);
-    let store = embedded::Store::open(&dir)?;
+    let store = embedded::Store::open(&dir, spec.storage.redb_cache_mib)?;
     let health = Arc::new(Health::default());
     let backend = storage::open(&spec, service, id, &store, fresh, health.clone()).await?;
     let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
@@ -190,7 +190,13 @@ pub async fn run(
     if let Some(sagas) = &sagas {
         tokio::spawn(sagas.clone().sweep());
     }
-    let checker = Arc::new(Checker::new(&spec, service, id, raft.clone(), proposer.clone()));
+    let checker = Arc::new(Checker::new(
+        &spec,
+        service,
+        id,
+        raft.clone(),
+        proposer.clone(),
+    ));
     tokio::spawn(checker.clone().schedule(progress.clone()));
     let node = Arc::new(Node {
         service,

@@ -32,8 +32,8 @@ use super::replica::{DigestStatus, DigestSummary, RowDigest};
 use crate::domain::{Command, RepairRow};
 use crate::membership;
 use crate::raft::progress::Progress;
-use crate::raft::{now_ms, NodeId, Raft};
 use crate::raft::proposer::{ProposeError, Proposer};
+use crate::raft::{now_ms, NodeId, Raft};
 
 pub const DIGEST_PATH: &str = "/internal/digest";
 pub const REPAIRED_PATH: &str = "/internal/repaired";
@@ -178,7 +178,11 @@ impl Checker {
     async fn record(&self, report: CheckReport) {
         let id = format!("record:{}", report.check_id);
         let check_id = report.check_id.clone();
-        match self.proposer.propose(&id, Command::RecordCheck { report }).await {
+        match self
+            .proposer
+            .propose(&id, Command::RecordCheck { report })
+            .await
+        {
             Ok(_) => {}
             Err(ProposeError::NotLeader(_)) => {
                 tracing::warn!(%check_id, "check report not logged: no longer leader")

@@ -38,7 +38,10 @@ impl Pending {
     }
 
     /// The pending entries with an index in `range`.
-    pub fn range(&self, range: (std::ops::Bound<u64>, std::ops::Bound<u64>)) -> Vec<Entry<TypeConfig>> {
+    pub fn range(
+        &self,
+        range: (std::ops::Bound<u64>, std::ops::Bound<u64>),
+    ) -> Vec<Entry<TypeConfig>> {
         self.lock().range(range).map(|(_, e)| e.clone()).collect()
     }
 
@@ -213,7 +216,9 @@ fn run(store: Store, jobs: Receiver<Job>, pending: Arc<Pending>) {
         batch.extend(jobs.try_iter());
         let started = Instant::now();
         let result = commit(&store, &batch);
-        METRICS.log_flush_seconds.observe(started.elapsed().as_secs_f64());
+        METRICS
+            .log_flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         let mut entries = 0;
         for job in batch {
             let outcome = result.clone();

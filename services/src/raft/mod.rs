@@ -4,8 +4,8 @@
 pub mod log_store;
 pub mod log_writer;
 pub mod network;
-pub mod proposer;
 pub mod progress;
+pub mod proposer;
 pub mod snapshot;
 pub mod state_machine;
 

@@ -141,7 +141,12 @@ async fn write_entry(raft: &Raft, batch: Vec<(LogCommand, Answer)>) {
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             vec![Err(ProposeError::NotLeader(f)); count]
         }
-        Err(e) => vec![Err(ProposeError::Unavailable(format!("write not committed: {e}"))); count],
+        Err(e) => vec![
+            Err(ProposeError::Unavailable(format!(
+                "write not committed: {e}"
+            )));
+            count
+        ],
     };
     for (answer, outcome) in answers.into_iter().zip(outcomes) {
         // A writer that gave up (its request ended) no longer listens.

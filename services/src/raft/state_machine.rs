@@ -354,7 +354,7 @@ mod tests {
     use crate::domain::{Command, Query};
 
     fn machine(dir: &std::path::Path, window_ms: u64) -> StateMachine {
-        let store = crate::storage::embedded::Store::open(dir).unwrap();
+        let store = crate::storage::embedded::Store::open(dir, 64).unwrap();
         StateMachine::new(
             Arc::new(store),
             dir.to_path_buf(),

@@ -48,9 +48,14 @@ impl Store {
         !dir.join(FILE).exists()
     }
 
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_mib`.
+    pub fn open(dir: &Path, cache_mib: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(io)?;
-        let db = Database::create(dir.join(FILE)).map_err(io)?;
+        let cache = usize::try_from(cache_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let db = redb::Builder::new()
+            .set_cache_size(cache)
+            .create(dir.join(FILE))
+            .map_err(io)?;
         let store = Self {
             db: Arc::new(db),
             crash: Arc::default(),
