@@ -139,7 +139,7 @@ impl Default for RaftSection {
         Self {
             heartbeat_ms: 200,
             election_timeout_ms: 1000,
-            snapshot_every: 5000,
+            snapshot_every: 20_000,
             request_id_window_secs: 600,
         }
     }

@@ -105,7 +105,16 @@ pub struct Store {
     db: Arc<Database>,
     /// `crash_next_apply`'s armed crash point.
     crash: Arc<std::sync::Mutex<Option<CrashPoint>>>,
+    /// When an apply last committed durably (see `CHECKPOINT_EVERY`).
+    last_durable: Arc<std::sync::Mutex<Instant>>,
 }
+
+/// An apply commits durably when the last durable one is older than this.
+/// Between durable commits redb keeps every page an apply dirtied and cannot
+/// reuse the pages it freed; a checkpoint a second bounds that work, the
+/// file's growth and the entries a crash replays, for one state fsync a
+/// second.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Store {
     /// Opens (or creates) the state file in `dir` with a page cache of
@@ -116,6 +125,7 @@ impl Store {
         let store = Self {
             db: Arc::new(db),
             crash: Arc::default(),
+            last_durable: Arc::new(std::sync::Mutex::new(Instant::now())),
         };
         // Create every table up front so readers never see "table missing".
         let txn = store.db.begin_write().map_err(io)?;
@@ -158,7 +168,15 @@ impl Backend for Store {
     }
 
     fn apply(&self, _index: u64, meta: Meta<'_>, apply: ApplyFn<'_>) -> Result<(), StoreError> {
-        let txn = self.begin_write(false)?;
+        let checkpoint = {
+            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= CHECKPOINT_EVERY;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        let txn = self.begin_write(checkpoint)?;
         {
             let mut view = WriteView::open(&txn)?;
             apply(&mut view)?;
