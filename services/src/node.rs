@@ -125,10 +125,10 @@ pub async fn run(
     let dir = spec.node_data_dir(service, id);
     // The Raft log always lives in the embedded store; the replicated state
     // in the backend the spec chooses (the embedded store by default).
-    let fresh = embedded::LogFile::is_new(&dir);
-    let log = embedded::LogFile::open(&dir)?;
+    let fresh = embedded::Store::is_new(&dir);
+    let store = embedded::Store::open(&dir, spec.storage.redb_cache_mib)?;
     let health = Arc::new(Health::default());
-    let backend = storage::open(&spec, service, id, &dir, fresh, health.clone()).await?;
+    let backend = storage::open(&spec, service, id, &store, fresh, health.clone()).await?;
     let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
     let replica = Arc::new(Replica::default());
     Replica::init_metrics();
@@ -161,7 +161,7 @@ pub async fn run(
         id,
         Arc::new(config),
         Network::new(&spec.cluster.internal_secret, progress.clone()),
-        LogStore::new(log, progress.clone())?,
+        LogStore::new(store.clone(), progress.clone())?,
         sm.clone(),
     )
     .await?;

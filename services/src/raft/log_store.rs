@@ -15,7 +15,7 @@ use super::log_writer::LogWriter;
 use super::progress::Progress;
 use super::{storage_error, NodeId, StorageError, TypeConfig};
 use crate::domain::StoreError;
-use crate::storage::embedded::{LogFile, LOG, LOG_META};
+use crate::storage::embedded::{Store, LOG, LOG_META};
 use crate::storage::io;
 
 const VOTE: &str = "vote";
@@ -24,24 +24,24 @@ const LAST_PURGED: &str = "last_purged";
 
 #[derive(Clone)]
 pub struct LogStore {
-    file: LogFile,
+    store: Store,
     writer: LogWriter,
     progress: Arc<Progress>,
 }
 
 impl LogStore {
-    /// The log in `file`, with its writer thread started.
-    pub fn new(file: LogFile, progress: Arc<Progress>) -> Result<Self, StoreError> {
-        let writer = LogWriter::start(file.clone())?;
+    /// The log of `store`, with its writer thread started.
+    pub fn new(store: Store, progress: Arc<Progress>) -> Result<Self, StoreError> {
+        let writer = LogWriter::start(store.clone())?;
         Ok(Self {
-            file,
+            store,
             writer,
             progress,
         })
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let txn = self.file.begin_read()?;
+        let txn = self.store.begin_read()?;
         let table = txn.open_table(LOG_META).map_err(io)?;
         match table.get(key).map_err(io)? {
             None => Ok(None),
@@ -56,7 +56,7 @@ impl LogStore {
     ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
         // Queued first: an entry committed meanwhile is then in the table.
         let queued = self.writer.pending().range(range);
-        let txn = self.file.begin_read()?;
+        let txn = self.store.begin_read()?;
         let table = txn.open_table(LOG).map_err(io)?;
         let mut out = BTreeMap::new();
         for row in table.range::<u64>(range).map_err(io)? {
@@ -70,7 +70,7 @@ impl LogStore {
     fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
         let last_purged: Option<LogId<NodeId>> = self.read_meta(LAST_PURGED)?;
         let queued = self.writer.pending().last();
-        let txn = self.file.begin_read()?;
+        let txn = self.store.begin_read()?;
         let table = txn.open_table(LOG).map_err(io)?;
         let stored = match table.last().map_err(io)? {
             Some((_, v)) => {

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use super::{NodeId, TypeConfig};
 use crate::domain::StoreError;
 use crate::metrics::METRICS;
-use crate::storage::embedded::{LogFile, LOG, LOG_META};
+use crate::storage::embedded::{Store, LOG, LOG_META};
 use crate::storage::io;
 
 /// Entries appended but perhaps not yet committed: readers see them at once,
@@ -102,13 +102,13 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Starts the writer thread of `store`'s log.
-    pub fn start(log: LogFile) -> Result<Self, StoreError> {
+    pub fn start(store: Store) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
         let pending = Arc::new(Pending::default());
         let thread_pending = pending.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || run(log, jobs, thread_pending))
+            .spawn(move || run(store, jobs, thread_pending))
             .map_err(io)?;
         Ok(Self { queue, pending })
     }
@@ -210,12 +210,12 @@ async fn wait(heard: oneshot::Receiver<Result<(), StoreError>>) -> Result<(), St
 /// The writer thread: takes every job queued so far, commits them in one
 /// durable transaction, then tells each job's waiter. Ends when every
 /// sender is gone (the node shuts down).
-fn run(log: LogFile, jobs: Receiver<Job>, pending: Arc<Pending>) {
+fn run(store: Store, jobs: Receiver<Job>, pending: Arc<Pending>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
         let started = Instant::now();
-        let result = commit(&log, &batch);
+        let result = commit(&store, &batch);
         METRICS
             .log_flush_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -249,9 +249,9 @@ fn run(log: LogFile, jobs: Receiver<Job>, pending: Arc<Pending>) {
     }
 }
 
-fn commit(log_file: &LogFile, batch: &[Job]) -> Result<(), StoreError> {
+fn commit(store: &Store, batch: &[Job]) -> Result<(), StoreError> {
     let _span = tracing::debug_span!("raft.log_flush", jobs = batch.len()).entered();
-    let txn = log_file.begin_write()?;
+    let txn = store.begin_write(true)?;
     {
         let mut log = txn.open_table(LOG).map_err(io)?;
         let mut meta = txn.open_table(LOG_META).map_err(io)?;

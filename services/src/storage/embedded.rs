@@ -1,8 +1,6 @@
-//! The embedded store: two redb files in the node's data directory.
-//! `log.redb` (`LogFile`) holds the Raft log and vote whatever the backend;
-//! `state.redb` (`Store`) holds the replicated state with the default
-//! backend (every domain table, the remembered request ids, the applied log
-//! id).
+//! The embedded store: one redb database per node. It always holds the Raft
+//! log and vote; with the default backend it also holds the replicated state
+//! (every domain table, the remembered request ids, the applied log id).
 //!
 //! Durability: log appends and votes commit with `Durability::Immediate`
 //! (fsync) because Raft's safety depends on them. State-machine applies commit
@@ -10,11 +8,6 @@
 //! durable point and openraft re-applies the committed log from there. Every
 //! snapshot makes the state durable first, and the log is only purged up to a
 //! snapshot, so the entries needed for that replay always exist.
-//!
-//! Two files, because a durable redb commit writes every page dirtied since
-//! the last durable commit: with the state in the log's file, each log fsync
-//! also carried the pages of every apply since the previous one (3.4 ms per
-//! flush under load instead of ~0.3 ms).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,65 +28,7 @@ pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("
 /// Last applied log id and last membership of the state machine.
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 
-const STATE_FILE: &str = "state.redb";
-const LOG_FILE: &str = "log.redb";
-/// Where versions before the split kept log and state together.
-const OLD_FILE: &str = "node.redb";
-/// The log's page cache: entries are read back soon after they are written
-/// (replication) or rarely (a follower far behind), so a small cache will do.
-const LOG_CACHE_MIB: u64 = 16;
-
-/// Opens (or creates) a redb file with a page cache of `cache_mib`.
-fn open_db(path: &Path, cache_mib: u64) -> Result<Database, StoreError> {
-    let cache = usize::try_from(cache_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
-    redb::Builder::new()
-        .set_cache_size(cache)
-        .create(path)
-        .map_err(io)
-}
-
-/// The node's Raft log and vote.
-#[derive(Clone)]
-pub struct LogFile {
-    db: Arc<Database>,
-}
-
-impl LogFile {
-    /// Whether `dir` holds no log yet (a new node, or a lost directory).
-    pub fn is_new(dir: &Path) -> bool {
-        !dir.join(LOG_FILE).exists()
-    }
-
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        if dir.join(OLD_FILE).exists() {
-            return Err(StoreError(format!(
-                "{} was written by an older version of cart (log and state in one file, \
-                 log format 1); remove the directory to start this node afresh",
-                dir.display()
-            )));
-        }
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let db = open_db(&dir.join(LOG_FILE), LOG_CACHE_MIB)?;
-        let txn = db.begin_write().map_err(io)?;
-        {
-            txn.open_table(LOG).map_err(io)?;
-            txn.open_table(LOG_META).map_err(io)?;
-        }
-        txn.commit().map_err(io)?;
-        Ok(Self { db: Arc::new(db) })
-    }
-
-    /// A write transaction that fsyncs on commit.
-    pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(io)?;
-        txn.set_durability(Durability::Immediate).map_err(io)?;
-        Ok(txn)
-    }
-
-    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(io)
-    }
-}
+const FILE: &str = "node.redb";
 
 /// The redb table behind a domain table.
 fn table_def(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -105,31 +40,31 @@ pub struct Store {
     db: Arc<Database>,
     /// `crash_next_apply`'s armed crash point.
     crash: Arc<std::sync::Mutex<Option<CrashPoint>>>,
-    /// When an apply last committed durably (see `CHECKPOINT_EVERY`).
-    last_durable: Arc<std::sync::Mutex<Instant>>,
 }
 
-/// An apply commits durably when the last durable one is older than this.
-/// Between durable commits redb keeps every page an apply dirtied and cannot
-/// reuse the pages it freed; a checkpoint a second bounds that work, the
-/// file's growth and the entries a crash replays, for one state fsync a
-/// second.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
 impl Store {
-    /// Opens (or creates) the state file in `dir` with a page cache of
-    /// `cache_mib`.
+    /// Whether `dir` holds no store yet (a new node, or a lost directory).
+    pub fn is_new(dir: &Path) -> bool {
+        !dir.join(FILE).exists()
+    }
+
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_mib`.
     pub fn open(dir: &Path, cache_mib: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(io)?;
-        let db = open_db(&dir.join(STATE_FILE), cache_mib)?;
+        let cache = usize::try_from(cache_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+        let db = redb::Builder::new()
+            .set_cache_size(cache)
+            .create(dir.join(FILE))
+            .map_err(io)?;
         let store = Self {
             db: Arc::new(db),
             crash: Arc::default(),
-            last_durable: Arc::new(std::sync::Mutex::new(Instant::now())),
         };
         // Create every table up front so readers never see "table missing".
         let txn = store.db.begin_write().map_err(io)?;
         {
+            txn.open_table(LOG).map_err(io)?;
+            txn.open_table(LOG_META).map_err(io)?;
             txn.open_table(SM_META).map_err(io)?;
             for t in Table::ALL {
                 txn.open_table(table_def(t)).map_err(io)?;
@@ -168,15 +103,7 @@ impl Backend for Store {
     }
 
     fn apply(&self, _index: u64, meta: Meta<'_>, apply: ApplyFn<'_>) -> Result<(), StoreError> {
-        let checkpoint = {
-            let mut last = self.last_durable.lock().unwrap_or_else(|p| p.into_inner());
-            let due = last.elapsed() >= CHECKPOINT_EVERY;
-            if due {
-                *last = Instant::now();
-            }
-            due
-        };
-        let txn = self.begin_write(checkpoint)?;
+        let txn = self.begin_write(false)?;
         {
             let mut view = WriteView::open(&txn)?;
             apply(&mut view)?;
@@ -385,30 +312,5 @@ impl StateStore for WriteView<'_> {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         keys(&self.tables[slot(table)], below, limit)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_and_state_live_in_files_of_their_own() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(LogFile::is_new(dir.path()));
-        LogFile::open(dir.path()).unwrap();
-        Store::open(dir.path(), 8).unwrap();
-        assert!(!LogFile::is_new(dir.path()));
-        assert!(dir.path().join(LOG_FILE).exists());
-        assert!(dir.path().join(STATE_FILE).exists());
-    }
-
-    #[test]
-    fn a_data_directory_of_the_single_file_layout_is_refused_with_the_way_out() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(OLD_FILE), b"").unwrap();
-        let refused = LogFile::open(dir.path()).err().unwrap();
-        assert!(refused.0.contains("older version"), "{refused}");
-        assert!(refused.0.contains("remove the directory"), "{refused}");
     }
 }

@@ -3,8 +3,8 @@
 //! database per node). Everything above it (state machine, digests, repair,
 //! queries, sagas) sees only the trait and the domain's `StateStore` views.
 //!
-//! The Raft log and vote stay in an embedded redb file whatever the backend
-//! (`embedded::LogFile`): they must be fsynced on every append, and an
+//! The Raft log and vote stay in the embedded store whatever the backend
+//! (`embedded::Store`): they must be fsynced on every append, and an
 //! embedded append is far cheaper than a round trip to a server. What lives
 //! where is described in docs/storage.md.
 
@@ -109,22 +109,20 @@ pub trait Frozen: Send + Sync {
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
-/// Opens the backend the spec chooses for node `id` of `service`, whose data
-/// directory is `dir`; `fresh`: the node's Raft log was just created.
+/// Opens the backend the spec chooses for node `id` of `service`. `store`
+/// is the node's embedded database (which also holds its Raft log), `fresh`
+/// whether it was just created.
 pub async fn open(
     spec: &ClusterSpec,
     service: Service,
     id: NodeId,
-    dir: &std::path::Path,
+    store: &embedded::Store,
     fresh: bool,
     health: Arc<Health>,
 ) -> Result<Arc<dyn Backend>, StoreError> {
     health.set_backend(spec.storage.backend.clone());
     match spec.storage.backend {
-        StorageBackend::Redb => Ok(Arc::new(embedded::Store::open(
-            dir,
-            spec.storage.redb_cache_mib,
-        )?)),
+        StorageBackend::Redb => Ok(Arc::new(store.clone())),
         StorageBackend::Mongodb => {
             let (url, db) = spec.storage.mongodb_of(service, id);
             let timeout = std::time::Duration::from_millis(spec.storage.mongodb_timeout_ms);
