@@ -23,7 +23,7 @@ $load stress --temp-cluster --users 1000 --ramp 100 --think-ms 1000 --duration "
 $load consistency --temp-cluster --label "consistency" --out "$out/consistency.json"
 $load consistency --temp-cluster --kill order-leader@0.5 --restart-after 5 \
   --label "consistency, order leader killed" --out "$out/consistency-leader-killed.json"
-$load open-loop --temp-cluster --start-rate 250 --step-rate 250 --max-rate 5000 --step-secs 10 \
+$load open-loop --temp-cluster --start-rate 100 --step-rate 100 --max-rate 5000 --step-secs 10 \
   --label "open loop" --out "$out/open-loop.json" || true
 # Memory: every process's RSS after the 100k batch_inits and 5 minutes of load.
 $load stress --temp-cluster --users 1000 --ramp 100 --think-ms 1000 --duration 300 \
