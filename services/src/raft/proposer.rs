@@ -7,8 +7,11 @@
 //! it. Here writes wait in a queue while the group is busy; whatever has
 //! queued goes into the next entry, so under load many writes share one
 //! append, one fsync on each replica and one apply transaction, and when
-//! idle a write goes out alone at once. A few entries are kept in flight so
-//! that the leader appends the next one while the last is being replicated.
+//! idle a write goes out alone at once. One entry is in Raft at a time:
+//! openraft fsyncs each entry separately, so a second entry in flight costs
+//! a second fsync where waiting would have put its writes into the next
+//! batch (measured: 193 against 158–165 addItem+checkout/s with 2, 4 or 8
+//! in flight, `examples/cross_service`; 902 against 864 ok/s at 1000 users).
 
 use std::sync::Arc;
 
@@ -24,8 +27,8 @@ use crate::metrics::METRICS;
 
 /// Most writes in one entry: bounds an entry's size and its apply time.
 const MAX_BATCH: usize = 256;
-/// Entries handed to Raft and not yet applied, at most.
-const IN_FLIGHT: usize = 4;
+/// Entries handed to Raft and not yet applied, at most (see above).
+const IN_FLIGHT: usize = 1;
 
 /// Why a write to the own group did not happen.
 #[derive(Clone, Debug)]
