@@ -18,7 +18,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use cart_common::http::{self as chttp, ServerLabels, REQUEST_ID};
+use cart_common::http::{self as chttp, BodyLimits, ServerLabels, REQUEST_ID};
 use cart_common::metrics::counter_vec;
 use cart_common::{ApiError, ClusterSpec, Service};
 use prometheus::IntCounterVec;
@@ -191,12 +191,11 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
             any(move |s: State<Arc<Gateway>>, r: Request| proxy(s, service, r)),
         );
     }
+    // Paths are checked before anything else, bodies read (with their
+    // timeout) before a request takes an in-flight slot.
     let public = chttp::instrument(
-        public
-            .layer(axum::middleware::from_fn_with_state(
-                limit,
-                chttp::shed_load,
-            ))
+        chttp::bounded(public, limit, BodyLimits::new(limits, MAX_BODY))
+            .layer(axum::middleware::from_fn(chttp::require_literal_path))
             .with_state(gateway),
         labels,
     );
@@ -214,6 +213,7 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
     chttp::serve_public_and_admin(
         (&spec.bind_addr(&spec.gateway_addr()), public),
         (&spec.bind_addr(&spec.gateway_admin_addr()), admin),
+        limits.into(),
     )
     .await
 }
@@ -233,11 +233,16 @@ async fn proxy(State(g): State<Arc<Gateway>>, service: Service, request: Request
         return ApiError::not_found_route().into_response();
     };
     let (parts, body) = request.into_parts();
-    let request_id = chttp::request_id(&parts.headers).unwrap_or_else(chttp::new_request_id);
+    // A client's id is forwarded exactly as sent, or refused.
+    let request_id = match chttp::request_id(&parts.headers) {
+        Ok(id) => id.unwrap_or_else(chttp::new_request_id),
+        Err(e) => return e.into_response(),
+    };
+    // Already read in full by `buffer_body`.
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return ApiError::bad_request("body_too_large", "request body too large")
+            return ApiError::bad_request("bad_request", "the request body could not be read")
                 .into_response()
         }
     };

@@ -173,6 +173,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     cart_common::process::die_with_parent();
+    cart_common::process::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -17,6 +17,7 @@ use cart_common::spec::CrossService;
 use cart_common::Service;
 use cart_services::api::{WriteRequest, WRITE_PATH};
 use cart_services::domain::{Command, Outcome, Reply};
+use cart_services::request_key::RequestKey;
 use common::{cluster, coordinator_admin, eventually, Client};
 use futures::future::join_all;
 
@@ -258,7 +259,7 @@ async fn write(
     cmd: Command,
 ) -> Outcome {
     let body = serde_json::to_value(WriteRequest {
-        request_id: request_id.into(),
+        key: RequestKey::internal(request_id),
         cmd,
     })
     .unwrap();

@@ -1,4 +1,4 @@
-//! Contract tests of the public HTTP API (API.md), through the gateway of a
+//! Contract tests of the public HTTP API (docs/api.md), through the gateway of a
 //! real local cluster: every route's success shape, every failure case and
 //! malformed input, and that a rejected request changes nothing. No answer
 //! in here may ever be a 5xx.

@@ -13,6 +13,7 @@ use cart_services::consistency::{digest, replica};
 use cart_services::domain::{self, Command, Outcome, Query, RepairRow, Reply, Table};
 use cart_services::raft::state_machine::StateMachine;
 use cart_services::raft::{LogCommand, TypeConfig, LOG_FORMAT_VERSION};
+use cart_services::request_key::RequestKey;
 use cart_services::storage::mongo::MongoBackend;
 use cart_services::storage::{embedded, Backend, CrashPoint, Health, LAST_APPLIED};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -91,6 +92,7 @@ fn entry(index: u64, request_id: &str, cmd: Command) -> Entry<TypeConfig> {
             LogCommand {
                 v: LOG_FORMAT_VERSION,
                 request_id: request_id.into(),
+                fingerprint: None,
                 ts_ms: 1_000 + index,
                 cmd,
             }
@@ -340,8 +342,14 @@ async fn a_snapshot_reproduces_state_digest_and_request_ids(under: Under) {
         .expect("snapshot installs");
     assert_eq!(tree(target_backend.as_ref()), tree(source_backend.as_ref()));
     assert_eq!(applied(&mut target).await, Some(6));
-    assert!(target.remembered("fund-1").unwrap().is_some());
-    assert!(target.remembered("stale").unwrap().is_none());
+    assert!(target
+        .remembered(&RequestKey::internal("fund-1"))
+        .unwrap()
+        .is_some());
+    assert!(target
+        .remembered(&RequestKey::internal("stale"))
+        .unwrap()
+        .is_none());
 }
 
 async fn a_repair_restores_the_digest_of_a_corrupted_row(under: Under) {

@@ -1,5 +1,5 @@
 //! The JSON error every HTTP surface answers with:
-//! `{"error": "<machine code>", "message": "<human text>"}` (API.md).
+//! `{"error": "<machine code>", "message": "<human text>"}` (docs/api.md).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

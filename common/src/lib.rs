@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api_error;
+pub mod backoff;
 pub mod http;
 pub mod metrics;
 pub mod process;

@@ -15,6 +15,26 @@ pub fn die_with_parent() {
     }
 }
 
+/// Raises this process's open-file limit to its hard limit: every
+/// connection is a file descriptor, and `[limits] max_connections` (default
+/// 10,000) is far above the usual soft limit of 1024.
+pub fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("cannot raise the open-file limit");
+            }
+        }
+    }
+}
+
 /// Completes on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

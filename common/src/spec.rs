@@ -28,7 +28,7 @@ impl Service {
         }
     }
 
-    /// The public path prefix of the service (API.md).
+    /// The public path prefix of the service (docs/api.md).
     pub fn path_prefix(self) -> &'static str {
         match self {
             Service::Order => "/orders/",
@@ -157,12 +157,25 @@ pub struct LimitsSection {
     pub request_timeout_ms: u64,
     /// Longest a coordinator may take for a bulk write (`batch_init`).
     pub bulk_timeout_ms: u64,
-    /// How long a checkout waits for its saga's outcome (following a new
-    /// order leader if need be) before answering 503; the saga goes on.
+    /// How long the order leader waits for a checkout's saga to end before
+    /// it hands the coordinator the transaction to follow; the saga goes on.
     pub checkout_timeout_ms: u64,
+    /// How much longer than the leader the coordinator waits for a checkout
+    /// (following the transaction, or a new order leader), so that it never
+    /// gives up before the leader has answered; 503 `checkout_pending` after.
+    pub checkout_follow_ms: u64,
     /// Backstop on one gateway → coordinator attempt. A hung coordinator is
-    /// normally dropped much sooner by the gateway's health checks.
+    /// normally dropped much sooner by the gateway's health checks. Must
+    /// exceed a checkout's whole wait.
     pub gateway_timeout_ms: u64,
+    /// A request head must arrive within this after its connection is
+    /// accepted or went idle, else the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this after its head (408 after).
+    pub body_read_timeout_ms: u64,
+    /// Open connections per process, at most; more wait in the kernel's
+    /// accept queue.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsSection {
@@ -173,7 +186,11 @@ impl Default for LimitsSection {
             request_timeout_ms: 15_000,
             bulk_timeout_ms: 120_000,
             checkout_timeout_ms: 30_000,
+            checkout_follow_ms: 10_000,
             gateway_timeout_ms: 130_000,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 5_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -372,6 +389,20 @@ impl ClusterSpec {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        let limits = &self.limits;
+        anyhow::ensure!(
+            limits.gateway_timeout_ms > limits.checkout_timeout_ms + limits.checkout_follow_ms,
+            "gateway_timeout_ms must exceed checkout_timeout_ms + checkout_follow_ms (a checkout's \
+             whole wait at the coordinator)"
+        );
+        anyhow::ensure!(
+            limits.checkout_follow_ms > 0,
+            "checkout_follow_ms must be positive: the coordinator waits longer than the leader"
+        );
+        anyhow::ensure!(
+            limits.max_connections > 0 && limits.max_in_flight > 0,
+            "max_connections and max_in_flight must be positive"
+        );
         for service in Service::ALL {
             let size = self.size(service);
             anyhow::ensure!(
@@ -499,6 +530,23 @@ impl ClusterSpec {
             &format!("{service}-node"),
             self.service_base(service) + NODE_OFFSET + id - 1,
         ))
+    }
+
+    /// Whether `addr` may be node `id` of `service` (an operator adding a
+    /// node at an address of its own): `host:port` with the host the spec
+    /// gives that node (`host_pattern`, or `host`) and a port in 1..=65535.
+    /// Anything else could point the group's Raft traffic and secret at a
+    /// host outside the cluster.
+    pub fn allows_node_addr(&self, service: Service, id: NodeId, addr: &str) -> bool {
+        let Some(expected) = self.node_addr(service, id) else {
+            return false;
+        };
+        let host_of = |a: &str| a.rsplit_once(':').map(|(h, _)| h.to_string());
+        let port_ok = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_some_and(|p| p > 0);
+        port_ok && host_of(addr).is_some() && host_of(addr) == host_of(&expected)
     }
 
     pub fn coordinator(&self, service: Service, index: u16) -> Option<CoordinatorAddr> {
@@ -639,6 +687,24 @@ mod tests {
             spec.node_addr(Service::Stock, 4).as_deref(),
             Some("127.0.0.1:8353")
         );
+    }
+
+    #[test]
+    fn an_added_node_must_be_on_the_host_the_spec_gives_it() {
+        let mut spec = ClusterSpec::from_toml(SPEC).unwrap();
+        assert!(spec.allows_node_addr(Service::Stock, 4, "127.0.0.1:9999"));
+        for bad in [
+            "10.0.0.1:9999",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:x",
+            "evil:80",
+        ] {
+            assert!(!spec.allows_node_addr(Service::Stock, 4, bad), "{bad}");
+        }
+        spec.cluster.host_pattern = Some("{name}.cart".into());
+        assert!(spec.allows_node_addr(Service::Stock, 4, "stock-node-4.cart:7000"));
+        assert!(!spec.allows_node_addr(Service::Stock, 4, "stock-node-5.cart:7000"));
     }
 
     #[test]

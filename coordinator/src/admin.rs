@@ -188,6 +188,18 @@ async fn add_node(
             forward_to_service(&c, service, Method::POST, &path, Some(body), &headers).await,
         );
     }
+    if let Some(given) = &req.addr {
+        if !c.spec.allows_node_addr(service, req.id, given) {
+            return Err(ApiError::bad_request(
+                "bad_addr",
+                format!(
+                    "{given:?} is not an address node {} may have: host:port on the host the \
+                     cluster spec gives it",
+                    req.id
+                ),
+            ));
+        }
+    }
     let addr = req
         .addr
         .or_else(|| c.spec.node_addr(service, req.id))

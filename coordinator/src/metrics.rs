@@ -2,14 +2,15 @@
 
 use std::sync::LazyLock;
 
-use cart_common::metrics::{counter_vec, float_gauge_vec, gauge_vec, histogram_vec};
-use prometheus::{GaugeVec, HistogramVec, IntCounterVec, IntGaugeVec};
+use cart_common::metrics::{counter, counter_vec, float_gauge_vec, gauge_vec, histogram_vec};
+use prometheus::{GaugeVec, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
 
 /// Detection times: a probe interval is 0.25 s, the target is under 2 s.
 const DETECTION_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0];
 
 pub struct CoordinatorMetrics {
     pub checkouts: IntCounterVec,
+    pub checkouts_followed: IntCounter,
     pub node_is_up: IntGaugeVec,
     pub node_down: IntCounterVec,
     pub node_up: IntCounterVec,
@@ -31,6 +32,11 @@ pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(|| CoordinatorM
         "Checkouts answered, by outcome (paid, already_paid, insufficient_credit, \
          insufficient_stock, rejected, failed).",
         &["outcome"],
+    ),
+    checkouts_followed: counter(
+        "checkouts_followed_total",
+        "Checkouts the order leader handed back unfinished (past checkout_timeout_ms) that this \
+         coordinator then followed by their transaction id.",
     ),
     node_is_up: gauge_vec(
         "node_up",

@@ -1,4 +1,4 @@
-//! Strict parsing of path segments: ids and the integers of API.md
+//! Strict parsing of path segments: ids and the integers of docs/api.md
 //! (`0..=i64::MAX`, digits only). Anything else is a 400 that changes nothing.
 
 use axum::extract::{FromRequestParts, Path};

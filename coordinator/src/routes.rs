@@ -1,15 +1,17 @@
-//! The public cart API of each service (API.md): parse, route to the group,
+//! The public cart API of each service (docs/api.md): parse, route to the group,
 //! shape the JSON answer. Business rejections become 400s with the
 //! rejection's code; cluster failures keep their own status.
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, MatchedPath, State};
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cart_common::{ApiError, Service};
 use cart_services::domain::{Command, Outcome, Query, Reply, MAX_BATCH_INIT};
+use cart_services::request_key::{self, RequestKey};
 use serde_json::{json, Value};
 
 use crate::checkout;
@@ -19,25 +21,42 @@ use crate::server::Coordinator;
 type Answer = Result<Json<Value>, ApiError>;
 type App = State<Arc<Coordinator>>;
 
-/// The request id of this request: the gateway's `X-Request-Id`, or a fresh
-/// one for callers that bypass the gateway.
-pub struct RequestId(pub String);
+/// The request key of a write: the client's `X-Request-Id` (the gateway's,
+/// or a fresh one for callers that bypass the gateway and send none) with the
+/// fingerprint of the operation it names — service, method, route and path
+/// parameters as the client sent them (`cart_services::request_key`).
+pub struct ClientRequest(pub RequestKey);
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+impl FromRequestParts<Arc<Coordinator>> for ClientRequest {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(RequestId(
-            cart_common::http::request_id(&parts.headers)
-                .unwrap_or_else(cart_common::http::new_request_id),
-        ))
+    async fn from_request_parts(parts: &mut Parts, c: &Arc<Coordinator>) -> Result<Self, ApiError> {
+        let id = cart_common::http::request_id(&parts.headers)?
+            .unwrap_or_else(cart_common::http::new_request_id);
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        let Params(params) = Params::from_request_parts(parts, c).await?;
+        let params: Vec<&str> = params.iter().map(String::as_str).collect();
+        let fingerprint =
+            request_key::fingerprint(c.service.name(), parts.method.as_str(), &route, &params);
+        Ok(ClientRequest(RequestKey::client(&id, fingerprint)))
     }
 }
 
 /// The reply of an outcome, or the 400 of its rejection.
+/// A request id reused for another operation is a 409, every other refusal
+/// a 400.
 pub fn reply(result: Result<Outcome, ApiError>) -> Result<Reply, ApiError> {
     match result? {
         Ok(reply) => Ok(reply),
+        Err(rejection) if rejection.error == request_key::CONFLICT => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            &rejection.error,
+            rejection.message,
+        )),
         Err(rejection) => Err(ApiError::bad_request(&rejection.error, rejection.message)),
     }
 }
@@ -91,13 +110,13 @@ pub fn public_routes(service: Service) -> Router<Arc<Coordinator>> {
 
 // ---- stock
 
-async fn create_item(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn create_item(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let price = amount("price", p.get(0))?;
     let cmd = Command::CreateItem {
         item_id: new_id(),
         price,
     };
-    match reply(c.own.write(&rid, cmd).await)? {
+    match reply(c.own.write(&key, cmd).await)? {
         Reply::Created { id } => Ok(Json(json!({ "item_id": id }))),
         other => Err(unexpected(other)),
     }
@@ -111,39 +130,39 @@ async fn find_item(State(c): App, p: Params) -> Answer {
     }
 }
 
-async fn add_stock(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn add_stock(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let cmd = Command::AddStock {
         item_id: id("item_id", p.get(0))?.to_string(),
         amount: amount("amount", p.get(1))?,
     };
-    reply(c.own.write(&rid, cmd).await)?;
+    reply(c.own.write(&key, cmd).await)?;
     done()
 }
 
-async fn subtract_stock(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn subtract_stock(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let cmd = Command::SubtractStock {
         item_id: id("item_id", p.get(0))?.to_string(),
         amount: amount("amount", p.get(1))?,
     };
-    reply(c.own.write(&rid, cmd).await)?;
+    reply(c.own.write(&key, cmd).await)?;
     done()
 }
 
-async fn batch_init_items(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn batch_init_items(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let cmd = Command::BatchInitItems {
         n: count("n", p.get(0), MAX_BATCH_INIT)?,
         starting_stock: amount("starting_stock", p.get(1))?,
         price: amount("item_price", p.get(2))?,
     };
-    reply(c.own.write(&rid, cmd).await)?;
+    reply(c.own.write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for stock successful" })))
 }
 
 // ---- payment
 
-async fn create_user(State(c): App, RequestId(rid): RequestId) -> Answer {
+async fn create_user(State(c): App, ClientRequest(key): ClientRequest) -> Answer {
     let cmd = Command::CreateUser { user_id: new_id() };
-    match reply(c.own.write(&rid, cmd).await)? {
+    match reply(c.own.write(&key, cmd).await)? {
         Reply::Created { id } => Ok(Json(json!({ "user_id": id }))),
         other => Err(unexpected(other)),
     }
@@ -163,36 +182,36 @@ async fn find_user(State(c): App, p: Params) -> Answer {
     }
 }
 
-async fn add_funds(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn add_funds(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let cmd = Command::AddFunds {
         user_id: id("user_id", p.get(0))?.to_string(),
         amount: amount("amount", p.get(1))?,
     };
-    reply(c.own.write(&rid, cmd).await)?;
+    reply(c.own.write(&key, cmd).await)?;
     done()
 }
 
-async fn pay(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn pay(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let cmd = Command::Pay {
         user_id: id("user_id", p.get(0))?.to_string(),
         amount: amount("amount", p.get(1))?,
     };
-    reply(c.own.write(&rid, cmd).await)?;
+    reply(c.own.write(&key, cmd).await)?;
     done()
 }
 
-async fn batch_init_users(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn batch_init_users(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let cmd = Command::BatchInitUsers {
         n: count("n", p.get(0), MAX_BATCH_INIT)?,
         starting_money: amount("starting_money", p.get(1))?,
     };
-    reply(c.own.write(&rid, cmd).await)?;
+    reply(c.own.write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for users successful" })))
 }
 
 // ---- order
 
-async fn create_order(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn create_order(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let user_id = id("user_id", p.get(0))?.to_string();
     // An order for a user who does not exist could never be paid.
     reply(
@@ -206,7 +225,7 @@ async fn create_order(State(c): App, RequestId(rid): RequestId, p: Params) -> An
         order_id: new_id(),
         user_id,
     };
-    match reply(c.own.write(&rid, cmd).await)? {
+    match reply(c.own.write(&key, cmd).await)? {
         Reply::Created { id } => Ok(Json(json!({ "order_id": id }))),
         other => Err(unexpected(other)),
     }
@@ -232,7 +251,7 @@ async fn find_order(State(c): App, p: Params) -> Answer {
     }
 }
 
-async fn add_item(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn add_item(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let order_id = id("order_id", p.get(0))?.to_string();
     let item_id = id("item_id", p.get(1))?.to_string();
     let quantity = amount("quantity", p.get(2))?;
@@ -258,26 +277,26 @@ async fn add_item(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer
         quantity,
         price,
     };
-    reply(c.own.write(&rid, cmd).await)?;
+    reply(c.own.write(&key, cmd).await)?;
     done()
 }
 
-async fn checkout_order(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn checkout_order(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let order_id = id("order_id", p.get(0))?.to_string();
-    checkout::run(&c, &rid, &order_id).await?;
+    checkout::run(&c, &key, &order_id).await?;
     done()
 }
 
-async fn batch_init_orders(State(c): App, RequestId(rid): RequestId, p: Params) -> Answer {
+async fn batch_init_orders(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let cmd = Command::BatchInitOrders {
         n: count("n", p.get(0), MAX_BATCH_INIT)?,
         n_items: count("n_items", p.get(1), u64::MAX)?,
         n_users: count("n_users", p.get(2), u64::MAX)?,
         item_price: amount("item_price", p.get(3))?,
         // The seed travels in the log entry, so replicas draw identically.
-        seed: rand_seed(&rid),
+        seed: rand_seed(&key.request_id),
     };
-    reply(c.own.write(&rid, cmd).await)?;
+    reply(c.own.write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for orders successful" })))
 }
 

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cart_common::http::{self as chttp, ServerLabels};
+use cart_common::http::{self as chttp, BodyLimits, ServerLabels};
 use cart_common::{ApiError, ClusterSpec, Service};
 use cart_services::api::{ReadRequest, WriteRequest, READY_PATH, READ_PATH, WRITE_PATH};
 use tokio::sync::Semaphore;
@@ -20,6 +20,11 @@ use cart_services::client::{GroupClient, PeerService};
 use crate::events::EventLog;
 use crate::health::Health;
 use crate::routes::public_routes;
+
+/// The cart API has no request bodies; anything larger is refused (413).
+const PUBLIC_BODY_LIMIT: usize = 64 * 1024;
+/// A cross-service write or read (axum's default JSON limit).
+const INTERNAL_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 pub struct Coordinator {
     pub service: Service,
@@ -107,12 +112,13 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
     let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
 
     let public = chttp::instrument(
-        public_routes(service)
-            .layer(axum::middleware::from_fn_with_state(
-                limit.clone(),
-                chttp::shed_load,
-            ))
-            .with_state(state.clone()),
+        chttp::bounded(
+            public_routes(service),
+            limit.clone(),
+            BodyLimits::new(&spec.limits, PUBLIC_BODY_LIMIT),
+        )
+        .layer(axum::middleware::from_fn(chttp::require_literal_path))
+        .with_state(state.clone()),
         labels,
     );
     let internal = chttp::internal_only(
@@ -121,6 +127,7 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
             .route(READ_PATH, post(internal_read)),
         &spec.cluster.internal_secret,
         limit,
+        BodyLimits::new(&spec.limits, INTERNAL_BODY_LIMIT),
     );
     let admin = chttp::instrument(
         internal
@@ -138,6 +145,7 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
     chttp::serve_public_and_admin(
         (&spec.bind_addr(&me.public), public),
         (&spec.bind_addr(&me.admin), admin),
+        (&spec.limits).into(),
     )
     .await?;
     tracing::info!("coordinator stopped");
@@ -149,7 +157,7 @@ async fn internal_write(
     State(c): State<Arc<Coordinator>>,
     Json(req): Json<WriteRequest>,
 ) -> Response {
-    match c.own.write(&req.request_id, req.cmd).await {
+    match c.own.write(&req.key, req.cmd).await {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => e.into_response(),
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::stats::{Stats, Status};
 
-/// The header the gateway keeps as the request's idempotency id (API.md).
+/// The header the gateway keeps as the request's idempotency id (docs/api.md).
 pub const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Clone)]

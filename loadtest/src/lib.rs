@@ -1,4 +1,4 @@
-//! `cart-load`: load tests for the cart API (`../shared/API.md`) against
+//! `cart-load`: load tests for the cart API (docs/api.md) against
 //! any gateway, or against a cluster it starts itself through the harness
 //! so that it can kill and restart processes mid-run and read their memory.
 //!

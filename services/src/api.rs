@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Command, Query};
+use crate::domain::{Command, Outcome, Query};
+use crate::request_key::RequestKey;
 pub use crate::storage::health::StorageStatus;
 
 pub const WRITE_PATH: &str = "/internal/write";
@@ -19,8 +20,9 @@ pub const READ_PATH: &str = "/internal/read";
 /// This replica's own state, without any consensus round: for tests and
 /// operators checking what one replica holds.
 pub const LOCAL_READ_PATH: &str = "/internal/local_read";
-/// Checkout, answered by the order group's leader once the saga has ended
-/// (or with 503 after the checkout wait, the saga still running).
+/// Checkout, answered by the order group's leader once the saga has ended,
+/// or after the checkout wait with the transaction to follow
+/// (`CheckoutReply`); 503 when it could not begin one.
 pub const CHECKOUT_PATH: &str = "/internal/checkout";
 /// Membership changes, answered by the leader only (421 elsewhere).
 pub const ADD_MEMBER_PATH: &str = "/internal/members/add";
@@ -30,7 +32,8 @@ pub const READY_PATH: &str = "/ready";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WriteRequest {
-    pub request_id: String,
+    #[serde(flatten)]
+    pub key: RequestKey,
     pub cmd: Command,
 }
 
@@ -101,8 +104,20 @@ pub struct FollowerProgress {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckoutRequest {
     /// The client's request id: a retry joins the same transaction.
-    pub request_id: String,
+    #[serde(flatten)]
+    pub key: RequestKey,
     pub order_id: String,
+}
+
+/// The order leader's answer to a checkout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckoutReply {
+    /// The saga ended (or never began: a business refusal).
+    Ended(Outcome),
+    /// The saga began but did not end within the leader's bound; it goes on.
+    /// The coordinator follows the transaction by its id.
+    Unfinished { tx_id: String },
 }
 
 /// A new order leader resuming the checkouts its predecessor left open.

@@ -9,5 +9,6 @@ mod membership;
 pub mod metrics;
 pub mod node;
 pub mod raft;
+pub mod request_key;
 pub mod saga;
 pub mod storage;

@@ -9,6 +9,8 @@ pub struct NodeMetrics {
     pub applied_entries: IntCounter,
     pub applied_writes: IntCounter,
     pub duplicate_requests: IntCounter,
+    pub request_id_conflicts: IntCounter,
+    pub proposals_refused: IntCounter,
     pub snapshots_built: IntCounter,
     pub snapshots_installed: IntCounter,
     pub raft_rpc_failures: IntCounterVec,
@@ -35,6 +37,16 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
     duplicate_requests: counter(
         "raft_duplicate_requests_total",
         "Writes whose request id was already applied; answered from memory, not applied again.",
+    ),
+    request_id_conflicts: counter(
+        "raft_request_id_conflicts_total",
+        "Writes refused because their request id was already used for another operation \
+         (409 request_id_conflict); nothing applied.",
+    ),
+    proposals_refused: counter(
+        "raft_proposals_refused_total",
+        "Writes refused with 429 because the leader's queue of writes waiting for an entry was \
+         full.",
     ),
     snapshots_built: counter(
         "raft_snapshots_built_total",

@@ -18,7 +18,8 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::sync::Semaphore;
 
 use crate::api::{
-    self, CheckoutRequest, FollowerProgress, NodeStatus, NotLeader, ReadRequest, WriteRequest,
+    self, CheckoutReply, CheckoutRequest, FollowerProgress, NodeStatus, NotLeader, ReadRequest,
+    WriteRequest,
 };
 use crate::consistency::{
     self,
@@ -258,6 +259,7 @@ pub async fn run(
             .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT)),
         &spec.cluster.internal_secret,
         limit,
+        chttp::BodyLimits::new(&spec.limits, RAFT_BODY_LIMIT),
     );
     let open = Router::new()
         .route(api::READY_PATH, get(ready))
@@ -278,7 +280,7 @@ pub async fn run(
     let listener = chttp::bind(&spec.bind_addr(&addr)).await?;
     tracing::info!(%service, id, %addr, "node serving");
     let shutdown = Shutdown::on_signals();
-    chttp::serve(listener, router, shutdown).await?;
+    chttp::serve(listener, router, shutdown, (&spec.limits).into()).await?;
     if let Err(e) = raft.shutdown().await {
         tracing::warn!(error = %e, "raft shutdown");
     }
@@ -391,7 +393,7 @@ fn storage_failure(e: impl std::fmt::Display) -> Response {
 }
 
 async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Response {
-    if req.request_id.is_empty() {
+    if req.key.is_empty() {
         return ApiError::bad_request("missing_request_id", "writes need a request id")
             .into_response();
     }
@@ -405,11 +407,12 @@ async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Res
         _ = storage_failing(&n.health) => {
             return ApiError::unavailable("this node's storage is failing").into_response();
         }
-        proposed = n.proposer.propose(&req.request_id, req.cmd) => proposed,
+        proposed = n.proposer.propose(&req.key, req.cmd) => proposed,
     };
     match proposed {
         Ok(outcome) => answer(outcome),
         Err(ProposeError::NotLeader(f)) => not_leader(f),
+        Err(ProposeError::Overloaded) => ApiError::overloaded().into_response(),
         Err(ProposeError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
     }
 }
@@ -419,14 +422,22 @@ async fn checkout(State(n): State<Arc<Node>>, Json(req): Json<CheckoutRequest>) 
         return ApiError::bad_request("wrong_service", "only order nodes check out")
             .into_response();
     };
-    if req.request_id.is_empty() {
+    if req.key.is_empty() {
         return ApiError::bad_request("missing_request_id", "checkouts need a request id")
             .into_response();
     }
-    match sagas.checkout(&req.request_id, &req.order_id).await {
-        CheckoutAnswer::Done(outcome) => answer(outcome),
+    match sagas.checkout(&req.key, &req.order_id).await {
+        CheckoutAnswer::Done(outcome) => Json(CheckoutReply::Ended(outcome)).into_response(),
         CheckoutAnswer::NotLeader(f) => not_leader(f),
-        CheckoutAnswer::Pending(e) => ApiError::unavailable(e).into_response(),
+        CheckoutAnswer::Overloaded => ApiError::overloaded().into_response(),
+        // Begun: hand over what the coordinator can follow, not a guess.
+        CheckoutAnswer::Pending {
+            tx_id: Some(tx_id), ..
+        } => Json(CheckoutReply::Unfinished { tx_id }).into_response(),
+        CheckoutAnswer::Pending {
+            reason,
+            tx_id: None,
+        } => ApiError::unavailable(reason).into_response(),
     }
 }
 

@@ -37,7 +37,9 @@ use crate::client::PeerService;
 use crate::domain::{self, Checkout, CheckoutState, Command, Outcome, Query, Reply, SagaStep};
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::{now_ms, NodeId, Raft};
+use crate::request_key::RequestKey;
 use crate::storage::{Backend, Health};
+use cart_common::backoff::Backoff;
 
 /// How often the leader looks for open checkouts nobody drives.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -80,9 +82,15 @@ pub enum CheckoutAnswer {
     /// refusal (order not found).
     Done(Outcome),
     NotLeader(openraft::error::ForwardToLeader<NodeId, BasicNode>),
+    /// The leader's write queue is full: nothing began.
+    Overloaded,
     /// Not finished within the wait (or no quorum): the client may retry
-    /// with the same request id and will join the same transaction.
-    Pending(String),
+    /// with the same request id and will join the same transaction, or
+    /// follow the transaction, when it began, by its id.
+    Pending {
+        reason: String,
+        tx_id: Option<String>,
+    },
 }
 
 impl Sagas {
@@ -115,19 +123,24 @@ impl Sagas {
     }
 
     /// Begins (or joins) the checkout of `order_id` and waits for its end.
-    pub async fn checkout(self: &Arc<Self>, request_id: &str, order_id: &str) -> CheckoutAnswer {
+    pub async fn checkout(self: &Arc<Self>, key: &RequestKey, order_id: &str) -> CheckoutAnswer {
+        let pending = |reason: String, tx_id: Option<&str>| CheckoutAnswer::Pending {
+            reason,
+            tx_id: tx_id.map(str::to_string),
+        };
         if !self.health.is_healthy() {
-            return CheckoutAnswer::Pending("this node's storage is failing".into());
+            return pending("this node's storage is failing".into(), None);
         }
         let begin = Command::BeginCheckout {
             order_id: order_id.to_string(),
             tx_id: uuid::Uuid::new_v4().to_string(),
         };
-        let checkout = match self.proposer.propose(request_id, begin).await {
+        let checkout = match self.proposer.propose(key, begin).await {
             Ok(Ok(Reply::Checkout(c))) => c,
             Ok(other) => return CheckoutAnswer::Done(other),
             Err(ProposeError::NotLeader(f)) => return CheckoutAnswer::NotLeader(f),
-            Err(ProposeError::Unavailable(e)) => return CheckoutAnswer::Pending(e),
+            Err(ProposeError::Overloaded) => return CheckoutAnswer::Overloaded,
+            Err(ProposeError::Unavailable(e)) => return pending(e, None),
         };
         let mut progress = self.drive(&checkout.tx_id);
         let ended = tokio::time::timeout(self.wait, async {
@@ -148,13 +161,19 @@ impl Sagas {
             Ok(Some(c)) => CheckoutAnswer::Done(Ok(Reply::Checkout(c))),
             Ok(None) => match leader_hint(&self.raft) {
                 Some(f) => CheckoutAnswer::NotLeader(f),
-                None => CheckoutAnswer::Pending("order leader changed".into()),
+                None => pending("order leader changed".into(), Some(&checkout.tx_id)),
             },
-            Err(_) => CheckoutAnswer::Pending(format!(
-                "checkout of order {order_id:?} not finished within {:?}; it goes on — \
-                 retry with the same request id for its outcome",
-                self.wait
-            )),
+            Err(_) => {
+                METRICS.checkouts_handed_over.inc();
+                pending(
+                    format!(
+                        "checkout of order {order_id:?} not finished within {:?}; it goes on — \
+                         retry with the same request id for its outcome",
+                        self.wait
+                    ),
+                    Some(&checkout.tx_id),
+                )
+            }
         }
     }
 
@@ -269,41 +288,39 @@ impl Sagas {
         tx_id: &str,
         cmd: Command,
     ) -> Option<Result<Reply, domain::Rejection>> {
-        let request_id = format!("{tx_id}:{step}");
-        let mut backoff = FIRST_BACKOFF;
+        let key = RequestKey::internal(format!("{tx_id}:{step}"));
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             if !self.is_leader() {
                 return None;
             }
             let span = tracing::info_span!("saga.step", step, tx_id);
-            match service
-                .write(&request_id, cmd.clone())
-                .instrument(span)
-                .await
-            {
+            match service.write(&key, cmd.clone()).instrument(span).await {
                 Ok(outcome) => return Some(outcome),
                 Err(e) => {
                     METRICS.step_retries.with_label_values(&[step]).inc();
                     tracing::warn!(tx_id, step, error = %e, "saga step not answered; retrying");
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff.wait().await;
         }
     }
 
     /// Logs a decision; false if this node is no longer leader.
     async fn decide(&self, tx_id: &str, cmd: Command) -> bool {
-        let request_id = match &cmd {
+        let key = RequestKey::internal(match &cmd {
             Command::CommitCheckout { .. } => format!("{tx_id}:commit"),
             Command::AbortCheckout { .. } => format!("{tx_id}:abort"),
             _ => format!("{tx_id}:finish"),
-        };
-        let mut backoff = FIRST_BACKOFF;
+        });
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
-            match self.proposer.propose(&request_id, cmd.clone()).await {
+            match self.proposer.propose(&key, cmd.clone()).await {
                 Ok(_) => return true,
                 Err(ProposeError::NotLeader(_)) => return false,
+                Err(ProposeError::Overloaded) => {
+                    METRICS.step_retries.with_label_values(&["decide"]).inc();
+                }
                 Err(ProposeError::Unavailable(e)) => {
                     METRICS.step_retries.with_label_values(&["decide"]).inc();
                     tracing::warn!(tx_id, error = %e, "saga decision not logged; retrying");
@@ -312,8 +329,7 @@ impl Sagas {
             if !self.is_leader() {
                 return false;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff.wait().await;
         }
     }
 
@@ -439,16 +455,16 @@ impl Sagas {
         if watermark == 0 {
             return;
         }
-        let request_id = format!("forget:{watermark}");
+        let key = RequestKey::internal(format!("forget:{watermark}"));
         let own = Command::ForgetCheckouts {
             before_ms: watermark,
         };
-        let own = self.proposer.propose(&request_id, own).await;
+        let own = self.proposer.propose(&key, own).await;
         let steps = Command::ForgetSteps {
             before_ms: watermark,
         };
-        let payment = self.payment.write(&request_id, steps.clone()).await;
-        let stock = self.stock.write(&request_id, steps).await;
+        let payment = self.payment.write(&key, steps.clone()).await;
+        let stock = self.stock.write(&key, steps).await;
         let ok = own.is_ok() && payment.is_ok() && stock.is_ok();
         METRICS
             .forget_runs
@@ -494,6 +510,7 @@ fn abort_reason(error: &str) -> &'static str {
 /// Series alerted on exist at 0 from the start.
 fn init_series() {
     METRICS.sagas_recovered.inc_by(0);
+    METRICS.checkouts_handed_over.inc_by(0);
     METRICS.sagas_in_flight.set(0);
     for result in ["ok", "failed"] {
         METRICS.forget_runs.with_label_values(&[result]).inc_by(0);
@@ -536,6 +553,7 @@ struct SagaMetrics {
     sagas: IntCounterVec,
     sagas_in_flight: IntGauge,
     sagas_recovered: IntCounter,
+    checkouts_handed_over: IntCounter,
     saga_duration: HistogramVec,
     compensations: IntCounterVec,
     step_retries: IntCounterVec,
@@ -557,6 +575,11 @@ static METRICS: LazyLock<SagaMetrics> = LazyLock::new(|| SagaMetrics {
     sagas_recovered: counter(
         "sagas_recovered_total",
         "Open checkouts this node took over as leader without a client (after a leader change).",
+    ),
+    checkouts_handed_over: counter(
+        "saga_checkouts_handed_over_total",
+        "Checkout requests this leader answered with the transaction id because the saga had not \
+         ended within checkout_timeout_ms; the coordinator follows it to its end.",
     ),
     saga_duration: histogram_vec(
         "saga_duration_seconds",

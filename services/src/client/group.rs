@@ -8,10 +8,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::api::{
-    CheckoutRequest, NotLeader, ReadRequest, WriteRequest, CHECKOUT_PATH, READ_PATH, WRITE_PATH,
+    CheckoutReply, CheckoutRequest, NotLeader, ReadRequest, WriteRequest, CHECKOUT_PATH, READ_PATH,
+    WRITE_PATH,
 };
 use crate::domain::{Command, Outcome, Query};
+use crate::request_key::RequestKey;
 use cart_common::api_error::ErrorBody;
+use cart_common::backoff::Backoff;
 use cart_common::http::INTERNAL_SECRET;
 use cart_common::{ApiError, ClusterSpec, Service};
 use reqwest::StatusCode;
@@ -85,7 +88,7 @@ impl GroupClient {
         self.service
     }
 
-    pub async fn write(&self, request_id: &str, cmd: Command) -> Result<Outcome, ApiError> {
+    pub async fn write(&self, key: &RequestKey, cmd: Command) -> Result<Outcome, ApiError> {
         let bulk = matches!(
             cmd,
             Command::BatchInitItems { .. }
@@ -93,7 +96,7 @@ impl GroupClient {
                 | Command::BatchInitOrders { .. }
         );
         let body = WriteRequest {
-            request_id: request_id.to_string(),
+            key: key.clone(),
             cmd,
         };
         let (deadline, attempt) = if bulk {
@@ -118,16 +121,19 @@ impl GroupClient {
     }
 
     /// A checkout at the order leader, which answers once the saga has
-    /// ended. Waits up to `wait` in all, following a new leader if the
-    /// current one fails (the retry joins the same transaction).
+    /// ended or hands back the transaction it could not finish in its own
+    /// bound. Waits up to `wait` in all — longer than the leader's bound, so
+    /// a slow leader answers before an attempt is given up — following a new
+    /// leader if the current one fails (the retry joins the same
+    /// transaction).
     pub async fn checkout(
         &self,
-        request_id: &str,
+        key: &RequestKey,
         order_id: &str,
         wait: Duration,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<CheckoutReply, ApiError> {
         let body = CheckoutRequest {
-            request_id: request_id.to_string(),
+            key: key.clone(),
             order_id: order_id.to_string(),
         };
         self.call(CHECKOUT_PATH, &body, wait, wait)
@@ -229,7 +235,7 @@ impl GroupClient {
         attempt_timeout: Duration,
     ) -> Result<T, ApiError> {
         let give_up = Instant::now() + deadline;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut last_error: String;
         loop {
             let target = self.target();
@@ -268,7 +274,7 @@ impl GroupClient {
                 if Instant::now() >= give_up {
                     return Err(self.gave_up(&last_error));
                 }
-                tokio::time::sleep(backoff).await;
+                backoff.wait().await;
                 continue;
             };
             match sent {
@@ -322,8 +328,7 @@ impl GroupClient {
                 return Err(self.gave_up(&last_error));
             }
             if wait {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff.wait().await;
             }
         }
     }

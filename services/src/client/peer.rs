@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
 use crate::domain::{Command, Outcome, Query};
+use crate::request_key::RequestKey;
 use cart_common::http::INTERNAL_SECRET;
 use cart_common::spec::CrossService;
 use cart_common::{ApiError, ClusterSpec, Service};
@@ -52,13 +53,13 @@ impl PeerService {
         }
     }
 
-    pub async fn write(&self, request_id: &str, cmd: Command) -> Result<Outcome, ApiError> {
+    pub async fn write(&self, key: &RequestKey, cmd: Command) -> Result<Outcome, ApiError> {
         let started = Instant::now();
         let result = match self {
-            PeerService::Direct(g) => g.write(request_id, cmd).await,
+            PeerService::Direct(g) => g.write(key, cmd).await,
             PeerService::Coordinators(p) => {
                 let body = WriteRequest {
-                    request_id: request_id.to_string(),
+                    key: key.clone(),
                     cmd,
                 };
                 p.call(WRITE_PATH, &body).await

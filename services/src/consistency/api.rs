@@ -75,6 +75,7 @@ pub(crate) async fn start(State(n): State<Arc<Node>>, Json(op): Json<Operation>)
         })
         .into_response(),
         Err(ProposeError::NotLeader(f)) => not_leader(f),
+        Err(ProposeError::Overloaded) => ApiError::overloaded().into_response(),
         Err(ProposeError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
     }
 }
@@ -137,11 +138,7 @@ pub(crate) async fn corrupt(
         )
         .into_response();
     }
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if token != Some(n.admin_token.as_str()) {
+    if !cart_common::http::has_bearer_token(&headers, &n.admin_token) {
         return ApiError::unauthorized().into_response();
     }
     let req: Corrupt = match serde_json::from_slice(&body) {

@@ -34,6 +34,7 @@ use crate::membership;
 use crate::raft::progress::Progress;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::{now_ms, NodeId, Raft};
+use crate::request_key::RequestKey;
 
 pub const DIGEST_PATH: &str = "/internal/digest";
 pub const REPAIRED_PATH: &str = "/internal/repaired";
@@ -180,15 +181,15 @@ impl Checker {
         let check_id = report.check_id.clone();
         match self
             .proposer
-            .propose(&id, Command::RecordCheck { report })
+            .propose(&RequestKey::internal(id), Command::RecordCheck { report })
             .await
         {
             Ok(_) => {}
             Err(ProposeError::NotLeader(_)) => {
                 tracing::warn!(%check_id, "check report not logged: no longer leader")
             }
-            Err(ProposeError::Unavailable(e)) => {
-                tracing::warn!(%check_id, error = %e, "check report not logged")
+            Err(e) => {
+                tracing::warn!(%check_id, error = ?e, "check report not logged")
             }
         }
     }
@@ -550,7 +551,9 @@ impl Checker {
 
     /// Appends a command to the group's log; its log index.
     async fn append(&self, request_id: &str, cmd: Command) -> Result<u64, String> {
-        self.proposer.append_alone(request_id, cmd).await
+        self.proposer
+            .append_alone(&RequestKey::internal(request_id), cmd)
+            .await
     }
 
     fn members(&self) -> BTreeMap<NodeId, String> {

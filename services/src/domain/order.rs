@@ -16,6 +16,30 @@ pub struct Order {
     pub total_cost: i64,
 }
 
+/// The most item lines an order holds (docs/api.md): bounds an order's size,
+/// its checkout's steps and the answers that list it.
+pub const MAX_LINES: usize = 100;
+
+/// The refusal of an `AddItem` that would give an order more than
+/// `MAX_LINES` lines; `None` for anything else.
+pub fn over_line_limit(
+    store: &dyn StateStore,
+    cmd: &Command,
+) -> Result<Option<Rejection>, StoreError> {
+    let Command::AddItem { order_id, .. } = cmd else {
+        return Ok(None);
+    };
+    let Some(order) = get_value::<Order>(store, Table::Orders, order_id)? else {
+        return Ok(None);
+    };
+    Ok((order.items.len() >= MAX_LINES).then(|| {
+        Rejection::new(
+            "too_many_items",
+            format!("an order holds at most {MAX_LINES} item lines"),
+        )
+    }))
+}
+
 pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome, StoreError> {
     match cmd {
         Command::CreateOrder { order_id, user_id } => {

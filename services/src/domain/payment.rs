@@ -98,10 +98,8 @@ fn change(
         if user.credit < amount {
             return Ok(Err(Rejection::new(
                 "insufficient_credit",
-                format!(
-                    "user {user_id:?} has credit {}, {amount} needed",
-                    user.credit
-                ),
+                // The reason only: an answer never carries a balance.
+                "not enough credit",
             )));
         }
         user.credit -= amount;

@@ -101,7 +101,8 @@ fn change(
             if item.stock < qty {
                 return Ok(Err(Rejection::new(
                     "insufficient_stock",
-                    format!("item {id:?} has {} in stock, {qty} wanted", item.stock),
+                    // The reason and the item asked for, never a stock level.
+                    format!("not enough stock of item {id:?}"),
                 )));
             }
             item.stock -= qty;

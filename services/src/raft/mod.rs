@@ -16,7 +16,9 @@ use crate::domain::{Command, Outcome};
 
 /// Current version of `LogCommand`; a node refuses to apply a newer one
 /// rather than misread it. Version 2: an entry carries `Proposals`.
-pub const LOG_FORMAT_VERSION: u16 = 2;
+/// Version 3: a client write carries its operation's fingerprint, and an
+/// order holds at most `domain::order::MAX_LINES` lines.
+pub const LOG_FORMAT_VERSION: u16 = 3;
 
 /// One client write as it sits in the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,9 +26,21 @@ pub struct LogCommand {
     pub v: u16,
     /// Remembered for a window so that a retry applies once.
     pub request_id: String,
+    /// The client operation the id was given for (`request_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<u64>,
     /// The proposing leader's wall clock; only used to forget old request ids.
     pub ts_ms: u64,
     pub cmd: Command,
+}
+
+impl LogCommand {
+    pub fn key(&self) -> crate::request_key::RequestKey {
+        crate::request_key::RequestKey {
+            request_id: self.request_id.clone(),
+            fingerprint: self.fingerprint,
+        }
+    }
 }
 
 impl std::fmt::Display for LogCommand {

@@ -24,17 +24,24 @@ use super::state_machine::StateMachine;
 use super::{now_ms, LogCommand, NodeId, Proposals, Raft, LOG_FORMAT_VERSION};
 use crate::domain::{Command, Outcome};
 use crate::metrics::METRICS;
+use crate::request_key::RequestKey;
 
 /// Most writes in one entry: bounds an entry's size and its apply time.
 const MAX_BATCH: usize = 256;
 /// Entries handed to Raft and not yet applied, at most (see above).
 const IN_FLIGHT: usize = 1;
+/// Writes waiting for an entry, at most; beyond it a write is refused at
+/// once (429) rather than queued without bound. About 40 full entries: far
+/// more than a healthy group drains in a second.
+pub const MAX_QUEUED: usize = 10_000;
 
 /// Why a write to the own group did not happen.
 #[derive(Clone, Debug)]
 pub enum ProposeError {
     NotLeader(ForwardToLeader<NodeId, BasicNode>),
     Unavailable(String),
+    /// The queue of writes waiting for an entry is full.
+    Overloaded,
 }
 
 type Answer = oneshot::Sender<Result<Outcome, ProposeError>>;
@@ -44,27 +51,24 @@ type Answer = oneshot::Sender<Result<Outcome, ProposeError>>;
 pub struct Proposer {
     raft: Raft,
     sm: StateMachine,
-    queue: mpsc::UnboundedSender<(LogCommand, Answer)>,
+    queue: mpsc::Sender<(LogCommand, Answer)>,
 }
 
 impl Proposer {
     /// Starts the batching task of `raft`'s group.
     pub fn start(raft: Raft, sm: StateMachine) -> Self {
-        let (queue, waiting) = mpsc::unbounded_channel();
+        let (queue, waiting) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(batch_writes(raft.clone(), waiting));
         Self { raft, sm, queue }
     }
 
-    /// Writes a command under `request_id`: answered from memory if that id
-    /// was applied, else appended (batched with concurrent writes) and
-    /// applied.
-    pub async fn propose(&self, request_id: &str, cmd: Command) -> Result<Outcome, ProposeError> {
+    /// Writes a command under `key`: answered from memory if its id was
+    /// applied (or refused, if for another operation), else appended
+    /// (batched with concurrent writes) and applied.
+    pub async fn propose(&self, key: &RequestKey, cmd: Command) -> Result<Outcome, ProposeError> {
         // A remembered id is committed, whichever replica remembers it.
-        match self.sm.remembered(request_id) {
-            Ok(Some(outcome)) => {
-                METRICS.duplicate_requests.inc();
-                return Ok(outcome);
-            }
+        match self.sm.remembered(key) {
+            Ok(Some(outcome)) => return Ok(outcome),
             Ok(None) => {}
             Err(e) => {
                 return Err(ProposeError::Unavailable(format!(
@@ -73,10 +77,18 @@ impl Proposer {
             }
         }
         let (answer, heard) = oneshot::channel();
-        let span = tracing::info_span!("raft.write", request_id = %request_id);
+        let span = tracing::info_span!("raft.write", request_id = %key.request_id);
         self.queue
-            .send((command(request_id, cmd), answer))
-            .map_err(|_| ProposeError::Unavailable("the proposer has stopped".into()))?;
+            .try_send((command(key, cmd), answer))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    METRICS.proposals_refused.inc();
+                    ProposeError::Overloaded
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    ProposeError::Unavailable("the proposer has stopped".into())
+                }
+            })?;
         heard
             .instrument(span)
             .await
@@ -85,19 +97,20 @@ impl Proposer {
 
     /// Appends a command in an entry of its own, not batched (a consistency
     /// check must sit alone at its log position); its log index.
-    pub async fn append_alone(&self, request_id: &str, cmd: Command) -> Result<u64, String> {
+    pub async fn append_alone(&self, key: &RequestKey, cmd: Command) -> Result<u64, String> {
         self.raft
-            .client_write(command(request_id, cmd).into())
+            .client_write(command(key, cmd).into())
             .await
             .map(|r| r.log_id.index)
             .map_err(|e| format!("not logged: {e}"))
     }
 }
 
-fn command(request_id: &str, cmd: Command) -> LogCommand {
+fn command(key: &RequestKey, cmd: Command) -> LogCommand {
     LogCommand {
         v: LOG_FORMAT_VERSION,
-        request_id: request_id.to_string(),
+        request_id: key.request_id.clone(),
+        fingerprint: key.fingerprint,
         ts_ms: now_ms(),
         cmd,
     }
@@ -105,7 +118,7 @@ fn command(request_id: &str, cmd: Command) -> LogCommand {
 
 /// Takes whatever has queued as one entry whenever fewer than `IN_FLIGHT`
 /// entries are in Raft; ends when every `Proposer` is gone.
-async fn batch_writes(raft: Raft, mut waiting: mpsc::UnboundedReceiver<(LogCommand, Answer)>) {
+async fn batch_writes(raft: Raft, mut waiting: mpsc::Receiver<(LogCommand, Answer)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = waiting.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {

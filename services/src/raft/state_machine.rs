@@ -24,6 +24,7 @@ use crate::domain::steps::{forget_before, time_key};
 use crate::domain::{self, get_value, put_value, Command, Outcome, Rejection, Reply, StoreError};
 use crate::domain::{StateStore, Table};
 use crate::metrics::METRICS;
+use crate::request_key::{self, RequestKey};
 use crate::storage::{io, Backend, LAST_APPLIED, MEMBERSHIP};
 
 /// What a node remembers about a request id.
@@ -31,6 +32,23 @@ use crate::storage::{io, Backend, LAST_APPLIED, MEMBERSHIP};
 struct Remembered {
     ts_ms: u64,
     outcome: Outcome,
+    /// The client operation the id was first used for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<u64>,
+}
+
+impl Remembered {
+    /// The answer to `key` from this memory: the first answer again for the
+    /// same operation, a conflict for another one.
+    fn answer(self, key: &RequestKey) -> Outcome {
+        if key.conflicts_with(self.fingerprint) {
+            METRICS.request_id_conflicts.inc();
+            Err(request_key::conflict())
+        } else {
+            METRICS.duplicate_requests.inc();
+            self.outcome
+        }
+    }
 }
 
 type Membership = StoredMembership<NodeId, BasicNode>;
@@ -63,11 +81,13 @@ impl StateMachine {
         }
     }
 
-    /// The remembered outcome of a request id, if this replica has applied it.
-    pub fn remembered(&self, request_id: &str) -> Result<Option<Outcome>, StoreError> {
+    /// The answer to `key` if this replica has applied its id: the
+    /// remembered outcome, or a conflict if the id was used for another
+    /// operation.
+    pub fn remembered(&self, key: &RequestKey) -> Result<Option<Outcome>, StoreError> {
         let view = self.backend.reader()?;
-        let found: Option<Remembered> = get_value(view.as_ref(), Table::Requests, request_id)?;
-        Ok(found.map(|r| r.outcome))
+        let found: Option<Remembered> = get_value(view.as_ref(), Table::Requests, &key.request_id)?;
+        Ok(found.map(|r| r.answer(key)))
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StoreError> {
@@ -150,7 +170,8 @@ impl StateMachine {
     }
 
     /// Applies a client command unless its request id was applied before;
-    /// either way answers what it first answered.
+    /// then it answers what it first answered, or refuses an id reused for
+    /// another operation (changing nothing, remembering nothing new).
     fn apply_once(
         &self,
         view: &mut dyn StateStore,
@@ -158,13 +179,13 @@ impl StateMachine {
     ) -> Result<Outcome, StoreError> {
         let seen: Option<Remembered> = get_value(view, Table::Requests, &req.request_id)?;
         if let Some(seen) = seen {
-            METRICS.duplicate_requests.inc();
-            return Ok(seen.outcome);
+            return Ok(seen.answer(&req.key()));
         }
         let outcome = self.apply_command(view, req)?;
         let remembered = Remembered {
             ts_ms: req.ts_ms,
             outcome: outcome.clone(),
+            fingerprint: req.fingerprint,
         };
         put_value(view, Table::Requests, &req.request_id, &remembered)?;
         view.put(
@@ -262,6 +283,14 @@ impl StateMachine {
                 self.replica.repair(view, check_id, rows)?;
             }
             return Ok(Ok(Reply::Done));
+        }
+        // Format 3 bounds an order's lines; an older entry applies as it did
+        // when it was logged, so replicas replaying it agree with those that
+        // applied it before.
+        if req.v >= 3 {
+            if let Some(refused) = domain::order::over_line_limit(view, &req.cmd)? {
+                return Ok(Err(refused));
+            }
         }
         domain::apply(view, &req.cmd, req.ts_ms)
     }
@@ -371,6 +400,7 @@ mod tests {
                 LogCommand {
                     v: LOG_FORMAT_VERSION,
                     request_id: request_id.into(),
+                    fingerprint: None,
                     ts_ms,
                     cmd,
                 }
@@ -433,6 +463,7 @@ mod tests {
         let write = |request_id: &str, cmd: Command| LogCommand {
             v: LOG_FORMAT_VERSION,
             request_id: request_id.into(),
+            fingerprint: None,
             ts_ms: 1,
             cmd,
         };
@@ -456,7 +487,10 @@ mod tests {
         assert!(outcomes[4].is_ok());
         assert_eq!(credit(&sm, "0"), 7);
         for id in ["init", "a", "b", "c"] {
-            assert!(sm.remembered(id).unwrap().is_some(), "{id} remembered");
+            assert!(
+                sm.remembered(&RequestKey::internal(id)).unwrap().is_some(),
+                "{id} remembered"
+            );
         }
     }
 
@@ -470,12 +504,21 @@ mod tests {
         ])
         .await
         .unwrap();
-        assert!(sm.remembered("old").unwrap().is_some());
+        assert!(sm
+            .remembered(&RequestKey::internal("old"))
+            .unwrap()
+            .is_some());
         sm.apply(vec![entry(3, "new", 5_000, fund(1))])
             .await
             .unwrap();
-        assert!(sm.remembered("old").unwrap().is_none());
-        assert!(sm.remembered("new").unwrap().is_some());
+        assert!(sm
+            .remembered(&RequestKey::internal("old"))
+            .unwrap()
+            .is_none());
+        assert!(sm
+            .remembered(&RequestKey::internal("new"))
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -498,12 +541,66 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(credit(&target, "0"), 7);
-        assert!(target.remembered("x").unwrap().is_some());
-        assert!(target.remembered("stale").unwrap().is_none());
+        assert!(target
+            .remembered(&RequestKey::internal("x"))
+            .unwrap()
+            .is_some());
+        assert!(target
+            .remembered(&RequestKey::internal("stale"))
+            .unwrap()
+            .is_none());
         let (applied, _) = target.applied_state().await.unwrap();
         assert_eq!(applied.map(|l| l.index), Some(2));
         // The installed snapshot is kept for followers that fall behind.
         let current = target.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta, snap.meta);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_request_id_reused_for_another_operation_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = machine(dir.path(), 60_000);
+        let client = |fp: u64, cmd: Command| LogCommand {
+            v: LOG_FORMAT_VERSION,
+            request_id: "c:r".into(),
+            fingerprint: Some(fp),
+            ts_ms: 1,
+            cmd,
+        };
+        let first = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Proposals(vec![
+                LogCommand {
+                    v: LOG_FORMAT_VERSION,
+                    request_id: "init".into(),
+                    fingerprint: None,
+                    ts_ms: 1,
+                    cmd: init(),
+                },
+                client(1, fund(5)),
+                // The same id for another operation in the same entry.
+                client(2, fund(9)),
+            ])),
+        };
+        let second = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), 2),
+            payload: EntryPayload::Normal(Proposals(vec![client(2, fund(9)), client(1, fund(5))])),
+        };
+        let out = sm.apply(vec![first, second]).await.unwrap();
+        let conflict = Err(request_key::conflict());
+        assert_eq!(out[0][2], conflict);
+        assert_eq!(out[1][0], conflict);
+        assert_eq!(out[1][1], out[0][1], "the real retry gets the first answer");
+        assert_eq!(
+            credit(&sm, "0"),
+            5,
+            "applied once, the conflicting ones never"
+        );
+        let key = |fp| RequestKey {
+            request_id: "c:r".into(),
+            fingerprint: Some(fp),
+        };
+        assert_eq!(sm.remembered(&key(2)).unwrap(), Some(conflict));
+        assert_eq!(sm.remembered(&key(1)).unwrap(), Some(out[0][1].clone()));
     }
 }

@@ -1,0 +1,656 @@
+//! The public API against hostile clients (docs/api.md, "Request ids",
+//! "Paths", "Limits", "Privacy"), through the gateway of a real cluster:
+//! reused request ids, ids the cluster cannot keep, path tricks, requests
+//! the HTTP layer refuses, stalled connections, and a checkout whose order
+//! leader stalls past its own bound. Requests whose bytes matter (paths that
+//! a URL library would normalise, bad header bytes, broken heads) go over a
+//! raw TCP socket.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cart_cluster::harness::Role;
+use cart_common::Service;
+use common::{cluster, eventually, Answer, Client};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `request` as is on a fresh connection; the status and JSON body of
+/// the answer (read until the server closes or the body is complete).
+async fn raw(addr: &str, request: &[u8]) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+            if complete(&answer) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no answer to {:?}",
+        String::from_utf8_lossy(request)
+    );
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = serde_json::from_str(body).unwrap_or_else(|_| {
+        panic!(
+            "answer {status} to {:?} has no JSON body: {text:?}",
+            lossy(request)
+        )
+    });
+    (status, body)
+}
+
+fn lossy(request: &[u8]) -> String {
+    String::from_utf8_lossy(&request[..request.len().min(120)]).to_string()
+}
+
+/// Whether `answer` holds a whole response with a `content-length` body.
+fn complete(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .is_some_and(|len| body.len() >= len)
+}
+
+fn post_request(path: &str, extra_headers: &[u8]) -> Vec<u8> {
+    let mut r = format!("POST {path} HTTP/1.1\r\nHost: cart\r\nConnection: close\r\n").into_bytes();
+    r.extend_from_slice(extra_headers);
+    r.extend_from_slice(b"\r\n");
+    r
+}
+
+fn assert_refused(answer: &Answer, status: u16, error: &str, what: &str) {
+    assert_eq!(answer.status, status, "{what}: {:?}", answer.body);
+    assert_eq!(answer.body["error"], error, "{what}: {:?}", answer.body);
+    assert!(
+        answer.body["message"].is_string(),
+        "{what}: {:?}",
+        answer.body
+    );
+}
+
+/// The numbers written in `text` (digit runs).
+fn numbers_in(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_reused_for_another_operation_is_409_and_changes_nothing() {
+    let cluster = cluster(&Service::ALL, |_| {});
+    let api = Client::gateway(&cluster);
+    let user = |a: Answer| a.str("user_id");
+    let (a, b) = (
+        user(api.post("/payment/create_user").await),
+        user(api.post("/payment/create_user").await),
+    );
+    assert!(api.post(&format!("/payment/add_funds/{b}/1000")).await.ok());
+
+    // add_funds(A) then pay(B) with the same id: the pay is refused, B keeps
+    // its credit, A was funded once.
+    let r = format!("reuse-{}", uuid::Uuid::new_v4());
+    assert!(api
+        .post_with_id(&format!("/payment/add_funds/{a}/5"), &r)
+        .await
+        .ok());
+    let reused = api.post_with_id(&format!("/payment/pay/{b}/5"), &r).await;
+    assert_refused(
+        &reused,
+        409,
+        "request_id_conflict",
+        "pay with add_funds' id",
+    );
+    assert_eq!(api.credit(&b).await, 1000);
+    // A real retry is answered from memory and applies once.
+    assert!(api
+        .post_with_id(&format!("/payment/add_funds/{a}/5"), &r)
+        .await
+        .ok());
+    assert_eq!(api.credit(&a).await, 5);
+    // Other arguments on the same route are another operation too.
+    let reused = api
+        .post_with_id(&format!("/payment/add_funds/{a}/6"), &r)
+        .await;
+    assert_refused(
+        &reused,
+        409,
+        "request_id_conflict",
+        "add_funds with other amount",
+    );
+    assert_eq!(api.credit(&a).await, 5);
+
+    // item/create/5 then item/create/7: no second item, and the retry of
+    // the first gets the first item back.
+    let r = format!("reuse-{}", uuid::Uuid::new_v4());
+    let first = api.post_with_id("/stock/item/create/5", &r).await;
+    let item = first.str("item_id");
+    let reused = api.post_with_id("/stock/item/create/7", &r).await;
+    assert_refused(
+        &reused,
+        409,
+        "request_id_conflict",
+        "item/create/7 with create/5's id",
+    );
+    assert_eq!(
+        api.post_with_id("/stock/item/create/5", &r)
+            .await
+            .str("item_id"),
+        item
+    );
+    let found = api.get(&format!("/stock/find/{item}")).await;
+    assert_eq!(found.int("price"), 5);
+    assert!(api.post(&format!("/stock/add/{item}/100")).await.ok());
+
+    // orders/create(A) then orders/create(B).
+    let r = format!("reuse-{}", uuid::Uuid::new_v4());
+    let order_a = api
+        .post_with_id(&format!("/orders/create/{a}"), &r)
+        .await
+        .str("order_id");
+    let reused = api.post_with_id(&format!("/orders/create/{b}"), &r).await;
+    assert_refused(
+        &reused,
+        409,
+        "request_id_conflict",
+        "orders/create(B) with A's id",
+    );
+    assert_eq!(
+        api.post_with_id(&format!("/orders/create/{a}"), &r)
+            .await
+            .str("order_id"),
+        order_a
+    );
+
+    // checkout(O1) then checkout(O2): O2 stays unpaid, B is charged once.
+    let new_order = || async {
+        let o = api
+            .post(&format!("/orders/create/{b}"))
+            .await
+            .str("order_id");
+        assert!(api
+            .post(&format!("/orders/addItem/{o}/{item}/1"))
+            .await
+            .ok());
+        o
+    };
+    let (o1, o2) = (new_order().await, new_order().await);
+    let r = format!("reuse-{}", uuid::Uuid::new_v4());
+    assert!(api
+        .post_with_id(&format!("/orders/checkout/{o1}"), &r)
+        .await
+        .ok());
+    let reused = api
+        .post_with_id(&format!("/orders/checkout/{o2}"), &r)
+        .await;
+    assert_refused(
+        &reused,
+        409,
+        "request_id_conflict",
+        "checkout(O2) with O1's id",
+    );
+    let o2_found = api.get(&format!("/orders/find/{o2}")).await;
+    assert_eq!(o2_found.body["paid"], false);
+    assert_eq!(api.credit(&b).await, 1000 - 5);
+    assert_eq!(api.stock(&item).await, 99);
+
+    // addItem then checkout with the same id: a 409, not a 500.
+    let o3 = new_order().await;
+    let r = format!("reuse-{}", uuid::Uuid::new_v4());
+    assert!(api
+        .post_with_id(&format!("/orders/addItem/{o3}/{item}/1"), &r)
+        .await
+        .ok());
+    let reused = api
+        .post_with_id(&format!("/orders/checkout/{o3}"), &r)
+        .await;
+    assert_refused(
+        &reused,
+        409,
+        "request_id_conflict",
+        "checkout with addItem's id",
+    );
+    let o3_found = api.get(&format!("/orders/find/{o3}")).await;
+    assert_eq!(o3_found.body["paid"], false);
+    assert_eq!(o3_found.int("total_cost"), 10, "the addItem applied once");
+
+    // One client's rejection is never handed to another: C's refusal names
+    // only its reason, and D reusing C's id gets a conflict, not C's text.
+    let c = user(api.post("/payment/create_user").await);
+    assert!(api.post(&format!("/payment/add_funds/{c}/4321")).await.ok());
+    let r = format!("reuse-{}", uuid::Uuid::new_v4());
+    let refused = api
+        .post_with_id(&format!("/payment/pay/{c}/98765"), &r)
+        .await;
+    assert_refused(&refused, 400, "insufficient_credit", "overdraft");
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(
+        !numbers_in(message)
+            .iter()
+            .any(|n| n == "4321" || n == "98765"),
+        "a refusal names no balance or amount: {message:?}"
+    );
+    let d = user(api.post("/payment/create_user").await);
+    let reused = api.post_with_id(&format!("/payment/pay/{d}/1"), &r).await;
+    assert_refused(&reused, 409, "request_id_conflict", "D reusing C's id");
+    assert!(
+        !reused.body.to_string().contains(&c),
+        "C's id leaked to D: {:?}",
+        reused.body
+    );
+
+    // A stock refusal names no stock level either.
+    let poor = api.post("/stock/item/create/1").await.str("item_id");
+    assert!(api.post(&format!("/stock/add/{poor}/4321")).await.ok());
+    let refused = api.post(&format!("/stock/subtract/{poor}/98765")).await;
+    assert_refused(&refused, 400, "insufficient_stock", "stock overdraft");
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(
+        !numbers_in(message)
+            .iter()
+            .any(|n| n == "4321" || n == "98765"),
+        "a refusal names no stock level: {message:?}"
+    );
+    // The same through a checkout.
+    let o4 = api
+        .post(&format!("/orders/create/{a}"))
+        .await
+        .str("order_id");
+    assert!(api
+        .post(&format!("/orders/addItem/{o4}/{item}/2"))
+        .await
+        .ok());
+    let refused = api.post(&format!("/orders/checkout/{o4}")).await;
+    assert_refused(
+        &refused,
+        400,
+        "insufficient_credit",
+        "checkout beyond credit",
+    );
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(
+        numbers_in(message).is_empty(),
+        "checkout refusal: {message:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_the_cluster_cannot_keep_paths_not_taken_literally_and_broken_heads_are_json_4xx() {
+    let cluster = cluster(&[Service::Payment, Service::Stock, Service::Order], |_| {});
+    let gateway = cluster.spec.gateway_addr();
+    let api = Client::gateway(&cluster);
+    let u = api.post("/payment/create_user").await.str("user_id");
+    assert!(api.post(&format!("/payment/add_funds/{u}/100")).await.ok());
+    let add = format!("/payment/add_funds/{u}/5");
+
+    // Request ids kept as sent, or refused: never replaced.
+    let long = format!("X-Request-Id: {}\r\n", "x".repeat(201));
+    for (header, error) in [
+        (long.as_bytes(), "invalid_request_id"),
+        (b"X-Request-Id: has space\r\n", "invalid_request_id"),
+        (b"X-Request-Id: caf\xc3\xa9\r\n", "invalid_request_id"),
+        (
+            b"X-Request-Id: one\r\nX-Request-Id: two\r\n",
+            "invalid_request_id",
+        ),
+        // A control byte is not even a valid header value.
+        (b"X-Request-Id: a\x01b\r\n", "bad_request"),
+    ] {
+        let (status, body) = raw(&gateway, &post_request(&add, header)).await;
+        assert_eq!(status, 400, "{:?}: {body}", lossy(header));
+        assert_eq!(body["error"], error, "{body}");
+    }
+    assert_eq!(api.credit(&u).await, 100, "no refused id applied anything");
+    // The longest allowed id is kept: its retry applies once.
+    let longest = "y".repeat(200);
+    assert!(api.post_with_id(&add, &longest).await.ok());
+    assert!(api.post_with_id(&add, &longest).await.ok());
+    assert_eq!(api.credit(&u).await, 105);
+
+    // Paths taken literally: every dot-segment and empty-segment variant is
+    // refused before anything is forwarded.
+    for path in [
+        format!("/payment/add_funds/{u}/5/../../../pay/{u}/5"),
+        format!("/payment/add_funds/{u}/5/%2e%2e/%2e%2e/%2e%2e/pay/{u}/5"),
+        format!("/payment/add_funds/{u}/5/%2E%2e/%2e%2E/.%2e/pay/{u}/5"),
+        format!("/payment/./pay/{u}/5"),
+        format!("/payment/%2e/pay/{u}/5"),
+        format!("/payment/pay/{u}/5/"),
+        format!("/payment//pay/{u}/5"),
+        format!("/payment/pay/{u}//5"),
+        format!("/payment/add_funds/{u}/5/..\\..\\..\\pay/{u}/5"),
+    ] {
+        let (status, body) = raw(&gateway, &post_request(&path, b"")).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"], "invalid_path", "{path}: {body}");
+    }
+    assert_eq!(api.credit(&u).await, 105, "no odd path ran any route");
+
+    // The HTTP layer's own refusals carry the JSON body too.
+    let long_target = format!(
+        "GET /stock/find/{} HTTP/1.1\r\nHost: cart\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let (status, body) = raw(&gateway, long_target.as_bytes()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (414, Some("uri_too_long")),
+        "{body}"
+    );
+
+    let big_head = format!(
+        "GET /stock/find/1 HTTP/1.1\r\nHost: cart\r\nX-Filler: {}\r\n\r\n",
+        "f".repeat(20_000)
+    );
+    let (status, body) = raw(&gateway, big_head.as_bytes()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (431, Some("headers_too_large")),
+        "{body}"
+    );
+
+    let mut many = String::from("GET /stock/find/1 HTTP/1.1\r\nHost: cart\r\n");
+    for i in 0..100 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let (status, body) = raw(&gateway, many.as_bytes()).await;
+    assert_eq!(status, 431, "{body}");
+
+    for broken in [
+        &b"THIS IS NOT HTTP\r\n\r\n"[..],
+        b"GET /stock/find/1 HTTP/9.9\r\n\r\n",
+        b"GET /stock/find/1 HTTP/1.1\r\nNo-Colon-Here\r\n\r\n",
+        b"G\x01T / HTTP/1.1\r\n\r\n",
+    ] {
+        let (status, body) = raw(&gateway, broken).await;
+        assert_eq!(status, 400, "{:?}: {body}", lossy(broken));
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{body}"
+        );
+    }
+
+    let mut too_big = post_request(&add, b"Content-Length: 100000\r\n");
+    too_big.extend(std::iter::repeat_n(b'z', 100_000));
+    let (status, body) = raw(&gateway, &too_big).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (413, Some("body_too_large")),
+        "{body}"
+    );
+    assert_eq!(
+        api.credit(&u).await,
+        105,
+        "nothing refused changed anything"
+    );
+
+    // An order holds at most 100 item lines.
+    let item = api.post("/stock/item/create/1").await.str("item_id");
+    let order = api
+        .post(&format!("/orders/create/{u}"))
+        .await
+        .str("order_id");
+    for _ in 0..100 {
+        assert!(api
+            .post(&format!("/orders/addItem/{order}/{item}/1"))
+            .await
+            .ok());
+    }
+    let over = api.post(&format!("/orders/addItem/{order}/{item}/1")).await;
+    assert_refused(&over, 400, "too_many_items", "the 101st line");
+    let found = api.get(&format!("/orders/find/{order}")).await;
+    assert_eq!(found.body["items"].as_array().map(Vec::len), Some(100));
+}
+
+/// Connections that send a head and never the body they announce, and heads
+/// that never end.
+const STALLED_BODIES: usize = 3000;
+const HALF_HEADS: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_do_not_lock_other_clients_out_and_are_closed_in_time() {
+    const TIMEOUT_MS: u64 = 3000;
+    let cluster = cluster(&[Service::Payment], |spec| {
+        spec.limits.header_read_timeout_ms = TIMEOUT_MS;
+        spec.limits.body_read_timeout_ms = TIMEOUT_MS;
+        // Fewer in-flight slots than stalled connections: if a stalled body
+        // held a slot, everyone else would get 429.
+        spec.limits.max_in_flight = 1024;
+    });
+    let gateway = cluster.spec.gateway_addr();
+    let api = Client::gateway(&cluster);
+    let u = api.post("/payment/create_user").await.str("user_id");
+    assert!(api.post(&format!("/payment/add_funds/{u}/1")).await.ok());
+
+    // Open the attackers' connections, a few hundred at a time.
+    let opened = Instant::now();
+    let stalled_head = post_request(
+        &format!("/payment/add_funds/{u}/1000"),
+        b"Content-Length: 10\r\n",
+    );
+    let half_head = b"GET /payment/find_user/x HTTP/1.1\r\nHost: ca".to_vec();
+    let mut attackers = Vec::new();
+    for i in 0..STALLED_BODIES + HALF_HEADS {
+        let bytes = if i < STALLED_BODIES {
+            stalled_head.clone()
+        } else {
+            half_head.clone()
+        };
+        let addr = gateway.clone();
+        attackers.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(&addr).await.ok()?;
+            stream.write_all(&bytes).await.ok()?;
+            let sent = Instant::now();
+            // Wait for the server to give up on us: an answer and/or EOF.
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1024];
+            let closed = tokio::time::timeout(Duration::from_secs(60), async {
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+            .await
+            .is_ok();
+            Some((closed, sent.elapsed(), got))
+        }));
+        if i % 200 == 199 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let opened_in = opened.elapsed();
+
+    // Meanwhile another client is served, quickly.
+    let mut latencies = Vec::new();
+    let served_until = Instant::now() + Duration::from_millis(TIMEOUT_MS);
+    while Instant::now() < served_until {
+        let started = Instant::now();
+        let a = api.get(&format!("/payment/find_user/{u}")).await;
+        latencies.push(started.elapsed());
+        assert_eq!(
+            a.status, 200,
+            "a well-behaved client was refused: {:?}",
+            a.body
+        );
+    }
+    let write = api.post(&format!("/payment/add_funds/{u}/1")).await;
+    assert!(write.ok(), "a write during the attack: {:?}", write.body);
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    assert!(
+        latencies.len() >= 10,
+        "only {} requests served",
+        latencies.len()
+    );
+    assert!(
+        p99 < Duration::from_secs(1),
+        "p99 {p99:?} over {} requests",
+        latencies.len()
+    );
+
+    // Every stalled connection is closed within its timeout (plus the time
+    // it took to open them all and some slack for a busy machine); a
+    // stalled body gets a JSON 408 first.
+    let bound = Duration::from_millis(TIMEOUT_MS) + opened_in + Duration::from_secs(5);
+    for (i, attacker) in attackers.into_iter().enumerate() {
+        let (closed, after, got) = attacker
+            .await
+            .expect("attacker task")
+            .expect("attacker connected and sent its bytes");
+        assert!(
+            closed && after <= bound,
+            "connection {i} open after {after:?} (bound {bound:?})"
+        );
+        if i < STALLED_BODIES {
+            let text = String::from_utf8_lossy(&got);
+            assert!(
+                text.starts_with("HTTP/1.1 408"),
+                "stalled body {i}: {text:?}"
+            );
+            assert!(
+                text.contains("\"request_timeout\""),
+                "stalled body {i}: {text:?}"
+            );
+        }
+    }
+    assert_eq!(
+        api.credit(&u).await,
+        2,
+        "no stalled request applied anything"
+    );
+}
+
+/// Checks out every order while `stalled` is frozen for 3 s, then checks
+/// each answer against the order's final state; the answers.
+async fn checkouts_while_frozen(
+    cluster: &mut cart_cluster::harness::LocalCluster,
+    api: &Client,
+    orders: &[String],
+    stalled: Role,
+) -> Vec<Answer> {
+    let checkouts: Vec<_> = orders
+        .iter()
+        .map(|o| {
+            let api = api.clone();
+            let path = format!("/orders/checkout/{o}");
+            tokio::spawn(async move { api.post(&path).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    cluster.freeze(stalled).expect("freeze");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    cluster.thaw(stalled).expect("thaw");
+    let mut answers = Vec::new();
+    for c in checkouts {
+        answers.push(c.await.expect("checkout task"));
+    }
+    for (order, answer) in orders.iter().zip(&answers) {
+        assert!(
+            answer.ok() || (400..500).contains(&answer.status),
+            "checkout of {order} with {stalled:?} stalled: {} {:?}",
+            answer.status,
+            answer.body
+        );
+        // A definite answer is the truth: paid means paid, a refusal unpaid.
+        let paid = eventually("order readable", Duration::from_secs(30), || async {
+            let a = api.get(&format!("/orders/find/{order}")).await;
+            (a.status == 200).then(|| a.body["paid"].as_bool())?
+        })
+        .await;
+        assert_eq!(paid, answer.ok(), "{order}: answered {:?}", answer.body);
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_past_the_order_leaders_bound_is_answered_definitely_never_5xx() {
+    const ORDERS: usize = 12;
+    let mut cluster = cluster(&Service::ALL, |spec| {
+        // The leader gives up waiting for its saga after 1 s and hands the
+        // transaction over; the coordinator waits 20 s longer.
+        spec.limits.checkout_timeout_ms = 1000;
+        spec.limits.checkout_follow_ms = 20_000;
+        spec.limits.gateway_timeout_ms = 60_000;
+    });
+    let api = Client::gateway(&cluster);
+    assert!(api.post("/stock/batch_init/1/1000/1").await.ok());
+    assert!(api
+        .post(&format!("/payment/batch_init/{}/10", 2 * ORDERS))
+        .await
+        .ok());
+    let mut orders = Vec::new();
+    for user in 0..2 * ORDERS {
+        let o = api
+            .post(&format!("/orders/create/{user}"))
+            .await
+            .str("order_id");
+        assert!(api.post(&format!("/orders/addItem/{o}/0/1")).await.ok());
+        orders.push(o);
+    }
+
+    // The order leader itself stalls past its bound, then goes on.
+    let leader = cluster.leader(Service::Order).expect("order leader");
+    let first = checkouts_while_frozen(
+        &mut cluster,
+        &api,
+        &orders[..ORDERS],
+        Role::Node(Service::Order, leader),
+    )
+    .await;
+    // A healthy order leader whose sagas are slow (the payment leader
+    // stalls until its group elects another): it hands the transactions
+    // over after 1 s and the coordinators follow them to their end.
+    let payment = cluster.leader(Service::Payment).expect("payment leader");
+    let second = checkouts_while_frozen(
+        &mut cluster,
+        &api,
+        &orders[ORDERS..],
+        Role::Node(Service::Payment, payment),
+    )
+    .await;
+    assert!(
+        second.iter().all(Answer::ok),
+        "with every order group node up, all are paid: {second:?}"
+    );
+    let mut followed = 0.0;
+    for c in cluster.spec.coordinators(Service::Order) {
+        followed += common::metric(&c.admin, "cart_checkouts_followed_total", &[])
+            .await
+            .unwrap_or(0.0);
+    }
+    assert!(followed > 0.0, "no checkout was handed over and followed");
+
+    // Each user was charged exactly what its paid order cost.
+    for (user, answer) in first.iter().chain(&second).enumerate() {
+        let expected = if answer.ok() { 9 } else { 10 };
+        assert_eq!(api.credit(&user.to_string()).await, expected, "user {user}");
+    }
+}
