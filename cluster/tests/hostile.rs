@@ -101,91 +101,66 @@ fn numbers_in(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// POSTs `first` under a fresh id, then `second` under the same id, which
+/// must be refused as a conflict; the id and the first answer.
+async fn reuse_id(api: &Client, first: &str, second: &str) -> (String, Answer) {
+    let id = format!("reuse-{}", uuid::Uuid::new_v4());
+    let answer = api.post_with_id(first, &id).await;
+    assert!(answer.ok(), "{first}: {:?}", answer.body);
+    let reused = api.post_with_id(second, &id).await;
+    let what = format!("{second} under the id of {first}");
+    assert_refused(&reused, 409, "request_id_conflict", &what);
+    (id, answer)
+}
+
+/// A refusal's message names none of `numbers` (balances, amounts).
+fn assert_names_no_number(refused: &Answer, numbers: &[&str]) {
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    let found = numbers_in(message);
+    assert!(
+        !found.iter().any(|n| numbers.contains(&n.as_str())),
+        "a refusal names a balance or an amount: {message:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_reused_for_another_operation_is_409_and_changes_nothing() {
     let cluster = cluster(&Service::ALL, |_| {});
     let api = Client::gateway(&cluster);
-    let user = |a: Answer| a.str("user_id");
-    let (a, b) = (
-        user(api.post("/payment/create_user").await),
-        user(api.post("/payment/create_user").await),
-    );
+    let new_user = || async { api.post("/payment/create_user").await.str("user_id") };
+    let (a, b) = (new_user().await, new_user().await);
     assert!(api.post(&format!("/payment/add_funds/{b}/1000")).await.ok());
 
-    // add_funds(A) then pay(B) with the same id: the pay is refused, B keeps
-    // its credit, A was funded once.
-    let r = format!("reuse-{}", uuid::Uuid::new_v4());
-    assert!(api
-        .post_with_id(&format!("/payment/add_funds/{a}/5"), &r)
-        .await
-        .ok());
-    let reused = api.post_with_id(&format!("/payment/pay/{b}/5"), &r).await;
-    assert_refused(
-        &reused,
-        409,
-        "request_id_conflict",
-        "pay with add_funds' id",
-    );
+    // add_funds(A) then pay(B): B keeps its credit, A was funded once.
+    let funds = format!("/payment/add_funds/{a}/5");
+    let (id, _) = reuse_id(&api, &funds, &format!("/payment/pay/{b}/5")).await;
     assert_eq!(api.credit(&b).await, 1000);
-    // A real retry is answered from memory and applies once.
-    assert!(api
-        .post_with_id(&format!("/payment/add_funds/{a}/5"), &r)
-        .await
-        .ok());
-    assert_eq!(api.credit(&a).await, 5);
-    // Other arguments on the same route are another operation too.
-    let reused = api
-        .post_with_id(&format!("/payment/add_funds/{a}/6"), &r)
+    // A real retry is answered from memory and applies once; other
+    // arguments on the same route are another operation.
+    assert!(api.post_with_id(&funds, &id).await.ok());
+    let other_amount = api
+        .post_with_id(&format!("/payment/add_funds/{a}/6"), &id)
         .await;
-    assert_refused(
-        &reused,
-        409,
-        "request_id_conflict",
-        "add_funds with other amount",
-    );
+    assert_refused(&other_amount, 409, "request_id_conflict", "add_funds of 6");
     assert_eq!(api.credit(&a).await, 5);
 
-    // item/create/5 then item/create/7: no second item, and the retry of
-    // the first gets the first item back.
-    let r = format!("reuse-{}", uuid::Uuid::new_v4());
-    let first = api.post_with_id("/stock/item/create/5", &r).await;
+    // item/create/5 then item/create/7: no second item; the retry of the
+    // first gets the first item back.
+    let (id, first) = reuse_id(&api, "/stock/item/create/5", "/stock/item/create/7").await;
     let item = first.str("item_id");
-    let reused = api.post_with_id("/stock/item/create/7", &r).await;
-    assert_refused(
-        &reused,
-        409,
-        "request_id_conflict",
-        "item/create/7 with create/5's id",
-    );
+    let retried = api.post_with_id("/stock/item/create/5", &id).await;
+    assert_eq!(retried.str("item_id"), item);
     assert_eq!(
-        api.post_with_id("/stock/item/create/5", &r)
-            .await
-            .str("item_id"),
-        item
+        api.get(&format!("/stock/find/{item}")).await.int("price"),
+        5
     );
-    let found = api.get(&format!("/stock/find/{item}")).await;
-    assert_eq!(found.int("price"), 5);
     assert!(api.post(&format!("/stock/add/{item}/100")).await.ok());
 
     // orders/create(A) then orders/create(B).
-    let r = format!("reuse-{}", uuid::Uuid::new_v4());
-    let order_a = api
-        .post_with_id(&format!("/orders/create/{a}"), &r)
-        .await
-        .str("order_id");
-    let reused = api.post_with_id(&format!("/orders/create/{b}"), &r).await;
-    assert_refused(
-        &reused,
-        409,
-        "request_id_conflict",
-        "orders/create(B) with A's id",
-    );
-    assert_eq!(
-        api.post_with_id(&format!("/orders/create/{a}"), &r)
-            .await
-            .str("order_id"),
-        order_a
-    );
+    let create_a = format!("/orders/create/{a}");
+    let (id, first) = reuse_id(&api, &create_a, &format!("/orders/create/{b}")).await;
+    let retried = api.post_with_id(&create_a, &id).await;
+    assert_eq!(retried.str("order_id"), first.str("order_id"));
 
     // checkout(O1) then checkout(O2): O2 stays unpaid, B is charged once.
     let new_order = || async {
@@ -200,63 +175,39 @@ async fn a_request_id_reused_for_another_operation_is_409_and_changes_nothing() 
         o
     };
     let (o1, o2) = (new_order().await, new_order().await);
-    let r = format!("reuse-{}", uuid::Uuid::new_v4());
-    assert!(api
-        .post_with_id(&format!("/orders/checkout/{o1}"), &r)
-        .await
-        .ok());
-    let reused = api
-        .post_with_id(&format!("/orders/checkout/{o2}"), &r)
-        .await;
-    assert_refused(
-        &reused,
-        409,
-        "request_id_conflict",
-        "checkout(O2) with O1's id",
+    let checkout = |o: &str| format!("/orders/checkout/{o}");
+    reuse_id(&api, &checkout(&o1), &checkout(&o2)).await;
+    assert_eq!(
+        api.get(&format!("/orders/find/{o2}")).await.body["paid"],
+        false
     );
-    let o2_found = api.get(&format!("/orders/find/{o2}")).await;
-    assert_eq!(o2_found.body["paid"], false);
     assert_eq!(api.credit(&b).await, 1000 - 5);
     assert_eq!(api.stock(&item).await, 99);
 
     // addItem then checkout with the same id: a 409, not a 500.
     let o3 = new_order().await;
-    let r = format!("reuse-{}", uuid::Uuid::new_v4());
-    assert!(api
-        .post_with_id(&format!("/orders/addItem/{o3}/{item}/1"), &r)
-        .await
-        .ok());
-    let reused = api
-        .post_with_id(&format!("/orders/checkout/{o3}"), &r)
-        .await;
-    assert_refused(
-        &reused,
-        409,
-        "request_id_conflict",
-        "checkout with addItem's id",
-    );
+    reuse_id(
+        &api,
+        &format!("/orders/addItem/{o3}/{item}/1"),
+        &checkout(&o3),
+    )
+    .await;
     let o3_found = api.get(&format!("/orders/find/{o3}")).await;
     assert_eq!(o3_found.body["paid"], false);
     assert_eq!(o3_found.int("total_cost"), 10, "the addItem applied once");
 
-    // One client's rejection is never handed to another: C's refusal names
-    // only its reason, and D reusing C's id gets a conflict, not C's text.
-    let c = user(api.post("/payment/create_user").await);
+    // One client's refusal is never handed to another: C's names only its
+    // reason, and D reusing C's id gets a conflict, not C's text.
+    let c = new_user().await;
     assert!(api.post(&format!("/payment/add_funds/{c}/4321")).await.ok());
-    let r = format!("reuse-{}", uuid::Uuid::new_v4());
+    let id = format!("reuse-{}", uuid::Uuid::new_v4());
     let refused = api
-        .post_with_id(&format!("/payment/pay/{c}/98765"), &r)
+        .post_with_id(&format!("/payment/pay/{c}/98765"), &id)
         .await;
     assert_refused(&refused, 400, "insufficient_credit", "overdraft");
-    let message = refused.body["message"].as_str().unwrap_or_default();
-    assert!(
-        !numbers_in(message)
-            .iter()
-            .any(|n| n == "4321" || n == "98765"),
-        "a refusal names no balance or amount: {message:?}"
-    );
-    let d = user(api.post("/payment/create_user").await);
-    let reused = api.post_with_id(&format!("/payment/pay/{d}/1"), &r).await;
+    assert_names_no_number(&refused, &["4321", "98765"]);
+    let d = new_user().await;
+    let reused = api.post_with_id(&format!("/payment/pay/{d}/1"), &id).await;
     assert_refused(&reused, 409, "request_id_conflict", "D reusing C's id");
     assert!(
         !reused.body.to_string().contains(&c),
@@ -264,19 +215,12 @@ async fn a_request_id_reused_for_another_operation_is_409_and_changes_nothing() 
         reused.body
     );
 
-    // A stock refusal names no stock level either.
+    // A stock refusal names no stock level either, nor does a checkout's.
     let poor = api.post("/stock/item/create/1").await.str("item_id");
     assert!(api.post(&format!("/stock/add/{poor}/4321")).await.ok());
     let refused = api.post(&format!("/stock/subtract/{poor}/98765")).await;
     assert_refused(&refused, 400, "insufficient_stock", "stock overdraft");
-    let message = refused.body["message"].as_str().unwrap_or_default();
-    assert!(
-        !numbers_in(message)
-            .iter()
-            .any(|n| n == "4321" || n == "98765"),
-        "a refusal names no stock level: {message:?}"
-    );
-    // The same through a checkout.
+    assert_names_no_number(&refused, &["4321", "98765"]);
     let o4 = api
         .post(&format!("/orders/create/{a}"))
         .await
@@ -285,18 +229,14 @@ async fn a_request_id_reused_for_another_operation_is_409_and_changes_nothing() 
         .post(&format!("/orders/addItem/{o4}/{item}/2"))
         .await
         .ok());
-    let refused = api.post(&format!("/orders/checkout/{o4}")).await;
+    let refused = api.post(&checkout(&o4)).await;
     assert_refused(
         &refused,
         400,
         "insufficient_credit",
         "checkout beyond credit",
     );
-    let message = refused.body["message"].as_str().unwrap_or_default();
-    assert!(
-        numbers_in(message).is_empty(),
-        "checkout refusal: {message:?}"
-    );
+    assert_names_no_number(&refused, &["5", "10"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
