@@ -594,3 +594,31 @@ async fn a_checkout_past_the_order_leaders_bound_is_answered_definitely_never_5x
         assert_eq!(api.credit(&user.to_string()).await, expected, "user {user}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_bound_wait_to_be_served_until_others_close() {
+    const BOUND: usize = 20;
+    const TIMEOUT_MS: u64 = 2000;
+    let cluster = cluster(&[Service::Payment], |spec| {
+        spec.limits.max_connections = BOUND;
+        spec.limits.header_read_timeout_ms = TIMEOUT_MS;
+    });
+    let gateway = cluster.spec.gateway_addr();
+    // The gateway's health checks and the harness are done with it; fill
+    // every connection slot with connections that send nothing.
+    let mut idle = Vec::new();
+    for _ in 0..BOUND {
+        idle.push(TcpStream::connect(&gateway).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (status, body) = raw(&gateway, &post_request("/payment/create_user", b"")).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    // Served only once the idle ones were closed for sending no head.
+    assert!(
+        waited >= Duration::from_millis(TIMEOUT_MS / 2),
+        "served after {waited:?}: the connection bound did not hold"
+    );
+    drop(idle);
+}
