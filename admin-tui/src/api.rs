@@ -1,19 +1,17 @@
-//! The console's HTTP client of the coordinators' admin API: the cluster
-//! view, `/metrics` pages, and the token-guarded actions, with timeouts so
-//! that a dead or frozen coordinator only ever costs a bounded wait.
+//! The console's calls of the coordinators' admin API, through the one
+//! admin client (`cart_common::admin_client`): the cluster view, `/metrics`
+//! pages, and the token-guarded actions, with timeouts so that a dead or
+//! frozen coordinator only ever costs a bounded wait.
 
 use std::time::Duration;
 
-use cart_common::admin::{
-    self, AddNode, CheckStarted, ClusterView, MembershipChanged, RepairRequest, CHECK_ALL_PATH,
-    CLUSTER_PATH,
-};
-use cart_common::api_error::ErrorBody;
-use reqwest::{Method, StatusCode};
+use cart_common::admin::{AddNode, CheckStarted, ClusterView, MembershipChanged, RepairRequest};
+use cart_common::admin_client::{AdminClient, AdminError};
+use cart_common::paths;
+use reqwest::Method;
 use serde_json::json;
 
 use crate::action::{Action, ActionOutcome};
-use crate::error::AdminError;
 use crate::failover::Coordinators;
 
 /// A read should answer quickly; a coordinator that does not is treated as
@@ -25,40 +23,26 @@ const ACTION_TIMEOUT: Duration = Duration::from_secs(60);
 const EVENTS: usize = 200;
 
 #[derive(Clone)]
-pub struct AdminClient {
-    http: reqwest::Client,
-    token: Option<String>,
+pub struct ConsoleClient {
+    admin: AdminClient,
 }
 
-impl AdminClient {
-    pub fn new(token: Option<String>) -> Result<Self, AdminError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .build()
-            .map_err(|e| AdminError::BadAnswer {
-                addr: "local".into(),
-                reason: format!("HTTP client: {e}"),
-            })?;
-        Ok(Self { http, token })
+impl ConsoleClient {
+    pub fn new(token: Option<String>) -> Self {
+        Self {
+            admin: AdminClient::new(token),
+        }
     }
 
     pub async fn cluster_view(&self, addr: &str) -> Result<ClusterView, AdminError> {
-        let path = format!("{CLUSTER_PATH}?limit={EVENTS}");
-        let req = self.http.get(url(addr, &path)).timeout(READ_TIMEOUT);
-        let resp = send(addr, req).await?;
-        json_answer(addr, resp).await
+        let path = format!("{}?limit={EVENTS}", paths::CLUSTER_PATH);
+        self.admin.get(addr, &path, READ_TIMEOUT).await
     }
 
     pub async fn metrics_page(&self, addr: &str) -> Result<String, AdminError> {
-        let req = self.http.get(url(addr, "/metrics")).timeout(READ_TIMEOUT);
-        let resp = send(addr, req).await?;
-        if !resp.status().is_success() {
-            return Err(refused(resp).await);
-        }
-        resp.text().await.map_err(|e| AdminError::BadAnswer {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })
+        self.admin
+            .text(addr, paths::METRICS_PATH, READ_TIMEOUT)
+            .await
     }
 
     /// The view from the first coordinator that answers, trying `current`
@@ -67,14 +51,16 @@ impl AdminClient {
         &self,
         candidates: &[String],
     ) -> (Option<(String, ClusterView)>, Vec<(String, String)>) {
-        let mut failed = vec![];
-        for addr in candidates {
-            match self.cluster_view(addr).await {
-                Ok(view) => return (Some((addr.clone(), view)), failed),
-                Err(e) => failed.push((addr.clone(), short_reason(&e))),
-            }
-        }
-        (None, failed)
+        let (answer, failed) =
+            AdminClient::first_answer(candidates, AdminError::always, |addr| async move {
+                self.cluster_view(&addr).await
+            })
+            .await;
+        let failed = failed
+            .into_iter()
+            .map(|(addr, e)| (addr, short_reason(&e)))
+            .collect();
+        (answer.ok(), failed)
     }
 
     /// Carries out `action` at the first coordinator that can be reached.
@@ -84,42 +70,34 @@ impl AdminClient {
         coordinators: &Coordinators,
         action: &Action,
     ) -> Result<ActionOutcome, AdminError> {
-        let mut last = AdminError::Unreachable {
-            addr: coordinators.current().to_string(),
-            reason: "no coordinator known".into(),
-        };
-        for addr in coordinators.candidates() {
-            match self.perform_at(&addr, action).await {
-                Err(e) if e.try_another() => last = e,
-                other => return other,
-            }
+        if !self.admin.has_token() {
+            return Err(AdminError::ReadOnly);
         }
-        Err(last)
+        let candidates = coordinators.candidates();
+        let (answer, _) =
+            AdminClient::first_answer(&candidates, AdminError::try_another, |addr| async move {
+                self.perform_at(&addr, action).await
+            })
+            .await;
+        answer.map(|(_, outcome)| outcome)
     }
 
     async fn perform_at(&self, addr: &str, action: &Action) -> Result<ActionOutcome, AdminError> {
-        let Some(token) = &self.token else {
-            return Err(AdminError::ReadOnly);
-        };
         let (method, path, body) = request_of(action);
-        let mut req = self
-            .http
-            .request(method, url(addr, &path))
-            .bearer_auth(token)
-            .timeout(ACTION_TIMEOUT);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = send(addr, req).await?;
+        let (admin, body) = (&self.admin, body.as_ref());
         match action {
-            Action::CheckAll => Ok(ActionOutcome::Started(json_answer(addr, resp).await?)),
+            Action::CheckAll => {
+                let started = admin.call(addr, method, &path, body, ACTION_TIMEOUT);
+                Ok(ActionOutcome::Started(started.await?))
+            }
             Action::AddNode { .. } | Action::RemoveNode { .. } => {
-                let m: MembershipChanged = json_answer(addr, resp).await?;
-                Ok(ActionOutcome::Membership(m))
+                let changed =
+                    admin.call::<MembershipChanged>(addr, method, &path, body, ACTION_TIMEOUT);
+                Ok(ActionOutcome::Membership(changed.await?))
             }
             _ => {
-                let s: CheckStarted = json_answer(addr, resp).await?;
-                Ok(ActionOutcome::Started(vec![s]))
+                let started = admin.call::<CheckStarted>(addr, method, &path, body, ACTION_TIMEOUT);
+                Ok(ActionOutcome::Started(vec![started.await?]))
             }
         }
     }
@@ -127,68 +105,32 @@ impl AdminClient {
 
 /// Method, path and body of an action's call.
 pub fn request_of(action: &Action) -> (Method, String, Option<serde_json::Value>) {
-    let service_path = |s: &str| admin::service_path(s);
     match action {
-        Action::CheckAll => (Method::POST, CHECK_ALL_PATH.to_string(), None),
-        Action::Check { service } => (
-            Method::POST,
-            format!("{}/check", service_path(service)),
-            None,
-        ),
+        Action::CheckAll => (Method::POST, paths::CHECK_ALL_PATH.to_string(), None),
+        Action::Check { service } => (Method::POST, paths::check_path(service), None),
         Action::RepairNode { service, node } => (
             Method::POST,
-            format!("{}/repair", service_path(service)),
+            paths::repair_path(service),
             serde_json::to_value(RepairRequest { node: Some(*node) }).ok(),
         ),
-        Action::RepairService { service } => (
-            Method::POST,
-            format!("{}/repair", service_path(service)),
-            Some(json!({})),
-        ),
-        Action::Rebuild { service, node } => (
-            Method::POST,
-            format!("{}/nodes/{node}/rebuild", service_path(service)),
-            None,
-        ),
+        Action::RepairService { service } => {
+            (Method::POST, paths::repair_path(service), Some(json!({})))
+        }
+        Action::Rebuild { service, node } => {
+            (Method::POST, paths::rebuild_path(service, *node), None)
+        }
         Action::AddNode { service, node } => (
             Method::POST,
-            admin::nodes_path(service),
+            paths::nodes_path(service),
             serde_json::to_value(AddNode {
                 id: *node,
                 addr: None,
             })
             .ok(),
         ),
-        Action::RemoveNode { service, node } => (
-            Method::DELETE,
-            format!("{}/{node}", admin::nodes_path(service)),
-            None,
-        ),
-    }
-}
-
-fn url(addr: &str, path: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        format!("{}{path}", addr.trim_end_matches('/'))
-    } else {
-        format!("http://{addr}{path}")
-    }
-}
-
-async fn send(addr: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response, AdminError> {
-    req.send().await.map_err(|e| AdminError::Unreachable {
-        addr: addr.to_string(),
-        reason: transport_reason(&e),
-    })
-}
-
-fn transport_reason(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "connection refused or no route".into()
-    } else {
-        e.to_string()
+        Action::RemoveNode { service, node } => {
+            (Method::DELETE, paths::node_path(service, *node), None)
+        }
     }
 }
 
@@ -197,44 +139,6 @@ fn short_reason(e: &AdminError) -> String {
     match e {
         AdminError::Unreachable { reason, .. } => reason.clone(),
         other => other.to_string(),
-    }
-}
-
-async fn json_answer<T: serde::de::DeserializeOwned>(
-    addr: &str,
-    resp: reqwest::Response,
-) -> Result<T, AdminError> {
-    if !resp.status().is_success() {
-        return Err(refused(resp).await);
-    }
-    let bytes = resp.bytes().await.map_err(|e| AdminError::Unreachable {
-        addr: addr.to_string(),
-        reason: transport_reason(&e),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| AdminError::BadAnswer {
-        addr: addr.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-/// A non-2xx answer, with the API's `{"error", "message"}` when it has one.
-async fn refused(resp: reqwest::Response) -> AdminError {
-    let status = resp.status();
-    if status == StatusCode::UNAUTHORIZED {
-        return AdminError::Unauthorized;
-    }
-    let text = resp.text().await.unwrap_or_default();
-    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(body) => (body.error, body.message),
-        Err(_) => (
-            status.canonical_reason().unwrap_or("error").to_string(),
-            text.chars().take(200).collect(),
-        ),
-    };
-    AdminError::Refused {
-        status: status.as_u16(),
-        code,
-        message,
     }
 }
 
@@ -306,15 +210,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn addresses_may_carry_a_scheme() {
-        assert_eq!(url("127.0.0.1:8101", "/x"), "http://127.0.0.1:8101/x");
-        assert_eq!(url("http://h:1/", "/x"), "http://h:1/x");
-    }
-
     #[tokio::test]
     async fn an_action_without_a_token_is_never_sent() {
-        let client = AdminClient::new(None).unwrap();
+        let client = ConsoleClient::new(None);
         let coords = Coordinators::new("127.0.0.1:1", []);
         let r = client.perform(&coords, &Action::CheckAll).await;
         assert_eq!(r, Err(AdminError::ReadOnly));
@@ -323,7 +221,7 @@ mod tests {
     #[tokio::test]
     async fn a_dead_coordinator_is_a_readable_error() {
         // Port 1 on loopback: nothing listens there.
-        let client = AdminClient::new(Some("t".into())).unwrap();
+        let client = ConsoleClient::new(Some("t".into()));
         let coords = Coordinators::new("127.0.0.1:1", []);
         let err = client
             .perform(&coords, &Action::CheckAll)

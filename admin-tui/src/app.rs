@@ -8,10 +8,10 @@ use cart_common::spec::NodeId;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::action::{Action, ActionOutcome};
-use crate::error::AdminError;
 use crate::format;
 use crate::keys::{self, Command};
 use crate::metrics::Traffic;
+use cart_common::admin_client::AdminError;
 
 /// The views, in tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

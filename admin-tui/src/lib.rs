@@ -10,7 +10,6 @@ pub mod action;
 pub mod api;
 pub mod app;
 pub mod cli;
-pub mod error;
 pub mod failover;
 pub mod format;
 pub mod keys;

@@ -14,12 +14,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::action::{Action, ActionOutcome};
-use crate::api::AdminClient;
+use crate::api::ConsoleClient;
 use crate::app::{App, Effect, Level, Refresh, Status};
 use crate::cli::Config;
-use crate::error::AdminError;
 use crate::failover::Coordinators;
 use crate::views;
+use cart_common::admin_client::AdminError;
 
 /// How long to wait for a key before looking at updates again.
 const POLL: Duration = Duration::from_millis(50);
@@ -60,7 +60,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let client = AdminClient::new(config.token.clone())?;
+    let client = ConsoleClient::new(config.token.clone());
     let coordinators: Shared = Arc::new(Mutex::new(Coordinators::new(
         &config.addr,
         config.fallbacks.clone(),
@@ -150,7 +150,7 @@ fn ui_loop(
 /// from the current coordinator or, failing that, the next that answers;
 /// then scrapes every known coordinator's metrics.
 async fn refresher(
-    client: AdminClient,
+    client: ConsoleClient,
     coordinators: Shared,
     tx: Sender<Update>,
     wake: Arc<Notify>,

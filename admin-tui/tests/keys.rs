@@ -4,8 +4,8 @@ mod fixtures;
 
 use cart_admin_tui::action::{Action, ActionOutcome};
 use cart_admin_tui::app::{Access, App, Button, Effect, Level, Popup, Refresh, Selection, Tab};
-use cart_admin_tui::error::AdminError;
 use cart_common::admin::{CheckStarted, MembershipChanged};
+use cart_common::admin_client::AdminError;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use fixtures::*;
 

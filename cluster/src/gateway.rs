@@ -20,6 +20,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use cart_common::http::{self as chttp, BodyLimits, ServerLabels, REQUEST_ID};
 use cart_common::metrics::counter_vec;
+use cart_common::paths::{METRICS_PATH, READY_PATH};
 use cart_common::{ApiError, ClusterSpec, Service};
 use prometheus::IntCounterVec;
 use tokio::sync::{watch, Semaphore};
@@ -114,7 +115,7 @@ impl Pool {
 
 struct Gateway {
     pools: HashMap<Service, Pool>,
-    client: reqwest::Client,
+    client: chttp::InternalClient,
     attempt_timeout: Duration,
 }
 
@@ -151,7 +152,7 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
     }
     let gateway = Arc::new(Gateway {
         pools,
-        client: chttp::client(
+        client: chttp::InternalClient::new(
             Duration::from_millis(limits.connect_timeout_ms),
             Duration::from_millis(limits.gateway_timeout_ms),
         ),
@@ -201,8 +202,8 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
     );
     let admin = chttp::instrument(
         Router::new()
-            .route("/ready", get(chttp::ready_handler))
-            .route("/metrics", get(chttp::metrics_handler)),
+            .route(READY_PATH, get(chttp::ready_handler))
+            .route(METRICS_PATH, get(chttp::metrics_handler)),
         ServerLabels {
             service: "all",
             role: "gateway_admin",
@@ -219,10 +220,10 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
 }
 
 async fn health_check(upstream: Arc<Upstream>, interval: Duration, timeout: Duration) {
-    let client = chttp::client(timeout, timeout);
-    let url = format!("http://{}/ready", upstream.admin);
+    let client = chttp::InternalClient::new(timeout, timeout);
     loop {
-        let ok = matches!(client.get(&url).send().await, Ok(r) if r.status().is_success());
+        let ready = client.get(&upstream.admin, READY_PATH).send().await;
+        let ok = matches!(ready, Ok(r) if r.status().is_success());
         upstream.set_health(ok);
         tokio::time::sleep(interval).await;
     }
@@ -260,17 +261,13 @@ async fn proxy(State(g): State<Arc<Gateway>>, service: Service, request: Request
         if remaining.is_zero() {
             break;
         }
-        let send = cart_common::telemetry::inject(
-            g.client
-                .request(
-                    parts.method.clone(),
-                    format!("http://{}{}", upstream.public, path),
-                )
-                .header(REQUEST_ID, &request_id)
-                .timeout(remaining)
-                .body(body.clone()),
-        )
-        .send();
+        let send = g
+            .client
+            .request(parts.method.clone(), &upstream.public, &path)
+            .header(REQUEST_ID, &request_id)
+            .timeout(remaining)
+            .body(body.clone())
+            .send();
         // Abandon the attempt if the coordinator fails a health check while
         // we wait (a hung process never answers). One picked while already
         // unhealthy (nothing else left) gets the full attempt.

@@ -7,10 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use cart_common::admin::{nodes_path, MembershipChanged, ServiceView};
+use cart_common::admin::{MembershipChanged, ServiceView};
+use cart_common::admin_client::{AdminClient, AdminError};
+use cart_common::paths::{self, nodes_path, STATUS_PATH};
 use cart_common::spec::NodeId;
 use cart_common::{ClusterSpec, Service};
-use cart_services::api::STATUS_PATH;
 
 use crate::harness::{http_get, node_ids, LocalCluster, Role, REMOVED_MARKER};
 
@@ -68,7 +69,7 @@ pub fn remove_node(spec_path: &Path, service: Service, id: NodeId) -> anyhow::Re
         &spec,
         service,
         reqwest::Method::DELETE,
-        &format!("{}/{id}", nodes_path(service.name())),
+        &paths::node_path(service.name(), id),
         None,
     ))?;
     // Keep its data (for inspection) but do not start it again.
@@ -93,7 +94,7 @@ pub fn remove_node(spec_path: &Path, service: Service, id: NodeId) -> anyhow::Re
 
 /// One more than the highest node id the group or the data dir knows.
 async fn next_free_id(spec: &ClusterSpec, service: Service) -> anyhow::Result<NodeId> {
-    let path = cart_common::admin::service_path(service.name());
+    let path = paths::service_path(service.name());
     let view: ServiceView = admin_call(spec, service, reqwest::Method::GET, &path, None).await?;
     let highest = view
         .nodes
@@ -105,7 +106,9 @@ async fn next_free_id(spec: &ClusterSpec, service: Service) -> anyhow::Result<No
     Ok(highest + 1)
 }
 
-/// An admin call to the first coordinator of `service` that answers.
+/// An admin call to the first coordinator of `service` that can be reached,
+/// with the spec's admin token. A refusal is final: only a call that never
+/// reached a coordinator is sent to the next.
 async fn admin_call<T: serde::de::DeserializeOwned>(
     spec: &ClusterSpec,
     service: Service,
@@ -113,30 +116,25 @@ async fn admin_call<T: serde::de::DeserializeOwned>(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<T> {
-    let client = cart_common::http::client(
-        Duration::from_millis(spec.limits.connect_timeout_ms),
-        Duration::from_millis(spec.limits.bulk_timeout_ms),
-    );
-    let mut errors = Vec::new();
-    for coord in spec.coordinators(service) {
-        let mut req = client
-            .request(method.clone(), format!("http://{}{path}", coord.admin))
-            .bearer_auth(&spec.cluster.admin_token);
-        if let Some(body) = &body {
-            req = req.json(body);
+    let client = AdminClient::new(Some(spec.cluster.admin_token.clone()));
+    let timeout = Duration::from_millis(spec.limits.bulk_timeout_ms);
+    let candidates: Vec<String> = spec
+        .coordinators(service)
+        .into_iter()
+        .map(|c| c.admin)
+        .collect();
+    let (answer, failed) =
+        AdminClient::first_answer(&candidates, AdminError::try_another, |addr| {
+            let (client, method, body) = (&client, method.clone(), body.as_ref());
+            async move { client.call(&addr, method, path, body, timeout).await }
+        })
+        .await;
+    match answer {
+        Ok((_, answer)) => Ok(answer),
+        Err(_) if failed.len() == candidates.len() => {
+            let tried: Vec<String> = failed.iter().map(|(_, e)| e.to_string()).collect();
+            bail!("no coordinator of {service} answered: {}", tried.join("; "))
         }
-        match req.send().await {
-            Ok(resp) if resp.status().is_success() => return Ok(resp.json().await?),
-            Ok(resp) => {
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                bail!("{} answered {status}: {text}", coord.admin);
-            }
-            Err(e) => errors.push(format!("{}: {e}", coord.admin)),
-        }
+        Err(e) => bail!("{e}"),
     }
-    bail!(
-        "no coordinator of {service} answered: {}",
-        errors.join("; ")
-    )
 }

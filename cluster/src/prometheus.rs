@@ -11,6 +11,9 @@ use cart_common::{ClusterSpec, Service};
 
 use crate::harness::node_ids;
 
+/// Prometheus's own readiness endpoint.
+pub const READY_PATH: &str = "/-/ready";
+
 /// The alert rules, as in the repository.
 pub const ALERT_RULES: &str = include_str!("../../dashboards/prometheus/alerts.yml");
 

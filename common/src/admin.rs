@@ -6,24 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::NodeId;
 
-/// Paths of the admin API, on every coordinator's admin port.
-pub const CLUSTER_PATH: &str = "/admin/cluster";
-/// One service's view: `/admin/services/{service}`.
-pub const SERVICES_PATH: &str = "/admin/services";
-pub const EVENTS_PATH: &str = "/admin/events";
-/// Check every service now (token required).
-pub const CHECK_ALL_PATH: &str = "/admin/check";
-/// The events this coordinator observed itself, for its peers to merge.
-pub const OWN_EVENTS_PATH: &str = "/admin/events/own";
-
-/// Path of a service's view and of its node list (membership calls).
-pub fn service_path(service: &str) -> String {
-    format!("{SERVICES_PATH}/{service}")
-}
-
-pub fn nodes_path(service: &str) -> String {
-    format!("{SERVICES_PATH}/{service}/nodes")
-}
+/// The admin API's paths, defined with every other internal path.
+pub use crate::paths::{
+    nodes_path, service_path, CHECK_ALL_PATH, CLUSTER_PATH, EVENTS_PATH, OWN_EVENTS_PATH,
+    SERVICES_PATH,
+};
 
 /// How a coordinator sees a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,10 +3,12 @@
 //! the admin API wire types.
 
 pub mod admin;
+pub mod admin_client;
 pub mod api_error;
 pub mod backoff;
 pub mod http;
 pub mod metrics;
+pub mod paths;
 pub mod process;
 pub mod spec;
 pub mod telemetry;

@@ -399,9 +399,7 @@ async fn forward(
     auth: Option<&str>,
 ) -> Result<(u16, serde_json::Value), reqwest::Error> {
     let mutating = method != Method::GET;
-    let mut req = c
-        .admin_client
-        .request(method, format!("http://{admin_addr}{path}"));
+    let mut req = c.admin_client.request(method, admin_addr, path);
     // A forwarded membership change waits for a learner to catch up.
     if !mutating {
         req = req.timeout(FORWARD_TIMEOUT);

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use cart_common::admin::{Event, OwnEvents, OWN_EVENTS_PATH};
+use cart_common::http::InternalClient;
 use cart_common::spec::NodeId;
 use cart_common::ClusterSpec;
 use serde_json::Value;
@@ -222,7 +223,7 @@ fn same_occurrence(seen: &Event, new: &Event) -> bool {
 /// Pulls every other coordinator's new events, forever.
 pub async fn sync_loop(log: std::sync::Arc<EventLog>, spec: ClusterSpec, own_admin: String) {
     let interval = Duration::from_millis(spec.health.event_sync_ms);
-    let client = cart_common::http::client(
+    let client = InternalClient::new(
         Duration::from_millis(spec.health.timeout_ms),
         Duration::from_millis(spec.health.timeout_ms.max(1000)),
     );
@@ -245,21 +246,11 @@ pub async fn sync_loop(log: std::sync::Arc<EventLog>, spec: ClusterSpec, own_adm
     }
 }
 
-async fn pull(log: &EventLog, client: &reqwest::Client, peer: &str) {
+async fn pull(log: &EventLog, client: &InternalClient, peer: &str) {
     let (incarnation, after) = log.cursor(peer).unwrap_or_default();
-    let result = client
-        // Incarnations are `<service>-coordinator-<i>@<ms>`: query-safe.
-        .get(format!(
-            "http://{peer}{OWN_EVENTS_PATH}?after={after}&incarnation={incarnation}"
-        ))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status());
-    let batch = match result {
-        Ok(resp) => resp.json::<OwnEvents>().await,
-        Err(e) => Err(e),
-    };
-    match batch {
+    // Incarnations are `<service>-coordinator-<i>@<ms>`: query-safe.
+    let path = format!("{OWN_EVENTS_PATH}?after={after}&incarnation={incarnation}");
+    match client.get_json::<OwnEvents>(peer, &path).await {
         Ok(batch) => {
             log.set_reachable(peer, true);
             log.merge(peer, batch);

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cart_common::admin::{CheckReport, NodeHealth, NodeView};
+use cart_common::http::{CallError, InternalClient};
 use cart_common::spec::{HealthSection, NodeId};
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::{NodeStatus, STATUS_PATH};
@@ -25,7 +26,7 @@ use crate::node_state::{self, DownSource, Observation, Rules, Transition};
 pub struct Health {
     service: Service,
     cfg: HealthSection,
-    client: reqwest::Client,
+    client: InternalClient,
     events: Arc<EventLog>,
     state: RwLock<State>,
     started: Instant,
@@ -107,7 +108,7 @@ impl Health {
         METRICS.detection.with_label_values(&[service.name()]);
         Self {
             service,
-            client: cart_common::http::client(timeout, timeout),
+            client: InternalClient::new(timeout, timeout),
             cfg,
             events,
             state: RwLock::new(State {
@@ -314,16 +315,13 @@ impl Health {
     }
 
     async fn probe(&self, addr: &str) -> Result<NodeStatus, String> {
-        let resp = self
-            .client
-            .get(format!("http://{addr}{STATUS_PATH}"))
-            .send()
+        self.client
+            .get_json(addr, STATUS_PATH)
             .await
-            .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("status {}", resp.status()));
-        }
-        resp.json().await.map_err(|e| e.to_string())
+            .map_err(|e| match e {
+                CallError::Status { status, .. } => format!("status {status}"),
+                other => other.to_string(),
+            })
     }
 
     fn record_probe(&self, state: &mut State, id: NodeId, result: Result<NodeStatus, String>) {

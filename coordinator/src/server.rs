@@ -38,7 +38,7 @@ pub struct Coordinator {
     pub health: Arc<Health>,
     pub events: Arc<EventLog>,
     /// For admin calls forwarded to other coordinators.
-    pub admin_client: reqwest::Client,
+    pub admin_client: cart_common::http::InternalClient,
 }
 
 impl Coordinator {
@@ -80,7 +80,7 @@ impl Coordinator {
             peers,
             health,
             events,
-            admin_client: cart_common::http::client(
+            admin_client: cart_common::http::InternalClient::new(
                 std::time::Duration::from_millis(spec.limits.connect_timeout_ms),
                 std::time::Duration::from_millis(spec.limits.bulk_timeout_ms),
             ),

@@ -14,21 +14,10 @@ use crate::domain::{Command, Outcome, Query};
 use crate::request_key::RequestKey;
 pub use crate::storage::health::StorageStatus;
 
-pub const WRITE_PATH: &str = "/internal/write";
-/// Linearizable read: only the leader answers, after confirming leadership.
-pub const READ_PATH: &str = "/internal/read";
-/// This replica's own state, without any consensus round: for tests and
-/// operators checking what one replica holds.
-pub const LOCAL_READ_PATH: &str = "/internal/local_read";
-/// Checkout, answered by the order group's leader once the saga has ended,
-/// or after the checkout wait with the transaction to follow
-/// (`CheckoutReply`); 503 when it could not begin one.
-pub const CHECKOUT_PATH: &str = "/internal/checkout";
-/// Membership changes, answered by the leader only (421 elsewhere).
-pub const ADD_MEMBER_PATH: &str = "/internal/members/add";
-pub const REMOVE_MEMBER_PATH: &str = "/internal/members/remove";
-pub const STATUS_PATH: &str = "/status";
-pub const READY_PATH: &str = "/ready";
+pub use cart_common::paths::{
+    ADD_MEMBER_PATH, CHECKOUT_PATH, LOCAL_READ_PATH, READY_PATH, READ_PATH, REMOVE_MEMBER_PATH,
+    STATUS_PATH, WRITE_PATH,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WriteRequest {

@@ -1,11 +1,13 @@
-//! HTTP plumbing shared by every process: header names, the outbound client,
-//! the RED metrics middleware, load shedding (429), body-read timeouts,
-//! literal paths, the internal-secret check and serving (`server`: bounded
-//! connections, head timeouts, checked heads).
+//! HTTP plumbing shared by every process: header names, the outbound client
+//! (`client`), the RED metrics middleware, load shedding (429), body-read
+//! timeouts, literal paths, the internal-secret check and serving (`server`:
+//! bounded connections, head timeouts, checked heads).
 
+mod client;
 pub mod head_guard;
 mod server;
 
+pub use client::{url, CallError, InternalClient};
 pub use server::{serve, ConnLimits};
 
 use std::sync::{Arc, LazyLock};
@@ -28,23 +30,6 @@ use crate::metrics;
 pub const REQUEST_ID: &str = "x-request-id";
 /// Cluster-internal calls (Raft RPCs, coordinator → node) carry the secret.
 pub const INTERNAL_SECRET: &str = "x-cart-internal-secret";
-
-/// An outbound client with the given timeouts; one per peer set, reused.
-pub fn client(connect_timeout: Duration, timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .timeout(timeout)
-        // Below every server's header_read_timeout_ms (which closes idle
-        // keep-alive connections): a pooled connection is dropped here
-        // before the server could close it under a request being sent.
-        .pool_idle_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "building HTTP client; using defaults");
-            reqwest::Client::new()
-        })
-}
 
 /// A fresh request id for requests that arrived without one.
 pub fn new_request_id() -> String {
@@ -113,16 +98,6 @@ pub struct ServerLabels {
     pub role: &'static str,
 }
 
-/// Routes served all the time for housekeeping, never traced.
-const QUIET_ROUTES: &[&str] = &[
-    "/status",
-    "/ready",
-    "/metrics",
-    "/admin/events/own",
-    "/raft/append",
-    "/raft/vote",
-];
-
 /// Counts and times every request by matched route and status, inside a
 /// span that continues the caller's trace.
 pub async fn track_requests(
@@ -137,7 +112,7 @@ pub async fn track_requests(
         .unwrap_or_else(|| "unmatched".to_string());
     // Probes, scrapes, event sync and Raft heartbeats are not traced: they
     // would bury the requests in noise.
-    let span = if QUIET_ROUTES.contains(&route.as_str()) {
+    let span = if crate::paths::QUIET_ROUTES.contains(&route.as_str()) {
         tracing::Span::none()
     } else {
         tracing::info_span!(

@@ -15,7 +15,7 @@ use crate::domain::{Command, Outcome, Query};
 use crate::request_key::RequestKey;
 use cart_common::api_error::ErrorBody;
 use cart_common::backoff::Backoff;
-use cart_common::http::INTERNAL_SECRET;
+use cart_common::http::InternalClient;
 use cart_common::{ApiError, ClusterSpec, Service};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -37,8 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 pub struct GroupClient {
     service: Service,
-    client: reqwest::Client,
-    secret: String,
+    client: InternalClient,
     /// Known node addresses: the spec's, plus any a leader hint names.
     nodes: RwLock<Vec<String>>,
     leader: RwLock<Option<String>>,
@@ -64,11 +63,10 @@ impl GroupClient {
         }
         Self {
             service,
-            client: cart_common::http::client(
-                Duration::from_millis(limits.connect_timeout_ms),
+            client: InternalClient::for_cluster(
+                spec,
                 Duration::from_millis(limits.bulk_timeout_ms),
             ),
-            secret: spec.cluster.internal_secret.clone(),
             nodes: RwLock::new(spec.nodes(service).into_iter().map(|n| n.addr).collect()),
             leader: RwLock::new(None),
             cursor: AtomicUsize::new(0),
@@ -247,17 +245,11 @@ impl GroupClient {
                 node = %target,
             );
             let request = attempt.in_scope(|| {
-                cart_common::telemetry::inject(
-                    self.client
-                        .post(format!("http://{target}{path}"))
-                        .header(INTERNAL_SECRET, &self.secret)
-                        .timeout(
-                            attempt_timeout.min(give_up.saturating_duration_since(Instant::now())),
-                        )
-                        .json(body),
-                )
-                .send()
-                .instrument(attempt.clone())
+                self.client
+                    .post(&target, path, body)
+                    .timeout(attempt_timeout.min(give_up.saturating_duration_since(Instant::now())))
+                    .send()
+                    .instrument(attempt.clone())
             });
             // A node marked down while we wait (frozen, partitioned) is left
             // behind at once; the retry carries the same request id.

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use crate::api::{ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
 use crate::domain::{Command, Outcome, Query};
 use crate::request_key::RequestKey;
-use cart_common::http::INTERNAL_SECRET;
+use cart_common::backoff::Backoff;
+use cart_common::http::InternalClient;
 use cart_common::spec::CrossService;
 use cart_common::{ApiError, ClusterSpec, Service};
 use reqwest::StatusCode;
@@ -97,12 +98,16 @@ impl PeerService {
     }
 }
 
+/// Waits between coordinators: the first retry soon (another coordinator
+/// likely answers), later ones spread out.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
+
 /// Round robin over a service's coordinators' admin ports, skipping ones that
 /// fail, until the deadline.
 pub struct CoordinatorPool {
     service: Service,
-    client: reqwest::Client,
-    secret: String,
+    client: InternalClient,
     admins: Vec<String>,
     cursor: AtomicUsize,
     deadline: Duration,
@@ -113,11 +118,10 @@ impl CoordinatorPool {
         let limits = &spec.limits;
         Self {
             service,
-            client: cart_common::http::client(
-                Duration::from_millis(limits.connect_timeout_ms),
+            client: InternalClient::for_cluster(
+                spec,
                 Duration::from_millis(limits.request_timeout_ms),
             ),
-            secret: spec.cluster.internal_secret.clone(),
             admins: spec
                 .coordinators(service)
                 .into_iter()
@@ -130,19 +134,17 @@ impl CoordinatorPool {
 
     async fn call<B: Serialize>(&self, path: &str, body: &B) -> Result<Outcome, ApiError> {
         let give_up = Instant::now() + self.deadline;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut last_error: String;
         loop {
             let i = self.cursor.fetch_add(1, Ordering::Relaxed);
             let target = &self.admins[i % self.admins.len().max(1)];
-            let sent = cart_common::telemetry::inject(
-                self.client
-                    .post(format!("http://{target}{path}"))
-                    .header(INTERNAL_SECRET, &self.secret)
-                    .timeout(give_up.saturating_duration_since(Instant::now()))
-                    .json(body),
-            )
-            .send()
-            .await;
+            let sent = self
+                .client
+                .post(target, path, body)
+                .timeout(give_up.saturating_duration_since(Instant::now()))
+                .send()
+                .await;
             match sent {
                 Ok(resp) if resp.status() == StatusCode::OK => {
                     return resp.json::<Outcome>().await.map_err(|e| {
@@ -165,7 +167,7 @@ impl CoordinatorPool {
                     self.service
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            backoff.wait().await;
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::domain::Table;
 use crate::node::{not_leader, Node};
 use crate::raft::proposer::ProposeError;
 
-pub const FAULT_PATH: &str = "/fault/corrupt";
+pub use cart_common::paths::FAULT_PATH;
 
 pub(crate) async fn digest(State(n): State<Arc<Node>>, Path(check_id): Path<String>) -> Response {
     Json(n.replica.summary(&check_id)).into_response()

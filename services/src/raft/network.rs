@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cart_common::http::INTERNAL_SECRET;
+use cart_common::http::InternalClient;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -21,14 +21,11 @@ use super::progress::Progress;
 use super::{NodeId, TypeConfig};
 use crate::metrics::METRICS;
 
-pub const APPEND_PATH: &str = "/raft/append";
-pub const VOTE_PATH: &str = "/raft/vote";
-pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+pub use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 
 #[derive(Clone)]
 pub struct Network {
-    client: reqwest::Client,
-    secret: Arc<str>,
+    client: InternalClient,
     /// Records whether each peer answered, for the leader's report of
     /// followers it cannot reach.
     progress: Arc<Progress>,
@@ -38,8 +35,8 @@ impl Network {
     pub fn new(secret: &str, progress: Arc<Progress>) -> Self {
         Self {
             // Per-RPC deadlines come from openraft's RPCOption.
-            client: cart_common::http::client(Duration::from_millis(500), Duration::from_secs(60)),
-            secret: secret.into(),
+            client: InternalClient::new(Duration::from_millis(500), Duration::from_secs(60))
+                .with_secret(secret),
             progress,
         }
     }
@@ -84,14 +81,11 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}{}", self.addr, path);
         let result = self
             .net
             .client
-            .post(url)
-            .header(INTERNAL_SECRET, &*self.net.secret)
+            .post(&self.addr, path, req)
             .timeout(option.hard_ttl())
-            .json(req)
             .send()
             .await;
         let response = match result {

@@ -1,6 +1,10 @@
 //! Starts a whole local cluster as real OS processes from a cluster spec,
 //! waits until it is ready, and stops it: used by the launcher (`cart up`),
-//! the integration tests and the load test alike. Every process logs to
+//! `cart add-node`, the integration tests, the examples and the load test
+//! alike. This module owns the processes (start, signal, stop, pids, logs);
+//! waiting on them is in `readiness`, the spec, ports and binary in
+//! `layout`, the on-disk membership in `members`, and the rule for test
+//! tools that may be missing in `tools`. Every process logs to
 //! `<data_dir>/logs/<name>.log`. Dropping a `LocalCluster` kills every
 //! process it started, also when a test panics.
 //!
@@ -9,10 +13,18 @@
 //! main thread, or the test's own thread), not from a short-lived blocking
 //! pool thread.
 
+mod layout;
+mod members;
+mod readiness;
+mod tools;
+
+pub use layout::{cart_binary, temp_spec, DEFAULT_SPEC};
+pub use members::{node_ids, REMOVED_MARKER};
+pub use readiness::http_get;
+pub use tools::require_tool;
+
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +32,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use cart_common::spec::NodeId;
 use cart_common::{ClusterSpec, Service};
-use cart_services::api::{NodeStatus, READY_PATH, STATUS_PATH};
 
 /// One process of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -359,55 +370,17 @@ impl LocalCluster {
         }
     }
 
-    /// Whether the process has exited (and is reaped).
-    pub fn has_exited(&mut self, role: Role) -> bool {
-        match self.procs.get_mut(&role).and_then(|p| p.child.as_mut()) {
-            None => true,
-            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
-        }
+    /// The pid of a running process this cluster started.
+    pub fn pid(&self, role: Role) -> Option<u32> {
+        self.procs.get(&role)?.child.as_ref().map(Child::id)
     }
 
-    /// Waits until every running process answers its readiness endpoint
-    /// (nodes: their group has a leader).
-    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        let roles: Vec<Role> = self
-            .procs
-            .iter()
-            .filter(|(_, p)| p.child.is_some())
-            .map(|(r, _)| *r)
-            .collect();
-        for role in roles {
-            let addr = self.admin_addr(role);
-            loop {
-                if self.has_exited(role) {
-                    bail!(
-                        "{} exited; see {}",
-                        role.name(),
-                        self.log_path(role).display()
-                    );
-                }
-                let path = match role {
-                    Role::Prometheus => "/-/ready",
-                    _ => READY_PATH,
-                };
-                if matches!(
-                    http_get(&addr, path, Duration::from_millis(500)),
-                    Ok((200, _))
-                ) {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "{} not ready at {addr}; see {}",
-                        role.name(),
-                        self.log_path(role).display()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        Ok(())
+    /// The pid of every running process this cluster started.
+    pub fn pids(&self) -> BTreeMap<Role, u32> {
+        self.procs
+            .keys()
+            .filter_map(|role| Some((*role, self.pid(*role)?)))
+            .collect()
     }
 
     /// The last `lines` lines of a process's log, for failure messages.
@@ -419,45 +392,11 @@ impl LocalCluster {
         format!("--- {} ---\n{tail}", path.display())
     }
 
-    pub fn node_status(&self, service: Service, id: NodeId) -> Option<NodeStatus> {
-        let addr = self.spec.node_addr(service, id)?;
-        let (code, body) = http_get(&addr, STATUS_PATH, Duration::from_millis(500)).ok()?;
-        (code == 200)
-            .then(|| serde_json::from_str(&body).ok())
-            .flatten()
-    }
-
-    /// The leader as a majority of reachable nodes of the spec report it.
-    pub fn leader(&self, service: Service) -> Option<NodeId> {
-        let nodes = self.spec.nodes(service);
-        let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for n in &nodes {
-            if let Some(l) = self.node_status(service, n.id).and_then(|s| s.leader) {
-                *votes.entry(l).or_default() += 1;
-            }
-        }
-        votes
-            .into_iter()
-            .find(|(_, v)| *v > nodes.len() / 2)
-            .map(|(l, _)| l)
-    }
-
-    /// Polls until `pred` holds, or fails after `timeout`.
-    pub fn wait_until<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut pred: impl FnMut(&Self) -> Option<T>,
-    ) -> anyhow::Result<T> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = pred(self) {
-                return Ok(v);
-            }
-            if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for {what}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    /// Whether the process has exited (and is reaped).
+    pub fn has_exited(&mut self, role: Role) -> bool {
+        match self.procs.get_mut(&role).and_then(|p| p.child.as_mut()) {
+            None => true,
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
         }
     }
 }
@@ -471,123 +410,4 @@ impl Drop for LocalCluster {
             }
         }
     }
-}
-
-/// The `cart` binary of the build this program belongs to: examples and
-/// tests of other packages live in `target/<profile>/{examples,deps}/`,
-/// the binary in `target/<profile>/`.
-pub fn cart_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .skip(1)
-        .take(2)
-        .map(|dir| dir.join("cart"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "no cart binary near {}: build it first (cargo build [--release] -p cart-cluster --bins)",
-                exe.display()
-            )
-        })
-}
-
-/// Written into a node's data dir when the node leaves its group, so the
-/// launcher does not start it again.
-pub const REMOVED_MARKER: &str = "REMOVED";
-
-/// The nodes of `service` to run: the spec's, plus nodes added at run time
-/// (they have a data dir), minus nodes removed from the group (marked).
-/// The group's membership, persisted in its log, is what counts; this list
-/// only decides which processes to start.
-pub fn node_ids(spec: &ClusterSpec, service: Service) -> Vec<NodeId> {
-    let mut ids: std::collections::BTreeSet<NodeId> =
-        spec.nodes(service).into_iter().map(|n| n.id).collect();
-    let prefix = format!("{service}-node-");
-    if let Ok(entries) = std::fs::read_dir(&spec.cluster.data_dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let id = name.strip_prefix(&prefix).and_then(|i| i.parse().ok());
-            if let Some(id) = id.filter(|id| spec.node_addr(service, *id).is_some()) {
-                ids.insert(id);
-            }
-        }
-    }
-    ids.retain(|id| {
-        !spec
-            .node_data_dir(service, *id)
-            .join(REMOVED_MARKER)
-            .exists()
-    });
-    ids.into_iter().collect()
-}
-
-/// The repository's default cluster spec (`cluster.toml`).
-pub const DEFAULT_SPEC: &str = include_str!("../../cluster.toml");
-
-/// Writes the default spec, adjusted by `tweak`, with its data dir inside a
-/// fresh temporary directory and a base port whose whole layout is free.
-/// Returns the directory (removed when dropped) and the spec file's path.
-pub fn temp_spec(
-    tweak: impl FnOnce(&mut ClusterSpec),
-) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
-    let tmp = tempfile::Builder::new().prefix("cart-cluster-").tempdir()?;
-    let mut spec = ClusterSpec::from_toml(DEFAULT_SPEC)?;
-    spec.cluster.data_dir = tmp.path().join("data");
-    tweak(&mut spec);
-    spec.cluster.base_port = free_base_port(&spec)?;
-    let spec_path = tmp.path().join("cluster.toml");
-    std::fs::write(&spec_path, spec.to_toml())?;
-    Ok((tmp, spec_path))
-}
-
-/// A base port whose whole layout is free right now.
-fn free_base_port(spec: &ClusterSpec) -> anyhow::Result<u16> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let seed = u64::from(std::process::id()) ^ nanos;
-    let mut probe = spec.clone();
-    for attempt in 0..200u64 {
-        // Below Linux's ephemeral range (32768..): outgoing connections of
-        // already running processes never take these ports meanwhile.
-        let slot = (seed.wrapping_mul(31).wrapping_add(attempt * 7919)) % 44;
-        probe.cluster.base_port = 10_000 + (slot as u16) * 500;
-        let all_free = probe
-            .all_ports()
-            .iter()
-            .all(|p| TcpListener::bind((probe.cluster.host.as_str(), *p)).is_ok());
-        if all_free {
-            return Ok(probe.cluster.base_port);
-        }
-    }
-    bail!("no free port range found")
-}
-
-/// A minimal blocking HTTP GET (no runtime needed), returning status and body.
-pub fn http_get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
-    let sock = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| anyhow!("cannot resolve {addr}"))?;
-    let mut stream = TcpStream::connect_timeout(&sock, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP answer from {addr}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }

@@ -1,0 +1,169 @@
+//! Waiting on a started cluster: every process ready, every coordinator
+//! settled, a leader elected, or any condition polled until a deadline;
+//! and the blocking HTTP the waits use (`http_get`, over the one internal
+//! client).
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use cart_common::admin::{NodeHealth, ServiceView};
+use cart_common::http::InternalClient;
+use cart_common::paths::{self, READY_PATH, STATUS_PATH};
+use cart_common::spec::NodeId;
+use cart_common::Service;
+use cart_services::api::NodeStatus;
+
+use super::{LocalCluster, Role};
+
+/// How long one readiness or status probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl LocalCluster {
+    /// Waits until every running process answers its readiness endpoint
+    /// (nodes: their group has a leader).
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let roles: Vec<Role> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.child.is_some())
+            .map(|(r, _)| *r)
+            .collect();
+        for role in roles {
+            let addr = self.admin_addr(role);
+            loop {
+                if self.has_exited(role) {
+                    bail!(
+                        "{} exited; see {}",
+                        role.name(),
+                        self.log_path(role).display()
+                    );
+                }
+                let path = match role {
+                    Role::Prometheus => crate::prometheus::READY_PATH,
+                    _ => READY_PATH,
+                };
+                if matches!(http_get(&addr, path, PROBE_TIMEOUT), Ok((200, _))) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} not ready at {addr}; see {}",
+                        role.name(),
+                        self.log_path(role).display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn node_status(&self, service: Service, id: NodeId) -> Option<NodeStatus> {
+        let addr = self.spec.node_addr(service, id)?;
+        let (code, body) = http_get(&addr, STATUS_PATH, PROBE_TIMEOUT).ok()?;
+        (code == 200)
+            .then(|| serde_json::from_str(&body).ok())
+            .flatten()
+    }
+
+    /// The leader as a majority of reachable nodes of the spec report it.
+    pub fn leader(&self, service: Service) -> Option<NodeId> {
+        let nodes = self.spec.nodes(service);
+        let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for n in &nodes {
+            if let Some(l) = self.node_status(service, n.id).and_then(|s| s.leader) {
+                *votes.entry(l).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .find(|(_, v)| *v > nodes.len() / 2)
+            .map(|(l, _)| l)
+    }
+
+    /// Polls until `pred` holds, or fails after `timeout`.
+    pub fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&Self) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = pred(self) {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every coordinator of every service of this cluster
+    /// reports a leader and every node up: the state tests and tools start
+    /// from once `wait_ready` has passed (coordinators probe on their own
+    /// schedule, so ready processes may not have seen each other yet).
+    pub fn wait_settled(&self, timeout: Duration) -> anyhow::Result<()> {
+        for &service in &self.services {
+            for c in self.spec.coordinators(service) {
+                let path = paths::service_path(service.name());
+                self.wait_until(
+                    &format!("{} to see a leader and every node up", c.admin),
+                    timeout,
+                    |_| {
+                        let (code, body) = http_get(&c.admin, &path, PROBE_TIMEOUT).ok()?;
+                        let view: ServiceView = serde_json::from_str(&body).ok()?;
+                        let settled = code == 200
+                            && view.leader.is_some()
+                            && view.nodes.iter().all(|n| n.status == NodeHealth::Up);
+                        settled.then_some(())
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The harness's HTTP client and the runtime it runs on: the harness is
+/// called from plain threads (the launcher) and from async tests alike, so
+/// its calls run on a runtime of their own and the caller waits for the
+/// answer.
+static PROBE: LazyLock<Option<(tokio::runtime::Runtime, InternalClient)>> = LazyLock::new(|| {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("harness-http")
+        .enable_all()
+        .build()
+        .ok()?;
+    let client = InternalClient::new(Duration::from_secs(1), Duration::from_secs(60));
+    Some((runtime, client))
+});
+
+/// A blocking GET of `path` at `addr`, for callers without a runtime of
+/// their own: status and body. Any status is an answer; `Err` only when
+/// none came within `timeout`.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+    let (runtime, client) = PROBE
+        .as_ref()
+        .ok_or_else(|| anyhow!("no runtime for the harness's HTTP calls"))?;
+    let request = client.get(addr, path).timeout(timeout);
+    let (tx, rx) = std::sync::mpsc::channel();
+    runtime.spawn(async move {
+        let answer = async {
+            let response = InternalClient::send(request).await?;
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            Ok::<_, cart_common::http::CallError>((status, body))
+        };
+        let _ = tx.send(answer.await);
+    });
+    let answer = rx
+        .recv()
+        .map_err(|_| anyhow!("GET {path} at {addr}: the harness's runtime stopped"))?;
+    answer.map_err(|e| anyhow!("GET {path} at {addr}: {e}"))
+}
