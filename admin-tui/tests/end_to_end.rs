@@ -6,42 +6,19 @@
 //! `scripts/install-test-tools`. Without it this test says why and
 //! passes, except under `CI=true`, where it fails.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cart_cluster::harness::{http_get, LocalCluster, Role};
-use cart_common::admin::{service_path, NodeHealth, ServiceView};
+use cart_cluster::harness::{cart_binary, require_tool, LocalCluster, Role};
+use cart_common::admin_client::AdminClient;
+use cart_common::paths::FAULT_PATH;
 use cart_common::Service;
+use reqwest::Method;
 use serde_json::json;
 
 /// Every wait of this test gives up after this long.
 const WAIT: Duration = Duration::from_secs(30);
 const CONSOLE: &str = env!("CARGO_BIN_EXE_cart-admin");
-
-/// The cluster binary: `cargo nextest run --workspace` builds it into the
-/// same target directory as this test (target/debug/deps/…).
-fn cart_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let debug = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/debug");
-    let bin = debug.join("cart");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p cart-cluster` (cargo nextest run --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
-fn tmux_available() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// A tmux server of our own (its own socket), killed when dropped.
 struct Terminal {
@@ -152,46 +129,24 @@ fn event_of_kind(screen: &str, kind: &str) -> bool {
     })
 }
 
-fn stock_view_settled(cluster: &LocalCluster, admin: &str) -> Option<()> {
-    let (code, body) = http_get(admin, &service_path("stock"), Duration::from_secs(2)).ok()?;
-    let view: ServiceView = serde_json::from_str(&body).ok()?;
-    let settled = code == 200
-        && view.leader.is_some()
-        && view.nodes.len() == cluster.spec.nodes(Service::Stock).len()
-        && view.nodes.iter().all(|n| n.status == NodeHealth::Up);
-    settled.then_some(())
-}
-
-fn post(url: &str, token: &str, body: serde_json::Value) -> u16 {
+/// A POST (with the admin token, if given): its status.
+fn post(addr: &str, path: &str, token: Option<&str>, body: serde_json::Value) -> u16 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
-        let resp = reqwest::Client::new()
-            .post(url)
-            .bearer_auth(token)
-            .json(&body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .expect("POST answered");
-        resp.status().as_u16()
-    })
+    let client = AdminClient::new(token.map(str::to_string));
+    let answer = runtime.block_on(client.raw(addr, Method::POST, path, Some(&body), WAIT));
+    answer.expect("POST answered").status.as_u16()
 }
 
 #[test]
 fn the_console_shows_a_dead_follower_a_mismatch_and_its_repair_and_survives_its_coordinator() {
-    if !tmux_available() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "tmux is missing under CI: run scripts/install-test-tools"
-        );
-        eprintln!("SKIPPED: tmux is not installed (scripts/install-test-tools installs it)");
+    if require_tool("tmux").is_none() {
         return;
     }
     let mut cluster = LocalCluster::start_temp_with(
-        &cart_bin(),
+        &cart_binary().expect("the cart binary is built"),
         &[Service::Stock],
         |spec| {
             spec.raft.heartbeat_ms = 150;
@@ -213,18 +168,12 @@ fn the_console_shows_a_dead_follower_a_mismatch_and_its_repair_and_survives_its_
         .into_iter()
         .map(|c| c.admin)
         .collect();
-    for admin in &coords {
-        cluster
-            .wait_until("every node up", WAIT, |c| stock_view_settled(c, admin))
-            .expect("every coordinator sees every node up");
-    }
+    cluster
+        .wait_settled(WAIT)
+        .expect("every coordinator sees every node up");
     let gateway = cluster.gateway_url();
     assert_eq!(
-        post(
-            &format!("{gateway}/stock/batch_init/100/7/1"),
-            "",
-            json!({})
-        ),
+        post(&gateway, "/stock/batch_init/100/7/1", None, json!({})),
         200
     );
 
@@ -275,10 +224,7 @@ fn the_console_shows_a_dead_follower_a_mismatch_and_its_repair_and_survives_its_
         .node_addr(Service::Stock, bad)
         .expect("node address");
     let row = json!({ "table": "items", "key": "42", "value": r#"{"stock":1000000,"price":1}"# });
-    assert_eq!(
-        post(&format!("http://{addr}/fault/corrupt"), &token, row),
-        200
-    );
+    assert_eq!(post(&addr, FAULT_PATH, Some(&token), row), 200);
 
     // A check from the keyboard: Consistency view, the stock row, `c`, then
     // Tab to move off Cancel and Enter.

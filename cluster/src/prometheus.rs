@@ -19,10 +19,7 @@ pub const ALERT_RULES: &str = include_str!("../../dashboards/prometheus/alerts.y
 
 /// The Prometheus binary on `PATH`, if any.
 pub fn binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("prometheus"))
-        .find(|p| p.is_file())
+    crate::harness::find_tool("prometheus")
 }
 
 /// Scrape config for every process of `services` (plus the gateway), with

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::admin::{Event, EVENTS_PATH};
-use cart_common::http::INTERNAL_SECRET;
+use cart_common::http::InternalClient;
+use cart_common::rng::SplitMix64;
 use cart_common::spec::CrossService;
 use cart_common::Service;
 use cart_services::api::{WriteRequest, WRITE_PATH};
@@ -37,16 +38,10 @@ async fn scenario(client: &Client) -> Vec<String> {
         .post(&format!("/payment/batch_init/{USERS}/1"))
         .await
         .ok());
-    let mut seed = 0x5eed_u64;
+    // A fixed draw, so a failure is reproducible.
+    let mut rng = SplitMix64::new(0x5eed);
     let users: Vec<usize> = (0..ORDERS)
-        .map(|_| {
-            // SplitMix64: a fixed draw, so a failure is reproducible.
-            seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = seed;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z ^ (z >> 31)) % USERS as u64) as usize
-        })
+        .map(|_| rng.below(USERS as u64) as usize)
         .collect();
     let mut orders = Vec::with_capacity(ORDERS);
     for chunk in users.chunks(100) {
@@ -240,14 +235,8 @@ async fn internal(
     body: serde_json::Value,
 ) -> Outcome {
     let addr = coordinator_admin(cluster, service, 0);
-    reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .header(INTERNAL_SECRET, &cluster.spec.cluster.internal_secret)
-        .json(&body)
-        .send()
-        .await
-        .expect("answered")
-        .json()
+    InternalClient::for_cluster(&cluster.spec, Duration::from_secs(60))
+        .post_json(&addr, path, &body)
         .await
         .expect("an outcome")
 }

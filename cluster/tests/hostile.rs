@@ -12,69 +12,9 @@ use std::time::{Duration, Instant};
 
 use cart_cluster::harness::Role;
 use cart_common::Service;
-use common::{cluster, eventually, Answer, Client};
-use serde_json::Value;
+use common::{cluster, eventually, lossy, raw_request, Answer, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Sends `request` as is on a fresh connection; the status and JSON body of
-/// the answer (read until the server closes or the body is complete).
-async fn raw(addr: &str, request: &[u8]) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request).await.expect("send");
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            }
-            if complete(&answer) {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "no answer to {:?}",
-        String::from_utf8_lossy(request)
-    );
-    let text = String::from_utf8_lossy(&answer).to_string();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let body = serde_json::from_str(body).unwrap_or_else(|_| {
-        panic!(
-            "answer {status} to {:?} has no JSON body: {text:?}",
-            lossy(request)
-        )
-    });
-    (status, body)
-}
-
-fn lossy(request: &[u8]) -> String {
-    String::from_utf8_lossy(&request[..request.len().min(120)]).to_string()
-}
-
-/// Whether `answer` holds a whole response with a `content-length` body.
-fn complete(answer: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(answer);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return false;
-    };
-    head.lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())
-                .flatten()
-        })
-        .is_some_and(|len| body.len() >= len)
-}
 
 fn post_request(path: &str, extra_headers: &[u8]) -> Vec<u8> {
     let mut r = format!("POST {path} HTTP/1.1\r\nHost: cart\r\nConnection: close\r\n").into_bytes();
@@ -261,7 +201,7 @@ async fn ids_the_cluster_cannot_keep_paths_not_taken_literally_and_broken_heads_
         // A control byte is not even a valid header value.
         (b"X-Request-Id: a\x01b\r\n", "bad_request"),
     ] {
-        let (status, body) = raw(&gateway, &post_request(&add, header)).await;
+        let (status, body) = raw_request(&gateway, &post_request(&add, header)).await;
         assert_eq!(status, 400, "{:?}: {body}", lossy(header));
         assert_eq!(body["error"], error, "{body}");
     }
@@ -285,7 +225,7 @@ async fn ids_the_cluster_cannot_keep_paths_not_taken_literally_and_broken_heads_
         format!("/payment/pay/{u}//5"),
         format!("/payment/add_funds/{u}/5/..\\..\\..\\pay/{u}/5"),
     ] {
-        let (status, body) = raw(&gateway, &post_request(&path, b"")).await;
+        let (status, body) = raw_request(&gateway, &post_request(&path, b"")).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(body["error"], "invalid_path", "{path}: {body}");
     }
@@ -296,7 +236,7 @@ async fn ids_the_cluster_cannot_keep_paths_not_taken_literally_and_broken_heads_
         "GET /stock/find/{} HTTP/1.1\r\nHost: cart\r\n\r\n",
         "a".repeat(9000)
     );
-    let (status, body) = raw(&gateway, long_target.as_bytes()).await;
+    let (status, body) = raw_request(&gateway, long_target.as_bytes()).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (414, Some("uri_too_long")),
@@ -307,7 +247,7 @@ async fn ids_the_cluster_cannot_keep_paths_not_taken_literally_and_broken_heads_
         "GET /stock/find/1 HTTP/1.1\r\nHost: cart\r\nX-Filler: {}\r\n\r\n",
         "f".repeat(20_000)
     );
-    let (status, body) = raw(&gateway, big_head.as_bytes()).await;
+    let (status, body) = raw_request(&gateway, big_head.as_bytes()).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (431, Some("headers_too_large")),
@@ -319,7 +259,7 @@ async fn ids_the_cluster_cannot_keep_paths_not_taken_literally_and_broken_heads_
         many.push_str(&format!("X-H{i}: v\r\n"));
     }
     many.push_str("\r\n");
-    let (status, body) = raw(&gateway, many.as_bytes()).await;
+    let (status, body) = raw_request(&gateway, many.as_bytes()).await;
     assert_eq!(status, 431, "{body}");
 
     for broken in [
@@ -328,7 +268,7 @@ async fn ids_the_cluster_cannot_keep_paths_not_taken_literally_and_broken_heads_
         b"GET /stock/find/1 HTTP/1.1\r\nNo-Colon-Here\r\n\r\n",
         b"G\x01T / HTTP/1.1\r\n\r\n",
     ] {
-        let (status, body) = raw(&gateway, broken).await;
+        let (status, body) = raw_request(&gateway, broken).await;
         assert_eq!(status, 400, "{:?}: {body}", lossy(broken));
         assert!(
             body["error"].is_string() && body["message"].is_string(),
@@ -338,7 +278,7 @@ async fn ids_the_cluster_cannot_keep_paths_not_taken_literally_and_broken_heads_
 
     let mut too_big = post_request(&add, b"Content-Length: 100000\r\n");
     too_big.extend(std::iter::repeat_n(b'z', 100_000));
-    let (status, body) = raw(&gateway, &too_big).await;
+    let (status, body) = raw_request(&gateway, &too_big).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (413, Some("body_too_large")),
@@ -612,7 +552,7 @@ async fn connections_beyond_the_bound_wait_to_be_served_until_others_close() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
-    let (status, body) = raw(&gateway, &post_request("/payment/create_user", b"")).await;
+    let (status, body) = raw_request(&gateway, &post_request("/payment/create_user", b"")).await;
     let waited = started.elapsed();
     assert_eq!(status, 200, "{body}");
     // Served only once the idle ones were closed for sending no head.

@@ -5,26 +5,12 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cart_cluster::harness::{http_get, Role};
+use cart_cluster::harness::{http_get, require_tool, Role};
 use cart_common::Service;
 use common::{cluster, eventually, Client};
-
-fn nginx() -> Option<&'static Path> {
-    let path = Path::new("/usr/sbin/nginx");
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "nginx missing under CI: scripts/install-test-tools"
-    );
-    eprintln!("skipping: nginx not installed (scripts/install-test-tools)");
-    None
-}
 
 /// nginx in the foreground, killed when dropped.
 struct Nginx(Child);
@@ -38,7 +24,9 @@ impl Drop for Nginx {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_from_the_spec_serves_the_api_and_rides_over_a_killed_coordinator() {
-    let Some(nginx) = nginx() else { return };
+    let Some(nginx) = require_tool("nginx") else {
+        return;
+    };
     let mut cluster = cluster(&Service::ALL, |_| {});
     let dir = tempfile::tempdir().unwrap();
     let listen = {
@@ -53,7 +41,7 @@ async fn nginx_from_the_spec_serves_the_api_and_rides_over_a_killed_coordinator(
     .unwrap();
     let prefix = dir.path().to_str().unwrap();
     let conf_arg = conf.to_str().unwrap();
-    let check = Command::new(nginx)
+    let check = Command::new(&nginx)
         .args(["-t", "-p", prefix, "-c", conf_arg])
         .output()
         .unwrap();
@@ -63,7 +51,7 @@ async fn nginx_from_the_spec_serves_the_api_and_rides_over_a_killed_coordinator(
         String::from_utf8_lossy(&check.stderr)
     );
     let _nginx = Nginx(
-        Command::new(nginx)
+        Command::new(&nginx)
             .args(["-p", prefix, "-c", conf_arg, "-g", "daemon off;"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

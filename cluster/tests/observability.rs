@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cart_cluster::harness::{http_get, LocalCluster, Role};
+use cart_cluster::harness::{http_get, require_tool, LocalCluster, Role};
 use cart_common::admin::CHECK_ALL_PATH;
 use cart_common::Service;
 use common::{admin_call, cluster, coordinator_admin, eventually, Client};
@@ -299,23 +299,6 @@ async fn every_catalogued_family_is_exported_where_listed_and_dashboards_name_on
     }
 }
 
-/// promtool, or why there is none: a failure under CI, a skip elsewhere.
-fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "promtool missing under CI: scripts/install-prometheus"
-        );
-        eprintln!("skipping: promtool not installed (scripts/install-prometheus)");
-    }
-    found
-}
-
 fn run_promtool(promtool: &Path, args: &[&str]) {
     let out = Command::new(promtool)
         .args(args)
@@ -331,7 +314,9 @@ fn run_promtool(promtool: &Path, args: &[&str]) {
 
 #[test]
 fn promtool_accepts_the_config_the_rules_and_their_tests() {
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) = require_tool("promtool") else {
+        return;
+    };
     let rules = repo().join("dashboards/prometheus/alerts.yml");
     let tests = repo().join("dashboards/prometheus/alerts_test.yml");
     run_promtool(&promtool, &["check", "rules", rules.to_str().unwrap()]);
@@ -364,12 +349,7 @@ fn url_encode(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_fires_node_down_and_answers_every_dashboard_query() {
-    if cart_cluster::prometheus::binary().is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "prometheus missing under CI: scripts/install-prometheus"
-        );
-        eprintln!("skipping: prometheus not installed (scripts/install-prometheus)");
+    if require_tool("prometheus").is_none() {
         return;
     }
     let mut cluster = cluster(&Service::ALL, |_| {});

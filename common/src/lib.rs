@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod paths;
 pub mod process;
+pub mod rng;
 pub mod spec;
 pub mod telemetry;
 

@@ -110,9 +110,7 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
     let handle = rt.spawn(scenario.run(ctx));
     let progress = rt.spawn(progress::show(stats.clone()));
 
-    let mut memory = cluster
-        .as_ref()
-        .map(|c| MemoryWatch::new(&c.spec_path, c.roles()));
+    let mut memory = cluster.as_ref().map(|_| MemoryWatch::default());
     let mut schedule = Schedule::new(&common.kills, common.restart_after);
     let mut began = false;
     let mut last_sample = Instant::now();
@@ -121,8 +119,8 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
             match begin_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(_) => {
                     began = true;
-                    if let Some(m) = memory.as_mut() {
-                        m.sample(Phase::LoadStart);
+                    if let (Some(m), Some(c)) = (memory.as_mut(), cluster.as_ref()) {
+                        m.sample(c, Phase::LoadStart);
                     }
                     last_sample = Instant::now();
                 }
@@ -136,11 +134,13 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
         if let Some(c) = cluster.as_mut() {
             schedule.tick(stats.elapsed().as_secs_f64(), c, &stats);
         }
-        if let Some(m) = memory
-            .as_mut()
-            .filter(|_| last_sample.elapsed() >= MEMORY_EVERY)
-        {
-            m.sample(Phase::During);
+        if let (Some(m), Some(c)) = (
+            memory
+                .as_mut()
+                .filter(|_| last_sample.elapsed() >= MEMORY_EVERY),
+            cluster.as_ref(),
+        ) {
+            m.sample(c, Phase::During);
             last_sample = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -150,8 +150,8 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
         .map_err(|e| anyhow!("the {name} scenario panicked: {e}"))??;
     progress.abort();
     progress::finish();
-    if let Some(m) = memory.as_mut() {
-        m.sample(Phase::End);
+    if let (Some(m), Some(c)) = (memory.as_mut(), cluster.as_ref()) {
+        m.sample(c, Phase::End);
     }
     if !schedule.is_empty() {
         eprintln!("the load ended before every scheduled fault was carried out");

@@ -104,7 +104,7 @@ impl LocalCluster {
     }
 
     /// Waits until every coordinator of every service of this cluster
-    /// reports a leader and every node up: the state tests and tools start
+    /// reports a leader and every node up, every node it started included: the state tests and tools start
     /// from once `wait_ready` has passed (coordinators probe on their own
     /// schedule, so ready processes may not have seen each other yet).
     pub fn wait_settled(&self, timeout: Duration) -> anyhow::Result<()> {
@@ -117,9 +117,16 @@ impl LocalCluster {
                     |_| {
                         let (code, body) = http_get(&c.admin, &path, PROBE_TIMEOUT).ok()?;
                         let view: ServiceView = serde_json::from_str(&body).ok()?;
+                        let started = self.procs.keys().filter_map(|role| match role {
+                            Role::Node(s, id) if *s == service => Some(*id),
+                            _ => None,
+                        });
                         let settled = code == 200
                             && view.leader.is_some()
-                            && view.nodes.iter().all(|n| n.status == NodeHealth::Up);
+                            && view.nodes.iter().all(|n| n.status == NodeHealth::Up)
+                            && started
+                                .into_iter()
+                                .all(|id| view.nodes.iter().any(|n| n.id == id));
                         settled.then_some(())
                     },
                 )?;

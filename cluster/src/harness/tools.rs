@@ -1,19 +1,36 @@
 //! Programs a test needs beyond the Rust toolchain (nginx, Prometheus,
-//! promtool, tmux, kubectl, jongodb): one rule for when a missing one fails
-//! and when it skips.
+//! promtool, tmux, kubectl, jongodb): where to find them, and one rule for
+//! when a missing one fails and when it skips.
 
-/// `found` when the program is there. When it is missing: under CI
-/// (`CI=true`) the test fails, naming `install` (the project's script that
-/// installs it); elsewhere it prints why it skips and returns `None`.
-pub fn require_tool<T>(name: &str, found: Option<T>, install: &str) -> Option<T> {
-    if found.is_some() {
-        return found;
-    }
+use std::path::PathBuf;
+
+/// Installs every test program but jongodb (`scripts/test` runs it as root).
+pub const INSTALL_TOOLS: &str = "scripts/install-test-tools";
+
+/// `name` on `PATH`, or in `/usr/sbin` (Debian puts nginx there, outside a
+/// normal user's `PATH`).
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `name` when it is installed; otherwise `missing(name, INSTALL_TOOLS)`.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    find_tool(name).or_else(|| missing(name, INSTALL_TOOLS))
+}
+
+/// What a test does without `what`: under CI (`CI=true`) it fails, naming
+/// `install`, the project's script that installs it; elsewhere it prints why
+/// it skips, and the caller returns.
+pub fn missing<T>(what: &str, install: &str) -> Option<T> {
     assert!(
         !under_ci(),
-        "{name} is missing under CI: it is installed by {install}"
+        "{what} is missing under CI: {install} installs it"
     );
-    eprintln!("skipping: {name} is not installed ({install} installs it)");
+    eprintln!("skipping: {what} is not installed ({install} installs it)");
     None
 }
 

@@ -2,21 +2,25 @@
 //! harness and talk to it over HTTP.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use cart_cluster::harness::{http_get, LocalCluster};
+use cart_cluster::harness::{cart_binary, LocalCluster};
 use cart_cluster::mongo_server::MongoServer;
-use cart_common::admin::{NodeHealth, ServiceView};
-use cart_common::http::{INTERNAL_SECRET, REQUEST_ID};
+use cart_common::admin_client::AdminClient;
+use cart_common::http::{InternalClient, REQUEST_ID};
+use cart_common::paths::METRICS_PATH;
 use cart_common::spec::StorageBackend;
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::{ReadRequest, LOCAL_READ_PATH};
 use cart_services::domain::{Outcome, Query};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-pub fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_cart"))
+/// The `cart` binary (cargo builds it for these tests).
+pub fn bin() -> PathBuf {
+    cart_binary().expect("the cart binary is built")
 }
 
 /// A test cluster of `services` (plus the gateway) with test-friendly
@@ -33,7 +37,7 @@ pub fn cluster_with(
     node_args: &[&str],
 ) -> LocalCluster {
     let mut cluster = LocalCluster::start_temp_with(
-        bin(),
+        &bin(),
         services,
         |spec| {
             spec.raft.heartbeat_ms = 150;
@@ -46,21 +50,9 @@ pub fn cluster_with(
     cluster
         .wait_ready(Duration::from_secs(60))
         .expect("cluster ready");
-    for &service in services {
-        for c in cluster.spec.coordinators(service) {
-            let path = cart_common::admin::service_path(service.name());
-            cluster
-                .wait_until("views settled", Duration::from_secs(30), |_| {
-                    let (code, body) = http_get(&c.admin, &path, Duration::from_secs(2)).ok()?;
-                    let view: ServiceView = serde_json::from_str(&body).ok()?;
-                    let settled = code == 200
-                        && view.leader.is_some()
-                        && view.nodes.iter().all(|n| n.status == NodeHealth::Up);
-                    settled.then_some(())
-                })
-                .expect("every coordinator sees a leader and every node up");
-        }
-    }
+    cluster
+        .wait_settled(Duration::from_secs(30))
+        .expect("every coordinator sees a leader and every node up");
     cluster
 }
 
@@ -228,15 +220,10 @@ pub async fn local_read(
     query: Query,
 ) -> Option<Outcome> {
     let addr = cluster.spec.node_addr(service, id)?;
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}{LOCAL_READ_PATH}"))
-        .header(INTERNAL_SECRET, &cluster.spec.cluster.internal_secret)
-        .timeout(Duration::from_secs(5))
-        .json(&ReadRequest { query })
-        .send()
+    InternalClient::for_cluster(&cluster.spec, Duration::from_secs(5))
+        .post_json(&addr, LOCAL_READ_PATH, &ReadRequest { query })
         .await
-        .ok()?;
-    resp.json().await.ok()
+        .ok()
 }
 
 /// Polls `probe` every 100 ms until it yields a value, or panics after
@@ -270,16 +257,10 @@ pub fn coordinator_admin(cluster: &LocalCluster, service: Service, index: u16) -
 
 /// GET on an admin port, parsed as `T`; `None` if unreachable or not 200.
 pub async fn admin_get<T: serde::de::DeserializeOwned>(addr: &str, path: &str) -> Option<T> {
-    let resp = reqwest::Client::new()
-        .get(format!("http://{addr}{path}"))
-        .timeout(Duration::from_secs(5))
-        .send()
+    AdminClient::new(None)
+        .get(addr, path, Duration::from_secs(5))
         .await
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    resp.json().await.ok()
+        .ok()
 }
 
 /// A service's view from coordinator 0 of that service.
@@ -306,31 +287,78 @@ pub async fn admin_call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("http://{addr}{path}"))
-        .timeout(Duration::from_secs(120));
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let resp = req.send().await.expect("admin call answered");
-    let status = resp.status().as_u16();
-    let body = resp.json().await.unwrap_or(Value::Null);
+    let answer = AdminClient::new(token.map(str::to_string))
+        .raw(addr, method, path, body.as_ref(), Duration::from_secs(120))
+        .await
+        .expect("admin call answered");
+    (answer.status.as_u16(), answer.body)
+}
+
+/// Sends `request` byte for byte on a fresh connection (no client
+/// normalises its path); the status and JSON body of the answer (read until
+/// the server closes or the body is complete).
+pub async fn raw_request(addr: &str, request: &[u8]) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+            if complete(&answer) {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no answer to {:?}",
+        String::from_utf8_lossy(request)
+    );
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = serde_json::from_str(body).unwrap_or_else(|_| {
+        panic!(
+            "answer {status} to {:?} has no JSON body: {text:?}",
+            lossy(request)
+        )
+    });
     (status, body)
+}
+
+pub fn lossy(request: &[u8]) -> String {
+    String::from_utf8_lossy(&request[..request.len().min(120)]).to_string()
+}
+
+/// Whether `answer` holds a whole response with a `content-length` body.
+fn complete(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .is_some_and(|len| body.len() >= len)
 }
 
 /// The value of the series `name` carrying all of `labels`, from the
 /// `/metrics` page at `addr`.
 pub async fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = reqwest::Client::new()
-        .get(format!("http://{addr}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .text()
+    let text = AdminClient::new(None)
+        .text(addr, METRICS_PATH, Duration::from_secs(5))
         .await
         .ok()?;
     text.lines().find_map(|line| {

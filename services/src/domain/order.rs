@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use cart_common::rng::SplitMix64;
+
 use super::{
     check_batch_size, get_value, put_value, Command, Outcome, Rejection, Reply, StateStore,
     StoreError, Table,
@@ -145,11 +147,11 @@ fn batch_init(
         return Ok(Err(Rejection::overflow("total_cost")));
     };
     // The seed is in the log entry, so every replica draws the same orders.
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     for i in 0..n {
-        let a = rng.next() % n_items;
-        let b = rng.next() % n_items;
-        let user = rng.next() % n_users;
+        let a = rng.next_u64() % n_items;
+        let b = rng.next_u64() % n_items;
+        let user = rng.next_u64() % n_users;
         let order = Order {
             user_id: user.to_string(),
             paid: false,
@@ -159,20 +161,6 @@ fn batch_init(
         put_value(store, Table::Orders, &i.to_string(), &order)?;
     }
     Ok(Ok(Reply::Initialized { count: n }))
-}
-
-/// A tiny deterministic generator (Steele et al.'s SplitMix64): replicas must
-/// draw identical sequences, so no library whose stream may change.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 #[cfg(test)]
