@@ -821,3 +821,35 @@ spec:
         - name: storage
           emptyDir: {}
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts and ports follow the spec, not the committed defaults.
+    #[test]
+    fn counts_and_ports_come_from_the_spec() {
+        let mut spec = ClusterSpec::from_toml(crate::harness::DEFAULT_SPEC).unwrap();
+        spec.services.stock.nodes = 5;
+        spec.services.stock.coordinators = 3;
+        spec.cluster.base_port = 9000;
+        let dashboards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards");
+        let files: std::collections::HashMap<String, String> =
+            files(&spec, &dashboards).unwrap().into_iter().collect();
+        let stock = &files["stock.yaml"];
+        assert!(stock.contains("  replicas: 5\n"), "{stock}");
+        assert!(stock.contains("value: \"9350\"\n"), "first node port");
+        for (i, public, admin) in [(0, 9300, 9301), (1, 9302, 9303), (2, 9304, 9305)] {
+            assert!(stock.contains(&format!("  name: stock-coordinator-{i}\n")));
+            assert!(stock.contains(&format!("containerPort: {public}\n")));
+            assert!(stock.contains(&format!("containerPort: {admin}\n")));
+        }
+        assert!(!stock.contains("stock-coordinator-3"));
+        assert!(files["ingress.yaml"].contains("proxy-next-upstream-tries: \"6\"\n"));
+        assert!(files["observability/prometheus.yml"].contains("['stock-node-5.stock-node:9354']"));
+        let inside = ClusterSpec::from_toml(&files["cluster.toml"]).unwrap();
+        assert_eq!(inside.size(Service::Stock).nodes, 5);
+        assert_eq!(inside.cluster.host_pattern.as_deref(), Some(HOST_PATTERN));
+        assert_eq!(inside.cluster.admin_token, SECRET_PLACEHOLDER);
+    }
+}
