@@ -1,8 +1,8 @@
 //! Rendering with ratatui's `TestBackend`, from fixed fixtures: every view of
 //! a healthy cluster, a down node, a mismatch, a repair and an unreachable
 //! coordinator, at 80×24 and on a wide terminal. Whole screens are compared
-//! with text snapshots under `tests/snapshots/` (regenerate with
-//! `UPDATE_SNAPSHOTS=1`); colours are checked cell by cell.
+//! with text snapshots under `tests/snapshots/` (a missing one fails;
+//! `UPDATE_SNAPSHOTS=1` writes them); colours are checked cell by cell.
 
 mod fixtures;
 
@@ -69,27 +69,32 @@ fn fg(buffer: &Buffer, at: (u16, u16)) -> Color {
     buffer[at].fg
 }
 
-/// Compares the screen with `tests/snapshots/{name}.txt`; writes it when
-/// asked to (`UPDATE_SNAPSHOTS=1`) or when it does not exist yet (outside
-/// CI, where a missing snapshot is an error).
+/// Compares the screen with `tests/snapshots/{name}.txt`, failing when it
+/// differs or does not exist; writes it instead only when asked to
+/// (`UPDATE_SNAPSHOTS=1`).
 fn assert_snapshot(name: &str, buffer: &Buffer) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/snapshots")
         .join(format!("{name}.txt"));
     let actual = format!("{}\n", text(buffer));
-    let update = std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1");
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    match std::fs::read_to_string(&path) {
-        Ok(expected) if !update => {
-            assert!(
-                expected == actual,
-                "screen differs from {}:\n--- expected\n{expected}--- actual\n{actual}",
-                path.display()
-            );
-        }
-        Err(_) if ci => panic!("missing snapshot {}", path.display()),
-        _ => std::fs::write(&path, actual).unwrap(),
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, actual).unwrap();
+        return;
     }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "missing snapshot {} ({e}): write it with \
+             UPDATE_SNAPSHOTS=1 cargo nextest run -p cart-admin-tui --test render, \
+             check it and commit it\n--- actual\n{actual}",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "screen differs from {} (UPDATE_SNAPSHOTS=1 rewrites it):\n\
+         --- expected\n{expected}--- actual\n{actual}",
+        path.display()
+    );
 }
 
 fn on(mut app: App, tab: Tab) -> App {

@@ -5,6 +5,7 @@
 pub mod compose;
 pub mod gateway;
 pub mod harness;
+pub mod k8s;
 pub mod launcher;
 pub mod membership;
 pub mod mongo_server;

@@ -78,6 +78,19 @@ enum Cmd {
         #[arg(long, default_value = "compose")]
         out: PathBuf,
     },
+    /// Write the Kubernetes base (kustomize manifests, the spec as the pods
+    /// read it, Prometheus config, copies of the rules and dashboards) into a
+    /// directory.
+    K8s {
+        #[arg(long, default_value = "cluster.toml", env = "CART_SPEC")]
+        spec: PathBuf,
+        #[arg(long, default_value = "k8s/base")]
+        out: PathBuf,
+        /// The repository's `dashboards` directory (rules, provisioning,
+        /// dashboards), copied into the base.
+        #[arg(long, default_value = "dashboards")]
+        dashboards: PathBuf,
+    },
     /// Remove a node from a running service's Raft group.
     RemoveNode {
         #[arg(long, default_value = "cluster.toml", env = "CART_SPEC")]
@@ -128,6 +141,15 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Compose { spec, out } => {
             cart_cluster::compose::write(&ClusterSpec::load(&spec)?, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Cmd::K8s {
+            spec,
+            out,
+            dashboards,
+        } => {
+            cart_cluster::k8s::write(&ClusterSpec::load(&spec)?, &dashboards, &out)?;
             println!("wrote {}", out.display());
             Ok(())
         }

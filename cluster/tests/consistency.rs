@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,16 +174,31 @@ async fn checks_during_a_heavy_write_stream_raise_no_false_alarm() {
     let client = Client::gateway(&cluster);
     assert!(client.post("/stock/batch_init/100/0/1").await.ok());
     let stop = Arc::new(AtomicBool::new(false));
+    // Each writer counts, per item, the adds acknowledged and those answered
+    // 503 (no leader for a moment: applied or not). The only other answer
+    // allowed is 429 (a queue full: nothing applied).
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let (client, stop) = (client.clone(), stop.clone());
             tokio::spawn(async move {
+                let mut adds: BTreeMap<u64, Adds> = BTreeMap::new();
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let item = (w * 10 + i % 10) % 100;
-                    let _ = client.try_post(&format!("/stock/add/{item}/1"), None).await;
+                    let a = client
+                        .try_post(&format!("/stock/add/{item}/1"), None)
+                        .await
+                        .unwrap_or_else(|e| panic!("add to {item} not answered: {e}"));
+                    let n = adds.entry(item).or_default();
+                    match a.status {
+                        200..=299 => n.acked += 1,
+                        503 => n.unknown += 1,
+                        429 => n.refused += 1,
+                        _ => panic!("add to {item} failed during checks: {a:?}"),
+                    }
                     i += 1;
                 }
+                adds
             })
         })
         .collect();
@@ -200,9 +216,40 @@ async fn checks_during_a_heavy_write_stream_raise_no_false_alarm() {
         );
     }
     stop.store(true, Ordering::Relaxed);
+    let mut adds: BTreeMap<u64, Adds> = BTreeMap::new();
     for w in writers {
-        w.await.unwrap();
+        for (item, n) in w.await.unwrap() {
+            let total = adds.entry(item).or_default();
+            total.acked += n.acked;
+            total.unknown += n.unknown;
+            total.refused += n.refused;
+        }
     }
+    let acked: i64 = adds.values().map(|n| n.acked).sum();
+    let failed: i64 = adds.values().map(|n| n.unknown + n.refused).sum();
+    assert!(
+        acked > 100 && failed * 10 <= acked,
+        "a heavy write stream, its writes succeeding: {acked} acknowledged, {failed} not"
+    );
+    // Every acknowledged add applied, once; a refused one not at all.
+    for item in 0..100u64 {
+        let n = adds.get(&item).copied().unwrap_or_default();
+        let stock = client.stock(&item.to_string()).await;
+        assert!(
+            (n.acked..=n.acked + n.unknown).contains(&stock),
+            "item {item}: stock {stock}, adds {n:?}"
+        );
+    }
+}
+
+/// One item's adds in the write stream.
+#[derive(Clone, Copy, Debug, Default)]
+struct Adds {
+    acked: i64,
+    /// Answered 503: applied or not.
+    unknown: i64,
+    /// Answered 429: not applied.
+    refused: i64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Deployment files, checked without a container engine: the committed
 //! compose deployment is what `cart compose` generates from `cluster.toml`
 //! and `docker-compose config` accepts it; the Dockerfile is well formed and
-//! builds a slim non-root image with a health check.
+//! describes a slim non-root runtime image with a health check (read, not
+//! built: no container engine needed).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -128,7 +129,7 @@ fn a_mongodb_spec_gives_every_node_its_own_mongodb_container() {
 }
 
 #[test]
-fn the_dockerfile_is_well_formed_and_builds_a_slim_non_root_image() {
+fn the_dockerfile_is_well_formed_and_describes_a_slim_non_root_image() {
     let text = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     // Join continuation lines, drop comments.
     let mut instructions = Vec::new();
@@ -174,15 +175,43 @@ fn the_dockerfile_is_well_formed_and_builds_a_slim_non_root_image() {
         .collect();
     assert_eq!(froms.len(), 2, "a build stage and a runtime stage");
     assert!(froms[0].contains(" AS build"));
+    // Slim: the runtime stage starts from a -slim base and takes only the
+    // binary from the build stage (no toolchain, no sources).
+    let base = froms[1].split_whitespace().nth(1).unwrap_or_default();
+    assert!(
+        base.ends_with("-slim"),
+        "runtime base {base} is not a slim image"
+    );
     let runtime = &instructions[instructions.iter().position(|i| i == froms[1]).unwrap()..];
-    assert!(runtime.iter().any(|i| i.starts_with("COPY --from=build")));
+    let from_build: Vec<&String> = runtime
+        .iter()
+        .filter(|i| i.starts_with("COPY --from=build"))
+        .collect();
+    assert_eq!(
+        from_build,
+        ["COPY --from=build /src/target/release/cart /usr/local/bin/cart"],
+        "the runtime stage takes the release binary, nothing else, from the build"
+    );
+    // Non-root: the last USER is a user the image creates, with the uid the
+    // Kubernetes pods run as (runAsUser: 10001), and it owns the volume.
     let user = runtime
         .iter()
-        .find(|i| i.starts_with("USER "))
-        .expect("a USER");
-    assert_ne!(user.trim(), "USER root");
+        .rev()
+        .find_map(|i| i.strip_prefix("USER "))
+        .expect("a USER")
+        .trim();
+    assert!(user != "root" && user != "0", "the image runs as {user}");
+    assert!(
+        runtime.iter().any(|i| i.starts_with("RUN ")
+            && i.contains(&format!(
+                "useradd --system --uid 10001 --home-dir /data {user}"
+            ))
+            && i.contains(&format!("chown {user} /data"))),
+        "the image creates {user} with uid 10001, owning /data"
+    );
+    assert!(runtime.iter().any(|i| i == "VOLUME /data"));
     assert!(runtime
         .iter()
         .any(|i| i.starts_with("HEALTHCHECK") && i.contains("/ready")));
-    assert!(runtime.iter().any(|i| i.starts_with("ENTRYPOINT")));
+    assert!(runtime.iter().any(|i| i == "ENTRYPOINT [\"cart\"]"));
 }

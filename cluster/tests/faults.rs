@@ -14,6 +14,9 @@ use cart_services::domain::{Query, Reply};
 use common::{cluster, local_read, Client};
 
 const USERS: u64 = 10;
+/// How long a write stream with no quorum behind it is watched for
+/// acknowledgements that must not come.
+const STALL_WINDOW: Duration = Duration::from_secs(3);
 
 /// Adds 1 to users in turn, each write with its own request id, retrying a
 /// write with the same id until it is acknowledged. Returns how many writes
@@ -108,6 +111,16 @@ async fn killing_a_follower_then_the_leader_loses_no_acknowledged_write() {
     cluster.kill(Role::Node(Service::Payment, leader)).unwrap();
     let after_leader = acked.load(Ordering::Relaxed);
     // One node left of three: no quorum, so writes must stall, not succeed.
+    // The stream writes one at a time: at most the write in flight when the
+    // leader died (committed before, answered after) may still be
+    // acknowledged; then nothing for several election timeouts.
+    std::thread::sleep(STALL_WINDOW);
+    let during_stall = acked.load(Ordering::Relaxed);
+    assert!(
+        during_stall <= after_leader + 1,
+        "{} writes acknowledged without a quorum (one node of three up) in {STALL_WINDOW:?}",
+        during_stall - after_leader
+    );
     // Bring the follower back so the group can elect a new leader.
     cluster
         .start_process(Role::Node(Service::Payment, follower))

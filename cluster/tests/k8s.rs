@@ -13,9 +13,9 @@
 //! runs one. Without the tools these tests skip, saying why (under CI=true
 //! they fail).
 //!
-//! `CART_K8S_UPDATE=1` rewrites the generated files under
-//! `k8s/base/observability/` (copies of `dashboards/`, the Prometheus config)
-//! instead of failing on a difference.
+//! `k8s/base` is generated (`cart k8s --out k8s/base`, from `cluster.toml`):
+//! the committed files are checked equal to the generator's output, without
+//! the tools.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -855,6 +855,53 @@ fn assert_mongodb_sidecars(m: &Manifests, storage_class: Option<&str>) {
     }
 }
 
+/// The command that regenerates `k8s/base`.
+const REGENERATE: &str = "cargo run -p cart-cluster -- k8s --out k8s/base";
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        if entry.file_type().unwrap().is_dir() {
+            files_under(&entry.path(), &format!("{name}/"), out);
+        } else {
+            out.insert(name);
+        }
+    }
+}
+
+#[test]
+fn the_committed_k8s_base_is_the_generators_output() {
+    let spec = ClusterSpec::from_toml(cart_cluster::harness::DEFAULT_SPEC).unwrap();
+    let generated = cart_cluster::k8s::files(&spec, &repo().join("dashboards")).unwrap();
+    let base = repo().join("k8s/base");
+    for (name, text) in &generated {
+        let committed = std::fs::read_to_string(base.join(name)).unwrap_or_default();
+        assert!(
+            &committed == text,
+            "k8s/base/{name} differs from the generator: run `{REGENERATE}`"
+        );
+    }
+    let mut committed = BTreeSet::new();
+    files_under(&base, "", &mut committed);
+    let expected: BTreeSet<String> = generated.into_iter().map(|(name, _)| name).collect();
+    let stale: Vec<&String> = committed.difference(&expected).collect();
+    assert!(
+        stale.is_empty(),
+        "k8s/base has files the generator does not write: {stale:?} (run `{REGENERATE}`, \
+         which removes stale dashboard copies)"
+    );
+}
+
+/// A generated file without its opening comment lines.
+fn without_header(text: &str) -> String {
+    text.lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// The Prometheus config for the k8s spec: the generator's (every
 /// coordinator and node by its DNS name, the labels the dashboards expect)
 /// without the gateway, which Kubernetes does not run.
@@ -870,22 +917,15 @@ fn k8s_prometheus_config() -> String {
         Path::new("/etc/prometheus/alerts.yml"),
         false,
     );
-    let (first, rest) = generated.split_once('\n').unwrap();
-    assert!(first.starts_with('#'));
-    format!(
-        "# Generated from k8s/base/cluster.toml by cluster/tests/k8s.rs\n\
-         # (CART_K8S_UPDATE=1 rewrites it); do not edit. No gateway in Kubernetes.\n{rest}"
-    )
+    without_header(&generated)
 }
 
 #[test]
 fn the_observability_files_are_the_repositorys() {
-    let update = std::env::var("CART_K8S_UPDATE").is_ok_and(|v| v == "1");
     let base = repo().join("k8s/base/observability");
     let mut expected = vec![
-        ("prometheus.yml".to_string(), k8s_prometheus_config()),
         (
-            "alerts.yml".into(),
+            "alerts.yml".to_string(),
             std::fs::read_to_string(repo().join("dashboards/prometheus/alerts.yml")).unwrap(),
         ),
         (
@@ -915,19 +955,23 @@ fn the_observability_files_are_the_repositorys() {
             std::fs::read_to_string(d).unwrap(),
         ));
     }
+    // The scrape config (below its opening comment) is the generator's for
+    // the committed k8s spec.
+    let prometheus = std::fs::read_to_string(base.join("prometheus.yml")).unwrap();
+    assert!(
+        without_header(&prometheus) == k8s_prometheus_config(),
+        "k8s/base/observability/prometheus.yml is out of date: run `{REGENERATE}`"
+    );
+    expected.push(("prometheus.yml".into(), prometheus));
     // Every dashboard is in the generator of the kustomization.
     let kustomization =
         std::fs::read_to_string(repo().join("k8s/base/kustomization.yaml")).unwrap();
     for (name, content) in &expected {
         let path = base.join(name);
-        if update {
-            std::fs::write(&path, content).unwrap();
-        }
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             &committed == content,
-            "k8s/base/observability/{name} is out of date: \
-             CART_K8S_UPDATE=1 cargo nextest run -p cart-cluster --test k8s"
+            "k8s/base/observability/{name} is out of date: run `{REGENERATE}`"
         );
         assert!(
             kustomization.contains(&format!("observability/{name}")),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use cart_cluster::harness::Role;
 use cart_common::Service;
 use cart_services::domain::{Query, Reply};
-use common::{cluster, local_read, Client};
+use common::{cluster, local_read, metric, Client};
 
 const SNAPSHOT_EVERY: u64 = 50;
 
@@ -135,5 +135,18 @@ async fn a_follower_behind_the_purged_log_catches_up_from_a_snapshot() {
     assert!(
         status.snapshot.is_some(),
         "follower caught up without a snapshot: {status:?}"
+    );
+    // And that snapshot came from the leader: the restarted process counts
+    // the snapshots it installed (a snapshot it built from entries it was
+    // sent would not count).
+    let addr = cluster
+        .spec
+        .node_addr(Service::Payment, follower)
+        .expect("follower address");
+    let installed = metric(&addr, "cart_raft_snapshots_installed_total", &[]).await;
+    assert!(
+        installed.is_some_and(|n| n >= 1.0),
+        "follower {follower} caught up without installing the leader's snapshot \
+         (cart_raft_snapshots_installed_total = {installed:?}): {status:?}"
     );
 }
