@@ -13,6 +13,7 @@ use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::admin::{
     nodes_path, service_path, CheckReport, CheckStarted, Event, CHECK_ALL_PATH, EVENTS_PATH,
 };
+use cart_common::paths::FAULT_PATH;
 use cart_common::spec::StorageBackend;
 use cart_common::Service;
 use cart_services::consistency::digest::leaf_of;
@@ -43,14 +44,16 @@ fn token(cluster: &LocalCluster) -> String {
 /// Changes (or deletes) a stored row on one replica only, as corruption.
 async fn corrupt(cluster: &LocalCluster, node: u64, key: &str, value: Option<&str>) {
     let addr = cluster.spec.node_addr(Service::Stock, node).unwrap();
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}/fault/corrupt"))
-        .bearer_auth(token(cluster))
-        .json(&json!({ "table": "items", "key": key, "value": value }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let row = json!({ "table": "items", "key": key, "value": value });
+    let (status, body) = admin_call(
+        Method::POST,
+        &addr,
+        FAULT_PATH,
+        Some(&token(cluster)),
+        Some(row),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Starts an operation (`check`, `repair`) through coordinator 0 of stock.
@@ -355,27 +358,25 @@ async fn check_repair_and_faults_need_their_credentials() {
     }
     // The fault hook needs the admin token even where it is enabled…
     let node = cluster.spec.node_addr(Service::Stock, 1).unwrap();
-    let resp = reqwest::Client::new()
-        .post(format!("http://{node}/fault/corrupt"))
-        .json(&json!({ "table": "items", "key": "1", "value": "x" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+    let row = json!({ "table": "items", "key": "1", "value": "x" });
+    let (status, _) = admin_call(Method::POST, &node, FAULT_PATH, None, Some(row)).await;
+    assert_eq!(status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fault_hook_is_off_unless_the_node_was_started_with_the_flag() {
     let cluster = common::cluster(&[Service::Stock], |_| {});
     let node = cluster.spec.node_addr(Service::Stock, 1).unwrap();
-    let resp = reqwest::Client::new()
-        .post(format!("http://{node}/fault/corrupt"))
-        .bearer_auth(token(&cluster))
-        .json(&json!({ "table": "items", "key": "1", "value": "x" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
+    let row = json!({ "table": "items", "key": "1", "value": "x" });
+    let (status, _) = admin_call(
+        Method::POST,
+        &node,
+        FAULT_PATH,
+        Some(&token(&cluster)),
+        Some(row),
+    )
+    .await;
+    assert_eq!(status, 403);
 }
 
 common::on_both_backends!(a_corrupted_key_is_found_in_its_bucket_and_repaired);

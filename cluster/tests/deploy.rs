@@ -30,15 +30,9 @@ fn the_committed_compose_deployment_is_the_generators_output() {
 /// `docker-compose config -q` on a compose file; `false` (skipped) when
 /// docker-compose is not installed here.
 fn docker_compose_accepts(file: &Path) -> bool {
-    let found = Path::new("/usr/bin/docker-compose");
-    if !found.is_file() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "docker-compose missing under CI: scripts/install-test-tools"
-        );
-        eprintln!("skipping: docker-compose not installed (scripts/install-test-tools)");
+    let Some(found) = cart_cluster::harness::require_tool("docker-compose") else {
         return false;
-    }
+    };
     let out = Command::new(found)
         .arg("-f")
         .arg(file)
