@@ -150,7 +150,9 @@ impl Default for RaftSection {
 pub struct LimitsSection {
     /// Requests a gateway or coordinator works on at once; more get 429.
     pub max_in_flight: usize,
-    /// Gateway → coordinator connect timeout.
+    /// How long any internal call may take to connect: gateway →
+    /// coordinator, coordinator → node, node → node (saga steps, checks),
+    /// and the admin tools' calls.
     pub connect_timeout_ms: u64,
     /// How long a coordinator keeps trying (following leaders, retrying)
     /// before it answers 503.
@@ -164,7 +166,9 @@ pub struct LimitsSection {
     /// (following the transaction, or a new order leader), so that it never
     /// gives up before the leader has answered; 503 `checkout_pending` after.
     pub checkout_follow_ms: u64,
-    /// Backstop on one gateway → coordinator attempt. A hung coordinator is
+    /// The gateway's whole bound on one client request, over every attempt
+    /// at a coordinator (it tries another after a connection failure or a
+    /// coordinator that goes unhealthy meanwhile). A hung coordinator is
     /// normally dropped much sooner by the gateway's health checks. Must
     /// exceed a checkout's whole wait.
     pub gateway_timeout_ms: u64,
