@@ -104,7 +104,8 @@ impl LocalCluster {
     }
 
     /// Waits until every coordinator of every service of this cluster
-    /// reports a leader and every node up, every node it started included: the state tests and tools start
+    /// reports a leader and every node up and holding the group's log (it
+    /// has applied an entry), every node it started included: the state tests and tools start
     /// from once `wait_ready` has passed (coordinators probe on their own
     /// schedule, so ready processes may not have seen each other yet).
     pub fn wait_settled(&self, timeout: Duration) -> anyhow::Result<()> {
@@ -123,7 +124,10 @@ impl LocalCluster {
                         });
                         let settled = code == 200
                             && view.leader.is_some()
-                            && view.nodes.iter().all(|n| n.status == NodeHealth::Up)
+                            && view
+                                .nodes
+                                .iter()
+                                .all(|n| n.status == NodeHealth::Up && n.applied_index.is_some())
                             && started
                                 .into_iter()
                                 .all(|id| view.nodes.iter().any(|n| n.id == id));
