@@ -23,21 +23,21 @@ use tracing::Instrument;
 
 use crate::metrics::METRICS;
 use crate::routes::reply;
-use crate::server::Coordinator;
+use crate::state::Coordinator;
 
 /// Pauses between asking again about an unfinished transaction.
 const FOLLOW_FIRST: Duration = Duration::from_millis(20);
 const FOLLOW_MAX: Duration = Duration::from_millis(250);
 
 pub async fn run(c: &Coordinator, key: &RequestKey, order_id: &str) -> Result<(), ApiError> {
-    let limits = &c.spec.limits;
+    let limits = &c.spec().limits;
     let wait = Duration::from_millis(
         limits
             .checkout_timeout_ms
             .saturating_add(limits.checkout_follow_ms),
     );
     let give_up = Instant::now() + wait;
-    let result = match c.own.checkout(key, order_id, wait).await {
+    let result = match c.own().checkout(key, order_id, wait).await {
         Ok(CheckoutReply::Ended(outcome)) => ended(reply(Ok(outcome))),
         Ok(CheckoutReply::Unfinished { tx_id }) => {
             let span = tracing::info_span!("checkout.follow", tx_id = %tx_id);
@@ -109,7 +109,7 @@ async fn follow(
                  for its outcome (it is never applied twice)",
             ));
         }
-        match c.own.checkout(key, order_id, left).await {
+        match c.own().checkout(key, order_id, left).await {
             Ok(CheckoutReply::Ended(outcome)) => return ended(reply(Ok(outcome))),
             Ok(CheckoutReply::Unfinished { .. }) => {}
             // Not answered this time (a leader change): ask again.
