@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cart_common::{ApiError, Service};
-use cart_services::domain::{Command, Outcome, Query, Reply, MAX_BATCH_INIT};
+use cart_services::domain::{
+    Command, Outcome, Query, Rejection, RejectionCode, Reply, MAX_BATCH_INIT,
+};
 use cart_services::request_key::{self, RequestKey};
 use serde_json::{json, Value};
 
@@ -46,18 +48,20 @@ impl FromRequestParts<Arc<Coordinator>> for ClientRequest {
     }
 }
 
-/// The reply of an outcome, or the 400 of its rejection.
-/// A request id reused for another operation is a 409, every other refusal
-/// a 400.
+/// The reply of an outcome, or the 4xx of its rejection (`refusal`).
 pub fn reply(result: Result<Outcome, ApiError>) -> Result<Reply, ApiError> {
-    match result? {
-        Ok(reply) => Ok(reply),
-        Err(rejection) if rejection.error == request_key::CONFLICT => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            &rejection.error,
-            rejection.message,
-        )),
-        Err(rejection) => Err(ApiError::bad_request(&rejection.error, rejection.message)),
+    result?.map_err(refusal)
+}
+
+/// A request id reused for another operation is a 409, every other refusal
+/// a 400, with the rejection's code.
+pub fn refusal(rejection: Rejection) -> ApiError {
+    let code = rejection.error.as_str();
+    match rejection.error {
+        RejectionCode::RequestIdConflict => {
+            ApiError::new(StatusCode::CONFLICT, code, rejection.message)
+        }
+        _ => ApiError::bad_request(code, rejection.message),
     }
 }
 

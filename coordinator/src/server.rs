@@ -28,6 +28,10 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
         .coordinator(service, index)
         .ok_or_else(|| anyhow::anyhow!("{service} has no coordinator {index} in the spec"))?;
     let state = Arc::new(Coordinator::new(&spec, service, index));
+    // Only the order service checks out.
+    if service == Service::Order {
+        crate::checkout::init_series();
+    }
     tokio::spawn(state.health().clone().run());
     tokio::spawn(crate::events::sync_loop(
         state.events().clone(),

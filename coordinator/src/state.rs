@@ -1,7 +1,7 @@
 //! A coordinator's state: its service, the spec, the client of its own
 //! Raft group and of the services it calls, its node-down protocol and its
 //! event log — and the methods its handlers (`routes`, `checkout`, `admin`,
-//! `server`) reach them through. It imports none of them.
+//! `server`) reach them through. It imports no handler.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,22 +32,6 @@ impl Coordinator {
         let name = format!("{service}-coordinator-{index}");
         let events = Arc::new(EventLog::new(name, spec.health.events_kept));
         let health = Arc::new(Health::new(spec, service, events.clone()));
-        // Only the order service calls others (addItem, checkout, create).
-        if service == Service::Order {
-            for outcome in [
-                "paid",
-                "already_paid",
-                "insufficient_credit",
-                "insufficient_stock",
-                "rejected",
-                "failed",
-            ] {
-                crate::metrics::METRICS
-                    .checkouts
-                    .with_label_values(&[outcome])
-                    .inc_by(0);
-            }
-        }
         let peers = match service {
             Service::Order => [Service::Payment, Service::Stock]
                 .into_iter()

@@ -17,9 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::checker::{LeavesRequest, Operation, RowsRequest};
 use crate::domain::Table;
-use crate::node::http::not_leader;
+use crate::node::http::propose_error;
 use crate::node::state::Node;
-use crate::raft::proposer::ProposeError;
 
 pub const FAULT_PATH: &str = "/fault/corrupt";
 
@@ -75,9 +74,7 @@ pub(crate) async fn start(State(n): State<Arc<Node>>, Json(op): Json<Operation>)
             check_id,
         })
         .into_response(),
-        Err(ProposeError::NotLeader(f)) => not_leader(f),
-        Err(ProposeError::Overloaded) => ApiError::overloaded().into_response(),
-        Err(ProposeError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
+        Err(e) => propose_error(e),
     }
 }
 

@@ -16,13 +16,10 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::BasicNode;
 
 use super::state::Node;
-use crate::api::{
-    CheckoutReply, CheckoutRequest, NodeStatus, NotLeader, ReadRequest, WriteRequest,
-};
+use crate::api::{CheckoutRequest, NodeStatus, NotLeader, ReadRequest, WriteRequest};
 use crate::domain::Outcome;
 use crate::raft::proposer::ProposeError;
 use crate::raft::TypeConfig;
-use crate::saga::CheckoutAnswer;
 
 pub(super) async fn append(
     State(n): State<Arc<Node>>,
@@ -82,9 +79,16 @@ pub(super) async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteReque
     };
     match proposed {
         Ok(outcome) => answer(outcome),
-        Err(ProposeError::NotLeader(f)) => not_leader(f),
-        Err(ProposeError::Overloaded) => ApiError::overloaded().into_response(),
-        Err(ProposeError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
+        Err(e) => propose_error(e),
+    }
+}
+
+/// 421 to the leader, 429 overloaded, or 503.
+pub(crate) fn propose_error(e: ProposeError) -> Response {
+    match e {
+        ProposeError::NotLeader(f) => not_leader(f),
+        ProposeError::Overloaded => ApiError::overloaded().into_response(),
+        ProposeError::Unavailable(e) => ApiError::unavailable(e).into_response(),
     }
 }
 
@@ -101,17 +105,8 @@ pub(super) async fn checkout(
             .into_response();
     }
     match sagas.checkout(&req.key, &req.order_id).await {
-        CheckoutAnswer::Done(outcome) => Json(CheckoutReply::Ended(outcome)).into_response(),
-        CheckoutAnswer::NotLeader(f) => not_leader(f),
-        CheckoutAnswer::Overloaded => ApiError::overloaded().into_response(),
-        // Begun: hand over what the coordinator can follow, not a guess.
-        CheckoutAnswer::Pending {
-            tx_id: Some(tx_id), ..
-        } => Json(CheckoutReply::Unfinished { tx_id }).into_response(),
-        CheckoutAnswer::Pending {
-            reason,
-            tx_id: None,
-        } => ApiError::unavailable(reason).into_response(),
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => propose_error(e),
     }
 }
 
