@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use cart_common::http::{self as chttp, BodyLimits, ServerLabels, REQUEST_ID};
-use cart_common::metrics::counter_vec;
+use cart_common::metrics::{counter_vec, precreate};
 use cart_common::paths::{METRICS_PATH, READY_PATH};
 use cart_common::{ApiError, ClusterSpec, Service};
 use prometheus::IntCounterVec;
@@ -161,16 +161,10 @@ pub async fn run(spec: ClusterSpec) -> anyhow::Result<()> {
     for pool in gateway.pools.values() {
         for upstream in &pool.upstreams {
             // Alerted-on series exist at 0 from start-up.
-            for reason in ["connect", "timeout", "unhealthy"] {
-                UPSTREAM_FAILURES
-                    .with_label_values(&[upstream.service.name(), &upstream.public, reason])
-                    .inc_by(0);
-            }
-            for state in ["healthy", "unhealthy"] {
-                HEALTH_TRANSITIONS
-                    .with_label_values(&[upstream.service.name(), &upstream.public, state])
-                    .inc_by(0);
-            }
+            let labels = |last| [upstream.service.name(), upstream.public.as_str(), last];
+            let reasons = ["connect", "timeout", "unhealthy"];
+            precreate(&*UPSTREAM_FAILURES, reasons.map(labels));
+            precreate(&*HEALTH_TRANSITIONS, ["healthy", "unhealthy"].map(labels));
             tokio::spawn(health_check(
                 upstream.clone(),
                 Duration::from_millis(spec.health.interval_ms),

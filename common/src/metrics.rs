@@ -78,6 +78,38 @@ fn invalid(name: &str, e: prometheus::Error) -> ! {
     panic!("invalid metric {name}: {e}")
 }
 
+/// A labelled metric family whose series can exist before anything is
+/// counted or observed.
+pub trait LabelledFamily {
+    /// Creates the series of `labels` (at 0) unless it exists; an existing
+    /// series keeps its value.
+    fn touch(&self, labels: &[&str]);
+}
+
+impl LabelledFamily for IntCounterVec {
+    fn touch(&self, labels: &[&str]) {
+        self.with_label_values(labels).inc_by(0);
+    }
+}
+
+impl LabelledFamily for HistogramVec {
+    fn touch(&self, labels: &[&str]) {
+        self.with_label_values(labels);
+    }
+}
+
+/// Pre-creates one series per label set, so that alerts and dashboards see
+/// every series at 0 from start-up rather than from its first event:
+/// `precreate(&m.retries, Step::ALL.map(|s| [s.as_str()]))`.
+pub fn precreate<'a, L: AsRef<[&'a str]>>(
+    family: &impl LabelledFamily,
+    label_sets: impl IntoIterator<Item = L>,
+) {
+    for labels in label_sets {
+        family.touch(labels.as_ref());
+    }
+}
+
 /// The text exposition of every registered metric, for `/metrics`.
 pub fn render() -> String {
     let mut buf = Vec::new();

@@ -23,7 +23,7 @@ use cart_services::consistency::checker::{Operation, CONSISTENCY_PATH};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::server::Coordinator;
+use crate::state::Coordinator;
 
 /// Events in a view unless the caller asks for another number.
 const DEFAULT_EVENTS: usize = 100;
@@ -76,10 +76,10 @@ async fn cluster(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>
     let services = futures::future::join_all(views).await;
     Json(ClusterView {
         generated_at_ms: cart_services::raft::now_ms(),
-        reported_by: c.events.name.clone(),
+        reported_by: c.events().name.clone(),
         services,
         events: c
-            .events
+            .events()
             .history(q.service.as_deref(), q.limit.unwrap_or(DEFAULT_EVENTS)),
     })
     .into_response()
@@ -95,25 +95,25 @@ async fn events(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>)
         return e.into_response();
     }
     Json(
-        c.events
+        c.events()
             .history(q.service.as_deref(), q.limit.unwrap_or(DEFAULT_EVENTS)),
     )
     .into_response()
 }
 
 async fn own_events(State(c): State<Arc<Coordinator>>, Query(q): Query<OwnQuery>) -> Response {
-    Json(c.events.own_after(q.after, q.incarnation.as_deref())).into_response()
+    Json(c.events().own_after(q.after, q.incarnation.as_deref())).into_response()
 }
 
 /// This coordinator's own service from its own probes; another service from
 /// the first of that service's coordinators that answers.
 async fn service_view(c: &Coordinator, service: Service) -> ServiceView {
-    if service == c.service {
+    if service == c.service() {
         return own_view(c);
     }
     let path = admin::service_path(service.name());
     let mut last_error = String::from("no coordinators");
-    for coord in c.spec.coordinators(service) {
+    for coord in c.spec().coordinators(service) {
         match forward(c, Method::GET, &coord.admin, &path, None, None).await {
             Ok((200, body)) => match serde_json::from_value::<ServiceView>(body) {
                 Ok(view) => return view,
@@ -125,7 +125,7 @@ async fn service_view(c: &Coordinator, service: Service) -> ServiceView {
     }
     ServiceView {
         service: service.to_string(),
-        reported_by: c.events.name.clone(),
+        reported_by: c.events().name.clone(),
         leader: None,
         term: None,
         nodes: vec![],
@@ -138,26 +138,26 @@ async fn service_view(c: &Coordinator, service: Service) -> ServiceView {
 }
 
 fn own_view(c: &Coordinator) -> ServiceView {
-    let leader = c.health.leader();
+    let leader = c.health().leader();
     ServiceView {
-        service: c.service.to_string(),
-        reported_by: c.events.name.clone(),
+        service: c.service().to_string(),
+        reported_by: c.events().name.clone(),
         leader: leader.map(|(l, _)| l),
         term: leader.map(|(_, t)| t),
-        nodes: c.health.node_views(),
-        coordinators: coordinator_views(c, c.service),
+        nodes: c.health().node_views(),
+        coordinators: coordinator_views(c, c.service()),
         error: None,
-        last_check: c.health.last_check(),
+        last_check: c.health().last_check(),
     }
 }
 
 fn coordinator_views(c: &Coordinator, service: Service) -> Vec<CoordinatorView> {
-    c.spec
+    c.spec()
         .coordinators(service)
         .into_iter()
         .map(|coord| CoordinatorView {
-            reachable: coord.admin == c.admin_addr
-                || c.events.reachable(&coord.admin).unwrap_or(false),
+            reachable: coord.admin == c.admin_addr()
+                || c.events().reachable(&coord.admin).unwrap_or(false),
             index: coord.index,
             public: coord.public,
             admin: coord.admin,
@@ -181,7 +181,7 @@ async fn add_node(
         )
     })?;
     check_node_id(req.id)?;
-    if service != c.service {
+    if service != c.service() {
         let path = admin::nodes_path(service.name());
         let body = serde_json::to_value(&req).unwrap_or_default();
         return Ok(
@@ -189,7 +189,7 @@ async fn add_node(
         );
     }
     if let Some(given) = &req.addr {
-        if !c.spec.allows_node_addr(service, req.id, given) {
+        if !c.spec().allows_node_addr(service, req.id, given) {
             return Err(ApiError::bad_request(
                 "bad_addr",
                 format!(
@@ -202,16 +202,16 @@ async fn add_node(
     }
     let addr = req
         .addr
-        .or_else(|| c.spec.node_addr(service, req.id))
+        .or_else(|| c.spec().node_addr(service, req.id))
         .ok_or_else(|| ApiError::bad_request("bad_addr", "no address for that node id"))?;
     let body = AddNode {
         id: req.id,
         addr: Some(addr.clone()),
     };
-    let changed: MembershipChanged = c.own.admin(ADD_MEMBER_PATH, &body).await?;
-    c.health.watch(req.id, addr.clone());
+    let changed: MembershipChanged = c.own().admin(ADD_MEMBER_PATH, &body).await?;
+    c.health().watch(req.id, addr.clone());
     if changed.changed {
-        c.events.record(
+        c.events().record(
             service.name(),
             "member_added",
             Some(req.id),
@@ -229,16 +229,16 @@ async fn remove_node(
 ) -> Answer {
     let service = parse_service(&name)?;
     let id = parse_node_id(&id)?;
-    if service != c.service {
+    if service != c.service() {
         let path = format!("{}/{id}", admin::nodes_path(service.name()));
         return Ok(forward_to_service(&c, service, Method::DELETE, &path, None, &headers).await);
     }
     let changed: MembershipChanged = c
-        .own
+        .own()
         .admin(REMOVE_MEMBER_PATH, &RemoveMember { id })
         .await?;
     if changed.changed {
-        c.events.record(
+        c.events().record(
             service.name(),
             "member_removed",
             Some(id),
@@ -336,14 +336,18 @@ async fn operation(
     path: &str,
     headers: &HeaderMap,
 ) -> Response {
-    if service != c.service {
+    if service != c.service() {
         let body = match &op {
             Operation::Repair { node } => Some(json!({ "node": node })),
             _ => None,
         };
         return forward_to_service(c, service, Method::POST, path, body, headers).await;
     }
-    match c.own.admin::<_, CheckStarted>(CONSISTENCY_PATH, &op).await {
+    match c
+        .own()
+        .admin::<_, CheckStarted>(CONSISTENCY_PATH, &op)
+        .await
+    {
         Ok(started) => Json(started).into_response(),
         Err(e) => e.into_response(),
     }
@@ -374,7 +378,7 @@ async fn forward_to_service(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let mut last_error = String::new();
-    for coord in c.spec.coordinators(service) {
+    for coord in c.spec().coordinators(service) {
         match forward(c, method.clone(), &coord.admin, path, body.clone(), auth).await {
             Ok((status, body)) => {
                 let status = axum::http::StatusCode::from_u16(status)
@@ -399,7 +403,7 @@ async fn forward(
     auth: Option<&str>,
 ) -> Result<(u16, serde_json::Value), reqwest::Error> {
     let mutating = method != Method::GET;
-    let mut req = c.admin_client.request(method, admin_addr, path);
+    let mut req = c.admin_client().request(method, admin_addr, path);
     // A forwarded membership change waits for a learner to catch up.
     if !mutating {
         req = req.timeout(FORWARD_TIMEOUT);

@@ -15,74 +15,120 @@
 use std::time::{Duration, Instant};
 
 use cart_common::backoff::Backoff;
+use cart_common::metrics::precreate;
 use cart_common::ApiError;
 use cart_services::api::CheckoutReply;
-use cart_services::domain::{Checkout, CheckoutState, Reply};
+use cart_services::domain::RejectionCode;
 use cart_services::request_key::RequestKey;
 use tracing::Instrument;
 
 use crate::metrics::METRICS;
-use crate::routes::reply;
-use crate::server::Coordinator;
+use crate::routes::refusal;
+use crate::state::Coordinator;
 
 /// Pauses between asking again about an unfinished transaction.
 const FOLLOW_FIRST: Duration = Duration::from_millis(20);
 const FOLLOW_MAX: Duration = Duration::from_millis(250);
 
+/// How a checkout request ended, as the `outcome` label of
+/// `cart_checkouts_total` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckoutOutcome {
+    Paid,
+    AlreadyPaid,
+    InsufficientCredit,
+    InsufficientStock,
+    /// Any other refusal (4xx).
+    Rejected,
+    /// No definite answer (5xx).
+    Failed,
+}
+
+impl CheckoutOutcome {
+    pub const ALL: [Self; 6] = [
+        Self::Paid,
+        Self::AlreadyPaid,
+        Self::InsufficientCredit,
+        Self::InsufficientStock,
+        Self::Rejected,
+        Self::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::AlreadyPaid => "already_paid",
+            Self::InsufficientCredit => "insufficient_credit",
+            Self::InsufficientStock => "insufficient_stock",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn refused(code: RejectionCode) -> Self {
+        match code {
+            RejectionCode::InsufficientCredit => Self::InsufficientCredit,
+            RejectionCode::InsufficientStock => Self::InsufficientStock,
+            _ => Self::Rejected,
+        }
+    }
+}
+
+/// Every outcome's series exists at 0 from start-up.
+pub fn init_series() {
+    precreate(
+        &METRICS.checkouts,
+        CheckoutOutcome::ALL.map(|o| [o.as_str()]),
+    );
+}
+
+/// A checkout's outcome label and what the client gets.
+type Ended = (CheckoutOutcome, Result<(), ApiError>);
+
 pub async fn run(c: &Coordinator, key: &RequestKey, order_id: &str) -> Result<(), ApiError> {
-    let limits = &c.spec.limits;
+    let limits = &c.spec().limits;
     let wait = Duration::from_millis(
         limits
             .checkout_timeout_ms
             .saturating_add(limits.checkout_follow_ms),
     );
     let give_up = Instant::now() + wait;
-    let result = match c.own.checkout(key, order_id, wait).await {
-        Ok(CheckoutReply::Ended(outcome)) => ended(reply(Ok(outcome))),
+    let (outcome, result) = match c.own().checkout(key, order_id, wait).await {
         Ok(CheckoutReply::Unfinished { tx_id }) => {
             let span = tracing::info_span!("checkout.follow", tx_id = %tx_id);
             follow(c, key, order_id, &tx_id, give_up)
                 .instrument(span)
                 .await
         }
-        Err(e) => Err(e),
+        Ok(reply) => ended(reply),
+        Err(e) => failed(e),
     };
-    let outcome = match &result {
-        Ok(o) => *o,
-        Err(e) if e.status.is_client_error() => match e.body.error.as_str() {
-            "insufficient_credit" => "insufficient_credit",
-            "insufficient_stock" => "insufficient_stock",
-            _ => "rejected",
-        },
-        Err(_) => "failed",
-    };
-    METRICS.checkouts.with_label_values(&[outcome]).inc();
-    result.map(|_| ())
+    METRICS
+        .checkouts
+        .with_label_values(&[outcome.as_str()])
+        .inc();
+    result
 }
 
 /// The answer to a checkout whose saga ended (or never began).
-fn ended(reply: Result<Reply, ApiError>) -> Result<&'static str, ApiError> {
-    match reply? {
-        Reply::Checkout(checkout) => finished(&checkout).unwrap_or_else(|| {
-            Err(ApiError::internal(format!(
-                "checkout answered while {:?}",
-                checkout.state
-            )))
-        }),
-        Reply::Paid { newly: false } => Ok("already_paid"),
-        other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
+fn ended(reply: CheckoutReply) -> Ended {
+    match reply {
+        CheckoutReply::Paid => (CheckoutOutcome::Paid, Ok(())),
+        CheckoutReply::AlreadyPaid => (CheckoutOutcome::AlreadyPaid, Ok(())),
+        CheckoutReply::Refused(r) => (CheckoutOutcome::refused(r.error), Err(refusal(r))),
+        CheckoutReply::Unfinished { tx_id } => failed(ApiError::internal(format!(
+            "checkout {tx_id:?} answered as ended while unfinished"
+        ))),
     }
 }
 
-/// The outcome of a checkout that has ended; `None` while it runs.
-fn finished(checkout: &Checkout) -> Option<Result<&'static str, ApiError>> {
-    match &checkout.state {
-        CheckoutState::Committed => Some(Ok("paid")),
-        CheckoutState::Aborted { error, message, .. } => {
-            Some(Err(ApiError::bad_request(error, message.clone())))
-        }
-        CheckoutState::Started | CheckoutState::Aborting { .. } => None,
-    }
+fn failed(e: ApiError) -> Ended {
+    let outcome = if e.status.is_client_error() {
+        CheckoutOutcome::Rejected
+    } else {
+        CheckoutOutcome::Failed
+    };
+    (outcome, Err(e))
 }
 
 /// Follows a transaction the leader could not finish in its bound, until it
@@ -96,22 +142,22 @@ async fn follow(
     order_id: &str,
     tx_id: &str,
     give_up: Instant,
-) -> Result<&'static str, ApiError> {
+) -> Ended {
     METRICS.checkouts_followed.inc();
     let mut backoff = Backoff::new(FOLLOW_FIRST, FOLLOW_MAX);
     loop {
         let left = give_up.saturating_duration_since(Instant::now());
         if left < FOLLOW_MAX {
-            return Err(ApiError::new(
+            return failed(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "checkout_pending",
                 "the checkout has not ended yet; it goes on — retry with the same X-Request-Id \
                  for its outcome (it is never applied twice)",
             ));
         }
-        match c.own.checkout(key, order_id, left).await {
-            Ok(CheckoutReply::Ended(outcome)) => return ended(reply(Ok(outcome))),
+        match c.own().checkout(key, order_id, left).await {
             Ok(CheckoutReply::Unfinished { .. }) => {}
+            Ok(reply) => return ended(reply),
             // Not answered this time (a leader change): ask again.
             Err(e) => tracing::debug!(tx_id, error = %e, "following checkout"),
         }

@@ -233,12 +233,10 @@ pub async fn sync_loop(log: std::sync::Arc<EventLog>, spec: ClusterSpec, own_adm
         .map(|c| c.admin)
         .filter(|a| *a != own_admin)
         .collect();
-    for peer in &peers {
-        METRICS
-            .event_sync_failures
-            .with_label_values(&[peer])
-            .inc_by(0);
-    }
+    cart_common::metrics::precreate(
+        &METRICS.event_sync_failures,
+        peers.iter().map(|peer| [peer.as_str()]),
+    );
     loop {
         let pulls = peers.iter().map(|peer| pull(&log, &client, peer));
         futures::future::join_all(pulls).await;

@@ -22,6 +22,7 @@ use serde_json::json;
 use crate::events::EventLog;
 use crate::metrics::METRICS;
 use crate::node_state::{self, DownSource, Observation, Rules, Transition};
+use cart_common::metrics::precreate;
 
 pub struct Health {
     service: Service,
@@ -101,11 +102,8 @@ impl Health {
         for n in spec.nodes(service) {
             init_node_series(service, n.id);
         }
-        METRICS
-            .leader_changes
-            .with_label_values(&[service.name()])
-            .inc_by(0);
-        METRICS.detection.with_label_values(&[service.name()]);
+        precreate(&METRICS.leader_changes, [[service.name()]]);
+        precreate(&METRICS.detection, [[service.name()]]);
         Self {
             service,
             client: InternalClient::new(timeout, timeout),
@@ -609,10 +607,14 @@ impl Health {
 fn init_node_series(service: Service, id: NodeId) {
     let node = id.to_string();
     let labels = [service.name(), node.as_str()];
-    METRICS.node_down.with_label_values(&labels).inc_by(0);
-    METRICS.node_up.with_label_values(&labels).inc_by(0);
-    METRICS.caught_up.with_label_values(&labels).inc_by(0);
-    METRICS.probe_failures.with_label_values(&labels).inc_by(0);
+    for counter in [
+        &METRICS.node_down,
+        &METRICS.node_up,
+        &METRICS.caught_up,
+        &METRICS.probe_failures,
+    ] {
+        precreate(counter, [labels]);
+    }
     METRICS.node_is_up.with_label_values(&labels).set(0);
 }
 

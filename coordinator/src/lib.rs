@@ -15,3 +15,4 @@ pub mod node_state;
 pub mod params;
 pub mod routes;
 pub mod server;
+pub mod state;

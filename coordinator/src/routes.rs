@@ -10,13 +10,15 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cart_common::{ApiError, Service};
-use cart_services::domain::{Command, Outcome, Query, Reply, MAX_BATCH_INIT};
+use cart_services::domain::{
+    Command, Outcome, Query, Rejection, RejectionCode, Reply, MAX_BATCH_INIT,
+};
 use cart_services::request_key::{self, RequestKey};
 use serde_json::{json, Value};
 
 use crate::checkout;
 use crate::params::{amount, count, id, Params};
-use crate::server::Coordinator;
+use crate::state::Coordinator;
 
 type Answer = Result<Json<Value>, ApiError>;
 type App = State<Arc<Coordinator>>;
@@ -41,23 +43,25 @@ impl FromRequestParts<Arc<Coordinator>> for ClientRequest {
         let Params(params) = Params::from_request_parts(parts, c).await?;
         let params: Vec<&str> = params.iter().map(String::as_str).collect();
         let fingerprint =
-            request_key::fingerprint(c.service.name(), parts.method.as_str(), &route, &params);
+            request_key::fingerprint(c.service().name(), parts.method.as_str(), &route, &params);
         Ok(ClientRequest(RequestKey::client(&id, fingerprint)))
     }
 }
 
-/// The reply of an outcome, or the 400 of its rejection.
-/// A request id reused for another operation is a 409, every other refusal
-/// a 400.
+/// The reply of an outcome, or the 4xx of its rejection (`refusal`).
 pub fn reply(result: Result<Outcome, ApiError>) -> Result<Reply, ApiError> {
-    match result? {
-        Ok(reply) => Ok(reply),
-        Err(rejection) if rejection.error == request_key::CONFLICT => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            &rejection.error,
-            rejection.message,
-        )),
-        Err(rejection) => Err(ApiError::bad_request(&rejection.error, rejection.message)),
+    result?.map_err(refusal)
+}
+
+/// A request id reused for another operation is a 409, every other refusal
+/// a 400, with the rejection's code.
+pub fn refusal(rejection: Rejection) -> ApiError {
+    let code = rejection.error.as_str();
+    match rejection.error {
+        RejectionCode::RequestIdConflict => {
+            ApiError::new(StatusCode::CONFLICT, code, rejection.message)
+        }
+        _ => ApiError::bad_request(code, rejection.message),
     }
 }
 
@@ -116,7 +120,7 @@ async fn create_item(State(c): App, ClientRequest(key): ClientRequest, p: Params
         item_id: new_id(),
         price,
     };
-    match reply(c.own.write(&key, cmd).await)? {
+    match reply(c.own().write(&key, cmd).await)? {
         Reply::Created { id } => Ok(Json(json!({ "item_id": id }))),
         other => Err(unexpected(other)),
     }
@@ -124,7 +128,7 @@ async fn create_item(State(c): App, ClientRequest(key): ClientRequest, p: Params
 
 async fn find_item(State(c): App, p: Params) -> Answer {
     let item_id = id("item_id", p.get(0))?.to_string();
-    match reply(c.own.read(Query::FindItem { item_id }).await)? {
+    match reply(c.own().read(Query::FindItem { item_id }).await)? {
         Reply::Item(item) => Ok(Json(json!({ "stock": item.stock, "price": item.price }))),
         other => Err(unexpected(other)),
     }
@@ -135,7 +139,7 @@ async fn add_stock(State(c): App, ClientRequest(key): ClientRequest, p: Params) 
         item_id: id("item_id", p.get(0))?.to_string(),
         amount: amount("amount", p.get(1))?,
     };
-    reply(c.own.write(&key, cmd).await)?;
+    reply(c.own().write(&key, cmd).await)?;
     done()
 }
 
@@ -144,7 +148,7 @@ async fn subtract_stock(State(c): App, ClientRequest(key): ClientRequest, p: Par
         item_id: id("item_id", p.get(0))?.to_string(),
         amount: amount("amount", p.get(1))?,
     };
-    reply(c.own.write(&key, cmd).await)?;
+    reply(c.own().write(&key, cmd).await)?;
     done()
 }
 
@@ -154,7 +158,7 @@ async fn batch_init_items(State(c): App, ClientRequest(key): ClientRequest, p: P
         starting_stock: amount("starting_stock", p.get(1))?,
         price: amount("item_price", p.get(2))?,
     };
-    reply(c.own.write(&key, cmd).await)?;
+    reply(c.own().write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for stock successful" })))
 }
 
@@ -162,7 +166,7 @@ async fn batch_init_items(State(c): App, ClientRequest(key): ClientRequest, p: P
 
 async fn create_user(State(c): App, ClientRequest(key): ClientRequest) -> Answer {
     let cmd = Command::CreateUser { user_id: new_id() };
-    match reply(c.own.write(&key, cmd).await)? {
+    match reply(c.own().write(&key, cmd).await)? {
         Reply::Created { id } => Ok(Json(json!({ "user_id": id }))),
         other => Err(unexpected(other)),
     }
@@ -171,7 +175,7 @@ async fn create_user(State(c): App, ClientRequest(key): ClientRequest) -> Answer
 async fn find_user(State(c): App, p: Params) -> Answer {
     let user_id = id("user_id", p.get(0))?.to_string();
     match reply(
-        c.own
+        c.own()
             .read(Query::FindUser {
                 user_id: user_id.clone(),
             })
@@ -187,7 +191,7 @@ async fn add_funds(State(c): App, ClientRequest(key): ClientRequest, p: Params) 
         user_id: id("user_id", p.get(0))?.to_string(),
         amount: amount("amount", p.get(1))?,
     };
-    reply(c.own.write(&key, cmd).await)?;
+    reply(c.own().write(&key, cmd).await)?;
     done()
 }
 
@@ -196,7 +200,7 @@ async fn pay(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Ans
         user_id: id("user_id", p.get(0))?.to_string(),
         amount: amount("amount", p.get(1))?,
     };
-    reply(c.own.write(&key, cmd).await)?;
+    reply(c.own().write(&key, cmd).await)?;
     done()
 }
 
@@ -205,7 +209,7 @@ async fn batch_init_users(State(c): App, ClientRequest(key): ClientRequest, p: P
         n: count("n", p.get(0), MAX_BATCH_INIT)?,
         starting_money: amount("starting_money", p.get(1))?,
     };
-    reply(c.own.write(&key, cmd).await)?;
+    reply(c.own().write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for users successful" })))
 }
 
@@ -225,7 +229,7 @@ async fn create_order(State(c): App, ClientRequest(key): ClientRequest, p: Param
         order_id: new_id(),
         user_id,
     };
-    match reply(c.own.write(&key, cmd).await)? {
+    match reply(c.own().write(&key, cmd).await)? {
         Reply::Created { id } => Ok(Json(json!({ "order_id": id }))),
         other => Err(unexpected(other)),
     }
@@ -234,7 +238,7 @@ async fn create_order(State(c): App, ClientRequest(key): ClientRequest, p: Param
 async fn find_order(State(c): App, p: Params) -> Answer {
     let order_id = id("order_id", p.get(0))?.to_string();
     match reply(
-        c.own
+        c.own()
             .read(Query::FindOrder {
                 order_id: order_id.clone(),
             })
@@ -277,7 +281,7 @@ async fn add_item(State(c): App, ClientRequest(key): ClientRequest, p: Params) -
         quantity,
         price,
     };
-    reply(c.own.write(&key, cmd).await)?;
+    reply(c.own().write(&key, cmd).await)?;
     done()
 }
 
@@ -296,7 +300,7 @@ async fn batch_init_orders(State(c): App, ClientRequest(key): ClientRequest, p: 
         // The seed travels in the log entry, so replicas draw identically.
         seed: rand_seed(&key.request_id),
     };
-    reply(c.own.write(&key, cmd).await)?;
+    reply(c.own().write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for orders successful" })))
 }
 

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Command, Outcome, Query};
+pub use crate::domain::CheckoutReply;
+use crate::domain::{Command, Query};
 use crate::request_key::RequestKey;
 pub use crate::storage::health::StorageStatus;
 
@@ -96,17 +97,6 @@ pub struct CheckoutRequest {
     #[serde(flatten)]
     pub key: RequestKey,
     pub order_id: String,
-}
-
-/// The order leader's answer to a checkout.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckoutReply {
-    /// The saga ended (or never began: a business refusal).
-    Ended(Outcome),
-    /// The saga began but did not end within the leader's bound; it goes on.
-    /// The coordinator follows the transaction by its id.
-    Unfinished { tx_id: String },
 }
 
 /// A new order leader resuming the checkouts its predecessor left open.

@@ -18,7 +18,8 @@ use openraft::{BasicNode, ChangeMembers, RaftMetrics};
 
 use crate::api::RemoveMember;
 use crate::metrics::METRICS;
-use crate::node::{not_leader, Node};
+use crate::node::http::not_leader;
+use crate::node::state::Node;
 use crate::raft::{NodeId, Raft};
 
 /// How long a new learner may take to catch up before it is promoted. A
@@ -32,12 +33,12 @@ pub(crate) async fn add(State(n): State<Arc<Node>>, Json(req): Json<AddNode>) ->
         return ApiError::bad_request("missing_addr", "the node's address is required")
             .into_response();
     };
-    let result = add_voter(&n.raft, req.id, addr).await;
+    let result = add_voter(n.raft(), req.id, addr).await;
     finish("add", &n, result)
 }
 
 pub(crate) async fn remove(State(n): State<Arc<Node>>, Json(req): Json<RemoveMember>) -> Response {
-    let result = remove_member(&n.raft, req.id).await;
+    let result = remove_member(n.raft(), req.id).await;
     finish("remove", &n, result)
 }
 
@@ -81,10 +82,10 @@ fn finish(change: &str, n: &Node, result: Result<Changed, Failure>) -> Response 
 }
 
 fn changed(n: &Node, log_index: u64, did: bool) -> MembershipChanged {
-    let m = n.raft.metrics().borrow().clone();
+    let m = n.raft().metrics().borrow().clone();
     let membership = m.membership_config.membership();
     MembershipChanged {
-        service: n.service.to_string(),
+        service: n.service().to_string(),
         voters: membership.voter_ids().collect(),
         learners: membership.learner_ids().collect(),
         log_index,

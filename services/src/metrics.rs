@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use cart_common::metrics::{counter, counter_vec, gauge, histogram, LATENCY_BUCKETS};
+use cart_common::metrics::{counter, counter_vec, gauge, histogram, precreate, LATENCY_BUCKETS};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 pub struct NodeMetrics {
@@ -104,22 +104,15 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
 
 /// Series operators alert on exist at 0 from start-up.
 pub fn init_series() {
-    for rpc in [
-        crate::raft::network::APPEND_PATH,
-        crate::raft::network::VOTE_PATH,
-        crate::raft::network::SNAPSHOT_PATH,
-    ] {
-        METRICS
-            .raft_rpc_failures
-            .with_label_values(&[rpc])
-            .inc_by(0);
-    }
-    for change in ["add", "remove"] {
-        for result in ["ok", "not_leader", "failed"] {
-            METRICS
-                .membership_changes
-                .with_label_values(&[change, result])
-                .inc_by(0);
-        }
-    }
+    use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+    precreate(
+        &METRICS.raft_rpc_failures,
+        [[APPEND_PATH], [VOTE_PATH], [SNAPSHOT_PATH]],
+    );
+    precreate(
+        &METRICS.membership_changes,
+        ["add", "remove"]
+            .into_iter()
+            .flat_map(|change| ["ok", "not_leader", "failed"].map(|result| [change, result])),
+    );
 }

@@ -15,12 +15,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::Rejection;
+use crate::domain::{Rejection, RejectionCode};
 
 const CLIENT_PREFIX: &str = "c:";
-
-/// The error code of a reused request id (answered 409).
-pub const CONFLICT: &str = "request_id_conflict";
 
 /// A request id with the fingerprint of its operation, as it travels to the
 /// leader and sits in the log.
@@ -68,7 +65,7 @@ impl RequestKey {
 /// The answer to a request id reused for another operation; nothing changes.
 pub fn conflict() -> Rejection {
     Rejection::new(
-        CONFLICT,
+        RejectionCode::RequestIdConflict,
         "this X-Request-Id was already used for another operation; use a new id",
     )
 }

@@ -25,7 +25,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use cart_common::metrics::{counter, counter_vec, gauge, histogram_vec, LATENCY_BUCKETS};
+use cart_common::metrics::{
+    counter, counter_vec, gauge, histogram_vec, precreate, LATENCY_BUCKETS,
+};
 use cart_common::{ClusterSpec, Service};
 use openraft::{BasicNode, ServerState};
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
@@ -34,7 +36,9 @@ use tracing::Instrument;
 
 use crate::api::SagaRecovery;
 use crate::client::PeerService;
-use crate::domain::{self, Checkout, CheckoutState, Command, Outcome, Query, Reply, SagaStep};
+use crate::domain::{
+    self, Checkout, CheckoutReply, CheckoutState, Command, Query, RejectionCode, Reply, SagaStep,
+};
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::{now_ms, NodeId, Raft};
 use crate::request_key::RequestKey;
@@ -76,21 +80,47 @@ pub struct Sagas {
     recovery: Mutex<Option<SagaRecovery>>,
 }
 
-/// What a checkout request gets.
-pub enum CheckoutAnswer {
-    /// A business outcome: the finished checkout, "already paid", or a
-    /// refusal (order not found).
-    Done(Outcome),
-    NotLeader(openraft::error::ForwardToLeader<NodeId, BasicNode>),
-    /// The leader's write queue is full: nothing began.
-    Overloaded,
-    /// Not finished within the wait (or no quorum): the client may retry
-    /// with the same request id and will join the same transaction, or
-    /// follow the transaction, when it began, by its id.
-    Pending {
-        reason: String,
-        tx_id: Option<String>,
-    },
+/// What a saga sends to a participant or logs, as its request ids
+/// (`{tx_id}:{step}`) and the `step` metric label name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    Charge,
+    TakeStock,
+    /// Compensation of a charge.
+    Refund,
+    /// Logging a decision (commit, abort, finish) in the order group.
+    Decide,
+}
+
+impl StepKind {
+    pub const ALL: [Self; 4] = [Self::Charge, Self::TakeStock, Self::Refund, Self::Decide];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Charge => SagaStep::Charge.as_str(),
+            Self::TakeStock => SagaStep::TakeStock.as_str(),
+            Self::Refund => "refund",
+            Self::Decide => "decide",
+        }
+    }
+}
+
+/// How a finished saga ended, as the `outcome` metric label names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SagaOutcome {
+    Committed,
+    Aborted,
+}
+
+impl SagaOutcome {
+    pub const ALL: [Self; 2] = [Self::Committed, Self::Aborted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Committed => "committed",
+            Self::Aborted => "aborted",
+        }
+    }
 }
 
 impl Sagas {
@@ -123,24 +153,33 @@ impl Sagas {
     }
 
     /// Begins (or joins) the checkout of `order_id` and waits for its end.
-    pub async fn checkout(self: &Arc<Self>, key: &RequestKey, order_id: &str) -> CheckoutAnswer {
-        let pending = |reason: String, tx_id: Option<&str>| CheckoutAnswer::Pending {
-            reason,
-            tx_id: tx_id.map(str::to_string),
-        };
+    /// Once begun, it is answered (`CheckoutReply::Unfinished`) with the
+    /// transaction to follow if it has not ended within the wait; an error
+    /// means nothing is known to have begun: the client may retry with the
+    /// same request id and will join the same transaction if one did.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        key: &RequestKey,
+        order_id: &str,
+    ) -> Result<CheckoutReply, ProposeError> {
         if !self.health.is_healthy() {
-            return pending("this node's storage is failing".into(), None);
+            return Err(ProposeError::Unavailable(
+                "this node's storage is failing".into(),
+            ));
         }
         let begin = Command::BeginCheckout {
             order_id: order_id.to_string(),
             tx_id: uuid::Uuid::new_v4().to_string(),
         };
-        let checkout = match self.proposer.propose(key, begin).await {
-            Ok(Ok(Reply::Checkout(c))) => c,
-            Ok(other) => return CheckoutAnswer::Done(other),
-            Err(ProposeError::NotLeader(f)) => return CheckoutAnswer::NotLeader(f),
-            Err(ProposeError::Overloaded) => return CheckoutAnswer::Overloaded,
-            Err(ProposeError::Unavailable(e)) => return pending(e, None),
+        let checkout = match self.proposer.propose(key, begin).await? {
+            Ok(Reply::Checkout(c)) => c,
+            Ok(Reply::Paid) => return Ok(CheckoutReply::AlreadyPaid),
+            Ok(other) => {
+                return Err(ProposeError::Unavailable(format!(
+                    "checkout began with an unexpected reply {other:?}"
+                )))
+            }
+            Err(refused) => return Ok(CheckoutReply::Refused(refused)),
         };
         let mut progress = self.drive(&checkout.tx_id);
         let ended = tokio::time::timeout(self.wait, async {
@@ -157,22 +196,25 @@ impl Sagas {
             }
         })
         .await;
+        let unfinished = || CheckoutReply::Unfinished {
+            tx_id: checkout.tx_id.clone(),
+        };
         match ended {
-            Ok(Some(c)) => CheckoutAnswer::Done(Ok(Reply::Checkout(c))),
+            Ok(Some(c)) => Ok(c.reply().unwrap_or_else(unfinished)),
             Ok(None) => match leader_hint(&self.raft) {
-                Some(f) => CheckoutAnswer::NotLeader(f),
-                None => pending("order leader changed".into(), Some(&checkout.tx_id)),
+                Some(f) => Err(ProposeError::NotLeader(f)),
+                // Begun: hand over what the coordinator can follow.
+                None => Ok(unfinished()),
             },
             Err(_) => {
                 METRICS.checkouts_handed_over.inc();
-                pending(
-                    format!(
-                        "checkout of order {order_id:?} not finished within {:?}; it goes on — \
-                         retry with the same request id for its outcome",
-                        self.wait
-                    ),
-                    Some(&checkout.tx_id),
-                )
+                tracing::debug!(
+                    order_id,
+                    tx_id = %checkout.tx_id,
+                    wait = ?self.wait,
+                    "checkout not finished within the wait; it goes on, handed over"
+                );
+                Ok(unfinished())
             }
         }
     }
@@ -247,14 +289,16 @@ impl Sagas {
             user_id: c.user_id.clone(),
             amount: c.amount,
         };
-        if let Err(refused) = self.step(&self.payment, "charge", &c.tx_id, charge).await? {
+        let charged = self.step(&self.payment, StepKind::Charge, &c.tx_id, charge);
+        if let Err(refused) = charged.await? {
             return Some(abort(c, SagaStep::Charge, refused));
         }
         let take = Command::TakeStock {
             tx_id: c.tx_id.clone(),
             items: c.items.clone(),
         };
-        if let Err(refused) = self.step(&self.stock, "take_stock", &c.tx_id, take).await? {
+        let taken = self.step(&self.stock, StepKind::TakeStock, &c.tx_id, take);
+        if let Err(refused) = taken.await? {
             return Some(abort(c, SagaStep::TakeStock, refused));
         }
         Some(Command::CommitCheckout {
@@ -271,8 +315,13 @@ impl Sagas {
                 tx_id: c.tx_id.clone(),
             };
             // A compensation always applies (or leaves a tombstone).
-            let _ = self.step(&self.payment, "refund", &c.tx_id, refund).await?;
-            METRICS.compensations.with_label_values(&["refund"]).inc();
+            let _ = self
+                .step(&self.payment, StepKind::Refund, &c.tx_id, refund)
+                .await?;
+            METRICS
+                .compensations
+                .with_label_values(&[StepKind::Refund.as_str()])
+                .inc();
         }
         Some(Command::FinishCheckout {
             tx_id: c.tx_id.clone(),
@@ -284,10 +333,11 @@ impl Sagas {
     async fn step(
         &self,
         service: &PeerService,
-        step: &str,
+        kind: StepKind,
         tx_id: &str,
         cmd: Command,
     ) -> Option<Result<Reply, domain::Rejection>> {
+        let step = kind.as_str();
         let key = RequestKey::internal(format!("{tx_id}:{step}"));
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
@@ -313,16 +363,17 @@ impl Sagas {
             Command::AbortCheckout { .. } => format!("{tx_id}:abort"),
             _ => format!("{tx_id}:finish"),
         });
+        let decide = StepKind::Decide.as_str();
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         loop {
             match self.proposer.propose(&key, cmd.clone()).await {
                 Ok(_) => return true,
                 Err(ProposeError::NotLeader(_)) => return false,
                 Err(ProposeError::Overloaded) => {
-                    METRICS.step_retries.with_label_values(&["decide"]).inc();
+                    METRICS.step_retries.with_label_values(&[decide]).inc();
                 }
                 Err(ProposeError::Unavailable(e)) => {
-                    METRICS.step_retries.with_label_values(&["decide"]).inc();
+                    METRICS.step_retries.with_label_values(&[decide]).inc();
                     tracing::warn!(tx_id, error = %e, "saga decision not logged; retrying");
                 }
             }
@@ -484,10 +535,11 @@ fn abort(c: &Checkout, failed: SagaStep, refused: domain::Rejection) -> Command 
 
 fn finished(c: &Checkout) {
     let (outcome, reason) = match &c.state {
-        CheckoutState::Committed => ("committed", "none"),
-        CheckoutState::Aborted { error, .. } => ("aborted", abort_reason(error)),
+        CheckoutState::Committed => (SagaOutcome::Committed, NO_REASON),
+        CheckoutState::Aborted { error, .. } => (SagaOutcome::Aborted, abort_reason(*error)),
         _ => return,
     };
+    let outcome = outcome.as_str();
     METRICS.sagas.with_label_values(&[outcome, reason]).inc();
     let took = now_ms().saturating_sub(c.started_ms) as f64 / 1000.0;
     METRICS
@@ -496,13 +548,16 @@ fn finished(c: &Checkout) {
         .observe(took);
 }
 
+/// The `reason` label of a committed saga.
+const NO_REASON: &str = "none";
+
 /// Abort reasons as a bounded label set.
-fn abort_reason(error: &str) -> &'static str {
+fn abort_reason(error: RejectionCode) -> &'static str {
     match error {
-        "insufficient_credit" => "insufficient_credit",
-        "insufficient_stock" => "insufficient_stock",
-        "user_not_found" => "user_not_found",
-        "item_not_found" => "item_not_found",
+        RejectionCode::InsufficientCredit
+        | RejectionCode::InsufficientStock
+        | RejectionCode::UserNotFound
+        | RejectionCode::ItemNotFound => error.as_str(),
         _ => "other",
     }
 }
@@ -512,29 +567,22 @@ fn init_series() {
     METRICS.sagas_recovered.inc_by(0);
     METRICS.checkouts_handed_over.inc_by(0);
     METRICS.sagas_in_flight.set(0);
-    for result in ["ok", "failed"] {
-        METRICS.forget_runs.with_label_values(&[result]).inc_by(0);
-    }
-    for step in ["charge", "take_stock", "refund", "decide"] {
-        METRICS.step_retries.with_label_values(&[step]).inc_by(0);
-    }
-    for outcome in ["committed", "aborted"] {
-        METRICS.saga_duration.with_label_values(&[outcome]);
-    }
-    METRICS
-        .compensations
-        .with_label_values(&["refund"])
-        .inc_by(0);
-    METRICS
-        .sagas
-        .with_label_values(&["committed", "none"])
-        .inc_by(0);
-    for reason in ["insufficient_credit", "insufficient_stock"] {
-        METRICS
-            .sagas
-            .with_label_values(&["aborted", reason])
-            .inc_by(0);
-    }
+    precreate(&METRICS.forget_runs, [["ok"], ["failed"]]);
+    precreate(&METRICS.step_retries, StepKind::ALL.map(|s| [s.as_str()]));
+    precreate(
+        &METRICS.saga_duration,
+        SagaOutcome::ALL.map(|o| [o.as_str()]),
+    );
+    precreate(&METRICS.compensations, [[StepKind::Refund.as_str()]]);
+    let aborted = SagaOutcome::Aborted.as_str();
+    precreate(
+        &METRICS.sagas,
+        [
+            [SagaOutcome::Committed.as_str(), NO_REASON],
+            [aborted, abort_reason(RejectionCode::InsufficientCredit)],
+            [aborted, abort_reason(RejectionCode::InsufficientStock)],
+        ],
+    );
 }
 
 pub(crate) fn leader_hint(

@@ -69,9 +69,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     head_guard::init_metrics();
     super::BODY_TIMEOUTS.inc_by(0);
-    for how in ["done", "error"] {
-        CONNS.ended.with_label_values(&[how]).inc_by(0);
-    }
+    crate::metrics::precreate(&CONNS.ended, [["done"], ["error"]]);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();

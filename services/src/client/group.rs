@@ -55,12 +55,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 impl GroupClient {
     pub fn new(spec: &ClusterSpec, service: Service) -> Self {
         let limits = &spec.limits;
-        for reason in ["not_leader", "unreachable", "unavailable", "abandoned"] {
-            METRICS
-                .group_retries
-                .with_label_values(&[service.name(), reason])
-                .inc_by(0);
-        }
+        let reasons = ["not_leader", "unreachable", "unavailable", "abandoned"];
+        let retries = reasons.map(|reason| [service.name(), reason]);
+        cart_common::metrics::precreate(&METRICS.group_retries, retries);
         Self {
             service,
             client: InternalClient::for_cluster(

@@ -30,15 +30,9 @@ impl PeerService {
             CrossService::Direct => "direct",
             CrossService::Coordinator => "coordinator",
         };
-        for result in ["ok", "rejected", "failed"] {
-            METRICS
-                .cross_service_calls
-                .with_label_values(&[service.name(), mode, result])
-                .inc_by(0);
-        }
-        METRICS
-            .cross_service_duration
-            .with_label_values(&[service.name(), mode]);
+        let calls = ["ok", "rejected", "failed"].map(|result| [service.name(), mode, result]);
+        cart_common::metrics::precreate(&METRICS.cross_service_calls, calls);
+        cart_common::metrics::precreate(&METRICS.cross_service_duration, [[service.name(), mode]]);
         match spec.cluster.cross_service {
             CrossService::Direct => PeerService::Direct(GroupClient::new(spec, service)),
             CrossService::Coordinator => {

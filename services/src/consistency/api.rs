@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use super::checker::{LeavesRequest, Operation, RowsRequest};
 use crate::domain::Table;
-use crate::node::{not_leader, Node};
-use crate::raft::proposer::ProposeError;
+use crate::node::http::propose_error;
+use crate::node::state::Node;
 
 pub use cart_common::paths::FAULT_PATH;
 
 pub(crate) async fn digest(State(n): State<Arc<Node>>, Path(check_id): Path<String>) -> Response {
-    Json(n.replica.summary(&check_id)).into_response()
+    Json(n.replica().summary(&check_id)).into_response()
 }
 
 pub(crate) async fn leaves(
@@ -31,7 +31,7 @@ pub(crate) async fn leaves(
     Path(check_id): Path<String>,
     Json(req): Json<LeavesRequest>,
 ) -> Response {
-    match n.replica.leaves(&check_id, &req.buckets) {
+    match n.replica().leaves(&check_id, &req.buckets) {
         Some(leaves) => Json(leaves).into_response(),
         None => gone(&check_id),
     }
@@ -42,7 +42,7 @@ pub(crate) async fn rows(
     Path(check_id): Path<String>,
     Json(req): Json<RowsRequest>,
 ) -> Response {
-    let rows = tokio::task::spawn_blocking(move || n.replica.rows(&check_id, &req.leaves)).await;
+    let rows = tokio::task::spawn_blocking(move || n.replica().rows(&check_id, &req.leaves)).await;
     match rows {
         Ok(Ok(Some(rows))) => Json(rows).into_response(),
         Ok(Ok(None)) => {
@@ -63,20 +63,18 @@ fn gone(check_id: &str) -> Response {
 }
 
 pub(crate) async fn repaired(State(n): State<Arc<Node>>, Path(check_id): Path<String>) -> Response {
-    Json(n.replica.repaired(&check_id)).into_response()
+    Json(n.replica().repaired(&check_id)).into_response()
 }
 
 /// Starts a check, repair or rebuild on the leader.
 pub(crate) async fn start(State(n): State<Arc<Node>>, Json(op): Json<Operation>) -> Response {
-    match n.checker.start(op) {
+    match n.start_check(op) {
         Ok(check_id) => Json(CheckStarted {
-            service: n.service.to_string(),
+            service: n.service().to_string(),
             check_id,
         })
         .into_response(),
-        Err(ProposeError::NotLeader(f)) => not_leader(f),
-        Err(ProposeError::Overloaded) => ApiError::overloaded().into_response(),
-        Err(ProposeError::Unavailable(e)) => ApiError::unavailable(e).into_response(),
+        Err(e) => propose_error(e),
     }
 }
 
@@ -84,19 +82,11 @@ pub(crate) async fn start(State(n): State<Arc<Node>>, Json(op): Json<Operation>)
 /// pid), never forming a group on its own (`--join`); the leader then adds
 /// it back. Only the checker calls this, after removing the node.
 pub(crate) async fn wipe(State(n): State<Arc<Node>>) -> Response {
-    tracing::warn!(dir = %n.dir.display(), "wiping this node's data and restarting empty");
+    tracing::warn!(dir = %n.data_dir().display(), "wiping this node's data and restarting empty");
     tokio::spawn(async move {
         // Let the answer go out first.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Err(e) = n.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown before wipe");
-        }
-        if let Err(e) = n.backend.wipe() {
-            tracing::error!(error = %e, "wiping the storage backend");
-        }
-        if let Err(e) = std::fs::remove_dir_all(&n.dir) {
-            tracing::error!(error = %e, "wiping the data dir");
-        }
+        n.wipe().await;
         let mut args: Vec<String> = std::env::args().skip(1).collect();
         if !args.iter().any(|a| a == "--join") {
             args.push("--join".into());
@@ -130,7 +120,7 @@ pub(crate) async fn corrupt(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !n.fault_injection {
+    if !n.fault_injection() {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "fault_injection_disabled",
@@ -138,7 +128,7 @@ pub(crate) async fn corrupt(
         )
         .into_response();
     }
-    if !cart_common::http::has_bearer_token(&headers, &n.admin_token) {
+    if !n.is_admin(&headers) {
         return ApiError::unauthorized().into_response();
     }
     let req: Corrupt = match serde_json::from_slice(&body) {
@@ -150,7 +140,7 @@ pub(crate) async fn corrupt(
             .into_response();
     };
     let value = req.value.as_deref().map(str::as_bytes);
-    match n.backend.corrupt(table, &req.key, value) {
+    match n.corrupt(table, &req.key, value) {
         Ok(()) => {
             tracing::warn!(table = %req.table, key = %req.key, "fault injected: row changed in the store");
             Json(serde_json::json!({ "corrupted": true })).into_response()

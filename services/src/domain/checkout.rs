@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::order::Order;
 use super::steps::{forget_before, time_key};
-use super::{get_value, put_value, Outcome, Rejection, Reply, StateStore, StoreError, Table};
+use super::{
+    get_value, put_value, Outcome, Rejection, RejectionCode, Reply, StateStore, StoreError, Table,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkout {
@@ -42,12 +44,55 @@ impl Checkout {
     }
 }
 
-/// The saga's steps, in the order they run.
+/// The saga's steps, in the order they run. Part of the log format
+/// (`AbortCheckout::failed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SagaStep {
     Charge,
     TakeStock,
+}
+
+impl SagaStep {
+    pub const ALL: [Self; 2] = [Self::Charge, Self::TakeStock];
+
+    /// As in step ids (`{tx_id}:{step}`) and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Charge => "charge",
+            Self::TakeStock => "take_stock",
+        }
+    }
+}
+
+/// The order leader's answer to a checkout, on the wire from node to
+/// coordinator: the one shape every checkout answer takes on its way back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckoutReply {
+    /// The saga committed: the order is paid.
+    Paid,
+    /// The order was paid before: nothing began.
+    AlreadyPaid,
+    /// Refused: before it began (the order does not exist, ...) or by a
+    /// step (the saga aborted, its compensations done).
+    Refused(Rejection),
+    /// The saga began but did not end within the leader's bound; it goes on.
+    /// The coordinator follows the transaction by its id.
+    Unfinished { tx_id: String },
+}
+
+impl Checkout {
+    /// The answer for a checkout that has ended; `None` while it runs.
+    pub fn reply(&self) -> Option<CheckoutReply> {
+        match &self.state {
+            CheckoutState::Committed => Some(CheckoutReply::Paid),
+            CheckoutState::Aborted { error, message, .. } => Some(CheckoutReply::Refused(
+                Rejection::new(*error, message.clone()),
+            )),
+            CheckoutState::Started | CheckoutState::Aborting { .. } => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,12 +103,12 @@ pub enum CheckoutState {
     /// Decided: `failed` was refused; the steps before it are being undone.
     Aborting {
         failed: SagaStep,
-        error: String,
+        error: RejectionCode,
         message: String,
     },
     Aborted {
         failed: SagaStep,
-        error: String,
+        error: RejectionCode,
         message: String,
     },
 }
@@ -75,17 +120,21 @@ pub(super) fn begin(
     ts_ms: u64,
 ) -> Result<Outcome, StoreError> {
     let Some(order) = get_value::<Order>(store, Table::Orders, order_id)? else {
-        return Ok(Err(Rejection::not_found("order", order_id)));
+        return Ok(Err(Rejection::not_found(
+            RejectionCode::OrderNotFound,
+            "order",
+            order_id,
+        )));
     };
     if let Some(open) = open_checkout(store, order_id)? {
         return Ok(Ok(Reply::Checkout(open)));
     }
     if order.paid {
-        return Ok(Ok(Reply::Paid { newly: false }));
+        return Ok(Ok(Reply::Paid));
     }
     if get_value::<Checkout>(store, Table::Checkouts, tx_id)?.is_some() {
         return Ok(Err(Rejection::new(
-            "exists",
+            RejectionCode::Exists,
             format!("transaction {tx_id:?} exists"),
         )));
     }
@@ -131,7 +180,11 @@ pub(super) fn commit(
         _ => return Ok(Err(conflict(&checkout, "commit"))),
     }
     let Some(mut order) = get_value::<Order>(store, Table::Orders, &checkout.order_id)? else {
-        return Ok(Err(Rejection::not_found("order", &checkout.order_id)));
+        return Ok(Err(Rejection::not_found(
+            RejectionCode::OrderNotFound,
+            "order",
+            &checkout.order_id,
+        )));
     };
     order.paid = true;
     put_value(store, Table::Orders, &checkout.order_id, &order)?;
@@ -144,7 +197,7 @@ pub(super) fn abort(
     store: &mut dyn StateStore,
     tx_id: &str,
     failed: SagaStep,
-    error: &str,
+    error: RejectionCode,
     message: &str,
 ) -> Result<Outcome, StoreError> {
     let mut checkout = match load(store, tx_id)? {
@@ -155,7 +208,7 @@ pub(super) fn abort(
         CheckoutState::Started => {
             checkout.state = CheckoutState::Aborting {
                 failed,
-                error: error.to_string(),
+                error,
                 message: message.to_string(),
             };
             put_value(store, Table::Checkouts, tx_id, &checkout)?;
@@ -186,7 +239,7 @@ pub(super) fn finish(
     {
         checkout.state = CheckoutState::Aborted {
             failed: *failed,
-            error: error.clone(),
+            error: *error,
             message: message.clone(),
         };
         close(store, &mut checkout, ts_ms)?;
@@ -230,13 +283,16 @@ fn close(
 }
 
 fn load(store: &dyn StateStore, tx_id: &str) -> Result<Result<Checkout, Rejection>, StoreError> {
-    Ok(get_value::<Checkout>(store, Table::Checkouts, tx_id)?
-        .ok_or_else(|| Rejection::not_found("transaction", tx_id)))
+    Ok(
+        get_value::<Checkout>(store, Table::Checkouts, tx_id)?.ok_or_else(|| {
+            Rejection::not_found(RejectionCode::TransactionNotFound, "transaction", tx_id)
+        }),
+    )
 }
 
 fn conflict(checkout: &Checkout, what: &str) -> Rejection {
     Rejection::new(
-        "conflict",
+        RejectionCode::Conflict,
         format!(
             "cannot {what} transaction {:?}: it is {:?}",
             checkout.tx_id, checkout.state
@@ -306,7 +362,7 @@ mod tests {
         let abort = Command::AbortCheckout {
             tx_id: "t1".into(),
             failed: SagaStep::TakeStock,
-            error: "insufficient_stock".into(),
+            error: RejectionCode::InsufficientStock,
             message: "none left".into(),
         };
         let aborting = checkout(run(&mut s, abort.clone()));
@@ -335,7 +391,7 @@ mod tests {
             CheckoutState::Committed
         );
         assert!(open(&s).is_empty());
-        assert_eq!(run(&mut s, begin("t2")), Ok(Reply::Paid { newly: false }));
+        assert_eq!(run(&mut s, begin("t2")), Ok(Reply::Paid));
         let o = match ask(
             &s,
             Query::FindOrder {
@@ -364,7 +420,7 @@ mod tests {
         assert_eq!(begin_unknown_order(&mut s), "order_not_found");
     }
 
-    fn begin_unknown_order(s: &mut MemoryStore) -> String {
+    fn begin_unknown_order(s: &mut MemoryStore) -> RejectionCode {
         let cmd = Command::BeginCheckout {
             order_id: "nope".into(),
             tx_id: "x".into(),

@@ -13,7 +13,7 @@ pub mod stock;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use checkout::{Checkout, CheckoutState, SagaStep};
+pub use checkout::{Checkout, CheckoutReply, CheckoutState, SagaStep};
 pub use checks::RepairRow;
 pub use order::Order;
 pub use payment::User;
@@ -153,11 +153,6 @@ pub enum Command {
         tx_id: String,
         items: Vec<(String, i64)>,
     },
-    /// Compensation: give back what `TakeStock` of `tx_id` took, or refuse
-    /// it in advance.
-    ReturnStock {
-        tx_id: String,
-    },
     BatchInitItems {
         n: u64,
         starting_stock: i64,
@@ -216,7 +211,7 @@ pub enum Command {
     AbortCheckout {
         tx_id: String,
         failed: SagaStep,
-        error: String,
+        error: RejectionCode,
         message: String,
     },
     /// The compensations of an aborted checkout are done.
@@ -290,10 +285,9 @@ pub enum Reply {
     Initialized {
         count: u64,
     },
-    /// `newly` is false when the order was already paid.
-    Paid {
-        newly: bool,
-    },
+    /// The order was already paid: nothing began. (Stored outcomes from
+    /// before may still carry `"newly": false`; it is ignored.)
+    Paid,
     Item(Item),
     User(User),
     Order(Order),
@@ -306,34 +300,126 @@ pub enum Reply {
     Check(Option<cart_common::admin::CheckReport>),
 }
 
+/// The code of a business refusal, as answers (`error`), the log and metric
+/// labels spell it (`as_str`, identical to its serde form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    Exists,
+    WrongService,
+    InvalidNumber,
+    OutOfRange,
+    InsufficientCredit,
+    InsufficientStock,
+    TooManyItems,
+    AlreadyPaid,
+    CheckoutInProgress,
+    /// A saga decision that contradicts the one already taken.
+    Conflict,
+    /// A checkout step arriving after its compensation.
+    TransactionAborted,
+    ItemNotFound,
+    UserNotFound,
+    OrderNotFound,
+    TransactionNotFound,
+    StepNotFound,
+    /// A request id reused for another operation (answered 409).
+    RequestIdConflict,
+    /// A log entry from a newer release.
+    UnsupportedVersion,
+}
+
+impl RejectionCode {
+    pub const ALL: [Self; 18] = [
+        Self::Exists,
+        Self::WrongService,
+        Self::InvalidNumber,
+        Self::OutOfRange,
+        Self::InsufficientCredit,
+        Self::InsufficientStock,
+        Self::TooManyItems,
+        Self::AlreadyPaid,
+        Self::CheckoutInProgress,
+        Self::Conflict,
+        Self::TransactionAborted,
+        Self::ItemNotFound,
+        Self::UserNotFound,
+        Self::OrderNotFound,
+        Self::TransactionNotFound,
+        Self::StepNotFound,
+        Self::RequestIdConflict,
+        Self::UnsupportedVersion,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exists => "exists",
+            Self::WrongService => "wrong_service",
+            Self::InvalidNumber => "invalid_number",
+            Self::OutOfRange => "out_of_range",
+            Self::InsufficientCredit => "insufficient_credit",
+            Self::InsufficientStock => "insufficient_stock",
+            Self::TooManyItems => "too_many_items",
+            Self::AlreadyPaid => "already_paid",
+            Self::CheckoutInProgress => "checkout_in_progress",
+            Self::Conflict => "conflict",
+            Self::TransactionAborted => "transaction_aborted",
+            Self::ItemNotFound => "item_not_found",
+            Self::UserNotFound => "user_not_found",
+            Self::OrderNotFound => "order_not_found",
+            Self::TransactionNotFound => "transaction_not_found",
+            Self::StepNotFound => "step_not_found",
+            Self::RequestIdConflict => "request_id_conflict",
+            Self::UnsupportedVersion => "unsupported_version",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectionCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lets a code be compared with the string it is spelt as (tests, logs).
+impl PartialEq<&str> for RejectionCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A business failure: answered with a 4xx, never a 5xx.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
-    pub error: String,
+    pub error: RejectionCode,
     pub message: String,
 }
 
 impl Rejection {
-    pub fn new(error: &str, message: impl Into<String>) -> Self {
+    pub fn new(error: RejectionCode, message: impl Into<String>) -> Self {
         Self {
-            error: error.to_string(),
+            error,
             message: message.into(),
         }
     }
 
-    fn not_found(what: &str, id: &str) -> Self {
-        Self::new(
-            &format!("{what}_not_found"),
-            format!("{what} {id:?} not found"),
-        )
+    /// `error` is one of the `…_not_found` codes; `what` names the thing.
+    fn not_found(error: RejectionCode, what: &str, id: &str) -> Self {
+        Self::new(error, format!("{what} {id:?} not found"))
     }
 
     fn overflow(what: &str) -> Self {
-        Self::new("out_of_range", format!("{what} would leave 0..=i64::MAX"))
+        Self::new(
+            RejectionCode::OutOfRange,
+            format!("{what} would leave 0..=i64::MAX"),
+        )
     }
 
     fn negative(what: &str) -> Self {
-        Self::new("invalid_number", format!("{what} must not be negative"))
+        Self::new(
+            RejectionCode::InvalidNumber,
+            format!("{what} must not be negative"),
+        )
     }
 }
 
@@ -349,7 +435,6 @@ pub fn apply(store: &mut dyn StateStore, cmd: &Command, ts_ms: u64) -> Result<Ou
         | Command::AddStock { .. }
         | Command::SubtractStock { .. }
         | Command::TakeStock { .. }
-        | Command::ReturnStock { .. }
         | Command::BatchInitItems { .. } => stock::apply(store, cmd, ts_ms),
         Command::CreateUser { .. }
         | Command::AddFunds { .. }
@@ -369,7 +454,7 @@ pub fn apply(store: &mut dyn StateStore, cmd: &Command, ts_ms: u64) -> Result<Ou
             failed,
             error,
             message,
-        } => checkout::abort(store, tx_id, *failed, error, message),
+        } => checkout::abort(store, tx_id, *failed, *error, message),
         Command::FinishCheckout { tx_id } => checkout::finish(store, tx_id, ts_ms),
         Command::ForgetCheckouts { before_ms } => checkout::forget(store, *before_ms),
         // Their effects are the state machine's (they depend on the replica:
@@ -386,13 +471,13 @@ pub fn query(store: &dyn StateStore, query: &Query) -> Result<Outcome, StoreErro
     Ok(match query {
         Query::FindItem { item_id } => get_value::<Item>(store, Table::Items, item_id)?
             .map(Reply::Item)
-            .ok_or_else(|| Rejection::not_found("item", item_id)),
+            .ok_or_else(|| Rejection::not_found(RejectionCode::ItemNotFound, "item", item_id)),
         Query::FindUser { user_id } => get_value::<User>(store, Table::Users, user_id)?
             .map(Reply::User)
-            .ok_or_else(|| Rejection::not_found("user", user_id)),
+            .ok_or_else(|| Rejection::not_found(RejectionCode::UserNotFound, "user", user_id)),
         Query::FindOrder { order_id } => get_value::<Order>(store, Table::Orders, order_id)?
             .map(Reply::Order)
-            .ok_or_else(|| Rejection::not_found("order", order_id)),
+            .ok_or_else(|| Rejection::not_found(RejectionCode::OrderNotFound, "order", order_id)),
         Query::FindCheckout { tx_id } => return checkout::find(store, tx_id),
         Query::OpenCheckouts { limit } => return checkout::open(store, *limit),
         Query::FindStep { tx_id } => return steps::find(store, tx_id),
@@ -403,7 +488,7 @@ pub fn query(store: &dyn StateStore, query: &Query) -> Result<Outcome, StoreErro
 fn check_batch_size(n: u64) -> Result<(), Rejection> {
     if n > MAX_BATCH_INIT {
         return Err(Rejection::new(
-            "invalid_number",
+            RejectionCode::InvalidNumber,
             format!("n must be at most {MAX_BATCH_INIT}"),
         ));
     }
@@ -474,5 +559,37 @@ pub(crate) mod memory {
 
     pub fn ask(store: &MemoryStore, q: Query) -> Outcome {
         query(store, &q).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejection_codes_serialize_as_their_names_and_back() {
+        for code in RejectionCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<RejectionCode>(&json).unwrap(), code);
+        }
+        let r = Rejection::new(RejectionCode::InsufficientCredit, "not enough credit");
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({ "error": "insufficient_credit", "message": "not enough credit" })
+        );
+    }
+
+    #[test]
+    fn stored_already_paid_outcomes_with_newly_still_read() {
+        let old: Outcome = serde_json::from_str(r#"{"Ok":{"kind":"paid","newly":false}}"#).unwrap();
+        assert_eq!(old, Ok(Reply::Paid));
+        assert_eq!(
+            serde_json::from_str::<Outcome>(
+                &serde_json::to_string(&Ok::<_, Rejection>(Reply::Paid)).unwrap()
+            )
+            .unwrap(),
+            Ok(Reply::Paid)
+        );
     }
 }

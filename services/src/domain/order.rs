@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use cart_common::rng::SplitMix64;
 
 use super::{
-    check_batch_size, get_value, put_value, Command, Outcome, Rejection, Reply, StateStore,
-    StoreError, Table,
+    check_batch_size, get_value, put_value, Command, Outcome, Rejection, RejectionCode, Reply,
+    StateStore, StoreError, Table,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub fn over_line_limit(
     };
     Ok((order.items.len() >= MAX_LINES).then(|| {
         Rejection::new(
-            "too_many_items",
+            RejectionCode::TooManyItems,
             format!("an order holds at most {MAX_LINES} item lines"),
         )
     }))
@@ -47,7 +47,7 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
         Command::CreateOrder { order_id, user_id } => {
             if store.get(Table::Orders, order_id)?.is_some() {
                 return Ok(Err(Rejection::new(
-                    "exists",
+                    RejectionCode::Exists,
                     format!("order {order_id:?} exists"),
                 )));
             }
@@ -75,7 +75,10 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
             item_price,
             seed,
         } => batch_init(store, *n, *n_items, *n_users, *item_price, *seed),
-        _ => Ok(Err(Rejection::new("wrong_service", "not an order command"))),
+        _ => Ok(Err(Rejection::new(
+            RejectionCode::WrongService,
+            "not an order command",
+        ))),
     }
 }
 
@@ -88,7 +91,7 @@ fn add_item(
 ) -> Result<Outcome, StoreError> {
     if quantity < 1 {
         return Ok(Err(Rejection::new(
-            "invalid_number",
+            RejectionCode::InvalidNumber,
             "quantity must be at least 1",
         )));
     }
@@ -96,18 +99,22 @@ fn add_item(
         return Ok(Err(Rejection::negative("price")));
     }
     let Some(mut order) = get_value::<Order>(store, Table::Orders, order_id)? else {
-        return Ok(Err(Rejection::not_found("order", order_id)));
+        return Ok(Err(Rejection::not_found(
+            RejectionCode::OrderNotFound,
+            "order",
+            order_id,
+        )));
     };
     if order.paid {
         return Ok(Err(Rejection::new(
-            "already_paid",
+            RejectionCode::AlreadyPaid,
             format!("order {order_id:?} is paid and cannot change"),
         )));
     }
     // A checkout in flight charges what the order held when it began.
     if super::checkout::open_checkout(store, order_id)?.is_some() {
         return Ok(Err(Rejection::new(
-            "checkout_in_progress",
+            RejectionCode::CheckoutInProgress,
             format!("order {order_id:?} is being checked out and cannot change"),
         )));
     }
@@ -136,7 +143,7 @@ fn batch_init(
     }
     if n_items == 0 || n_users == 0 {
         return Ok(Err(Rejection::new(
-            "invalid_number",
+            RejectionCode::InvalidNumber,
             "n_items and n_users must be at least 1",
         )));
     }
@@ -246,7 +253,7 @@ mod tests {
         let commit = Command::CommitCheckout { tx_id: "t1".into() };
         assert!(matches!(run(&mut s, commit), Ok(Reply::Checkout(_))));
         assert!(order(&s, "o").paid);
-        assert_eq!(run(&mut s, begin("t2")), Ok(Reply::Paid { newly: false }));
+        assert_eq!(run(&mut s, begin("t2")), Ok(Reply::Paid));
         assert_eq!(add(&mut s, "i", 1, 1).unwrap_err().error, "already_paid");
     }
 

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::steps::{compensate_once, run_once, Effect};
 use super::{
-    check_batch_size, get_value, put_value, Command, Outcome, Rejection, Reply, StateStore,
-    StoreError, Table,
+    check_batch_size, get_value, put_value, Command, Outcome, Rejection, RejectionCode, Reply,
+    StateStore, StoreError, Table,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,7 +22,7 @@ pub(super) fn apply(
         Command::CreateUser { user_id } => {
             if store.get(Table::Users, user_id)?.is_some() {
                 return Ok(Err(Rejection::new(
-                    "exists",
+                    RejectionCode::Exists,
                     format!("user {user_id:?} exists"),
                 )));
             }
@@ -63,7 +63,7 @@ pub(super) fn apply(
             Ok(Ok(Reply::Initialized { count: *n }))
         }
         _ => Ok(Err(Rejection::new(
-            "wrong_service",
+            RejectionCode::WrongService,
             "not a payment command",
         ))),
     }
@@ -92,12 +92,16 @@ fn change(
         return Ok(Err(Rejection::negative("amount")));
     }
     let Some(mut user) = get_value::<User>(store, Table::Users, user_id)? else {
-        return Ok(Err(Rejection::not_found("user", user_id)));
+        return Ok(Err(Rejection::not_found(
+            RejectionCode::UserNotFound,
+            "user",
+            user_id,
+        )));
     };
     if sign < 0 {
         if user.credit < amount {
             return Ok(Err(Rejection::new(
-                "insufficient_credit",
+                RejectionCode::InsufficientCredit,
                 // The reason only: an answer never carries a balance.
                 "not enough credit",
             )));

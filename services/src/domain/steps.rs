@@ -13,7 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{get_value, put_value, Outcome, Rejection, Reply, StateStore, StoreError, Table};
+use super::{
+    get_value, put_value, Outcome, Rejection, RejectionCode, Reply, StateStore, StoreError, Table,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
@@ -31,7 +33,7 @@ pub enum StepState {
     Applied,
     /// The business rules refused it; nothing changed, and it stays refused.
     Refused {
-        error: String,
+        error: RejectionCode,
         message: String,
     },
     /// Applied, then undone.
@@ -64,7 +66,7 @@ pub(super) fn run_once(
     let state = match &outcome {
         Ok(_) => StepState::Applied,
         Err(r) => StepState::Refused {
-            error: r.error.clone(),
+            error: r.error,
             message: r.message.clone(),
         },
     };
@@ -114,9 +116,9 @@ pub(super) fn compensate_once(
 fn recorded_answer(tx_id: &str, state: &StepState) -> Outcome {
     match state {
         StepState::Applied => Ok(Reply::Done),
-        StepState::Refused { error, message } => Err(Rejection::new(error, message.clone())),
+        StepState::Refused { error, message } => Err(Rejection::new(*error, message.clone())),
         StepState::Compensated | StepState::Tombstone => Err(Rejection::new(
-            "transaction_aborted",
+            RejectionCode::TransactionAborted,
             format!("transaction {tx_id:?} was aborted"),
         )),
     }
@@ -159,7 +161,7 @@ pub(crate) fn forget_before(
 pub(super) fn find(store: &dyn StateStore, tx_id: &str) -> Result<Outcome, StoreError> {
     Ok(get_value::<Step>(store, Table::Steps, tx_id)?
         .map(Reply::Step)
-        .ok_or_else(|| Rejection::not_found("step", tx_id)))
+        .ok_or_else(|| Rejection::not_found(RejectionCode::StepNotFound, "step", tx_id)))
 }
 
 #[cfg(test)]
@@ -263,8 +265,10 @@ mod tests {
         }
     }
 
+    /// Stock has no compensation (the saga takes stock last and never gives
+    /// it back), but its step applies once and stays refused like payment's.
     #[test]
-    fn stock_steps_follow_the_same_rules() {
+    fn stock_steps_apply_once_and_stay_refused() {
         let mut s = MemoryStore::default();
         let init = Command::BatchInitItems {
             n: 1,
@@ -272,9 +276,9 @@ mod tests {
             price: 1,
         };
         run(&mut s, init).unwrap();
-        let take = |tx: &str| Command::TakeStock {
+        let take = |tx: &str, qty: i64| Command::TakeStock {
             tx_id: tx.into(),
-            items: vec![("0".into(), 2)],
+            items: vec![("0".into(), qty)],
         };
         let stock = |s: &MemoryStore| match ask(
             s,
@@ -285,14 +289,23 @@ mod tests {
             Ok(Reply::Item(i)) => i.stock,
             other => panic!("{other:?}"),
         };
-        run(&mut s, take("a")).unwrap();
-        run(&mut s, take("a")).unwrap();
+        run(&mut s, take("a", 2)).unwrap();
+        run(&mut s, take("a", 2)).unwrap();
         assert_eq!(stock(&s), 3);
-        run(&mut s, Command::ReturnStock { tx_id: "a".into() }).unwrap();
-        run(&mut s, Command::ReturnStock { tx_id: "b".into() }).unwrap();
-        assert_eq!(stock(&s), 5);
-        assert!(run(&mut s, take("b")).is_err());
-        assert_eq!(stock(&s), 5);
+        assert_eq!(
+            run(&mut s, take("b", 4)).unwrap_err().error,
+            "insufficient_stock"
+        );
+        let add = Command::AddStock {
+            item_id: "0".into(),
+            amount: 10,
+        };
+        run(&mut s, add).unwrap();
+        assert_eq!(
+            run(&mut s, take("b", 4)).unwrap_err().error,
+            "insufficient_stock"
+        );
+        assert_eq!(stock(&s), 13);
     }
 
     #[test]

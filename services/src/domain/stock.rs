@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::steps::{compensate_once, run_once, Effect};
+use super::steps::{run_once, Effect};
 use super::{
-    check_batch_size, get_value, put_value, Command, Outcome, Rejection, Reply, StateStore,
-    StoreError, Table,
+    check_batch_size, get_value, put_value, Command, Outcome, Rejection, RejectionCode, Reply,
+    StateStore, StoreError, Table,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,13 +33,15 @@ pub(super) fn apply(
             };
             run_once(store, tx_id, ts_ms, effect, |s| change(s, items, -1))
         }
-        Command::ReturnStock { tx_id } => compensate_once(store, tx_id, ts_ms, give_back),
         Command::BatchInitItems {
             n,
             starting_stock,
             price,
         } => batch_init(store, *n, *starting_stock, *price),
-        _ => Ok(Err(Rejection::new("wrong_service", "not a stock command"))),
+        _ => Ok(Err(Rejection::new(
+            RejectionCode::WrongService,
+            "not a stock command",
+        ))),
     }
 }
 
@@ -49,7 +51,7 @@ fn create(store: &mut dyn StateStore, item_id: &str, price: i64) -> Result<Outco
     }
     if store.get(Table::Items, item_id)?.is_some() {
         return Ok(Err(Rejection::new(
-            "exists",
+            RejectionCode::Exists,
             format!("item {item_id:?} exists"),
         )));
     }
@@ -60,21 +62,6 @@ fn create(store: &mut dyn StateStore, item_id: &str, price: i64) -> Result<Outco
 }
 
 /// Adds (`sign` 1) or subtracts (`sign` -1) every quantity, all or nothing.
-/// Gives back what a `TakeStock` took. Saturates rather than fail: a
-/// compensation must complete.
-fn give_back(store: &mut dyn StateStore, effect: &Effect) -> Result<(), StoreError> {
-    let Effect::TakeStock { items } = effect else {
-        return Err(StoreError(format!("stock cannot undo {effect:?}")));
-    };
-    for (id, qty) in items {
-        if let Some(mut item) = get_value::<Item>(store, Table::Items, id)? {
-            item.stock = item.stock.saturating_add(*qty);
-            put_value(store, Table::Items, id, &item)?;
-        }
-    }
-    Ok(())
-}
-
 fn change(
     store: &mut dyn StateStore,
     items: &[(String, i64)],
@@ -95,12 +82,16 @@ fn change(
     let mut updated = Vec::with_capacity(wanted.len());
     for (id, qty) in wanted {
         let Some(mut item) = get_value::<Item>(store, Table::Items, id)? else {
-            return Ok(Err(Rejection::not_found("item", id)));
+            return Ok(Err(Rejection::not_found(
+                RejectionCode::ItemNotFound,
+                "item",
+                id,
+            )));
         };
         if sign < 0 {
             if item.stock < qty {
                 return Ok(Err(Rejection::new(
-                    "insufficient_stock",
+                    RejectionCode::InsufficientStock,
                     // The reason and the item asked for, never a stock level.
                     format!("not enough stock of item {id:?}"),
                 )));

@@ -21,7 +21,9 @@ use super::{
 };
 use crate::consistency::replica::Replica;
 use crate::domain::steps::{forget_before, time_key};
-use crate::domain::{self, get_value, put_value, Command, Outcome, Rejection, Reply, StoreError};
+use crate::domain::{
+    self, get_value, put_value, Command, Outcome, Rejection, RejectionCode, Reply, StoreError,
+};
 use crate::domain::{StateStore, Table};
 use crate::metrics::METRICS;
 use crate::request_key::{self, RequestKey};
@@ -266,7 +268,7 @@ impl StateMachine {
     ) -> Result<Outcome, StoreError> {
         if req.v > LOG_FORMAT_VERSION {
             return Ok(Err(Rejection::new(
-                "unsupported_version",
+                RejectionCode::UnsupportedVersion,
                 format!(
                     "log format {} is newer than this node's {LOG_FORMAT_VERSION}",
                     req.v

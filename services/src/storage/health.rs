@@ -148,10 +148,8 @@ static METRICS: LazyLock<StorageMetrics> = LazyLock::new(|| {
             "MongoDB writes skipped because the document already carries a later log index.",
         ),
     };
-    for op in OPS {
-        m.errors.with_label_values(&[op]).inc_by(0);
-        m.duration.with_label_values(&[op]);
-    }
+    cart_common::metrics::precreate(&m.errors, OPS.map(|op| [op]));
+    cart_common::metrics::precreate(&m.duration, OPS.map(|op| [op]));
     m
 });
 

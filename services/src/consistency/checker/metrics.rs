@@ -58,13 +58,11 @@ pub(super) static METRICS: LazyLock<CheckerMetrics> = LazyLock::new(|| CheckerMe
 });
 
 pub(super) fn init_series() {
-    for verdict in ["clean", "mismatch", "no_majority", "incomplete", "failed"] {
-        METRICS.checks.with_label_values(&[verdict]).inc_by(0);
-    }
+    let verdicts = ["clean", "mismatch", "no_majority", "incomplete", "failed"];
+    cart_common::metrics::precreate(&METRICS.checks, verdicts.map(|v| [v]));
     METRICS.rebuilds.inc_by(0);
-    for action in ["repaired", "rebuilt", "failed", "none"] {
-        METRICS.repairs.with_label_values(&[action]).inc_by(0);
-    }
+    let actions = ["repaired", "rebuilt", "failed", "none"];
+    cart_common::metrics::precreate(&METRICS.repairs, actions.map(|a| [a]));
     METRICS.repair_duration.with_label_values::<&str>(&[]);
 }
 
@@ -72,11 +70,9 @@ pub(super) fn init_series() {
 pub fn init_node_series(nodes: impl IntoIterator<Item = NodeId>) {
     for node in nodes {
         let node = node.to_string();
-        METRICS.mismatches.with_label_values(&[&node]).inc_by(0);
-        METRICS
-            .buckets_repaired
-            .with_label_values(&[&node])
-            .inc_by(0);
-        METRICS.keys_repaired.with_label_values(&[&node]).inc_by(0);
+        let labels = [[node.as_str()]];
+        cart_common::metrics::precreate(&METRICS.mismatches, labels);
+        cart_common::metrics::precreate(&METRICS.buckets_repaired, labels);
+        cart_common::metrics::precreate(&METRICS.keys_repaired, labels);
     }
 }

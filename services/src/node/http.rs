@@ -1,0 +1,149 @@
+//! The node's own HTTP handlers: Raft RPCs, coordinator writes, reads and
+//! checkouts, readiness and status. They work through the node's state
+//! (`node::state`); the consistency and membership handlers live with their
+//! subsystems (`consistency::api`, `membership`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cart_common::spec::NodeId;
+use cart_common::ApiError;
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::BasicNode;
+
+use super::state::Node;
+use crate::api::{CheckoutRequest, NodeStatus, NotLeader, ReadRequest, WriteRequest};
+use crate::domain::Outcome;
+use crate::raft::proposer::ProposeError;
+use crate::raft::TypeConfig;
+
+pub(super) async fn append(
+    State(n): State<Arc<Node>>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(n.raft().append_entries(req).await)
+}
+
+pub(super) async fn vote(
+    State(n): State<Arc<Node>>,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> impl IntoResponse {
+    Json(n.raft().vote(req).await)
+}
+
+pub(super) async fn snapshot(
+    State(n): State<Arc<Node>>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> impl IntoResponse {
+    Json(n.raft().install_snapshot(req).await)
+}
+
+/// The 421 that names the leader to ask instead.
+pub(crate) fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> Response {
+    let body = NotLeader {
+        leader_id: f.leader_id,
+        leader_addr: f.leader_node.map(|n| n.addr),
+    };
+    (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+}
+
+fn answer(outcome: Outcome) -> Response {
+    Json(outcome).into_response()
+}
+
+fn storage_failure(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store read failed");
+    ApiError::unavailable(format!("replica store failed: {e}")).into_response()
+}
+
+pub(super) async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Response {
+    if req.key.is_empty() {
+        return ApiError::bad_request("missing_request_id", "writes need a request id")
+            .into_response();
+    }
+    // A node whose storage fails takes no write (as leader it could not
+    // apply it; refusing lets the group elect a healthy leader), and a write
+    // waiting on an apply the storage cannot finish is answered 503 as soon
+    // as the failure is known: the coordinator retries (same request id) at
+    // the leader that takes over.
+    let proposed = tokio::select! {
+        biased;
+        _ = n.storage_failing() => {
+            return ApiError::unavailable("this node's storage is failing").into_response();
+        }
+        proposed = n.propose(&req.key, req.cmd) => proposed,
+    };
+    match proposed {
+        Ok(outcome) => answer(outcome),
+        Err(e) => propose_error(e),
+    }
+}
+
+/// 421 to the leader, 429 overloaded, or 503.
+pub(crate) fn propose_error(e: ProposeError) -> Response {
+    match e {
+        ProposeError::NotLeader(f) => not_leader(f),
+        ProposeError::Overloaded => ApiError::overloaded().into_response(),
+        ProposeError::Unavailable(e) => ApiError::unavailable(e).into_response(),
+    }
+}
+
+pub(super) async fn checkout(
+    State(n): State<Arc<Node>>,
+    Json(req): Json<CheckoutRequest>,
+) -> Response {
+    let Some(sagas) = n.sagas() else {
+        return ApiError::bad_request("wrong_service", "only order nodes check out")
+            .into_response();
+    };
+    if req.key.is_empty() {
+        return ApiError::bad_request("missing_request_id", "checkouts need a request id")
+            .into_response();
+    }
+    match sagas.checkout(&req.key, &req.order_id).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => propose_error(e),
+    }
+}
+
+pub(super) async fn read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) -> Response {
+    match n.raft().ensure_linearizable().await {
+        Ok(_) => local_query(&n, &req),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => not_leader(f),
+        Err(e) => ApiError::unavailable(format!("cannot confirm leadership: {e}")).into_response(),
+    }
+}
+
+pub(super) async fn local_read(
+    State(n): State<Arc<Node>>,
+    Json(req): Json<ReadRequest>,
+) -> Response {
+    local_query(&n, &req)
+}
+
+fn local_query(n: &Node, req: &ReadRequest) -> Response {
+    match n.query_local(&req.query) {
+        Ok(outcome) => answer(outcome),
+        Err(e) => storage_failure(e),
+    }
+}
+
+pub(super) async fn ready(State(n): State<Arc<Node>>) -> Response {
+    if !n.storage_healthy() {
+        return ApiError::unavailable("this node's storage is failing").into_response();
+    }
+    match n.leader() {
+        Some(l) => Json(serde_json::json!({ "ready": true, "leader": l })).into_response(),
+        None => ApiError::unavailable("no leader known yet").into_response(),
+    }
+}
+
+pub(super) async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
+    // May wait on the storage (or on another probe reading it): never on a
+    // runtime worker, which Raft RPCs need.
+    Json(tokio::task::block_in_place(|| n.status()))
+}

@@ -1,0 +1,114 @@
+//! The node process: opens its state (`state`), wires its router — Raft
+//! RPCs, coordinator reads, writes and checkouts (`http`), consistency
+//! (`consistency::api`), membership (`membership`), readiness, status and
+//! metrics — and serves it until a signal.
+
+pub(crate) mod http;
+pub(crate) mod state;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use cart_common::http::{self as chttp, ServerLabels, Shutdown};
+use cart_common::spec::NodeId;
+use cart_common::{ClusterSpec, Service};
+use tokio::sync::Semaphore;
+
+use self::http::{append, checkout, local_read, read, ready, snapshot, status, vote, write};
+use self::state::Node;
+use crate::api;
+use crate::consistency::{
+    self,
+    checker::{CONSISTENCY_PATH, DIGEST_PATH, REPAIRED_PATH, WIPE_PATH},
+};
+use crate::membership;
+use crate::raft::network;
+
+/// Largest Raft RPC or internal request body a node accepts.
+const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How a node process was started.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeOptions {
+    /// Never form a new group, even as node 1 with no data: wait to be added.
+    pub join: bool,
+    /// Serve the fault-injection hook (tests and demos only).
+    pub fault_injection: bool,
+}
+
+pub async fn run(
+    spec: ClusterSpec,
+    service: Service,
+    id: NodeId,
+    options: NodeOptions,
+) -> anyhow::Result<()> {
+    let addr = spec.node_addr(service, id).ok_or_else(|| {
+        anyhow::anyhow!("node id {id} outside 1..={}", cart_common::spec::MAX_NODES)
+    })?;
+    let node = Node::open(&spec, service, id, addr.clone(), options).await?;
+
+    let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
+    let internal = chttp::internal_only(
+        Router::new()
+            .route(network::APPEND_PATH, post(append))
+            .route(network::VOTE_PATH, post(vote))
+            .route(network::SNAPSHOT_PATH, post(snapshot))
+            .route(api::WRITE_PATH, post(write))
+            .route(api::READ_PATH, post(read))
+            .route(api::LOCAL_READ_PATH, post(local_read))
+            .route(api::CHECKOUT_PATH, post(checkout))
+            .route(
+                &format!("{DIGEST_PATH}/{{check_id}}"),
+                get(consistency::api::digest),
+            )
+            .route(
+                &format!("{DIGEST_PATH}/{{check_id}}/leaves"),
+                post(consistency::api::leaves),
+            )
+            .route(
+                &format!("{DIGEST_PATH}/{{check_id}}/rows"),
+                post(consistency::api::rows),
+            )
+            .route(
+                &format!("{REPAIRED_PATH}/{{check_id}}"),
+                get(consistency::api::repaired),
+            )
+            .route(CONSISTENCY_PATH, post(consistency::api::start))
+            .route(WIPE_PATH, post(consistency::api::wipe))
+            .route(api::ADD_MEMBER_PATH, post(membership::add))
+            .route(api::REMOVE_MEMBER_PATH, post(membership::remove))
+            // Snapshot chunks (1 MiB, JSON-encoded bytes) and entry batches
+            // exceed axum's 2 MB default.
+            .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT)),
+        &spec.cluster.internal_secret,
+        limit,
+        chttp::BodyLimits::new(&spec.limits, RAFT_BODY_LIMIT),
+    );
+    let open = Router::new()
+        .route(api::READY_PATH, get(ready))
+        .route(api::STATUS_PATH, get(status))
+        .route(
+            consistency::api::FAULT_PATH,
+            post(consistency::api::corrupt),
+        )
+        .route("/metrics", get(chttp::metrics_handler));
+    let router = chttp::instrument(
+        internal.merge(open).with_state(node.clone()),
+        ServerLabels {
+            service: service.name(),
+            role: "node",
+        },
+    );
+
+    let listener = chttp::bind(&spec.bind_addr(&addr)).await?;
+    tracing::info!(%service, id, %addr, "node serving");
+    let shutdown = Shutdown::on_signals();
+    chttp::serve(listener, router, shutdown, (&spec.limits).into()).await?;
+    if let Err(e) = node.raft().shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}

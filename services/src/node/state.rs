@@ -1,0 +1,420 @@
+//! A node's state: its Raft group member, storage, proposer, consistency
+//! replica and checker, and (order nodes) checkout sagas — opened from the
+//! spec, and the methods the node's handlers call. It knows nothing of HTTP
+//! routes: the handlers (`node::http`, `consistency::api`, `membership`)
+//! import it, never the other way round.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use cart_common::spec::{NodeId, StorageBackend};
+use cart_common::{ClusterSpec, Service};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+
+use super::NodeOptions;
+use crate::api::{FollowerProgress, NodeStatus};
+use crate::consistency::{checker::Checker, checker::Operation, replica::Replica};
+use crate::domain::{self, Command, Outcome, Query, StoreError, Table};
+use crate::metrics::METRICS;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::progress::Progress;
+use crate::raft::proposer::{ProposeError, Proposer};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::Raft;
+use crate::request_key::RequestKey;
+use crate::saga::Sagas;
+use crate::storage::{self, embedded, Backend, Health};
+
+pub(crate) struct Node {
+    service: Service,
+    id: NodeId,
+    addr: String,
+    raft: Raft,
+    backend: Arc<dyn Backend>,
+    health: Arc<Health>,
+    dir: PathBuf,
+    replica: Arc<Replica>,
+    checker: Arc<Checker>,
+    fault_injection: bool,
+    admin_token: String,
+    proposer: Proposer,
+    progress: Arc<Progress>,
+    /// The order group's checkout sagas (order nodes only).
+    sagas: Option<Arc<Sagas>>,
+    /// What `/status` reports from the storage; from a MongoDB server read
+    /// at most every `STORED_SUMMARY_TTL` (coordinators probe several times
+    /// a second).
+    stored: Mutex<Option<(Instant, StoredSummary)>>,
+}
+
+#[derive(Clone, Default)]
+struct StoredSummary {
+    table_sizes: BTreeMap<String, u64>,
+    last_check: Option<cart_common::admin::CheckReport>,
+}
+
+const STORED_SUMMARY_TTL: Duration = Duration::from_secs(2);
+
+impl Node {
+    /// Opens the node's storage, starts its Raft group member (forming the
+    /// group from the spec if it is node 1 of a pristine one), its proposer,
+    /// checker and sagas, and the background tasks that follow them.
+    pub(super) async fn open(
+        spec: &ClusterSpec,
+        service: Service,
+        id: NodeId,
+        addr: String,
+        options: NodeOptions,
+    ) -> anyhow::Result<Arc<Node>> {
+        let dir = spec.node_data_dir(service, id);
+        // The Raft log always lives in the embedded store; the replicated state
+        // in the backend the spec chooses (the embedded store by default).
+        let fresh = embedded::Store::is_new(&dir);
+        let store = embedded::Store::open(&dir, spec.storage.redb_cache_mib)?;
+        let health = Arc::new(Health::default());
+        let backend = storage::open(spec, service, id, &store, fresh, health.clone()).await?;
+        let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
+        let replica = Arc::new(Replica::default());
+        Replica::init_metrics();
+        crate::metrics::init_series();
+        let sm = StateMachine::new(backend.clone(), dir.clone(), window_ms, id, replica.clone());
+        let et = spec.raft.election_timeout_ms;
+        // The replicas of a group reach the same entry count together; staggering
+        // their thresholds (by up to 40%) keeps their snapshot builds, a full scan
+        // each, from landing on the machine at once.
+        let snapshot_every =
+            spec.raft.snapshot_every + spec.raft.snapshot_every / 10 * ((id - 1) % 5);
+        let config = Config {
+            cluster_name: service.to_string(),
+            heartbeat_interval: spec.raft.heartbeat_ms,
+            election_timeout_min: et,
+            election_timeout_max: et + et / 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+            max_in_snapshot_log_to_keep: spec.raft.snapshot_every / 2,
+            // A follower further behind than this gets a snapshot instead of
+            // entries; past a snapshot's worth it could never catch up by entries.
+            replication_lag_threshold: spec.raft.snapshot_every.saturating_mul(2).max(5000),
+            // Snapshots of 100k-key tables travel in 1 MiB chunks; the last one
+            // also covers installing the whole table on the follower.
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: 30_000,
+            ..Default::default()
+        }
+        .validate()?;
+        let progress = Arc::new(Progress::default());
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            Network::new(&spec.cluster.internal_secret, progress.clone()),
+            LogStore::new(store.clone(), progress.clone())?,
+            sm.clone(),
+        )
+        .await?;
+
+        // The first node of a pristine group forms it from the spec. Once formed,
+        // the membership in the log wins over the spec.
+        if id == 1 && !options.join && !raft.is_initialized().await? {
+            let members: BTreeMap<NodeId, BasicNode> = spec
+                .nodes(service)
+                .into_iter()
+                .map(|n| (n.id, BasicNode { addr: n.addr }))
+                .collect();
+            tracing::info!(?members, "initializing new Raft group");
+            if let Err(e) = raft.initialize(members).await {
+                tracing::warn!(error = %e, "initialize refused");
+            }
+        }
+
+        let proposer = Proposer::start(raft.clone(), sm.clone());
+        let sagas = (service == Service::Order).then(|| {
+            Arc::new(Sagas::new(
+                spec,
+                id,
+                raft.clone(),
+                proposer.clone(),
+                backend.clone(),
+                health.clone(),
+            ))
+        });
+        if let Some(sagas) = &sagas {
+            tokio::spawn(sagas.clone().sweep());
+        }
+        let checker = Arc::new(Checker::new(
+            spec,
+            service,
+            id,
+            raft.clone(),
+            proposer.clone(),
+        ));
+        tokio::spawn(checker.clone().schedule(progress.clone()));
+        tokio::spawn(export_raft_metrics(raft.clone(), progress.clone()));
+        tokio::spawn(follow_storage_health(raft.clone(), health.clone()));
+        tokio::spawn(ping_storage(backend.clone()));
+        Ok(Arc::new(Node {
+            service,
+            id,
+            addr,
+            raft,
+            backend,
+            health,
+            dir,
+            replica,
+            checker,
+            fault_injection: options.fault_injection,
+            admin_token: spec.cluster.admin_token.clone(),
+            proposer,
+            progress,
+            sagas,
+            stored: Mutex::new(None),
+        }))
+    }
+
+    pub(crate) fn service(&self) -> Service {
+        self.service
+    }
+
+    /// This node's member of its Raft group (RPCs, membership changes).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This replica's consistency digests and repairs.
+    pub(crate) fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// The order group's checkout sagas; `None` on payment and stock nodes.
+    pub(crate) fn sagas(&self) -> Option<&Arc<Sagas>> {
+        self.sagas.as_ref()
+    }
+
+    pub(crate) fn storage_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+
+    /// Returns once the storage is known to fail.
+    pub(crate) async fn storage_failing(&self) {
+        let _ = self.health.watch().wait_for(|healthy| !healthy).await;
+    }
+
+    /// Proposes a write to the group (leader only).
+    pub(crate) async fn propose(
+        &self,
+        key: &RequestKey,
+        cmd: Command,
+    ) -> Result<Outcome, ProposeError> {
+        self.proposer.propose(key, cmd).await
+    }
+
+    /// Answers a query from this replica's own state, without consensus.
+    pub(crate) fn query_local(&self, query: &Query) -> Result<Outcome, StoreError> {
+        self.backend
+            .reader()
+            .and_then(|view| domain::query(view.as_ref(), query))
+    }
+
+    /// The leader this node knows of.
+    pub(crate) fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Starts a check, repair or rebuild (leader only); its id.
+    pub(crate) fn start_check(&self, op: Operation) -> Result<String, ProposeError> {
+        self.checker.start(op)
+    }
+
+    /// Whether this node serves the fault-injection hook.
+    pub(crate) fn fault_injection(&self) -> bool {
+        self.fault_injection
+    }
+
+    /// Whether `headers` carry the cluster's admin token.
+    pub(crate) fn is_admin(&self, headers: &HeaderMap) -> bool {
+        cart_common::http::has_bearer_token(headers, &self.admin_token)
+    }
+
+    /// Changes or deletes one stored row directly in this replica's store.
+    pub(crate) fn corrupt(
+        &self,
+        table: Table,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.backend.corrupt(table, key, value)
+    }
+
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the Raft member and deletes this node's data (storage backend
+    /// and data dir); failures are logged, the wipe goes on.
+    pub(crate) async fn wipe(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown before wipe");
+        }
+        if let Err(e) = self.backend.wipe() {
+            tracing::error!(error = %e, "wiping the storage backend");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::error!(error = %e, "wiping the data dir");
+        }
+    }
+
+    /// What `/status` reports. May wait on the storage: call it off the
+    /// runtime's workers.
+    pub(crate) fn status(&self) -> NodeStatus {
+        let stored = self.stored_summary();
+        let m = self.raft.metrics().borrow().clone();
+        let members = m
+            .membership_config
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let voters = m.membership_config.membership().voter_ids().collect();
+        let replication = m.replication.as_ref().map(|followers| {
+            followers
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, matched)| {
+                    let matched = matched.as_ref().map(|l| l.index);
+                    let (lag_entries, lag_seconds) = self.progress.lag(matched, m.last_log_index);
+                    let contact = self.progress.contact(*id);
+                    let progress = FollowerProgress {
+                        matched,
+                        lag_entries,
+                        lag_seconds,
+                        last_contact_ms_ago: contact.and_then(|c| c.last_ok_ms_ago),
+                        failing: contact.is_some_and(|c| c.failing),
+                    };
+                    (*id, progress)
+                })
+                .collect()
+        });
+        NodeStatus {
+            service: self.service.to_string(),
+            id: self.id,
+            addr: self.addr.clone(),
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
+            members,
+            voters,
+            committed: self.progress.committed(),
+            replication,
+            saga_recovery: self.sagas.as_ref().and_then(|s| s.last_recovery()),
+            last_check: stored.last_check,
+            table_sizes: stored.table_sizes,
+            storage: self.health.status(),
+        }
+    }
+
+    /// Table sizes and the latest check, as last read from the storage; not
+    /// read again while the storage fails (the probe must answer quickly).
+    fn stored_summary(&self) -> StoredSummary {
+        let Ok(mut cached) = self.stored.lock() else {
+            return StoredSummary::default();
+        };
+        // The embedded store answers these from memory-mapped pages: always
+        // read afresh. A server is asked at most every TTL.
+        let ttl = match self.backend.kind() {
+            StorageBackend::Redb => Duration::ZERO,
+            StorageBackend::Mongodb => STORED_SUMMARY_TTL,
+        };
+        let fresh = cached.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl);
+        if fresh || !self.health.is_healthy() {
+            return cached.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+        }
+        // The first failure ends the refresh: the probe must answer quickly.
+        let sizes: Result<BTreeMap<String, u64>, _> = Table::ALL
+            .into_iter()
+            .map(|t| Ok((t.name().to_string(), self.backend.count(t)?)))
+            .collect::<Result<_, StoreError>>();
+        let Ok(table_sizes) = sizes else {
+            return cached.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+        };
+        let summary = StoredSummary {
+            table_sizes,
+            last_check: latest_check(self.backend.as_ref()),
+        };
+        *cached = Some((Instant::now(), summary.clone()));
+        summary
+    }
+}
+
+fn latest_check(backend: &dyn Backend) -> Option<cart_common::admin::CheckReport> {
+    let view = backend.reader().ok()?;
+    match domain::query(view.as_ref(), &Query::LatestCheck) {
+        Ok(Ok(domain::Reply::Check(report))) => report,
+        _ => None,
+    }
+}
+
+async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>) {
+    let mut rx = raft.metrics();
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            let dead = match &m.running_state {
+                Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+                Err(fatal) => Some(fatal),
+            };
+            if let Some(fatal) = dead {
+                // A dead Raft core cannot recover in place: exit, so the node
+                // is seen down and its supervisor restarts it from its log.
+                tracing::error!(error = %fatal, "raft core stopped; exiting");
+                std::process::exit(70);
+            }
+            METRICS.term.set(m.current_term as i64);
+            METRICS
+                .committed
+                .set(progress.committed().map_or(0, |c| c as i64));
+            METRICS
+                .last_applied
+                .set(m.last_applied.map_or(0, |l| l.index as i64));
+            METRICS
+                .last_log_index
+                .set(m.last_log_index.unwrap_or(0) as i64);
+            METRICS
+                .is_leader
+                .set(i64::from(m.current_leader == Some(m.id)));
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Pings the storage every second: an idle node notices a failing storage
+/// (and its recovery) without waiting for a write.
+async fn ping_storage(backend: Arc<dyn Backend>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let b = backend.clone();
+        // The result goes to the node's health; nothing else to do here.
+        let _ = tokio::task::spawn_blocking(move || b.ping()).await;
+    }
+}
+
+/// While its storage fails a node neither campaigns nor sends heartbeats:
+/// as leader it could not apply, so its followers elect another leader.
+async fn follow_storage_health(raft: Raft, health: Arc<Health>) {
+    let mut watch = health.watch();
+    while watch.changed().await.is_ok() {
+        let healthy = *watch.borrow_and_update();
+        tracing::warn!(
+            healthy,
+            "storage health changed; elections and heartbeats follow it"
+        );
+        raft.runtime_config().heartbeat(healthy);
+        raft.runtime_config().elect(healthy);
+    }
+}
