@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cart_cluster::harness::{http_get, LocalCluster, Role};
-use cart_common::admin::{service_path, Event, NodeHealth, ServiceView, EVENTS_PATH};
+use cart_common::admin::{Event, NodeHealth, ServiceView};
+use cart_common::paths::{service_path, EVENTS_PATH};
 use cart_common::Service;
 
 const ROUNDS: usize = 5;

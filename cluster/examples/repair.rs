@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cart_cluster::harness::{http_get, LocalCluster};
-use cart_common::admin::{service_path, CheckReport, CheckStarted, ServiceView};
+use cart_common::admin::{CheckReport, CheckStarted, ServiceView};
+use cart_common::paths::service_path;
 use cart_common::Service;
 
 const ITEMS: u64 = 100_000;

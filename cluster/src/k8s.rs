@@ -476,8 +476,8 @@ fn service_manifests(spec: &ClusterSpec, service: Service) -> String {
          metadata:\n\
          \x20 name: {service}-node\n\
          \x20 labels:\n",
-        status = probe("/status"),
-        ready = probe("/ready"),
+        status = probe(cart_common::paths::STATUS_PATH),
+        ready = probe(cart_common::paths::READY_PATH),
     );
     labels(&mut out, 4, service, "node");
     let _ = write!(

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cart_cluster::harness::{LocalCluster, Role};
-use cart_common::admin::{Event, EVENTS_PATH};
+use cart_common::admin::Event;
 use cart_common::http::InternalClient;
+use cart_common::paths::{EVENTS_PATH, WRITE_PATH};
 use cart_common::rng::SplitMix64;
 use cart_common::spec::CrossService;
 use cart_common::Service;
-use cart_services::api::{WriteRequest, WRITE_PATH};
+use cart_services::api::WriteRequest;
 use cart_services::domain::{Command, Outcome, Reply};
 use cart_services::request_key::RequestKey;
 use common::{cluster, coordinator_admin, eventually, Client};

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cart_cluster::harness::{LocalCluster, Role};
-use cart_common::admin::{
-    nodes_path, service_path, CheckReport, CheckStarted, Event, CHECK_ALL_PATH, EVENTS_PATH,
-};
+use cart_common::admin::{CheckReport, CheckStarted, Event};
 use cart_common::paths::FAULT_PATH;
+use cart_common::paths::{nodes_path, service_path, CHECK_ALL_PATH, EVENTS_PATH};
 use cart_common::spec::StorageBackend;
 use cart_common::Service;
 use cart_services::consistency::digest::leaf_of;

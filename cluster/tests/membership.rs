@@ -8,10 +8,11 @@ mod common;
 use std::time::Duration;
 
 use cart_cluster::harness::{http_get, node_ids, Role};
-use cart_common::admin::{nodes_path, NodeHealth, CLUSTER_PATH};
+use cart_common::admin::NodeHealth;
 use cart_common::http::INTERNAL_SECRET;
+use cart_common::paths::{nodes_path, ADD_MEMBER_PATH, CLUSTER_PATH};
 use cart_common::Service;
-use cart_services::api::ADD_MEMBER_PATH;
+
 use cart_services::domain::{Query, Reply};
 use common::{
     admin_call, cluster, coordinator_admin, eventually, local_read, metric, node_view, raw_request,

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cart_cluster::harness::{LocalCluster, Role};
-use cart_common::admin::{ClusterView, Event, NodeHealth, CLUSTER_PATH, EVENTS_PATH};
+use cart_common::admin::{ClusterView, Event, NodeHealth};
+use cart_common::paths::{CLUSTER_PATH, EVENTS_PATH};
 use cart_common::Service;
 use cart_services::domain::{Query, Reply};
 use common::{
@@ -258,7 +259,7 @@ async fn every_coordinator_shows_the_whole_cluster_and_the_same_history() {
     let (status, body) = common::admin_call(
         reqwest::Method::POST,
         &order,
-        cart_common::admin::CHECK_ALL_PATH,
+        cart_common::paths::CHECK_ALL_PATH,
         Some(&token),
         None,
     )

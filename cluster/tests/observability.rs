@@ -13,7 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use cart_cluster::harness::{http_get, require_tool, LocalCluster, Role};
-use cart_common::admin::CHECK_ALL_PATH;
+use cart_common::paths::CHECK_ALL_PATH;
+
 use cart_common::Service;
 use common::{admin_call, cluster, coordinator_admin, eventually, Client};
 use serde_json::Value;

@@ -6,12 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::NodeId;
 
-/// The admin API's paths, defined with every other internal path.
-pub use crate::paths::{
-    nodes_path, service_path, CHECK_ALL_PATH, CLUSTER_PATH, EVENTS_PATH, OWN_EVENTS_PATH,
-    SERVICES_PATH,
-};
-
 /// How a coordinator sees a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

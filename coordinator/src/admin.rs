@@ -12,14 +12,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cart_common::admin::{
-    self, AddNode, CheckStarted, ClusterView, CoordinatorView, MembershipChanged, RepairRequest,
+    AddNode, CheckStarted, ClusterView, CoordinatorView, MembershipChanged, RepairRequest,
     ServiceView,
 };
 use cart_common::http as chttp;
+use cart_common::paths::{self, ADD_MEMBER_PATH, CONSISTENCY_PATH, REMOVE_MEMBER_PATH};
 use cart_common::spec::{NodeId, MAX_NODES};
 use cart_common::{ApiError, ClusterSpec, Service};
-use cart_services::api::{RemoveMember, ADD_MEMBER_PATH, REMOVE_MEMBER_PATH};
-use cart_services::consistency::checker::{Operation, CONSISTENCY_PATH};
+use cart_services::api::RemoveMember;
+use cart_services::consistency::wire::Operation;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -32,24 +33,21 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn routes(spec: &ClusterSpec) -> Router<Arc<Coordinator>> {
     let mutating = Router::new()
-        .route("/admin/services/{service}/nodes", post(add_node))
-        .route("/admin/services/{service}/nodes/{id}", delete(remove_node))
-        .route(admin::CHECK_ALL_PATH, post(check_all))
-        .route("/admin/services/{service}/check", post(check))
-        .route("/admin/services/{service}/repair", post(repair))
-        .route(
-            "/admin/services/{service}/nodes/{id}/rebuild",
-            post(rebuild),
-        )
+        .route(paths::NODES_ROUTE, post(add_node))
+        .route(paths::NODE_ROUTE, delete(remove_node))
+        .route(paths::CHECK_ALL_PATH, post(check_all))
+        .route(paths::CHECK_ROUTE, post(check))
+        .route(paths::REPAIR_ROUTE, post(repair))
+        .route(paths::REBUILD_ROUTE, post(rebuild))
         .layer(axum::middleware::from_fn_with_state(
             Arc::<str>::from(spec.cluster.admin_token.as_str()),
             chttp::require_admin_token,
         ));
     Router::new()
-        .route(admin::CLUSTER_PATH, get(cluster))
-        .route("/admin/services/{service}", get(service))
-        .route(admin::EVENTS_PATH, get(events))
-        .route(admin::OWN_EVENTS_PATH, get(own_events))
+        .route(paths::CLUSTER_PATH, get(cluster))
+        .route(paths::SERVICE_ROUTE, get(service))
+        .route(paths::EVENTS_PATH, get(events))
+        .route(paths::OWN_EVENTS_PATH, get(own_events))
         .merge(mutating)
 }
 
@@ -111,7 +109,7 @@ async fn service_view(c: &Coordinator, service: Service) -> ServiceView {
     if service == c.service() {
         return own_view(c);
     }
-    let path = admin::service_path(service.name());
+    let path = paths::service_path(service.name());
     let mut last_error = String::from("no coordinators");
     for coord in c.spec().coordinators(service) {
         match forward(c, Method::GET, &coord.admin, &path, None, None).await {
@@ -182,7 +180,7 @@ async fn add_node(
     })?;
     check_node_id(req.id)?;
     if service != c.service() {
-        let path = admin::nodes_path(service.name());
+        let path = paths::nodes_path(service.name());
         let body = serde_json::to_value(&req).unwrap_or_default();
         return Ok(
             forward_to_service(&c, service, Method::POST, &path, Some(body), &headers).await,
@@ -230,7 +228,7 @@ async fn remove_node(
     let service = parse_service(&name)?;
     let id = parse_node_id(&id)?;
     if service != c.service() {
-        let path = format!("{}/{id}", admin::nodes_path(service.name()));
+        let path = paths::node_path(service.name(), id);
         return Ok(forward_to_service(&c, service, Method::DELETE, &path, None, &headers).await);
     }
     let changed: MembershipChanged = c
@@ -255,7 +253,7 @@ async fn check_all(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Ans
         let op = Operation::Check {
             reason: "manual".into(),
         };
-        let path = format!("{}/check", admin::service_path(service.name()));
+        let path = paths::check_path(service.name());
         let answer = operation(&c, service, op, &path, &headers).await;
         if answer.status() != axum::http::StatusCode::OK {
             return Ok(answer);
@@ -279,7 +277,7 @@ async fn check(
     let op = Operation::Check {
         reason: "manual".into(),
     };
-    let path = format!("{}/check", admin::service_path(service.name()));
+    let path = paths::check_path(service.name());
     Ok(operation(&c, service, op, &path, &headers).await)
 }
 
@@ -300,7 +298,7 @@ async fn repair(
     if let Some(node) = req.node {
         check_node_id(node)?;
     }
-    let path = format!("{}/repair", admin::service_path(service.name()));
+    let path = paths::repair_path(service.name());
     let op = Operation::Repair { node: req.node };
     Ok(operation(&c, service, op, &path, &headers).await)
 }
@@ -312,10 +310,7 @@ async fn rebuild(
 ) -> Answer {
     let service = parse_service(&name)?;
     let node = parse_node_id(&id)?;
-    let path = format!(
-        "{}/nodes/{node}/rebuild",
-        admin::service_path(service.name())
-    );
+    let path = paths::rebuild_path(service.name(), node);
     Ok(operation(&c, service, Operation::Rebuild { node }, &path, &headers).await)
 }
 

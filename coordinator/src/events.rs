@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cart_common::admin::{Event, OwnEvents, OWN_EVENTS_PATH};
+use cart_common::admin::{Event, OwnEvents};
 use cart_common::http::InternalClient;
+use cart_common::paths::OWN_EVENTS_PATH;
 use cart_common::spec::NodeId;
 use cart_common::ClusterSpec;
 use serde_json::Value;

@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cart_common::http::{self as chttp, BodyLimits, ServerLabels};
+use cart_common::paths::{METRICS_PATH, READY_PATH, READ_PATH, WRITE_PATH};
 use cart_common::{ClusterSpec, Service};
-use cart_services::api::{ReadRequest, WriteRequest, READY_PATH, READ_PATH, WRITE_PATH};
+use cart_services::api::{ReadRequest, WriteRequest};
 use tokio::sync::Semaphore;
 
 use crate::routes::public_routes;
@@ -66,7 +67,7 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
         internal
             .merge(crate::admin::routes(&spec))
             .route(READY_PATH, get(chttp::ready_handler))
-            .route("/metrics", get(chttp::metrics_handler))
+            .route(METRICS_PATH, get(chttp::metrics_handler))
             .with_state(state),
         ServerLabels {
             service: service.name(),

@@ -15,11 +15,6 @@ use crate::domain::{Command, Query};
 use crate::request_key::RequestKey;
 pub use crate::storage::health::StorageStatus;
 
-pub use cart_common::paths::{
-    ADD_MEMBER_PATH, CHECKOUT_PATH, LOCAL_READ_PATH, READY_PATH, READ_PATH, REMOVE_MEMBER_PATH,
-    STATUS_PATH, WRITE_PATH,
-};
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WriteRequest {
     #[serde(flatten)]

@@ -3,6 +3,7 @@
 use std::sync::LazyLock;
 
 use cart_common::metrics::{counter, counter_vec, gauge, histogram, precreate, LATENCY_BUCKETS};
+use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 pub struct NodeMetrics {
@@ -104,7 +105,6 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
 
 /// Series operators alert on exist at 0 from start-up.
 pub fn init_series() {
-    use crate::raft::network::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
     precreate(
         &METRICS.raft_rpc_failures,
         [[APPEND_PATH], [VOTE_PATH], [SNAPSHOT_PATH]],

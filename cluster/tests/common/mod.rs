@@ -9,10 +9,10 @@ use cart_cluster::harness::{cart_binary, LocalCluster};
 use cart_cluster::mongo_server::MongoServer;
 use cart_common::admin_client::AdminClient;
 use cart_common::http::{InternalClient, REQUEST_ID};
-use cart_common::paths::METRICS_PATH;
+use cart_common::paths::{LOCAL_READ_PATH, METRICS_PATH};
 use cart_common::spec::StorageBackend;
 use cart_common::{ClusterSpec, Service};
-use cart_services::api::{ReadRequest, LOCAL_READ_PATH};
+use cart_services::api::ReadRequest;
 use cart_services::domain::{Outcome, Query};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -269,7 +269,7 @@ pub async fn service_view(
     service: Service,
 ) -> Option<cart_common::admin::ServiceView> {
     let addr = coordinator_admin(cluster, service, 0);
-    admin_get(&addr, &cart_common::admin::service_path(service.name())).await
+    admin_get(&addr, &cart_common::paths::service_path(service.name())).await
 }
 
 pub fn node_view(

@@ -4,10 +4,11 @@
 use std::time::{Duration, Instant};
 
 use cart_common::admin::NodeHealth;
+use cart_common::paths::STATUS_PATH;
 use cart_common::spec::NodeId;
 
 use cart_common::http::CallError;
-use cart_services::api::{NodeStatus, STATUS_PATH};
+use cart_services::api::NodeStatus;
 
 use super::{Health, State};
 use crate::metrics::METRICS;

@@ -7,15 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::api::{
-    CheckoutReply, CheckoutRequest, NotLeader, ReadRequest, WriteRequest, CHECKOUT_PATH, READ_PATH,
-    WRITE_PATH,
-};
+use crate::api::{CheckoutReply, CheckoutRequest, NotLeader, ReadRequest, WriteRequest};
 use crate::domain::{Command, Outcome, Query};
 use crate::request_key::RequestKey;
 use cart_common::api_error::ErrorBody;
 use cart_common::backoff::Backoff;
 use cart_common::http::InternalClient;
+use cart_common::paths::{CHECKOUT_PATH, READ_PATH, WRITE_PATH};
 use cart_common::{ApiError, ClusterSpec, Service};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;

@@ -6,11 +6,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::api::{ReadRequest, WriteRequest, READ_PATH, WRITE_PATH};
+use crate::api::{ReadRequest, WriteRequest};
 use crate::domain::{Command, Outcome, Query};
 use crate::request_key::RequestKey;
 use cart_common::backoff::Backoff;
 use cart_common::http::InternalClient;
+use cart_common::paths::{READ_PATH, WRITE_PATH};
 use cart_common::spec::CrossService;
 use cart_common::{ApiError, ClusterSpec, Service};
 use reqwest::StatusCode;

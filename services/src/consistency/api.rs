@@ -20,8 +20,6 @@ use crate::domain::Table;
 use crate::node::http::propose_error;
 use crate::node::state::Node;
 
-pub use cart_common::paths::FAULT_PATH;
-
 pub(crate) async fn digest(State(n): State<Arc<Node>>, Path(check_id): Path<String>) -> Response {
     Json(n.replica().summary(&check_id)).into_response()
 }

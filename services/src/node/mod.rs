@@ -12,19 +12,15 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use cart_common::http::{self as chttp, ServerLabels, Shutdown};
+use cart_common::paths;
 use cart_common::spec::NodeId;
 use cart_common::{ClusterSpec, Service};
 use tokio::sync::Semaphore;
 
 use self::http::{append, checkout, local_read, read, ready, snapshot, status, vote, write};
 use self::state::Node;
-use crate::api;
-use crate::consistency::{
-    self,
-    checker::{CONSISTENCY_PATH, DIGEST_PATH, REPAIRED_PATH, WIPE_PATH},
-};
+use crate::consistency;
 use crate::membership;
-use crate::raft::network;
 
 /// Largest Raft RPC or internal request body a node accepts.
 const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -52,33 +48,21 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(spec.limits.max_in_flight));
     let internal = chttp::internal_only(
         Router::new()
-            .route(network::APPEND_PATH, post(append))
-            .route(network::VOTE_PATH, post(vote))
-            .route(network::SNAPSHOT_PATH, post(snapshot))
-            .route(api::WRITE_PATH, post(write))
-            .route(api::READ_PATH, post(read))
-            .route(api::LOCAL_READ_PATH, post(local_read))
-            .route(api::CHECKOUT_PATH, post(checkout))
-            .route(
-                &format!("{DIGEST_PATH}/{{check_id}}"),
-                get(consistency::api::digest),
-            )
-            .route(
-                &format!("{DIGEST_PATH}/{{check_id}}/leaves"),
-                post(consistency::api::leaves),
-            )
-            .route(
-                &format!("{DIGEST_PATH}/{{check_id}}/rows"),
-                post(consistency::api::rows),
-            )
-            .route(
-                &format!("{REPAIRED_PATH}/{{check_id}}"),
-                get(consistency::api::repaired),
-            )
-            .route(CONSISTENCY_PATH, post(consistency::api::start))
-            .route(WIPE_PATH, post(consistency::api::wipe))
-            .route(api::ADD_MEMBER_PATH, post(membership::add))
-            .route(api::REMOVE_MEMBER_PATH, post(membership::remove))
+            .route(paths::APPEND_PATH, post(append))
+            .route(paths::VOTE_PATH, post(vote))
+            .route(paths::SNAPSHOT_PATH, post(snapshot))
+            .route(paths::WRITE_PATH, post(write))
+            .route(paths::READ_PATH, post(read))
+            .route(paths::LOCAL_READ_PATH, post(local_read))
+            .route(paths::CHECKOUT_PATH, post(checkout))
+            .route(paths::DIGEST_ROUTE, get(consistency::api::digest))
+            .route(paths::DIGEST_LEAVES_ROUTE, post(consistency::api::leaves))
+            .route(paths::DIGEST_ROWS_ROUTE, post(consistency::api::rows))
+            .route(paths::REPAIRED_ROUTE, get(consistency::api::repaired))
+            .route(paths::CONSISTENCY_PATH, post(consistency::api::start))
+            .route(paths::WIPE_PATH, post(consistency::api::wipe))
+            .route(paths::ADD_MEMBER_PATH, post(membership::add))
+            .route(paths::REMOVE_MEMBER_PATH, post(membership::remove))
             // Snapshot chunks (1 MiB, JSON-encoded bytes) and entry batches
             // exceed axum's 2 MB default.
             .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT)),
@@ -87,13 +71,10 @@ pub async fn run(
         chttp::BodyLimits::new(&spec.limits, RAFT_BODY_LIMIT),
     );
     let open = Router::new()
-        .route(api::READY_PATH, get(ready))
-        .route(api::STATUS_PATH, get(status))
-        .route(
-            consistency::api::FAULT_PATH,
-            post(consistency::api::corrupt),
-        )
-        .route("/metrics", get(chttp::metrics_handler));
+        .route(paths::READY_PATH, get(ready))
+        .route(paths::STATUS_PATH, get(status))
+        .route(paths::FAULT_PATH, post(consistency::api::corrupt))
+        .route(paths::METRICS_PATH, get(chttp::metrics_handler));
     let router = chttp::instrument(
         internal.merge(open).with_state(node.clone()),
         ServerLabels {

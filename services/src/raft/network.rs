@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cart_common::http::InternalClient;
+use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -20,8 +21,6 @@ use serde::Serialize;
 use super::progress::Progress;
 use super::{NodeId, TypeConfig};
 use crate::metrics::METRICS;
-
-pub use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 
 #[derive(Clone)]
 pub struct Network {

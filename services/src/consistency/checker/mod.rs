@@ -39,7 +39,7 @@ use crate::request_key::RequestKey;
 use metrics::{init_node_series, init_series, METRICS};
 
 pub use super::wire::{LeavesRequest, Operation, RowsRequest};
-pub use cart_common::paths::{CONSISTENCY_PATH, DIGEST_PATH, REPAIRED_PATH, WIPE_PATH};
+
 pub use repair::diff_rows;
 
 /// Differing leaves listed in a report per replica (all are repaired).
