@@ -289,6 +289,28 @@ fn ingress(spec: &ClusterSpec) -> String {
     out
 }
 
+/// `---` and the head of one object of a service's nodes or coordinators:
+/// its API version, kind, name and labels, up to its `spec:`.
+fn object_head(
+    out: &mut String,
+    api_version: &str,
+    kind: &str,
+    name: &str,
+    service: Service,
+    component: &str,
+) {
+    let _ = write!(
+        out,
+        "---\n\
+         apiVersion: {api_version}\n\
+         kind: {kind}\n\
+         metadata:\n\
+         \x20 name: {name}\n\
+         \x20 labels:\n"
+    );
+    labels(out, 4, service, component);
+}
+
 /// The labels of a service's nodes or coordinators.
 fn labels(out: &mut String, indent: usize, service: Service, component: &str) {
     let pad = " ".repeat(indent);
@@ -367,15 +389,16 @@ fn service_manifests(spec: &ClusterSpec, service: Service) -> String {
          \x20 clusterIP: None\n\
          \x20 publishNotReadyAddresses: true\n\
          \x20 selector:\n\
-         \x20   app.kubernetes.io/name: {service}-node\n\
-         ---\n\
-         apiVersion: apps/v1\n\
-         kind: StatefulSet\n\
-         metadata:\n\
-         \x20 name: {service}-node\n\
-         \x20 labels:\n"
+         \x20   app.kubernetes.io/name: {service}-node\n"
     );
-    labels(&mut out, 4, service, "node");
+    object_head(
+        &mut out,
+        "apps/v1",
+        "StatefulSet",
+        &format!("{service}-node"),
+        service,
+        "node",
+    );
     let _ = write!(
         out,
         "spec:\n\
@@ -469,17 +492,18 @@ fn service_manifests(spec: &ClusterSpec, service: Service) -> String {
          \x20       accessModes: [ReadWriteOnce]\n\
          \x20       resources:\n\
          \x20         requests:\n\
-         \x20           storage: 10Gi\n\
-         ---\n\
-         apiVersion: policy/v1\n\
-         kind: PodDisruptionBudget\n\
-         metadata:\n\
-         \x20 name: {service}-node\n\
-         \x20 labels:\n",
+         \x20           storage: 10Gi\n",
         status = probe(cart_common::paths::STATUS_PATH),
         ready = probe(cart_common::paths::READY_PATH),
     );
-    labels(&mut out, 4, service, "node");
+    object_head(
+        &mut out,
+        "policy/v1",
+        "PodDisruptionBudget",
+        &format!("{service}-node"),
+        service,
+        "node",
+    );
     let _ = write!(
         out,
         "spec:\n\
@@ -488,15 +512,16 @@ fn service_manifests(spec: &ClusterSpec, service: Service) -> String {
          \x20 maxUnavailable: 1\n\
          \x20 selector:\n\
          \x20   matchLabels:\n\
-         \x20     app.kubernetes.io/name: {service}-node\n\
-         ---\n\
-         apiVersion: v1\n\
-         kind: Service\n\
-         metadata:\n\
-         \x20 name: {service}-coordinator\n\
-         \x20 labels:\n"
+         \x20     app.kubernetes.io/name: {service}-node\n"
     );
-    labels(&mut out, 4, service, "coordinator");
+    object_head(
+        &mut out,
+        "v1",
+        "Service",
+        &format!("{service}-coordinator"),
+        service,
+        "coordinator",
+    );
     let _ = write!(
         out,
         "spec:\n\
@@ -516,31 +541,30 @@ fn service_manifests(spec: &ClusterSpec, service: Service) -> String {
             port_of(&c.admin),
         );
     }
-    let _ = write!(
-        out,
-        "---\n\
-         apiVersion: policy/v1\n\
-         kind: PodDisruptionBudget\n\
-         metadata:\n\
-         \x20 name: {service}-coordinator\n\
-         \x20 labels:\n"
+    object_head(
+        &mut out,
+        "policy/v1",
+        "PodDisruptionBudget",
+        &format!("{service}-coordinator"),
+        service,
+        "coordinator",
     );
-    labels(&mut out, 4, service, "coordinator");
     let _ = write!(
         out,
         "spec:\n\
          \x20 maxUnavailable: 1\n\
          \x20 selector:\n\
          \x20   matchLabels:\n\
-         \x20     app.kubernetes.io/name: {service}-coordinator\n\
-         ---\n\
-         apiVersion: v1\n\
-         kind: Service\n\
-         metadata:\n\
-         \x20 name: {service}-api\n\
-         \x20 labels:\n"
+         \x20     app.kubernetes.io/name: {service}-coordinator\n"
     );
-    labels(&mut out, 4, service, "coordinator");
+    object_head(
+        &mut out,
+        "v1",
+        "Service",
+        &format!("{service}-api"),
+        service,
+        "coordinator",
+    );
     let _ = write!(
         out,
         "spec:\n\
@@ -560,16 +584,7 @@ fn service_manifests(spec: &ClusterSpec, service: Service) -> String {
 /// the spec names it, its own ports and `--index`.
 fn coordinator(out: &mut String, service: Service, index: u16, public: u16, admin: u16) {
     let name = format!("{service}-coordinator-{index}");
-    let _ = write!(
-        out,
-        "---\n\
-         apiVersion: apps/v1\n\
-         kind: Deployment\n\
-         metadata:\n\
-         \x20 name: {name}\n\
-         \x20 labels:\n"
-    );
-    labels(out, 4, service, "coordinator");
+    object_head(out, "apps/v1", "Deployment", &name, service, "coordinator");
     let _ = write!(
         out,
         "    cart/index: \"{index}\"\n\
