@@ -194,6 +194,11 @@ impl Client {
             .expect("POST answered")
     }
 
+    /// A GET that may fail at the transport level (for fault tests).
+    pub async fn try_get(&self, path: &str) -> reqwest::Result<Answer> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
     /// A POST that may fail at the transport level (for fault tests).
     pub async fn try_post(&self, path: &str, request_id: Option<&str>) -> reqwest::Result<Answer> {
         self.send(reqwest::Method::POST, path, request_id).await
