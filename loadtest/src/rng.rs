@@ -1,7 +1,6 @@
-//! Simulated users draw their orders and operations from a seed
-//! (`cart_common::rng::SplitMix64`), so a run can be repeated exactly.
-
-pub use cart_common::rng::SplitMix64 as Rng;
+//! The seed of a run: simulated users draw their orders and operations
+//! from it with `cart_common::rng::SplitMix64`, so a run can be repeated
+//! exactly.
 
 /// A seed for one run: different runs against the same cluster use fresh
 /// request ids unless a seed is given.

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::stress::Users;
 use super::{sleep_until_or, Ctx, Outcome};
-use crate::rng::Rng;
+use cart_common::rng::SplitMix64;
 
 /// The operations, in the order of `Weights`.
 pub const OPS: [&str; 7] = [
@@ -135,7 +135,7 @@ pub async fn run(ctx: Arc<Ctx>, args: MixedArgs) -> anyhow::Result<Outcome> {
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             ctx.stats.users.fetch_add(1, Ordering::Relaxed);
-            let mut rng = Rng::new(ctx.seed ^ (i as u64).wrapping_mul(0x2545_f491));
+            let mut rng = SplitMix64::new(ctx.seed ^ (i as u64).wrapping_mul(0x2545_f491));
             let mut own = Own::default();
             while Instant::now() < end {
                 let op = weights.pick(rng.next_u64());
@@ -170,14 +170,14 @@ fn feasible(op: &'static str, own: &Own) -> &'static str {
 }
 
 /// One operation. Failures are only counted: a user carries on.
-async fn step(ctx: &Ctx, op: &'static str, base: u64, rng: &mut Rng, own: &mut Own) {
+async fn step(ctx: &Ctx, op: &'static str, base: u64, rng: &mut SplitMix64, own: &mut Own) {
     let op = feasible(op, own);
     let (api, stats) = (&ctx.api, &*ctx.stats);
-    let any_user = |rng: &mut Rng, own: &Own| match own.users.len() {
+    let any_user = |rng: &mut SplitMix64, own: &Own| match own.users.len() {
         n if n > 0 && rng.below(2) == 0 => own.users[rng.below(n as u64) as usize].clone(),
         _ => rng.below(base).to_string(),
     };
-    let any_item = |rng: &mut Rng, own: &Own| match own.items.len() {
+    let any_item = |rng: &mut SplitMix64, own: &Own| match own.items.len() {
         n if n > 0 && rng.below(2) == 0 => own.items[rng.below(n as u64) as usize].clone(),
         _ => rng.below(base).to_string(),
     };

@@ -12,8 +12,8 @@ use reqwest::Method;
 use serde::Serialize;
 
 use super::{sleep_until_or, Ctx, Outcome, Population, Steady};
-use crate::rng::Rng;
 use crate::stats::rate;
+use cart_common::rng::SplitMix64;
 
 pub const FIRST: &str = "checkout_first";
 pub const REPEAT: &str = "checkout_repeat";
@@ -94,7 +94,7 @@ pub async fn run(ctx: Arc<Ctx>, args: StressArgs) -> anyhow::Result<Outcome> {
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             ctx.stats.users.fetch_add(1, Ordering::Relaxed);
-            let mut rng = Rng::new(ctx.seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
+            let mut rng = SplitMix64::new(ctx.seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
             while Instant::now() < end {
                 let order = rng.below(orders) as usize;
                 let op = if paid[order].load(Ordering::Relaxed) {

@@ -15,7 +15,7 @@ use cart_common::admin::CheckStarted;
 use cart_common::ApiError;
 use serde::{Deserialize, Serialize};
 
-use super::checker::{LeavesRequest, Operation, RowsRequest};
+use super::wire::{LeavesRequest, Operation, RowsRequest};
 use crate::domain::Table;
 use crate::node::http::propose_error;
 use crate::node::state::Node;

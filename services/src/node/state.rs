@@ -16,7 +16,7 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 
 use super::NodeOptions;
 use crate::api::{FollowerProgress, NodeStatus};
-use crate::consistency::{checker::Checker, checker::Operation, replica::Replica};
+use crate::consistency::{checker::Checker, replica::Replica, wire::Operation};
 use crate::domain::{self, Command, Outcome, Query, StoreError, Table};
 use crate::metrics::METRICS;
 use crate::raft::log_store::LogStore;

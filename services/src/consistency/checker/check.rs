@@ -9,9 +9,10 @@ use cart_common::admin::{CheckReport, ReplicaDigest};
 use cart_common::paths;
 
 use super::metrics::METRICS;
-use super::{CheckRun, Checker, LeavesRequest, BUCKETS_LISTED};
+use super::{CheckRun, Checker, BUCKETS_LISTED};
 use crate::consistency::digest::{differing_level1, leaves_under};
 use crate::consistency::replica::{DigestStatus, DigestSummary};
+use crate::consistency::wire::LeavesRequest;
 use crate::domain::Command;
 use crate::raft::{now_ms, NodeId};
 

@@ -38,9 +38,7 @@ use crate::raft::{now_ms, NodeId, Raft};
 use crate::request_key::RequestKey;
 use metrics::{init_node_series, init_series, METRICS};
 
-pub use super::wire::{LeavesRequest, Operation, RowsRequest};
-
-pub use repair::diff_rows;
+use super::wire::Operation;
 
 /// Differing leaves listed in a report per replica (all are repaired).
 const BUCKETS_LISTED: usize = 64;

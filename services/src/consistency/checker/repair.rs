@@ -9,8 +9,9 @@ use cart_common::admin::{NodeRepair, RepairReport};
 use cart_common::paths;
 
 use super::metrics::METRICS;
-use super::{CheckRun, Checker, RowsRequest, WIPE_TIMEOUT};
+use super::{CheckRun, Checker, WIPE_TIMEOUT};
 use crate::consistency::replica::RowDigest;
+use crate::consistency::wire::RowsRequest;
 use crate::domain::{Command, RepairRow};
 use crate::membership;
 use crate::raft::NodeId;
