@@ -110,7 +110,7 @@ impl Node {
             id,
             Arc::new(config),
             Network::new(&spec.cluster.internal_secret, progress.clone()),
-            LogStore::new(store.clone(), progress.clone())?,
+            LogStore::open(&dir, &store, progress.clone())?,
             sm.clone(),
         )
         .await?;

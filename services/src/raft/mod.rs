@@ -1,8 +1,10 @@
 //! The Raft group of one service: openraft's type configuration, the log
 //! entry format, and the storage and network adapters.
 
+pub mod log_engine;
+mod log_import;
 pub mod log_store;
-pub mod log_writer;
+mod log_writer;
 pub mod network;
 pub mod progress;
 pub mod proposer;

@@ -22,9 +22,6 @@ use redb::{
 use super::{io, ApplyFn, Backend, CrashPoint, Frozen, Meta, ReadOnly, Row, StateReader};
 use crate::domain::{StateStore, StoreError, Table};
 
-pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// Vote, committed log id, last purged log id.
-pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
 /// Last applied log id and last membership of the state machine.
 const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 
@@ -63,8 +60,6 @@ impl Store {
         // Create every table up front so readers never see "table missing".
         let txn = store.db.begin_write().map_err(io)?;
         {
-            txn.open_table(LOG).map_err(io)?;
-            txn.open_table(LOG_META).map_err(io)?;
             txn.open_table(SM_META).map_err(io)?;
             for t in Table::ALL {
                 txn.open_table(table_def(t)).map_err(io)?;
