@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates the figures of docs/loadtest.md on this machine: release
 # build, 100- and 1000-user stress runs, the consistency scenario (healthy
-# and with the order leader killed), an open-loop knee search, a 5-minute
-# 1000-user run for the memory figures, and the comparison table and plots
-# (also copied into docs/loadtest.md between its markers). Every run starts its own default cluster
-# (3 nodes and 2 coordinators per service) in a temporary directory.
-#   loadtest/measure.sh            # everything (about 15 minutes)
+# and with the order leader killed), an open-loop knee search, open-loop
+# runs at a fixed 100/s and 300/s for the CPU figures, a 5-minute 1000-user
+# run for the memory figures, and the comparison table and plots (also
+# copied into docs/loadtest.md between its markers). Every run starts its
+# own default cluster (3 nodes and 2 coordinators per service) in a
+# temporary directory.
+#   loadtest/measure.sh            # everything (about 20 minutes)
 #   SECONDS_PER_RUN=30 loadtest/measure.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +27,17 @@ $load consistency --temp-cluster --kill order-leader@0.5 --restart-after 5 \
   --label "consistency, order leader killed" --out "$out/consistency-leader-killed.json"
 $load open-loop --temp-cluster --start-rate 100 --step-rate 100 --max-rate 5000 --step-secs 10 \
   --label "open loop" --out "$out/open-loop.json" || true
+# CPU per first-time checkout and cores at one fixed rate each (one step:
+# the report's cpu.steps[0] is its middle half).
+$load open-loop --temp-cluster --rates 100 --step-secs "$secs" \
+  --label "open loop 100/s" --out "$out/open-loop-100.json"
+$load open-loop --temp-cluster --rates 300 --step-secs "$secs" \
+  --label "open loop 300/s" --out "$out/open-loop-300.json"
 # Memory: every process's RSS after the 100k batch_inits and 5 minutes of load.
 $load stress --temp-cluster --users 1000 --ramp 100 --think-ms 1000 --duration 300 \
   --label "1000 users, 5 min" --out "$out/stress-1000-5min.json"
-$load compare "$out/stress-100.json" "$out/stress-1000.json" --out-dir "$out"
+$load compare "$out/stress-100.json" "$out/stress-1000.json" \
+  "$out/open-loop-100.json" "$out/open-loop-300.json" --out-dir "$out"
 echo "load average after: $(cat /proc/loadavg)"
 
 # The table in docs/loadtest.md is the generated one, between its markers.

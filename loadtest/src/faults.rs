@@ -152,6 +152,11 @@ impl Schedule {
         self.pending.is_empty()
     }
 
+    /// Whether `tick` at `elapsed_s` would carry anything out.
+    pub fn is_due(&self, elapsed_s: f64) -> bool {
+        self.pending.iter().any(|(at, _)| *at <= elapsed_s)
+    }
+
     /// Carries out whatever is due at `elapsed_s`, recording each as an
     /// event. A fault that cannot be carried out is recorded, not fatal:
     /// the run and its figures are still worth having.

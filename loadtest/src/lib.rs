@@ -1,6 +1,7 @@
 //! `cart-load`: load tests for the cart API (docs/api.md) against
 //! any gateway, or against a cluster it starts itself through the harness
-//! so that it can kill and restart processes mid-run and read their memory.
+//! so that it can kill and restart processes mid-run and read their memory
+//! and CPU time.
 //!
 //! Built on tokio and reqwest directly rather than goose: open-loop arrival
 //! control and per-second HDR histograms are simpler to own than to bend a
@@ -9,6 +10,7 @@
 pub mod cli;
 pub mod client;
 pub mod compare;
+pub mod cpu;
 pub mod faults;
 pub mod launch;
 pub mod machine;

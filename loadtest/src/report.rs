@@ -1,6 +1,7 @@
 //! The report of one run, as a JSON file: settings, machine, whole-run
 //! summaries per operation, per-second series, fault events, process
-//! memory and what the scenario adds (steady state, steps, verdict).
+//! memory and CPU, and what the scenario adds (steady state, steps,
+//! verdict).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::CpuSection;
 use crate::machine::Machine;
-use crate::procs::ProcessMemory;
+use crate::procs::{ProcessMemory, ProcessWatch};
 use crate::scenarios::Outcome;
 use crate::stats::{Event, SecondPoint, Stats, Summary, ALL};
 
@@ -38,6 +40,10 @@ pub struct RunReport {
     pub series: BTreeMap<String, Vec<SecondPoint>>,
     pub events: Vec<Event>,
     pub memory: Vec<ProcessMemory>,
+    /// The cluster's CPU during the load; only when this tool started the
+    /// cluster (absent too from reports older than the section).
+    #[serde(default)]
+    pub cpu: Option<CpuSection>,
 }
 
 impl RunReport {
@@ -52,7 +58,7 @@ impl RunReport {
         started_unix_s: u64,
         outcome: Outcome,
         stats: &Stats,
-        memory: Vec<ProcessMemory>,
+        watch: Option<&ProcessWatch>,
     ) -> Self {
         let window = Duration::from_secs_f64(outcome.load_s.max(0.0));
         // Seconds in which answers may have completed (a last partial one
@@ -67,6 +73,7 @@ impl RunReport {
         if !ops.contains_key(ALL) {
             ops.insert(ALL.to_string(), Summary::default());
         }
+        let cpu = watch.map(|w| CpuSection::build(&w.cpu, stats, &ops, &outcome.steps));
         Self {
             format: FORMAT,
             label,
@@ -80,7 +87,8 @@ impl RunReport {
             ops,
             series,
             events: stats.events(),
-            memory,
+            memory: watch.map(ProcessWatch::memory).unwrap_or_default(),
+            cpu,
         }
     }
 
@@ -114,7 +122,11 @@ impl RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::CpuAccount;
+    use crate::procs::CpuTimes;
     use crate::stats::Status;
+    use cart_cluster::harness::Role;
+    use cart_common::Service;
 
     #[test]
     fn a_report_round_trips_through_its_json_file() {
@@ -135,6 +147,18 @@ mod tests {
             load_s: 2.0,
             ..Default::default()
         };
+        let mut watch = ProcessWatch::new();
+        // 100 ticks a second, whatever this machine's clock.
+        watch.cpu = CpuAccount::new(100.0);
+        let node = Role::Node(Service::Order, 1);
+        for (t, used) in [(0, 100), (2, 300)] {
+            let times = CpuTimes {
+                used_ticks: used,
+                start_ticks: 1,
+            };
+            watch.cpu.record(node, 7, times, t == 0);
+            watch.cpu.mark(t as f64);
+        }
         let report = RunReport::build(
             "t".into(),
             "stress",
@@ -145,7 +169,7 @@ mod tests {
             0,
             outcome,
             &stats,
-            vec![],
+            Some(&watch),
         );
         assert_eq!(report.all().count, 2);
         assert_eq!(report.ops["checkout_first"].by_status["503"], 1);
@@ -162,5 +186,32 @@ mod tests {
             [1, 1]
         );
         assert_eq!(back.settings, report.settings);
+        // 200 ticks of CPU over 2 s for 2 answers, 1 first-time 2xx.
+        let cpu = back.cpu.as_ref().expect("a cpu section");
+        assert_eq!(back.cpu, report.cpu);
+        assert_eq!((cpu.total.cpu_s, cpu.total.cores), (2.0, 1.0));
+        assert_eq!(cpu.total.cpu_ms_per_answer, Some(1000.0));
+        assert_eq!(cpu.total.cpu_ms_per_first_time_ok, Some(2000.0));
+        assert_eq!(cpu.kinds[0].kind, "order nodes");
+    }
+
+    #[test]
+    fn a_report_without_a_cpu_section_still_reads() {
+        let report = RunReport::build(
+            "t".into(),
+            "stress",
+            serde_json::Value::Null,
+            "http://x".into(),
+            None,
+            Machine::default(),
+            0,
+            Outcome::default(),
+            &Stats::new(),
+            None,
+        );
+        let mut json = serde_json::to_value(&report).unwrap();
+        json.as_object_mut().unwrap().remove("cpu");
+        let back: RunReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back.cpu, None);
     }
 }

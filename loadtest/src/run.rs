@@ -1,6 +1,7 @@
 //! One scenario run from start to report: start the cluster if asked,
 //! run the scenario on a tokio runtime, and meanwhile, on this (long-lived)
-//! thread, carry out the fault schedule and sample the processes' memory.
+//! thread, carry out the fault schedule and sample the processes' memory
+//! and CPU.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -11,10 +12,11 @@ use anyhow::{anyhow, bail, Context};
 
 use crate::cli::RunArgs;
 use crate::client::Api;
+use crate::cpu::CpuSection;
 use crate::faults::Schedule;
 use crate::launch;
 use crate::machine::Machine;
-use crate::procs::{MemoryWatch, Phase};
+use crate::procs::{Phase, ProcessWatch};
 use crate::progress;
 use crate::report::RunReport;
 use crate::rng::fresh_seed;
@@ -70,8 +72,10 @@ impl Scenario {
     }
 }
 
-/// How often the processes' resident memory is sampled during the load.
-const MEMORY_EVERY: Duration = Duration::from_secs(5);
+/// How often the processes are sampled during the load: reading 16
+/// processes' /proc files costs well under a millisecond, and the CPU
+/// timeline that open-loop steps are priced from is this fine.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, PathBuf)> {
     if !common.kills.is_empty() && !common.target.launches() {
@@ -110,7 +114,13 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
     let handle = rt.spawn(scenario.run(ctx));
     let progress = rt.spawn(progress::show(stats.clone()));
 
-    let mut memory = cluster.as_ref().map(|_| MemoryWatch::default());
+    let mut watch = cluster.as_ref().map(|_| ProcessWatch::new());
+    if watch.is_none() {
+        eprintln!(
+            "no memory or CPU figures: they are read from the processes of a cluster \
+             this tool starts (--cluster SPEC or --temp-cluster)"
+        );
+    }
     let mut schedule = Schedule::new(&common.kills, common.restart_after);
     let mut began = false;
     let mut last_sample = Instant::now();
@@ -119,8 +129,8 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
             match begin_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(_) => {
                     began = true;
-                    if let (Some(m), Some(c)) = (memory.as_mut(), cluster.as_ref()) {
-                        m.sample(c, Phase::LoadStart);
+                    if let (Some(w), Some(c)) = (watch.as_mut(), cluster.as_ref()) {
+                        w.sample(c, Phase::LoadStart, stats.elapsed().as_secs_f64());
                     }
                     last_sample = Instant::now();
                 }
@@ -131,17 +141,16 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
             }
             continue;
         }
-        if let Some(c) = cluster.as_mut() {
-            schedule.tick(stats.elapsed().as_secs_f64(), c, &stats);
-        }
-        if let (Some(m), Some(c)) = (
-            memory
-                .as_mut()
-                .filter(|_| last_sample.elapsed() >= MEMORY_EVERY),
-            cluster.as_ref(),
-        ) {
-            m.sample(c, Phase::During);
+        let elapsed_s = stats.elapsed().as_secs_f64();
+        // Also just before a fault, so that a killed process's CPU is
+        // counted up to its kill.
+        let sample_now = last_sample.elapsed() >= SAMPLE_EVERY || schedule.is_due(elapsed_s);
+        if let (Some(w), Some(c)) = (watch.as_mut().filter(|_| sample_now), cluster.as_ref()) {
+            w.sample(c, Phase::During, elapsed_s);
             last_sample = Instant::now();
+        }
+        if let Some(c) = cluster.as_mut() {
+            schedule.tick(elapsed_s, c, &stats);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,8 +159,8 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
         .map_err(|e| anyhow!("the {name} scenario panicked: {e}"))??;
     progress.abort();
     progress::finish();
-    if let (Some(m), Some(c)) = (memory.as_mut(), cluster.as_ref()) {
-        m.sample(c, Phase::End);
+    if let (Some(w), Some(c)) = (watch.as_mut(), cluster.as_ref()) {
+        w.sample(c, Phase::End, stats.elapsed().as_secs_f64());
     }
     if !schedule.is_empty() {
         eprintln!("the load ended before every scheduled fault was carried out");
@@ -170,7 +179,7 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
         started_unix_s,
         outcome,
         &stats,
-        memory.map(|m| m.report()).unwrap_or_default(),
+        watch.as_ref(),
     );
     let path = common
         .out
@@ -237,6 +246,9 @@ fn print_summary(r: &RunReport) {
             m.max_kib
         );
     }
+    if let Some(cpu) = &r.cpu {
+        print_cpu(cpu);
+    }
     if let Some(v) = &r.outcome.verdict {
         let [a, b, c, d] = v.numbers();
         println!(
@@ -248,6 +260,47 @@ fn print_summary(r: &RunReport) {
             v.stock_in_db,
             v.credit_in_db,
             v.orders_paid_in_db
+        );
+    }
+}
+
+fn ms_text(ms: Option<f64>) -> String {
+    ms.map_or_else(|| "–".into(), |v| format!("{v:.2} ms"))
+}
+
+/// The CPU totals, cores by kind, and each open-loop step's figures.
+fn print_cpu(c: &CpuSection) {
+    let t = &c.total;
+    let first = match t.first_time_ok {
+        Some(n) => format!(
+            ", {} per first-time checkout ({n} 2xx)",
+            ms_text(t.cpu_ms_per_first_time_ok)
+        ),
+        None => String::new(),
+    };
+    println!(
+        "  CPU {:.1} s in {:.1} s ({:.2} cores): {} per answer ({} answers){first}",
+        t.cpu_s,
+        c.wall_s,
+        t.cores,
+        ms_text(t.cpu_ms_per_answer),
+        t.answered
+    );
+    let kinds: Vec<String> = c
+        .kinds
+        .iter()
+        .map(|k| format!("{} {:.2}", k.kind, k.cores))
+        .collect();
+    println!("  cores by kind: {}", kinds.join(", "));
+    for s in &c.steps {
+        println!(
+            "  rate {:.0}/s, {}–{} s: {:.2} cores, {} CPU per answered checkout, {} per first-time 2xx",
+            s.rate,
+            s.from_s,
+            s.to_s,
+            s.cost.cores,
+            ms_text(s.cost.cpu_ms_per_answer),
+            ms_text(s.cost.cpu_ms_per_first_time_ok)
         );
     }
 }

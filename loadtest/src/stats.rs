@@ -83,6 +83,18 @@ pub struct Summary {
     pub latency: Percentiles,
 }
 
+impl Summary {
+    /// Requests that got an HTTP answer, whatever its status: every key of
+    /// `by_status` but a transport failure's ("timeout", "connect", ...).
+    pub fn answered(&self) -> u64 {
+        self.by_status
+            .iter()
+            .filter(|(status, _)| status.parse::<u16>().is_ok())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
 /// One second of one operation, for the plots.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SecondPoint {
@@ -411,6 +423,8 @@ mod tests {
         assert_eq!(run.by_status["503"], 5);
         assert_eq!(run.by_status["timeout"], 5);
         assert_eq!(run.by_status["400"], 10);
+        // The 5 timeouts got no answer.
+        assert_eq!(run.answered(), 35);
 
         let series = stats.series("checkout", 4);
         let counts: Vec<u64> = series.iter().map(|p| p.count).collect();

@@ -8,7 +8,7 @@ use cart_loadtest::stats::ALL;
 use common::{cart_bin, cart_load, cluster};
 
 #[test]
-fn stress_with_a_follower_killed_and_restarted_reports_checkouts_faults_and_memory() {
+fn stress_with_a_follower_killed_and_restarted_reports_checkouts_faults_memory_and_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stress.json");
     let bin = cart_bin();
@@ -54,6 +54,35 @@ fn stress_with_a_follower_killed_and_restarted_reports_checkouts_faults_and_memo
     // Memory of all 16 processes (3 × (3 nodes + 2 coordinators) + gateway).
     assert_eq!(r.memory.len(), 16, "{:?}", r.memory);
     assert!(r.memory.iter().all(|m| m.max_kib > 0));
+    // CPU of the same 16 processes over the load; the killed one had two
+    // processes (pids), both counted.
+    let cpu = r.cpu.as_ref().expect("a cpu section");
+    let cpu_roles: Vec<&str> = cpu.processes.iter().map(|p| p.role.as_str()).collect();
+    let memory_roles: Vec<&str> = r.memory.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(cpu_roles, memory_roles);
+    let killed = kill.detail.split_whitespace().nth(1).expect("a role");
+    let killed = cpu.processes.iter().find(|p| p.role == killed);
+    assert_eq!(killed.map(|p| p.pids), Some(2), "{killed:?}");
+    let kinds: Vec<&str> = cpu.kinds.iter().map(|k| k.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "gateway",
+            "coordinators",
+            "order nodes",
+            "payment nodes",
+            "stock nodes"
+        ]
+    );
+    let t = &cpu.total;
+    assert!(t.cpu_s > 0.0 && t.cores > 0.0, "{t:?}");
+    let kinds_s: f64 = cpu.kinds.iter().map(|k| k.cpu_s).sum();
+    assert!((kinds_s - t.cpu_s).abs() < 1e-6, "{kinds_s} {t:?}");
+    assert!(t.answered > 0 && t.answered <= all.count, "{t:?}");
+    let per_answer = t.cpu_ms_per_answer.expect("CPU per answer");
+    assert!(per_answer.is_finite() && per_answer > 0.0, "{t:?}");
+    assert_eq!(t.first_time_ok, Some(first.ok));
+    assert!(t.cpu_ms_per_first_time_ok.is_some_and(|v| v >= per_answer));
 }
 
 #[test]
@@ -84,7 +113,7 @@ fn mixed_and_open_loop_against_a_gateway_url_compare_into_a_table_and_svg_plots(
         assert!(s.ok > 0, "{op}: {s:?}");
     }
     // Nothing started by the tool: no processes to measure.
-    assert!(mixed.memory.is_empty() && mixed.cluster.is_none());
+    assert!(mixed.memory.is_empty() && mixed.cpu.is_none() && mixed.cluster.is_none());
 
     let open_out = dir.path().join("open.json");
     #[rustfmt::skip]
