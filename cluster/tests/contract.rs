@@ -5,7 +5,7 @@
 //!
 //! One cluster per test function (starting one costs seconds), so each test
 //! walks through many cases against the same cluster. Every test runs twice:
-//! on the embedded store (`redb::…`) and on MongoDB (`mongodb::…`).
+//! on the embedded store (`embedded::…`) and on MongoDB (`mongodb::…`).
 
 mod common;
 
@@ -959,7 +959,7 @@ async fn orders_and_checkout_charge_exactly_once_and_failed_checkouts_change_not
 /// collection's size on every insert or update (about 2 s per write at
 /// 20,000 documents), so against it the same test runs with 2,000.
 async fn batch_init_creates_ids_0_to_n_minus_1_in_every_service(backend: StorageBackend) {
-    let big = backend == StorageBackend::Redb || std::env::var("MONGODB_URL").is_ok();
+    let big = backend == StorageBackend::Embedded || std::env::var("MONGODB_URL").is_ok();
     let n: i64 = if big { 100_000 } else { 2_000 };
     let Some((cluster, _mongo)) = common::cluster_on(backend, &Service::ALL, |_| {}, &[]) else {
         return;

@@ -706,7 +706,7 @@ fn the_spec_configmap_loads_as_the_pods_see_it() {
             } else {
                 assert_eq!(
                     spec.storage.backend,
-                    StorageBackend::Redb,
+                    StorageBackend::Embedded,
                     "{overlay} {name}"
                 );
             }

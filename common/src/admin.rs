@@ -64,7 +64,7 @@ pub struct NodeView {
 /// What a node says about its storage.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StorageStatus {
-    /// `redb` or `mongodb`.
+    /// `embedded` or `mongodb`.
     pub backend: String,
     pub healthy: bool,
     /// The latest failure while unhealthy.

@@ -264,13 +264,15 @@ impl Default for ConsistencySection {
 }
 
 /// Where a node keeps its replicated state (docs/storage.md). The Raft log
-/// stays in the node's embedded store whatever the backend.
+/// stays in the node's data directory whatever the backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageBackend {
-    /// redb, in the node's data directory.
+    /// In the node's memory, made durable by its Raft log and snapshots.
+    /// `redb`, its name before the state left redb, still reads.
     #[default]
-    Redb,
+    #[serde(alias = "redb")]
+    Embedded,
     /// A MongoDB database per node.
     Mongodb,
 }
@@ -287,16 +289,16 @@ pub struct StorageSection {
     /// A MongoDB operation slower than this counts as failed (and is
     /// retried); the node is reported unhealthy meanwhile.
     pub mongodb_timeout_ms: u64,
-    /// Page cache of each node's redb file (the Raft log, and the state with
-    /// the `redb` backend). redb's own default, 1 GiB, lets a busy node's
-    /// memory grow far past what its data needs.
+    /// No longer used (the Raft log and the embedded state left redb);
+    /// still accepted so that older spec files read.
+    #[serde(skip_serializing)]
     pub redb_cache_mib: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
-            backend: StorageBackend::Redb,
+            backend: StorageBackend::Embedded,
             mongodb_url: "mongodb://127.0.0.1:27017".into(),
             mongodb_database: "cart_{name}".into(),
             mongodb_timeout_ms: 2000,

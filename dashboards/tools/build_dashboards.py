@@ -523,7 +523,7 @@ def replication_consistency():
 
 
 def storage_panels():
-    """The nodes' storage (redb or MongoDB), from each node's own metrics."""
+    """The nodes' storage (embedded or MongoDB), from each node's own metrics."""
     return section([
         state_timeline("Storage: healthy", targets((
             f"max by (service, node) (cart_storage_healthy{{{NODE}}})",
@@ -540,7 +540,7 @@ def storage_panels():
         timeseries("Storage: operation p99 by op", quantiles(
             "cart_storage_operation_duration_seconds", NODE, ["op"], "{{op}} ", qs=(0.99,)),
             unit="s",
-            desc="MongoDB backend only (redb reports no durations); no line while no "
+            desc="MongoDB backend only (the embedded store reports no durations); no line while no "
                  "operation of that kind ran in the interval."),
         timeseries("Storage: stale writes skipped", targets((
             f"sum by (service, node) (rate(cart_storage_stale_writes_skipped_total{{{NODE}}}{RI}))",

@@ -1,5 +1,5 @@
 //! The node: the order, payment and stock domain, the Raft group that
-//! replicates it, its storage (redb or MongoDB), and the node's HTTP server.
+//! replicates it, its storage (embedded or MongoDB), and the node's HTTP server.
 
 pub mod api;
 pub mod client;

@@ -67,7 +67,7 @@ pub fn cluster_on(
     node_args: &[&str],
 ) -> Option<(LocalCluster, Option<MongoServer>)> {
     let mongo = match backend {
-        StorageBackend::Redb => None,
+        StorageBackend::Embedded => None,
         StorageBackend::Mongodb => Some(MongoServer::for_tests().expect("MongoDB server")?),
     };
     let prefix = uuid::Uuid::new_v4().simple().to_string();
@@ -89,15 +89,15 @@ pub fn cluster_on(
 }
 
 /// Runs each listed test function (taking a `StorageBackend`) twice:
-/// `redb::<name>` and `mongodb::<name>`.
+/// `embedded::<name>` and `mongodb::<name>`.
 #[allow(unused_macros)] // not every test file uses it
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
-        mod redb {
+        mod embedded {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(cart_common::spec::StorageBackend::Redb).await;
+                    super::$test(cart_common::spec::StorageBackend::Embedded).await;
                 }
             )*
         }

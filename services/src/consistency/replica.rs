@@ -1,5 +1,5 @@
 //! A replica's side of consistency checks: when it applies a check entry it
-//! freezes its storage at exactly that log position (a redb read snapshot,
+//! freezes its storage at exactly that log position (a clone of the embedded store's persistent maps,
 //! or with MongoDB a copy read while applies wait) and digests it in the
 //! background (the replica keeps serving); it keeps the frozen view for a
 //! while so the checker can ask which rows sit in differing leaves. It also
@@ -17,8 +17,8 @@ use crate::storage::Frozen;
 
 /// Captures kept per replica; older ones are dropped with their snapshots.
 const CAPTURES_KEPT: usize = 4;
-/// A capture's frozen view is released after this long (an open redb read
-/// transaction holds on to old pages; a MongoDB copy holds memory).
+/// A capture's frozen view is released after this long (it holds on to the
+/// old versions of every row changed since; a MongoDB copy holds memory).
 const SNAPSHOT_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,10 +71,10 @@ impl Node {
         options: NodeOptions,
     ) -> anyhow::Result<Arc<Node>> {
         let dir = spec.node_data_dir(service, id);
-        // The Raft log always lives in the embedded store; the replicated state
-        // in the backend the spec chooses (the embedded store by default).
-        let fresh = embedded::Store::is_new(&dir);
-        let store = embedded::Store::open(&dir, spec.storage.redb_cache_mib)?;
+        // The Raft log always lives in the node's directory; the replicated
+        // state in the backend the spec chooses (the embedded store by default).
+        let fresh = LogStore::is_new(&dir);
+        let store = embedded::Store::new();
         let health = Arc::new(Health::default());
         let backend = storage::open(spec, service, id, &store, fresh, health.clone()).await?;
         let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
@@ -82,6 +82,9 @@ impl Node {
         Replica::init_metrics();
         crate::metrics::init_series();
         let sm = StateMachine::new(backend.clone(), dir.clone(), window_ms, id, replica.clone());
+        // Before Raft asks what is applied: the embedded state starts from the
+        // last snapshot, and Raft re-applies the log from there.
+        sm.restore()?;
         let et = spec.raft.election_timeout_ms;
         // The replicas of a group reach the same entry count together; staggering
         // their thresholds (by up to 40%) keeps their snapshot builds, a full scan
@@ -110,7 +113,7 @@ impl Node {
             id,
             Arc::new(config),
             Network::new(&spec.cluster.internal_secret, progress.clone()),
-            LogStore::open(&dir, &store, progress.clone())?,
+            LogStore::open(&dir, progress.clone())?,
             sm.clone(),
         )
         .await?;
@@ -323,10 +326,9 @@ impl Node {
         let Ok(mut cached) = self.stored.lock() else {
             return StoredSummary::default();
         };
-        // The embedded store answers these from memory-mapped pages: always
-        // read afresh. A server is asked at most every TTL.
+        // The embedded store answers these from memory: always read afresh. A server is asked at most every TTL.
         let ttl = match self.backend.kind() {
-            StorageBackend::Redb => Duration::ZERO,
+            StorageBackend::Embedded => Duration::ZERO,
             StorageBackend::Mongodb => STORED_SUMMARY_TTL,
         };
         let fresh = cached.as_ref().is_some_and(|(at, _)| at.elapsed() < ttl);

@@ -300,7 +300,11 @@ impl Segments {
                 _ => {}
             }
         }
-        if let Err(e) = self.file.write_all(&buf).and_then(|()| self.file.sync_data()) {
+        if let Err(e) = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data())
+        {
             // Undo a partial write, or stop writing at all.
             if self.file.set_len(self.len).is_err() {
                 self.broken = true;

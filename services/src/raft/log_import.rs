@@ -1,22 +1,27 @@
-//! Moves the Raft log of an earlier version, which kept it in two tables of
-//! the node's redb database, into the segment log (`log_engine`), once.
+//! Moves the Raft log of an earlier version, which kept it (and the state)
+//! in the node's redb file, into the segment log (`log_engine`), once.
 //!
-//! The import is written to a side directory and renamed into place, so a
-//! crash mid-import leaves the old tables authoritative and the import is
-//! simply done again; the old tables are dropped only after the rename.
+//! Only the log needs moving: the state the redb file also held is the
+//! node's last snapshot plus the log after it, which is how the embedded
+//! store rebuilds it at every start anyway (the log was only ever purged up
+//! to a snapshot). The import is written to a side directory and renamed
+//! into place, so a crash mid-import leaves the redb file authoritative and
+//! the import is simply done again; the file is deleted after the rename.
 
 use std::fs;
 use std::path::Path;
 
 use openraft::{Entry, LogId, Vote};
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde::de::DeserializeOwned;
 
 use super::log_engine::{Encoded, Segments};
 use super::{NodeId, TypeConfig};
 use crate::domain::StoreError;
-use crate::storage::embedded::Store;
 use crate::storage::io;
+
+/// The redb file of versions before the segment log.
+const OLD_FILE: &str = "node.redb";
 
 /// Where versions before the segment log kept entries and their metadata.
 const OLD_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -30,16 +35,32 @@ struct OldLog {
     entries: Vec<Entry<TypeConfig>>,
 }
 
-/// Imports `store`'s old log tables into `log_dir` unless it exists; drops
-/// the old tables once the segment log holds them. Returns whether it
-/// imported.
-pub fn import_redb_log(store: &Store, log_dir: &Path) -> Result<bool, StoreError> {
-    if log_dir.exists() {
-        drop_old_tables(store)?;
+/// Whether `dir` holds the redb file of an earlier version.
+pub fn has_old_log(dir: &Path) -> bool {
+    dir.join(OLD_FILE).exists()
+}
+
+/// Imports the log of `dir`'s old redb file into `log_dir` unless that
+/// exists, then deletes the old file. Returns whether it imported.
+pub fn import_redb_log(dir: &Path, log_dir: &Path) -> Result<bool, StoreError> {
+    let old_file = dir.join(OLD_FILE);
+    if !old_file.exists() {
         return Ok(false);
     }
-    let Some(old) = read_old(store)? else {
-        return Ok(false);
+    if log_dir.exists() {
+        // Imported before a crash could delete the old file.
+        return remove_old(&old_file).map(|()| false);
+    }
+    let db = Database::open(&old_file).map_err(|e| {
+        StoreError(format!(
+            "{} (the store of an earlier version) does not open: {e};              rebuild this node from its group (cart rebuild) or remove its data directory",
+            old_file.display()
+        ))
+    })?;
+    let old = read_old(&db)?;
+    drop(db);
+    let Some(old) = old else {
+        return remove_old(&old_file).map(|()| false);
     };
     let side = log_dir.with_extension("importing");
     if side.exists() {
@@ -70,13 +91,17 @@ pub fn import_redb_log(store: &Store, log_dir: &Path) -> Result<bool, StoreError
         "imported the Raft log from the node's redb database into {}",
         log_dir.display()
     );
-    drop_old_tables(store)?;
+    remove_old(&old_file)?;
     Ok(true)
 }
 
+fn remove_old(old_file: &Path) -> Result<(), StoreError> {
+    fs::remove_file(old_file).map_err(io)
+}
+
 /// The old log, or `None` if the database never held one.
-fn read_old(store: &Store) -> Result<Option<OldLog>, StoreError> {
-    let txn = store.begin_read()?;
+fn read_old(db: &Database) -> Result<Option<OldLog>, StoreError> {
+    let txn = db.begin_read().map_err(io)?;
     let meta = match txn.open_table(OLD_META) {
         Ok(t) => t,
         Err(TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -116,21 +141,6 @@ fn decode_opt<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> Result<Option<T>, 
         .transpose()
 }
 
-fn drop_old_tables(store: &Store) -> Result<(), StoreError> {
-    let present = {
-        let txn = store.begin_read()?;
-        let present = txn.open_table(OLD_META).is_ok() || txn.open_table(OLD_LOG).is_ok();
-        present
-    };
-    if !present {
-        return Ok(());
-    }
-    let txn = store.begin_write(true)?;
-    txn.delete_table(OLD_LOG).map_err(io)?;
-    txn.delete_table(OLD_META).map_err(io)?;
-    txn.commit().map_err(io)
-}
-
 #[cfg(test)]
 mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
@@ -143,8 +153,9 @@ mod tests {
     }
 
     /// Writes a log the way versions before the segment log did.
-    fn write_old_log(store: &Store, indexes: std::ops::RangeInclusive<u64>) {
-        let txn = store.begin_write(true).unwrap();
+    fn write_old_log(dir: &Path, indexes: std::ops::RangeInclusive<u64>) {
+        let db = Database::create(dir.join(OLD_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
         {
             let mut log = txn.open_table(OLD_LOG).unwrap();
             for i in indexes {
@@ -169,41 +180,38 @@ mod tests {
     #[test]
     fn an_old_redb_log_is_imported_once_and_its_tables_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
-        write_old_log(&store, 5..=7);
+        write_old_log(dir.path(), 5..=7);
         let log_dir = dir.path().join("raft-log");
 
-        assert!(import_redb_log(&store, &log_dir).unwrap());
+        assert!(import_redb_log(dir.path(), &log_dir).unwrap());
         let (_, state) = Segments::open(&log_dir).unwrap();
         assert_eq!(state.entries.keys().copied().collect::<Vec<_>>(), [5, 6, 7]);
         assert_eq!(state.vote, Some(Vote::new(3, 2)));
         assert_eq!(state.committed, Some(id(6)));
         assert_eq!(state.last_purged, Some(id(4)));
-        assert!(read_old(&store).unwrap().is_none(), "old tables dropped");
-        assert!(!import_redb_log(&store, &log_dir).unwrap(), "only once");
+        assert!(!has_old_log(dir.path()), "the old file is gone");
+        assert!(!import_redb_log(dir.path(), &log_dir).unwrap(), "only once");
     }
 
     #[test]
     fn an_interrupted_import_is_redone_from_the_old_tables() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
-        write_old_log(&store, 5..=6);
+        write_old_log(dir.path(), 5..=6);
         let log_dir = dir.path().join("raft-log");
         // A crash before the rename leaves a partial side directory.
         fs::create_dir_all(log_dir.with_extension("importing")).unwrap();
         fs::write(log_dir.with_extension("importing").join("junk"), b"x").unwrap();
 
-        assert!(import_redb_log(&store, &log_dir).unwrap());
+        assert!(import_redb_log(dir.path(), &log_dir).unwrap());
         let (_, state) = Segments::open(&log_dir).unwrap();
         assert_eq!(state.entries.len(), 2);
     }
 
     #[test]
-    fn a_database_without_an_old_log_imports_nothing() {
+    fn a_directory_without_an_old_file_imports_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 8).unwrap();
         let log_dir = dir.path().join("raft-log");
-        assert!(!import_redb_log(&store, &log_dir).unwrap());
+        assert!(!import_redb_log(dir.path(), &log_dir).unwrap());
         assert!(!log_dir.exists());
     }
 }

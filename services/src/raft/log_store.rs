@@ -17,7 +17,6 @@ use super::log_writer::LogWriter;
 use super::progress::Progress;
 use super::{storage_error, NodeId, StorageError, TypeConfig};
 use crate::domain::StoreError;
-use crate::storage::embedded::Store;
 
 /// The directory of a node's Raft log, inside its data directory.
 pub const LOG_DIR: &str = "raft-log";
@@ -30,11 +29,17 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    /// Whether `dir` holds no log yet (a new node, or a lost directory).
+    pub fn is_new(dir: &Path) -> bool {
+        !dir.join(LOG_DIR).exists() && !log_import::has_old_log(dir)
+    }
+
     /// Opens the log in `dir/raft-log`, importing the log an earlier version
-    /// kept in `store` if there is one, and starts its writer thread.
-    pub fn open(dir: &Path, store: &Store, progress: Arc<Progress>) -> Result<Self, StoreError> {
+    /// kept in `dir`'s redb file if there is one, and starts its writer
+    /// thread.
+    pub fn open(dir: &Path, progress: Arc<Progress>) -> Result<Self, StoreError> {
         let log_dir = dir.join(LOG_DIR);
-        log_import::import_redb_log(store, &log_dir)?;
+        log_import::import_redb_log(dir, &log_dir)?;
         let (segments, state) = Segments::open(&log_dir)?;
         Ok(Self {
             state: Arc::new(Mutex::new(state)),

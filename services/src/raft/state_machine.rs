@@ -227,6 +227,27 @@ impl StateMachine {
     }
 
     fn install(&self, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
+        self.load(meta, data)?;
+        snapshot::save(&self.dir, meta, data)?;
+        METRICS.snapshots_installed.inc();
+        Ok(())
+    }
+
+    /// Loads the node's last snapshot into a backend whose state does not
+    /// survive a restart; openraft then re-applies the log after it.
+    pub fn restore(&self) -> Result<(), StoreError> {
+        if self.backend.survives_restart() {
+            return Ok(());
+        }
+        if let Some((meta, data)) = snapshot::load(&self.dir)? {
+            self.load(&meta, &data)?;
+            tracing::info!(snapshot = %meta.snapshot_id, "state restored from the last snapshot");
+        }
+        Ok(())
+    }
+
+    /// Replaces the backend's state with a snapshot's.
+    fn load(&self, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
         let mut rows = snapshot::rows(data).map(|row| {
             let (tag, key, value) = row?;
             let table = snapshot::table_of(tag)
@@ -245,10 +266,7 @@ impl StateMachine {
             ),
         ];
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        self.backend.replace(index, &mut rows, &bookkeeping)?;
-        snapshot::save(&self.dir, meta, data)?;
-        METRICS.snapshots_installed.inc();
-        Ok(())
+        self.backend.replace(index, &mut rows, &bookkeeping)
     }
 }
 
@@ -385,7 +403,7 @@ mod tests {
     use crate::domain::{Command, Query};
 
     fn machine(dir: &std::path::Path, window_ms: u64) -> StateMachine {
-        let store = crate::storage::embedded::Store::open(dir, 64).unwrap();
+        let store = crate::storage::embedded::Store::new();
         StateMachine::new(
             Arc::new(store),
             dir.to_path_buf(),

@@ -31,7 +31,7 @@ impl Default for Health {
         Self {
             healthy: tokio::sync::watch::Sender::new(true),
             failures_in_a_row: AtomicU32::new(0),
-            backend: Mutex::new(StorageBackend::Redb),
+            backend: Mutex::new(StorageBackend::Embedded),
             error: Mutex::new(None),
         }
     }

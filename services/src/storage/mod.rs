@@ -1,11 +1,11 @@
 //! Where a node keeps what it replicates: one trait, `Backend`, with two
-//! implementations — the embedded redb store (default) and MongoDB (a
+//! implementations — the embedded in-memory store (default) and MongoDB (a
 //! database per node). Everything above it (state machine, digests, repair,
 //! queries, sagas) sees only the trait and the domain's `StateStore` views.
 //!
-//! The Raft log and vote stay in the embedded store whatever the backend
-//! (`embedded::Store`): they must be fsynced on every append, and an
-//! embedded append is far cheaper than a round trip to a server. What lives
+//! The Raft log and vote stay in the node's segment log whatever the
+//! backend (`raft::log_engine`): they must be fsynced on every append, and
+//! a local append is far cheaper than a round trip to a server. What lives
 //! where is described in docs/storage.md.
 
 pub mod embedded;
@@ -35,6 +35,13 @@ pub type ApplyFn<'a> = &'a mut dyn FnMut(&mut dyn StateStore) -> Result<(), Stor
 /// What a node keeps of its replicated state.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> StorageBackend;
+
+    /// Whether the state is still there after the process restarts. The
+    /// embedded store's is not: the state machine restores it from its
+    /// snapshot, and the log replays the rest.
+    fn survives_restart(&self) -> bool {
+        true
+    }
 
     /// A view for queries. Each read sees committed batches only.
     fn reader(&self) -> Result<Box<dyn StateStore + Send>, StoreError>;
@@ -110,7 +117,7 @@ pub trait Frozen: Send + Sync {
 }
 
 /// Opens the backend the spec chooses for node `id` of `service`. `store`
-/// is the node's embedded database (which also holds its Raft log), `fresh`
+/// is the node's embedded store, `fresh`
 /// whether it was just created.
 pub async fn open(
     spec: &ClusterSpec,
@@ -122,7 +129,7 @@ pub async fn open(
 ) -> Result<Arc<dyn Backend>, StoreError> {
     health.set_backend(spec.storage.backend.clone());
     match spec.storage.backend {
-        StorageBackend::Redb => Ok(Arc::new(store.clone())),
+        StorageBackend::Embedded => Ok(Arc::new(store.clone())),
         StorageBackend::Mongodb => {
             let (url, db) = spec.storage.mongodb_of(service, id);
             let timeout = std::time::Duration::from_millis(spec.storage.mongodb_timeout_ms);
@@ -142,6 +149,21 @@ pub(crate) trait StateReader {
         below: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+}
+
+impl<R: StateReader + ?Sized> StateReader for &R {
+    fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(table, key)
+    }
+
+    fn keys(
+        &self,
+        table: Table,
+        below: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        (**self).keys(table, below, limit)
+    }
 }
 
 pub(crate) struct ReadOnly<R>(pub R);
