@@ -366,7 +366,8 @@ async fn finished_transactions_are_forgotten_through_the_logs() {
 
 // Ignored for a day (2026-12-01): after the thaw, order reads went
 // unanswered for over a minute on this 2-core machine. Since the log and the
-// state left redb (issue 17) the nodes have CPU to spare and it passes again.
+// state left redb (issue 17) it passed in every run (two alone, one in the
+// whole suite); why the reads stalled before was not pinned down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freezing_the_order_leader_mid_run_loses_nothing() {
     let mut cluster = cluster(&Service::ALL, |_| {});
