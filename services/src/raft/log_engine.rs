@@ -247,6 +247,13 @@ impl Segments {
             good_len = len;
         }
         let (active, file, len) = match segments.pop() {
+            Some(cut_short) if good_len < HEADER_LEN as u64 => {
+                // Its creation (a rotation) was cut short: it holds nothing,
+                // so it is made again, header and heads included.
+                fs::remove_file(segment_path(dir, cut_short.number)).map_err(io)?;
+                let (file, len) = create_segment(dir, cut_short.number, &heads)?;
+                (cut_short, file, len)
+            }
             Some(active) => {
                 let path = segment_path(dir, active.number);
                 let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
@@ -358,8 +365,8 @@ impl Segments {
         }
     }
 
-    /// Segment files on disk, for tests and status.
-    pub fn segment_count(&self) -> usize {
+    #[cfg(test)]
+    fn segment_count(&self) -> usize {
         self.closed.len() + 1
     }
 }
@@ -641,6 +648,30 @@ mod tests {
         assert!(replayed.entries.is_empty());
         assert_eq!(replayed.last_purged, Some(id(1, 8)));
         assert_eq!(replayed.last_log_id(), Some(id(1, 8)));
+        assert_eq!(replayed.vote, Some(vote));
+    }
+
+    #[test]
+    fn a_segment_whose_creation_was_cut_short_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let vote = Vote::new(4, 2);
+        log.write([&Encoded::vote(&vote).unwrap()]).unwrap();
+        append(&mut log, &mut state, 1..3, 1);
+        log.rotate().unwrap();
+        drop(log);
+        // A crash while the rotation wrote the new segment's header.
+        let second = segment_path(dir.path(), 2);
+        let header = fs::read(&second).unwrap();
+        fs::write(&second, &header[..5]).unwrap();
+
+        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        assert_eq!(indexes(&state), vec![1, 2]);
+        append(&mut log, &mut state, 3..4, 1);
+        drop(log);
+        assert_eq!(&fs::read(&second).unwrap()[..8], MAGIC);
+        let (_, replayed) = Segments::open(dir.path()).unwrap();
+        assert_eq!(indexes(&replayed), vec![1, 2, 3]);
         assert_eq!(replayed.vote, Some(vote));
     }
 
