@@ -27,7 +27,7 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::request_key::RequestKey;
 use crate::saga::Sagas;
-use crate::storage::{self, embedded, Backend, Health};
+use crate::storage::{self, Backend, Health};
 
 pub(crate) struct Node {
     service: Service,
@@ -74,9 +74,8 @@ impl Node {
         // The Raft log always lives in the node's directory; the replicated
         // state in the backend the spec chooses (the embedded store by default).
         let fresh = LogStore::is_new(&dir);
-        let store = embedded::Store::new();
         let health = Arc::new(Health::default());
-        let backend = storage::open(spec, service, id, &store, fresh, health.clone()).await?;
+        let backend = storage::open(spec, service, id, fresh, health.clone()).await?;
         let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
         let replica = Arc::new(Replica::default());
         Replica::init_metrics();
@@ -326,7 +325,8 @@ impl Node {
         let Ok(mut cached) = self.stored.lock() else {
             return StoredSummary::default();
         };
-        // The embedded store answers these from memory: always read afresh. A server is asked at most every TTL.
+        // The embedded store answers these from memory: always read afresh.
+        // A server is asked at most every TTL.
         let ttl = match self.backend.kind() {
             StorageBackend::Embedded => Duration::ZERO,
             StorageBackend::Mongodb => STORED_SUMMARY_TTL,

@@ -62,7 +62,9 @@ pub trait Backend: Send + Sync {
     fn freeze(&self) -> Result<Arc<dyn Frozen>, StoreError>;
 
     /// Replaces the whole state with `rows` and `meta` (installing a
-    /// snapshot), all or nothing, durably.
+    /// snapshot), all or nothing; durably where the backend keeps its state
+    /// itself (the embedded store's durable form is the snapshot file the
+    /// state machine saves next).
     fn replace(
         &self,
         index: u64,
@@ -116,20 +118,18 @@ pub trait Frozen: Send + Sync {
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
-/// Opens the backend the spec chooses for node `id` of `service`. `store`
-/// is the node's embedded store, `fresh`
-/// whether it was just created.
+/// Opens the backend the spec chooses for node `id` of `service`; `fresh`:
+/// the node's Raft log was just created.
 pub async fn open(
     spec: &ClusterSpec,
     service: Service,
     id: NodeId,
-    store: &embedded::Store,
     fresh: bool,
     health: Arc<Health>,
 ) -> Result<Arc<dyn Backend>, StoreError> {
     health.set_backend(spec.storage.backend.clone());
     match spec.storage.backend {
-        StorageBackend::Embedded => Ok(Arc::new(store.clone())),
+        StorageBackend::Embedded => Ok(Arc::new(embedded::Store::new())),
         StorageBackend::Mongodb => {
             let (url, db) = spec.storage.mongodb_of(service, id);
             let timeout = std::time::Duration::from_millis(spec.storage.mongodb_timeout_ms);
