@@ -145,6 +145,10 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
+                // The servers close a connection idle for header_read_timeout_ms
+                // (5 s): one reused just as it closes is reset. Forget idle
+                // connections well before that, as the internal client does.
+                .pool_idle_timeout(Duration::from_secs(2))
                 .build()
                 .unwrap(),
         }
