@@ -370,14 +370,6 @@ async fn finished_transactions_are_forgotten_through_the_logs() {
     assert_eq!(client.credit("0").await, 9);
 }
 
-// Ignored since 2026-12-01: on this 2-core machine, after the frozen order
-// leader is thawed, reads of the order group (`/orders/find`) can go
-// unanswered (503, "error sending request" to a node's /internal/read) for
-// over a minute, so the audit cannot run; the checkouts themselves are all
-// answered. Since the log and the state left redb (issue 17) it passed 3 of
-// 4 runs; the cause is not found. Run it with
-// `scripts/test --run-ignored only checkout::freezing`.
-#[ignore = "order reads can stay unavailable for over a minute after the thaw on 2 cores; see the comment"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freezing_the_order_leader_mid_run_loses_nothing() {
     let mut cluster = cluster(&Service::ALL, |_| {});

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use cart_cluster::harness::Role;
 use cart_common::Service;
 use cart_services::domain::{Query, Reply};
-use common::{cluster, local_read, metric, Client};
+use common::{cluster, eventually, local_read, metric, Client};
+use futures::StreamExt;
 
 const SNAPSHOT_EVERY: u64 = 50;
 
@@ -148,5 +149,80 @@ async fn a_follower_behind_the_purged_log_catches_up_from_a_snapshot() {
         installed.is_some_and(|n| n >= 1.0),
         "follower {follower} caught up without installing the leader's snapshot \
          (cart_raft_snapshots_installed_total = {installed:?}): {status:?}"
+    );
+}
+
+/// A follower that comes back far behind is sent the entries it missed in
+/// appends it can answer within the heartbeat interval (openraft's timeout
+/// for each append), not in one append of hundreds of fat entries that
+/// times out and is sent again unchanged forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_is_caught_up_in_appends_of_bounded_size() {
+    // No snapshot meanwhile: the follower must be sent the entries. A short
+    // heartbeat interval, so that an unbounded catch-up append would take
+    // longer than openraft waits for it.
+    let mut cluster = cluster(&[Service::Stock], |spec| {
+        spec.raft.snapshot_every = 100_000;
+        spec.raft.heartbeat_ms = 25;
+    });
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/0/1").await.ok());
+    let leader = cluster.leader(Service::Stock).expect("a leader");
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    cluster.kill(Role::Node(Service::Stock, follower)).unwrap();
+
+    // Concurrent writes, so that entries carry many writes each: the
+    // missed entries are far more than one bounded append.
+    let writes = 4000usize;
+    let added = futures::stream::iter(0..writes)
+        .map(|_| async { client.post("/stock/add/0/1").await.ok() })
+        .buffer_unordered(200)
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await;
+    assert_eq!(added, writes);
+
+    cluster
+        .start_process(Role::Node(Service::Stock, follower))
+        .unwrap();
+    let stock = eventually(
+        "the follower caught up",
+        Duration::from_secs(60),
+        || async {
+            let seen = local_read(
+                &cluster,
+                Service::Stock,
+                follower,
+                Query::FindItem {
+                    item_id: "0".into(),
+                },
+            )
+            .await;
+            match seen {
+                Some(Ok(Reply::Item(item))) if item.stock == writes as i64 => Some(item.stock),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    assert_eq!(stock, writes as i64);
+    let status = cluster
+        .node_status(Service::Stock, follower)
+        .expect("status");
+    assert!(
+        status.snapshot.is_none(),
+        "caught up from a snapshot: {status:?}"
+    );
+    let addr = cluster.spec.node_addr(Service::Stock, leader).unwrap();
+    let splits = metric(
+        &addr,
+        "cart_raft_append_splits_total",
+        &[("reason", "bytes")],
+    )
+    .await;
+    assert!(
+        splits.is_some_and(|n| n >= 1.0),
+        "the leader sent the missed entries without bounding an append \
+         (cart_raft_append_splits_total{{reason=\"bytes\"}} = {splits:?})"
     );
 }

@@ -15,6 +15,7 @@ pub struct NodeMetrics {
     pub snapshots_built: IntCounter,
     pub snapshots_installed: IntCounter,
     pub raft_rpc_failures: IntCounterVec,
+    pub raft_append_splits: IntCounterVec,
     pub term: IntGauge,
     pub last_applied: IntGauge,
     pub committed: IntGauge,
@@ -61,6 +62,12 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "raft_rpc_failures_total",
         "Raft RPCs to a peer that failed (unreachable, timeout, bad status), by RPC path.",
         &["rpc"],
+    ),
+    raft_append_splits: counter_vec(
+        "raft_append_splits_total",
+        "AppendEntries to a follower sent in smaller pieces, by reason: bytes (larger than 256 \
+         KiB encoded), unanswered (an earlier append to it got no answer in time).",
+        &["reason"],
     ),
     term: gauge("raft_term", "Current Raft term of this node."),
     last_applied: gauge(
@@ -109,6 +116,7 @@ pub fn init_series() {
         &METRICS.raft_rpc_failures,
         [[APPEND_PATH], [VOTE_PATH], [SNAPSHOT_PATH]],
     );
+    precreate(&METRICS.raft_append_splits, [["bytes"], ["unanswered"]]);
     precreate(
         &METRICS.membership_changes,
         ["add", "remove"]

@@ -33,6 +33,10 @@ use anyhow::{anyhow, bail, Context};
 use cart_common::spec::NodeId;
 use cart_common::{ClusterSpec, Service};
 
+/// When set, a temporary cluster dropped while its test panics keeps its
+/// directory (spec, data and logs) and prints where it is.
+pub const KEEP_FAILED_ENV: &str = "KEEP_FAILED_CLUSTERS";
+
 /// One process of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -407,6 +411,12 @@ impl Drop for LocalCluster {
             if let Some(mut child) = proc.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+        }
+        // A failing test's cluster is kept for its logs when asked to.
+        if std::thread::panicking() && std::env::var_os(KEEP_FAILED_ENV).is_some() {
+            if let Some(tmp) = self._tmp.take() {
+                eprintln!("{KEEP_FAILED_ENV}: kept {}", tmp.keep().display());
             }
         }
     }

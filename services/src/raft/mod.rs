@@ -1,6 +1,7 @@
 //! The Raft group of one service: openraft's type configuration, the log
 //! entry format, and the storage and network adapters.
 
+mod append_budget;
 pub mod log_engine;
 mod log_import;
 pub mod log_store;

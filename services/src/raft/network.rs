@@ -1,5 +1,7 @@
 //! Raft RPCs between nodes over HTTP+JSON, carrying the cluster-internal
-//! secret so that a stray client cannot forge Raft messages.
+//! secret so that a stray client cannot forge Raft messages. Appends are
+//! kept small enough to be answered within openraft's timeout
+//! (`append_budget`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +9,8 @@ use std::time::Duration;
 use cart_common::http::InternalClient;
 use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -15,9 +18,12 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::append_budget::{AppendBudget, Split};
 use super::progress::Progress;
 use super::{NodeId, TypeConfig};
 use crate::metrics::METRICS;
@@ -41,11 +47,16 @@ impl Network {
     }
 }
 
+/// One replication stream's way to one peer (openraft makes one per
+/// leader term and target).
 pub struct Connection {
     net: Network,
     target: NodeId,
     addr: String,
+    budget: AppendBudget,
 }
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Connection {
     async fn call<Req, Resp, E>(
@@ -53,15 +64,28 @@ impl Connection {
         path: &'static str,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let result = self.send(path, req, option).await;
-        // A remote Raft error is still an answer: the peer is reachable.
-        let answered = !matches!(result, Err(RPCError::Unreachable(_) | RPCError::Network(_)));
+        let body = encode(req).map_err(RPCError::Network)?;
+        self.call_encoded(path, body, option).await
+    }
+
+    async fn call_encoded<Resp, E>(
+        &self,
+        path: &'static str,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result = self.send(path, body, option).await;
+        let answered = is_answer(&result);
         self.net.progress.rpc_result(self.target, answered);
         if !answered {
             METRICS.raft_rpc_failures.with_label_values(&[path]).inc();
@@ -69,21 +93,22 @@ impl Connection {
         result
     }
 
-    async fn send<Req, Resp, E>(
+    async fn send<Resp, E>(
         &self,
         path: &'static str,
-        req: &Req,
+        body: Vec<u8>,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> RpcResult<Resp, E>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let result = self
             .net
             .client
-            .post(&self.addr, path, req)
+            .request(Method::POST, &self.addr, path)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
             .timeout(option.hard_ttl())
             .send()
             .await;
@@ -107,6 +132,51 @@ impl Connection {
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         body.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+
+    /// Sends `req`, or refuses it as too large with the number of entries
+    /// to send instead (see `append_budget`).
+    async fn append(
+        &self,
+        req: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        let entries = req.entries.len();
+        if let Some(fit) = self.budget.before_encoding(entries) {
+            return Err(too_large(fit));
+        }
+        let body = encode(req).map_err(RPCError::Network)?;
+        if let Some(fit) = self.budget.after_encoding(entries, body.len()) {
+            return Err(too_large(fit));
+        }
+        // Dropped unanswered when openraft's timeout fires first.
+        let sending = self.budget.sending(entries);
+        let result = self.call_encoded(APPEND_PATH, body, option).await;
+        if is_answer(&result) {
+            sending.answered();
+        }
+        result
+    }
+}
+
+/// A remote Raft error is still an answer: the peer is reachable.
+fn is_answer<T, E: std::error::Error>(result: &RpcResult<T, E>) -> bool {
+    !matches!(result, Err(RPCError::Unreachable(_) | RPCError::Network(_)))
+}
+
+fn encode<T: Serialize>(req: &T) -> Result<Vec<u8>, NetworkError> {
+    serde_json::to_vec(req).map_err(|e| NetworkError::new(&e))
+}
+
+/// openraft retries at once with `entries` entries.
+fn too_large<E: std::error::Error>(
+    (entries, why): (u64, Split),
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+    METRICS
+        .raft_append_splits
+        .with_label_values(&[why.label()])
+        .inc();
+    tracing::debug!(entries, reason = why.label(), "append split");
+    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries))
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -117,6 +187,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             net: self.clone(),
             target,
             addr: node.addr.clone(),
+            budget: AppendBudget::default(),
         }
     }
 }
@@ -130,7 +201,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<NodeId>> {
-        self.call(APPEND_PATH, &req, &option).await
+        self.append(&req, &option).await
     }
 
     async fn install_snapshot(
