@@ -480,9 +480,12 @@ def replication_consistency():
                 (f"sum by (service, node) (increase(cart_raft_snapshots_built_total{{{NODE}}}{RI}))", "{{service}} node {{node}} built"),
                 (f"sum by (service, node) (increase(cart_raft_snapshots_installed_total{{{NODE}}}{RI}))", "{{service}} node {{node}} installed"),
             ), w=8),
-            timeseries("Raft RPC failures", targets((
-                f"sum by (service, node, rpc) (rate(cart_raft_rpc_failures_total{{{NODE}}}{RI}))",
-                "{{service}} node {{node}} {{rpc}}")), unit="ops", w=8),
+            timeseries("Raft RPC failures and split appends", targets(
+                (f"sum by (service, node, rpc) (rate(cart_raft_rpc_failures_total{{{NODE}}}{RI}))",
+                 "{{service}} node {{node}} {{rpc}} failed"),
+                (f"sum by (service, node, reason) (rate(cart_raft_append_splits_total{{{NODE}}}{RI}))",
+                 "{{service}} node {{node}} append split ({{reason}})"),
+            ), unit="ops", w=8),
             timeseries("Duplicate writes and membership changes", targets(
                 (f"sum by (service) (rate(cart_raft_duplicate_requests_total{{{NODE}}}{RI}))", "{{service}} duplicate writes /s"),
                 (f"sum by (service, change, result) (increase(cart_raft_membership_changes_total{{{NODE}}}{RI}))", "{{service}} {{change}} {{result}}"),
