@@ -12,11 +12,21 @@ use cart_cluster::harness::{http_get, require_tool, Role};
 use cart_common::Service;
 use common::{cluster, eventually, Client};
 
-/// nginx in the foreground, killed when dropped.
+/// nginx in the foreground, stopped when dropped: SIGTERM, which the
+/// master passes on to its worker, then SIGKILL if it is still there. (A
+/// SIGKILL alone would leave the worker running, orphaned, on its port.)
 struct Nginx(Child);
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SAFETY: kill only sends a signal to the child we started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
