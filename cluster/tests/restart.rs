@@ -4,6 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use cart_cluster::harness::LocalCluster;
 use cart_cluster::harness::Role;
 use cart_common::Service;
 use cart_services::domain::{Query, Reply};
@@ -152,6 +153,100 @@ async fn a_follower_behind_the_purged_log_catches_up_from_a_snapshot() {
     );
 }
 
+/// Kills a stock follower, then adds `writes` units of stock to item 0
+/// (created with none), 200 at a time so that entries carry several writes
+/// each. Returns the leader and the follower.
+async fn stock_follower_left_behind(
+    cluster: &mut LocalCluster,
+    client: &Client,
+    writes: usize,
+) -> (u64, u64) {
+    assert!(client.post("/stock/batch_init/1/0/1").await.ok());
+    let leader = cluster.leader(Service::Stock).expect("a leader");
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    cluster.kill(Role::Node(Service::Stock, follower)).unwrap();
+    let added = futures::stream::iter(0..writes)
+        .map(|_| async { client.post("/stock/add/0/1").await.ok() })
+        .buffer_unordered(200)
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await;
+    assert_eq!(added, writes);
+    (leader, follower)
+}
+
+/// Waits until stock follower `follower` reads item 0's stock as `stock`
+/// from its own state.
+async fn follower_sees_stock(cluster: &LocalCluster, follower: u64, stock: i64) {
+    eventually(
+        "the follower caught up",
+        Duration::from_secs(60),
+        || async {
+            let seen = local_read(
+                cluster,
+                Service::Stock,
+                follower,
+                Query::FindItem {
+                    item_id: "0".into(),
+                },
+            )
+            .await;
+            match seen {
+                Some(Ok(Reply::Item(item))) if item.stock == stock => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+}
+
+/// A node keeps only its log's newest entries in memory: a follower that
+/// missed more than that is sent entries the leader reads back from its
+/// log files, and a restarted node replays its log from them too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_no_longer_in_memory_are_read_back_from_the_log_files() {
+    let mut cluster = cluster(&[Service::Stock], |spec| {
+        spec.raft.snapshot_every = 100_000;
+        spec.raft.resident_log_kib = 16;
+    });
+    let client = Client::gateway(&cluster);
+    let writes = 1000usize;
+    let (leader, follower) = stock_follower_left_behind(&mut cluster, &client, writes).await;
+    let addr = cluster.spec.node_addr(Service::Stock, leader).unwrap();
+    let resident = metric(&addr, "cart_raft_log_resident_bytes", &[]).await;
+    assert!(
+        resident.is_some_and(|b| b <= 32.0 * 1024.0),
+        "the leader holds more of its log in memory than the bound allows \
+         (cart_raft_log_resident_bytes = {resident:?})"
+    );
+    let evicted = metric(&addr, "cart_raft_log_entries_evicted_total", &[]).await;
+    assert!(
+        evicted.is_some_and(|n| n >= 1.0),
+        "no entry left the leader's memory (evicted = {evicted:?})"
+    );
+
+    cluster
+        .start_process(Role::Node(Service::Stock, follower))
+        .unwrap();
+    follower_sees_stock(&cluster, follower, writes as i64).await;
+    let read_back = metric(&addr, "cart_raft_log_disk_reads_total", &[]).await;
+    assert!(
+        read_back.is_some_and(|n| n >= 1.0),
+        "the follower was caught up without the leader reading its log files \
+         (cart_raft_log_disk_reads_total = {read_back:?})"
+    );
+
+    // The whole group restarted: each node replays the entries after its
+    // (absent) snapshot from disk, keeping only the bound in memory.
+    cluster.shutdown();
+    cluster.start_all().unwrap();
+    cluster.wait_ready(Duration::from_secs(60)).unwrap();
+    assert_eq!(client.stock("0").await, writes as i64);
+    for id in 1..=3 {
+        follower_sees_stock(&cluster, id, writes as i64).await;
+    }
+}
+
 /// A follower that comes back far behind is sent the entries it missed in
 /// appends it can answer within the heartbeat interval (openraft's timeout
 /// for each append), not in one append of hundreds of fat entries that
@@ -166,46 +261,15 @@ async fn a_follower_far_behind_is_caught_up_in_appends_of_bounded_size() {
         spec.raft.heartbeat_ms = 25;
     });
     let client = Client::gateway(&cluster);
-    assert!(client.post("/stock/batch_init/1/0/1").await.ok());
-    let leader = cluster.leader(Service::Stock).expect("a leader");
-    let follower = (1..=3).find(|n| *n != leader).unwrap();
-    cluster.kill(Role::Node(Service::Stock, follower)).unwrap();
-
     // Concurrent writes, so that entries carry many writes each: the
     // missed entries are far more than one bounded append.
     let writes = 4000usize;
-    let added = futures::stream::iter(0..writes)
-        .map(|_| async { client.post("/stock/add/0/1").await.ok() })
-        .buffer_unordered(200)
-        .filter(|ok| futures::future::ready(*ok))
-        .count()
-        .await;
-    assert_eq!(added, writes);
+    let (leader, follower) = stock_follower_left_behind(&mut cluster, &client, writes).await;
 
     cluster
         .start_process(Role::Node(Service::Stock, follower))
         .unwrap();
-    let stock = eventually(
-        "the follower caught up",
-        Duration::from_secs(60),
-        || async {
-            let seen = local_read(
-                &cluster,
-                Service::Stock,
-                follower,
-                Query::FindItem {
-                    item_id: "0".into(),
-                },
-            )
-            .await;
-            match seen {
-                Some(Ok(Reply::Item(item))) if item.stock == writes as i64 => Some(item.stock),
-                _ => None,
-            }
-        },
-    )
-    .await;
-    assert_eq!(stock, writes as i64);
+    follower_sees_stock(&cluster, follower, writes as i64).await;
     let status = cluster
         .node_status(Service::Stock, follower)
         .expect("status");

@@ -132,6 +132,9 @@ pub struct RaftSection {
     pub snapshot_every: u64,
     /// How long a node remembers a request id, so a retry applies once.
     pub request_id_window_secs: u64,
+    /// KiB of the newest log entries (encoded) a node keeps in memory; older
+    /// ones are read back from its log files when a follower needs them.
+    pub resident_log_kib: u64,
 }
 
 impl Default for RaftSection {
@@ -141,6 +144,7 @@ impl Default for RaftSection {
             election_timeout_ms: 1000,
             snapshot_every: 20_000,
             request_id_window_secs: 600,
+            resident_log_kib: 8 * 1024,
         }
     }
 }

@@ -486,6 +486,14 @@ def replication_consistency():
                 (f"sum by (service, node, reason) (rate(cart_raft_append_splits_total{{{NODE}}}{RI}))",
                  "{{service}} node {{node}} append split ({{reason}})"),
             ), unit="ops", w=8),
+            timeseries("Raft log held in memory", targets((
+                f"max by (service, node) (cart_raft_log_resident_bytes{{{NODE}}})",
+                "{{service}} node {{node}}")), unit="bytes", w=8,
+                desc="Encoded bytes of the newest log entries kept in memory (bounded by raft.resident_log_kib)."),
+            timeseries("Raft log entries read back from disk", targets((
+                f"sum by (service, node) (rate(cart_raft_log_disk_reads_total{{{NODE}}}{RI}))",
+                "{{service}} node {{node}}")), unit="ops", w=8,
+                desc="Entries no longer in memory, read from the log files for a follower behind or a replay."),
             timeseries("Duplicate writes and membership changes", targets(
                 (f"sum by (service) (rate(cart_raft_duplicate_requests_total{{{NODE}}}{RI}))", "{{service}} duplicate writes /s"),
                 (f"sum by (service, change, result) (increase(cart_raft_membership_changes_total{{{NODE}}}{RI}))", "{{service}} {{change}} {{result}}"),

@@ -24,6 +24,9 @@ pub struct NodeMetrics {
     pub is_leader: IntGauge,
     pub log_flush_seconds: Histogram,
     pub log_flush_entries: Histogram,
+    pub log_resident_bytes: IntGauge,
+    pub log_entries_evicted: IntCounter,
+    pub log_disk_reads: IntCounter,
     pub proposal_batch_writes: Histogram,
 }
 
@@ -102,6 +105,20 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "raft_log_flush_entries",
         "Log entries written by one group commit: how many appends shared one fsync.",
         &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+    ),
+    log_resident_bytes: gauge(
+        "raft_log_resident_bytes",
+        "Encoded bytes of the Raft log entries held in memory (the newest; older ones are read \
+         from the segment files).",
+    ),
+    log_entries_evicted: counter(
+        "raft_log_entries_evicted_total",
+        "Raft log entries dropped from memory once on disk, to keep the resident bytes bounded.",
+    ),
+    log_disk_reads: counter(
+        "raft_log_disk_reads_total",
+        "Raft log entries read back from the segment files (for a follower behind, or a replay \
+         after a restart) because they were no longer in memory.",
     ),
     proposal_batch_writes: histogram(
         "raft_proposal_batch_writes",

@@ -112,7 +112,11 @@ impl Node {
             id,
             Arc::new(config),
             Network::new(&spec.cluster.internal_secret, progress.clone()),
-            LogStore::open(&dir, progress.clone())?,
+            LogStore::open(
+                &dir,
+                (spec.raft.resident_log_kib as usize).saturating_mul(1024),
+                progress.clone(),
+            )?,
             sm.clone(),
         )
         .await?;

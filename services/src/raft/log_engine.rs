@@ -19,14 +19,15 @@
 //! replay cuts a torn or half-written tail off there. A bad record anywhere
 //! else is corruption, and the node refuses to start.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use openraft::{Entry, LogId, Vote};
 use serde::de::DeserializeOwned;
 
+use super::log_state::LogState;
 use super::{NodeId, TypeConfig};
 use crate::domain::StoreError;
 use crate::storage::io;
@@ -73,13 +74,17 @@ pub struct Encoded {
     kind: Kind,
     /// Entry: its index; truncate: the first index removed; purge: the last.
     index: u64,
+    /// An entry's id, reported back once it is written.
+    log_id: Option<LogId<NodeId>>,
     bytes: Vec<u8>,
 }
 
 impl Encoded {
     pub fn entry(entry: &Entry<TypeConfig>) -> Result<Self, StoreError> {
         let payload = serde_json::to_vec(entry).map_err(io)?;
-        Ok(Self::frame(Kind::Entry, entry.log_id.index, &payload))
+        let mut record = Self::frame(Kind::Entry, entry.log_id.index, &payload);
+        record.log_id = Some(entry.log_id);
+        Ok(record)
     }
 
     pub fn vote(vote: &Vote<NodeId>) -> Result<Self, StoreError> {
@@ -112,66 +117,79 @@ impl Encoded {
         bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         bytes.extend_from_slice(&body);
-        Self { kind, index, bytes }
+        Self {
+            kind,
+            index,
+            log_id: None,
+            bytes,
+        }
     }
 
     pub fn is_entry(&self) -> bool {
         self.kind == Kind::Entry
     }
+
+    /// The record's length on disk, framing included.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
-/// The log as its records leave it: what the node reads from memory.
-#[derive(Default, Debug)]
-pub struct LogState {
-    pub entries: BTreeMap<u64, Entry<TypeConfig>>,
-    pub vote: Option<Vote<NodeId>>,
-    pub committed: Option<LogId<NodeId>>,
-    pub last_purged: Option<LogId<NodeId>>,
+/// Where an entry's record lies: its segment, the offset of its frame and
+/// the frame's length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    segment: u64,
+    offset: u64,
+    len: u32,
 }
 
-impl LogState {
-    pub fn append(&mut self, entry: Entry<TypeConfig>) {
-        self.entries.insert(entry.log_id.index, entry);
-    }
-
-    pub fn truncate(&mut self, from: u64) {
-        self.entries.split_off(&from);
-    }
-
-    pub fn purge(&mut self, upto: LogId<NodeId>) {
-        self.entries = self.entries.split_off(&upto.index.saturating_add(1));
-        self.last_purged = Some(upto);
-    }
-
-    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
-        self.entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(self.last_purged)
-    }
-
-    /// Applies one replayed record; an entry's index.
-    fn replay(&mut self, kind: Kind, payload: &[u8]) -> Result<Option<u64>, StoreError> {
-        match kind {
-            Kind::Entry => {
-                let entry: Entry<TypeConfig> = decode(payload)?;
-                let index = entry.log_id.index;
-                self.append(entry);
-                return Ok(Some(index));
-            }
-            Kind::Vote => self.vote = Some(decode(payload)?),
-            Kind::Committed => self.committed = decode(payload)?,
-            Kind::Truncate => {
-                let bytes: [u8; 8] = payload
-                    .try_into()
-                    .map_err(|_| StoreError("a truncate record of the wrong size".into()))?;
-                self.truncate(u64::from_le_bytes(bytes));
-            }
-            Kind::Purge => self.purge(decode(payload)?),
+impl Location {
+    pub fn new(segment: u64, offset: u64, len: usize) -> Self {
+        Self {
+            segment,
+            offset,
+            len: len as u32,
         }
-        Ok(None)
     }
+
+    pub fn size(&self) -> usize {
+        self.len as usize
+    }
+}
+
+/// An entry the writer put on disk, and where.
+#[derive(Clone, Copy, Debug)]
+pub struct Written {
+    pub log_id: LogId<NodeId>,
+    pub location: Location,
+}
+
+/// Applies one replayed record to `state`; an entry's index.
+fn replay_record(
+    state: &mut LogState,
+    kind: Kind,
+    payload: &[u8],
+    location: Location,
+) -> Result<Option<u64>, StoreError> {
+    match kind {
+        Kind::Entry => {
+            let entry: Entry<TypeConfig> = decode(payload)?;
+            let index = entry.log_id.index;
+            state.replayed(entry, location);
+            return Ok(Some(index));
+        }
+        Kind::Vote => state.vote = Some(decode(payload)?),
+        Kind::Committed => state.committed = decode(payload)?,
+        Kind::Truncate => {
+            let bytes: [u8; 8] = payload
+                .try_into()
+                .map_err(|_| StoreError("a truncate record of the wrong size".into()))?;
+            state.truncate(u64::from_le_bytes(bytes));
+        }
+        Kind::Purge => state.purge(decode(payload)?),
+    }
+    Ok(None)
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, StoreError> {
@@ -231,18 +249,19 @@ pub struct Segments {
 }
 
 impl Segments {
-    /// Opens the log in `dir` (creating it if absent) and replays it.
-    pub fn open(dir: &Path) -> Result<(Self, LogState), StoreError> {
+    /// Opens the log in `dir` (creating it if absent) and replays it,
+    /// keeping the newest `resident_bytes` of entries in memory.
+    pub fn open(dir: &Path, resident_bytes: usize) -> Result<(Self, LogState), StoreError> {
         fs::create_dir_all(dir).map_err(io)?;
         let numbers = segment_numbers(dir)?;
-        let mut state = LogState::default();
+        let mut state = LogState::with_resident_limit(resident_bytes);
         let mut heads = Heads::default();
         let mut segments = Vec::new();
         let mut good_len = HEADER_LEN as u64;
         for (i, &number) in numbers.iter().enumerate() {
             let last = i + 1 == numbers.len();
             let path = segment_path(dir, number);
-            let (max_index, len) = replay_segment(&path, last, &mut state, &mut heads)?;
+            let (max_index, len) = replay_segment(&path, number, last, &mut state, &mut heads)?;
             segments.push(Segment { number, max_index });
             good_len = len;
         }
@@ -285,11 +304,11 @@ impl Segments {
 
     /// Writes `records` in order, durably (one write, one fdatasync), then
     /// frees the segments a purge among them made unneeded and starts a new
-    /// segment if the active one is full.
+    /// segment if the active one is full. Returns where each entry went.
     pub fn write<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a Encoded>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Written>, StoreError> {
         if self.broken {
             return Err(StoreError(
                 "the Raft log stopped after a failed write; restart the node".into(),
@@ -299,7 +318,13 @@ impl Segments {
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.bytes.len()).sum());
         let mut purged = None;
         let mut max_index = self.active.max_index;
+        let mut written = Vec::new();
         for record in &records {
+            if let Some(log_id) = record.log_id {
+                let offset = self.len + buf.len() as u64;
+                let location = Location::new(self.active.number, offset, record.size());
+                written.push(Written { log_id, location });
+            }
             buf.extend_from_slice(&record.bytes);
             match record.kind {
                 Kind::Entry => max_index = max_index.max(Some(record.index)),
@@ -329,7 +354,7 @@ impl Segments {
         if self.len >= SEGMENT_BYTES {
             self.rotate()?;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Closes the active segment and starts the next one.
@@ -368,6 +393,50 @@ impl Segments {
     #[cfg(test)]
     fn segment_count(&self) -> usize {
         self.closed.len() + 1
+    }
+}
+
+/// Reads entries back from the segment files, keeping the last segment it
+/// opened (a read is usually a run of neighbouring entries).
+pub struct SegmentReader<'a> {
+    dir: &'a Path,
+    open: Option<(u64, File)>,
+}
+
+impl<'a> SegmentReader<'a> {
+    pub fn new(dir: &'a Path) -> Self {
+        Self { dir, open: None }
+    }
+
+    /// The entry at `location`; `None` if its segment was deleted (a purge
+    /// overtook the read).
+    pub fn read(&mut self, location: Location) -> Result<Option<Entry<TypeConfig>>, StoreError> {
+        let file = match &self.open {
+            Some((number, file)) if *number == location.segment => file,
+            _ => {
+                let path = segment_path(self.dir, location.segment);
+                match File::open(&path) {
+                    Ok(file) => &self.open.insert((location.segment, file)).1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        };
+        let mut bytes = vec![0; location.size()];
+        file.read_exact_at(&mut bytes, location.offset)
+            .map_err(io)?;
+        match record_at(&bytes, 0) {
+            Ok((Kind::Entry, payload, _)) => decode(payload).map(Some),
+            Ok(_) => Err(StoreError(format!(
+                "log record at {location:?} is not an entry"
+            ))),
+            Err(what) => Err(StoreError(format!(
+                "Raft log segment {} is corrupt ({what} at byte {}); \
+                 rebuild this node from its group (cart rebuild) or restore its data directory",
+                segment_path(self.dir, location.segment).display(),
+                location.offset
+            ))),
+        }
     }
 }
 
@@ -422,6 +491,7 @@ fn create_segment(dir: &Path, number: u64, heads: &Heads) -> Result<(File, u64),
 /// length of its good part. Only the last segment may end in a torn record.
 fn replay_segment(
     path: &Path,
+    number: u64,
     last: bool,
     state: &mut LogState,
     heads: &mut Heads,
@@ -458,7 +528,8 @@ fn replay_segment(
     while at < bytes.len() {
         let torn = match record_at(&bytes, at) {
             Ok((kind, payload, end)) => {
-                let index = state.replay(kind, payload)?;
+                let location = Location::new(number, at as u64, end - at);
+                let index = replay_record(state, kind, payload, location)?;
                 max_index = max_index.max(index);
                 heads.note(kind, &bytes[at..end]);
                 at = end;
@@ -500,6 +571,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
+    use crate::raft::log_state::Planned;
     use crate::raft::Proposals;
 
     fn id(term: u64, index: u64) -> LogId<NodeId> {
@@ -518,30 +590,49 @@ mod tests {
             .map(|i| {
                 let e = entry(term, i);
                 let r = Encoded::entry(&e).unwrap();
-                state.append(e);
+                state.append(e, r.size());
                 r
             })
             .collect();
-        log.write(&records).unwrap();
+        let written = log.write(&records).unwrap();
+        state.written(&written);
+    }
+
+    /// Opens a log keeping every entry in memory.
+    fn open(dir: &Path) -> Result<(Segments, LogState), StoreError> {
+        Segments::open(dir, usize::MAX)
     }
 
     fn indexes(state: &LogState) -> Vec<u64> {
-        state.entries.keys().copied().collect()
+        state.indexes().collect()
+    }
+
+    /// Every entry of `state`, from memory or from the segments in `dir`.
+    fn read_all(dir: &Path, state: &LogState) -> Vec<Entry<TypeConfig>> {
+        let mut reader = SegmentReader::new(dir);
+        state
+            .plan(.., usize::MAX)
+            .into_iter()
+            .map(|p| match p {
+                Planned::Here(e) => e,
+                Planned::OnDisk(at) => reader.read(at).unwrap().expect("segment present"),
+            })
+            .collect()
     }
 
     #[test]
     fn a_reopened_log_holds_every_record_written() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         append(&mut log, &mut state, 1..6, 1);
         let vote = Vote::new(2, 3);
         log.write([&Encoded::vote(&vote).unwrap()]).unwrap();
         log.write([&Encoded::committed(Some(id(1, 4))).unwrap()])
             .unwrap();
         drop(log);
-        let (_, replayed) = Segments::open(dir.path()).unwrap();
+        let (_, replayed) = open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1, 2, 3, 4, 5]);
-        assert_eq!(replayed.entries[&3], entry(1, 3));
+        assert_eq!(read_all(dir.path(), &replayed)[2], entry(1, 3));
         assert_eq!(replayed.vote, Some(vote));
         assert_eq!(replayed.committed, Some(id(1, 4)));
         assert_eq!(replayed.last_log_id(), Some(id(1, 5)));
@@ -550,20 +641,20 @@ mod tests {
     #[test]
     fn a_truncated_suffix_stays_gone_and_its_replacement_stays() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         append(&mut log, &mut state, 1..6, 1);
         log.write([&Encoded::truncate(3)]).unwrap();
         append(&mut log, &mut state, 3..4, 2);
         drop(log);
-        let (_, replayed) = Segments::open(dir.path()).unwrap();
+        let (_, replayed) = open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1, 2, 3]);
-        assert_eq!(replayed.entries[&3].log_id, id(2, 3));
+        assert_eq!(read_all(dir.path(), &replayed)[2].log_id, id(2, 3));
     }
 
     #[test]
     fn a_torn_tail_is_cut_and_later_records_follow_the_good_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         append(&mut log, &mut state, 1..4, 1);
         drop(log);
         let path = segment_path(dir.path(), 1);
@@ -574,19 +665,19 @@ mod tests {
         bytes.extend_from_slice(&torn.bytes[..torn.bytes.len() / 2]);
         fs::write(&path, &bytes).unwrap();
 
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         assert_eq!(indexes(&state), vec![1, 2, 3]);
         assert_eq!(fs::read(&path).unwrap(), full, "the torn tail is cut");
         append(&mut log, &mut state, 4..5, 1);
         drop(log);
-        let (_, replayed) = Segments::open(dir.path()).unwrap();
+        let (_, replayed) = open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1, 2, 3, 4]);
     }
 
     #[test]
     fn a_flipped_bit_in_the_tail_record_is_cut_not_read() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         append(&mut log, &mut state, 1..3, 1);
         drop(log);
         let path = segment_path(dir.path(), 1);
@@ -594,14 +685,14 @@ mod tests {
         let last = bytes.len() - 3;
         bytes[last] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        let (_, replayed) = Segments::open(dir.path()).unwrap();
+        let (_, replayed) = open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1]);
     }
 
     #[test]
     fn corruption_in_a_closed_segment_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         append(&mut log, &mut state, 1..3, 1);
         log.rotate().unwrap();
         append(&mut log, &mut state, 3..5, 1);
@@ -610,14 +701,14 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER_LEN + FRAME_LEN + 3] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
-        let err = Segments::open(dir.path()).err().expect("refused");
+        let err = open(dir.path()).err().expect("refused");
         assert!(err.0.contains("corrupt"), "{}", err.0);
     }
 
     #[test]
     fn a_purge_deletes_the_segments_it_covers_and_keeps_vote_and_purge() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         let vote = Vote::new(1, 1);
         log.write([&Encoded::vote(&vote).unwrap()]).unwrap();
         append(&mut log, &mut state, 1..4, 1);
@@ -633,7 +724,7 @@ mod tests {
         assert_eq!(log.segment_count(), 2);
         assert!(!segment_path(dir.path(), 1).exists());
         drop(log);
-        let (mut log, replayed) = Segments::open(dir.path()).unwrap();
+        let (mut log, replayed) = open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![6, 7, 8]);
         assert_eq!(replayed.vote, Some(vote), "the vote of a deleted segment");
         assert_eq!(replayed.last_purged, Some(id(1, 5)));
@@ -644,8 +735,8 @@ mod tests {
         log.write([&Encoded::purge(id(1, 8)).unwrap()]).unwrap();
         assert_eq!(log.segment_count(), 1);
         drop(log);
-        let (_, replayed) = Segments::open(dir.path()).unwrap();
-        assert!(replayed.entries.is_empty());
+        let (_, replayed) = open(dir.path()).unwrap();
+        assert_eq!(replayed.indexes().count(), 0);
         assert_eq!(replayed.last_purged, Some(id(1, 8)));
         assert_eq!(replayed.last_log_id(), Some(id(1, 8)));
         assert_eq!(replayed.vote, Some(vote));
@@ -654,7 +745,7 @@ mod tests {
     #[test]
     fn a_segment_whose_creation_was_cut_short_is_made_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         let vote = Vote::new(4, 2);
         log.write([&Encoded::vote(&vote).unwrap()]).unwrap();
         append(&mut log, &mut state, 1..3, 1);
@@ -665,12 +756,12 @@ mod tests {
         let header = fs::read(&second).unwrap();
         fs::write(&second, &header[..5]).unwrap();
 
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         assert_eq!(indexes(&state), vec![1, 2]);
         append(&mut log, &mut state, 3..4, 1);
         drop(log);
         assert_eq!(&fs::read(&second).unwrap()[..8], MAGIC);
-        let (_, replayed) = Segments::open(dir.path()).unwrap();
+        let (_, replayed) = open(dir.path()).unwrap();
         assert_eq!(indexes(&replayed), vec![1, 2, 3]);
         assert_eq!(replayed.vote, Some(vote));
     }
@@ -678,7 +769,7 @@ mod tests {
     #[test]
     fn a_full_segment_is_closed_and_a_new_one_started() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, mut state) = Segments::open(dir.path()).unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
         log.len = SEGMENT_BYTES;
         append(&mut log, &mut state, 1..2, 1);
         assert_eq!(log.segment_count(), 2);
@@ -688,13 +779,68 @@ mod tests {
     #[test]
     fn a_segment_of_a_newer_format_is_refused_with_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let (log, _) = Segments::open(dir.path()).unwrap();
+        let (log, _) = open(dir.path()).unwrap();
         drop(log);
         let path = segment_path(dir.path(), 1);
         let mut bytes = fs::read(&path).unwrap();
         bytes[8..12].copy_from_slice(&(FORMAT + 1).to_le_bytes());
         fs::write(&path, &bytes).unwrap();
-        let err = Segments::open(dir.path()).err().expect("refused");
+        let err = open(dir.path()).err().expect("refused");
         assert!(err.0.contains("newer"), "{}", err.0);
+    }
+
+    #[test]
+    fn entries_that_left_memory_are_read_back_from_their_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path()).unwrap();
+        let mut state = LogState::with_resident_limit(0);
+        append(&mut log, &mut state, 1..4, 1);
+        log.rotate().unwrap();
+        append(&mut log, &mut state, 4..7, 1);
+        assert_eq!(state.resident_count(), 0, "all on disk, none kept");
+        let expected: Vec<_> = (1..7).map(|i| entry(1, i)).collect();
+        assert_eq!(read_all(dir.path(), &state), expected);
+        drop(log);
+        // A replay at start keeps no more in memory, and reads back the same.
+        let (_, replayed) = Segments::open(dir.path(), 0).unwrap();
+        assert_eq!(replayed.resident_count(), 0);
+        assert_eq!(read_all(dir.path(), &replayed), expected);
+    }
+
+    #[test]
+    fn a_read_of_a_purged_segment_finds_nothing_rather_than_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path()).unwrap();
+        let mut state = LogState::with_resident_limit(0);
+        append(&mut log, &mut state, 1..3, 1);
+        let Some(Planned::OnDisk(first)) = state.plan(1..2, usize::MAX).pop() else {
+            panic!("entry 1 is on disk only");
+        };
+        log.rotate().unwrap();
+        log.write([&Encoded::purge(id(1, 2)).unwrap()]).unwrap();
+        assert!(SegmentReader::new(dir.path())
+            .read(first)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_corrupted_record_read_back_is_an_error_not_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path()).unwrap();
+        let mut state = LogState::with_resident_limit(0);
+        append(&mut log, &mut state, 1..2, 1);
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let Some(Planned::OnDisk(at)) = state.plan(.., usize::MAX).pop() else {
+            panic!("entry 1 is on disk only");
+        };
+        let err = SegmentReader::new(dir.path())
+            .read(at)
+            .expect_err("refused");
+        assert!(err.0.contains("corrupt"), "{}", err.0);
     }
 }

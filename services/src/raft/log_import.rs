@@ -66,7 +66,7 @@ pub fn import_redb_log(dir: &Path, log_dir: &Path) -> Result<bool, StoreError> {
     if side.exists() {
         fs::remove_dir_all(&side).map_err(io)?;
     }
-    let (mut segments, _) = Segments::open(&side)?;
+    let (mut segments, _) = Segments::open(&side, 0)?;
     let mut records = Vec::new();
     if let Some(purged) = old.last_purged {
         records.push(Encoded::purge(purged)?);
@@ -184,8 +184,8 @@ mod tests {
         let log_dir = dir.path().join("raft-log");
 
         assert!(import_redb_log(dir.path(), &log_dir).unwrap());
-        let (_, state) = Segments::open(&log_dir).unwrap();
-        assert_eq!(state.entries.keys().copied().collect::<Vec<_>>(), [5, 6, 7]);
+        let (_, state) = Segments::open(&log_dir, usize::MAX).unwrap();
+        assert_eq!(state.indexes().collect::<Vec<_>>(), [5, 6, 7]);
         assert_eq!(state.vote, Some(Vote::new(3, 2)));
         assert_eq!(state.committed, Some(id(6)));
         assert_eq!(state.last_purged, Some(id(4)));
@@ -203,8 +203,8 @@ mod tests {
         fs::write(log_dir.with_extension("importing").join("junk"), b"x").unwrap();
 
         assert!(import_redb_log(dir.path(), &log_dir).unwrap());
-        let (_, state) = Segments::open(&log_dir).unwrap();
-        assert_eq!(state.entries.len(), 2);
+        let (_, state) = Segments::open(&log_dir, usize::MAX).unwrap();
+        assert_eq!(state.indexes().count(), 2);
     }
 
     #[test]

@@ -1,29 +1,35 @@
 //! openraft's `RaftLogStorage` over the node's segment log
-//! (`log_engine`): every read is served from memory, every change is
-//! applied there at once (openraft requires appended entries to be readable
-//! before they are durable) and queued to the writer thread.
+//! (`log_engine`): every change is applied in memory at once (openraft
+//! requires appended entries to be readable before they are durable) and
+//! queued to the writer thread; a read takes the newest entries from memory
+//! and older ones from the segment files (`log_state`).
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, Vote};
 
-use super::log_engine::{self, Encoded, Segments};
+use super::append_budget::MAX_APPEND_BYTES;
+use super::log_engine::{Encoded, SegmentReader, Segments};
 use super::log_import;
+use super::log_state::{self, Planned};
 use super::log_writer::LogWriter;
 use super::progress::Progress;
 use super::{storage_error, NodeId, StorageError, TypeConfig};
 use crate::domain::StoreError;
+use crate::metrics::METRICS;
 
 /// The directory of a node's Raft log, inside its data directory.
 pub const LOG_DIR: &str = "raft-log";
 
 #[derive(Clone)]
 pub struct LogStore {
-    state: Arc<Mutex<log_engine::LogState>>,
+    state: Arc<Mutex<log_state::LogState>>,
+    /// The segment files, for entries no longer in memory.
+    dir: Arc<PathBuf>,
     writer: LogWriter,
     progress: Arc<Progress>,
 }
@@ -37,21 +43,69 @@ impl LogStore {
     /// Opens the log in `dir/raft-log`, importing the log an earlier version
     /// kept in `dir`'s redb file if there is one, and starts its writer
     /// thread.
-    pub fn open(dir: &Path, progress: Arc<Progress>) -> Result<Self, StoreError> {
+    /// The newest `resident_bytes` of entries (encoded) stay in memory.
+    pub fn open(
+        dir: &Path,
+        resident_bytes: usize,
+        progress: Arc<Progress>,
+    ) -> Result<Self, StoreError> {
         let log_dir = dir.join(LOG_DIR);
         log_import::import_redb_log(dir, &log_dir)?;
-        let (segments, state) = Segments::open(&log_dir)?;
+        let (segments, state) = Segments::open(&log_dir, resident_bytes)?;
+        let state = Arc::new(Mutex::new(state));
         Ok(Self {
-            state: Arc::new(Mutex::new(state)),
-            writer: LogWriter::start(segments)?,
+            writer: LogWriter::start(segments, state.clone())?,
+            state,
+            dir: Arc::new(log_dir),
             progress,
         })
     }
 
-    fn state(&self) -> MutexGuard<'_, log_engine::LogState> {
+    fn state(&self) -> MutexGuard<'_, log_state::LogState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The entries in `range` up to about `max_bytes` encoded, in order;
+    /// fewer if a purge deleted the segment of one meanwhile.
+    fn read(
+        &self,
+        range: impl RangeBounds<u64>,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let planned = self.state().plan(range, max_bytes);
+        if planned.iter().all(|p| matches!(p, Planned::Here(_))) {
+            return Ok(planned
+                .into_iter()
+                .filter_map(|p| match p {
+                    Planned::Here(e) => Some(e),
+                    Planned::OnDisk(_) => None,
+                })
+                .collect());
+        }
+        let _span = tracing::debug_span!("raft.log_read_disk", entries = planned.len()).entered();
+        let mut reader = SegmentReader::new(&self.dir);
+        let mut entries = Vec::with_capacity(planned.len());
+        for p in planned {
+            match p {
+                Planned::Here(e) => entries.push(e),
+                Planned::OnDisk(at) => match reader.read(at)? {
+                    Some(e) => {
+                        METRICS.log_disk_reads.inc();
+                        entries.push(e);
+                    }
+                    None => break,
+                },
+            }
+        }
+        Ok(entries)
+    }
 }
+
+/// What a read for replication decodes at most: twice what one append may
+/// carry (`append_budget` cuts the append itself to `MAX_APPEND_BYTES`
+/// encoded), so that a follower far behind does not have hundreds of
+/// entries read back from disk and decoded for one append.
+const REPLICATION_READ_BYTES: usize = 2 * MAX_APPEND_BYTES;
 
 fn logs_err(verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError {
     move |e| storage_error(ErrorSubject::Logs, verb, e)
@@ -66,12 +120,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        Ok(self
-            .state()
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        self.read(range, usize::MAX)
+            .map_err(logs_err(ErrorVerb::Read))
+    }
+
+    /// openraft's replication asks for up to its own batch; reading from
+    /// disk and decoding more than one append carries would be wasted.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        self.read(start..end, REPLICATION_READ_BYTES)
+            .map_err(logs_err(ErrorVerb::Read))
     }
 }
 
@@ -132,7 +193,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let records = entries
+        let records: Vec<Encoded> = entries
             .iter()
             .map(Encoded::entry)
             .collect::<Result<Vec<_>, _>>()
@@ -141,8 +202,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .appended(entries.iter().map(|e| e.log_id.index));
         {
             let mut state = self.state();
-            for entry in entries {
-                state.append(entry);
+            for (entry, record) in entries.into_iter().zip(&records) {
+                state.append(entry, record.size());
             }
         }
         self.writer

@@ -13,12 +13,14 @@
 //! never overtakes an append queued before it.
 
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::LogFlushed;
 use tokio::sync::oneshot;
 
 use super::log_engine::{Encoded, Segments};
+use super::log_state::LogState;
 use super::TypeConfig;
 use crate::domain::StoreError;
 use crate::metrics::METRICS;
@@ -46,12 +48,13 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Starts the writer thread of `segments`.
-    pub fn start(segments: Segments) -> Result<Self, StoreError> {
+    /// Starts the writer thread of `segments`, which tells `state` where
+    /// each entry it wrote went.
+    pub fn start(segments: Segments, state: Arc<Mutex<LogState>>) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || run(segments, jobs))
+            .spawn(move || run(segments, state, jobs))
             .map_err(io)?;
         Ok(Self { queue })
     }
@@ -98,7 +101,7 @@ fn stopped() -> StoreError {
 /// The writer thread: takes every job queued so far, writes them in one
 /// durable write, then tells each job's waiter. Ends when every sender is
 /// gone (the node shuts down).
-fn run(mut segments: Segments, jobs: Receiver<Job>) {
+fn run(mut segments: Segments, state: Arc<Mutex<LogState>>, jobs: Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
@@ -118,9 +121,19 @@ fn run(mut segments: Segments, jobs: Receiver<Job>) {
         if entries > 0 {
             METRICS.log_flush_entries.observe(entries as f64);
         }
-        if let Err(e) = &result {
-            tracing::error!(error = %e.0, "Raft log write failed");
-        }
+        let result = match result {
+            Ok(written) => {
+                state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .written(&written);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e.0, "Raft log write failed");
+                Err(e)
+            }
+        };
         for job in batch {
             let outcome = result.clone();
             match job.done {

@@ -4,6 +4,7 @@
 mod append_budget;
 pub mod log_engine;
 mod log_import;
+mod log_state;
 pub mod log_store;
 mod log_writer;
 pub mod network;

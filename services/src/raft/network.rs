@@ -85,43 +85,50 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let result: RpcResult<Resp, E> = async {
-            let result = self
-                .net
-                .client
-                .request(Method::POST, &self.addr, path)
-                .header(CONTENT_TYPE, "application/json")
-                .body(body)
-                .timeout(option.hard_ttl())
-                .send()
-                .await;
-            let response = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    return Err(if e.is_connect() {
-                        RPCError::Unreachable(Unreachable::new(&e))
-                    } else {
-                        RPCError::Network(NetworkError::new(&e))
-                    });
-                }
-            };
-            if !response.status().is_success() {
-                let e = std::io::Error::other(format!("{path} answered {}", response.status()));
-                return Err(RPCError::Network(NetworkError::new(&e)));
-            }
-            let body: Result<Resp, RaftError<NodeId, E>> = response
-                .json()
-                .await
-                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            body.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-        }
-        .await;
+        let result = self.send(path, body, option).await;
         let answered = is_answer(&result);
         self.net.progress.rpc_result(self.target, answered);
         if !answered {
             METRICS.raft_rpc_failures.with_label_values(&[path]).inc();
         }
         result
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        path: &'static str,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let response = self
+            .net
+            .client
+            .request(Method::POST, &self.addr, path)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .timeout(option.hard_ttl())
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        if !response.status().is_success() {
+            let e = std::io::Error::other(format!("{path} answered {}", response.status()));
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        let body: Result<Resp, RaftError<NodeId, E>> = response
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        body.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     /// Sends `req`, or refuses it as too large with the number of entries
@@ -142,8 +149,11 @@ impl Connection {
         // Dropped unanswered when openraft's timeout fires first.
         let sending = self.budget.sending(entries);
         let result = self.call_encoded(APPEND_PATH, body, option).await;
-        if is_answer(&result) {
-            sending.answered();
+        match &result {
+            r if is_answer(r) => sending.answered(),
+            Err(RPCError::Unreachable(_)) => sending.never_sent(),
+            // Timed out or cut off: dropping `sending` halves the budget.
+            _ => {}
         }
         result
     }
