@@ -87,18 +87,68 @@ pub fn file_path(dir: &Path) -> PathBuf {
     dir.join("snapshot.bin")
 }
 
-/// Writes atomically (temp file, fsync, rename).
-pub fn save(dir: &Path, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
+/// Writes a snapshot's rows straight to its file, so that building one
+/// needs no buffer of the whole state (tens of MiB for the order group).
+pub struct RowWriter {
+    out: std::io::BufWriter<std::fs::File>,
+    /// The first failed write; later rows are skipped.
+    failed: Option<std::io::Error>,
+}
+
+impl RowWriter {
+    pub fn row(&mut self, tag: u8, key: &[u8], value: &[u8]) {
+        if self.failed.is_none() {
+            let mut head = [0; 5];
+            head[0] = tag;
+            head[1..].copy_from_slice(&(key.len() as u32).to_le_bytes());
+            let written = self
+                .out
+                .write_all(&head)
+                .and_then(|()| self.out.write_all(key))
+                .and_then(|()| self.out.write_all(&(value.len() as u32).to_le_bytes()))
+                .and_then(|()| self.out.write_all(value));
+            self.failed = written.err();
+        }
+    }
+
+    fn raw(&mut self, rows: &[u8]) {
+        if self.failed.is_none() {
+            self.failed = self.out.write_all(rows).err();
+        }
+    }
+}
+
+/// Writes the snapshot file atomically (temp file, fsync, rename), its rows
+/// written by `fill`.
+pub fn write(
+    dir: &Path,
+    meta: &Meta,
+    fill: impl FnOnce(&mut RowWriter) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let meta_json = serde_json::to_vec(meta).map_err(io)?;
     let tmp = dir.join("snapshot.bin.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(MAGIC).map_err(io)?;
-    f.write_all(&(meta_json.len() as u32).to_le_bytes())
+    let mut out =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io)?);
+    out.write_all(MAGIC).map_err(io)?;
+    out.write_all(&(meta_json.len() as u32).to_le_bytes())
         .map_err(io)?;
-    f.write_all(&meta_json).map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    out.write_all(&meta_json).map_err(io)?;
+    let mut rows = RowWriter { out, failed: None };
+    fill(&mut rows)?;
+    if let Some(e) = rows.failed {
+        return Err(io(e));
+    }
+    let file = rows.out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, file_path(dir)).map_err(io)
+}
+
+/// Writes a snapshot whose rows are already encoded (one received whole).
+pub fn save(dir: &Path, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
+    write(dir, meta, |rows| {
+        rows.raw(data);
+        Ok(())
+    })
 }
 
 pub fn load(dir: &Path) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
@@ -113,7 +163,12 @@ pub fn load(dir: &Path) -> Result<Option<(Meta, Vec<u8>)>, StoreError> {
     let (meta, data) =
         take_prefixed(rest).ok_or_else(|| StoreError("snapshot file truncated".into()))?;
     let meta: Meta = serde_json::from_slice(meta).map_err(io)?;
-    Ok(Some((meta, data.to_vec())))
+    // The rows are the file's tail: cut the head off in place rather than
+    // copy the whole state once more.
+    let head = bytes.len() - data.len();
+    let mut bytes = bytes;
+    bytes.drain(..head);
+    Ok(Some((meta, bytes)))
 }
 
 #[cfg(test)]
@@ -125,6 +180,28 @@ mod tests {
         for table in Table::ALL {
             assert_eq!(table_of(tag_of(table)), Some(table));
         }
+    }
+
+    #[test]
+    fn a_snapshot_written_row_by_row_loads_as_those_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta {
+            snapshot_id: "s1".into(),
+            ..Default::default()
+        };
+        write(dir.path(), &meta, |rows| {
+            rows.row(1, b"k1", b"v1");
+            rows.row(4, b"k2", b"");
+            Ok(())
+        })
+        .unwrap();
+        let (loaded, data) = load(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded, meta);
+        let mut expected = Vec::new();
+        push_row(&mut expected, 1, b"k1", b"v1");
+        push_row(&mut expected, 4, b"k2", b"");
+        assert_eq!(data, expected);
+        assert!(!dir.path().join("snapshot.bin.tmp").exists());
     }
 
     #[test]

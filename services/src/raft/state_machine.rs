@@ -198,20 +198,14 @@ impl StateMachine {
         Ok(outcome)
     }
 
-    fn build(&self) -> Result<(Meta, Vec<u8>), StoreError> {
+    /// Builds a snapshot into the node's snapshot file, row by row.
+    fn build(&self) -> Result<Meta, StoreError> {
         // Make every applied entry durable before the log before it may be
         // purged.
         self.backend.flush()?;
         let frozen = self.backend.freeze()?;
         let last_log_id: Option<LogId<NodeId>> = decode(frozen.meta(LAST_APPLIED)?)?.flatten();
         let last_membership: Membership = decode(frozen.meta(MEMBERSHIP)?)?.unwrap_or_default();
-        let mut data = Vec::new();
-        for table in Table::ALL {
-            let tag = snapshot::tag_of(table);
-            frozen.scan(table, &mut |k, v| {
-                snapshot::push_row(&mut data, tag, k.as_bytes(), v);
-            })?;
-        }
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, now_ms()),
             None => format!("empty-{}", now_ms()),
@@ -221,9 +215,15 @@ impl StateMachine {
             last_membership,
             snapshot_id,
         };
-        snapshot::save(&self.dir, &meta, &data)?;
+        snapshot::write(&self.dir, &meta, |rows| {
+            for table in Table::ALL {
+                let tag = snapshot::tag_of(table);
+                frozen.scan(table, &mut |k, v| rows.row(tag, k.as_bytes(), v))?;
+            }
+            Ok(())
+        })?;
         METRICS.snapshots_built.inc();
-        Ok((meta, data))
+        Ok(meta)
     }
 
     fn install(&self, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
@@ -345,10 +345,13 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = blocking(|| self.build()).map_err(snap_err(ErrorVerb::Write))?;
+        let meta = blocking(|| self.build()).map_err(snap_err(ErrorVerb::Write))?;
+        // openraft 0.9 keeps only the meta of a snapshot it had built
+        // (`sm::worker::build_snapshot`); a follower is sent the file, read by
+        // `get_current_snapshot`. So the data is not read back here.
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -549,7 +552,10 @@ mod tests {
             .apply(vec![entry(1, "init", 1, init()), entry(2, "x", 2, fund(7))])
             .await
             .unwrap();
-        let snap = source.build_snapshot().await.unwrap();
+        let built = source.build_snapshot().await.unwrap();
+        // What a follower is sent: the file, as openraft asks for it.
+        let snap = source.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(snap.meta, built.meta);
 
         let mut target = machine(b.path(), 60_000);
         target
