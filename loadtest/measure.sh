@@ -7,8 +7,12 @@
 # copied into docs/loadtest.md between its markers). Every run starts its
 # own default cluster (3 nodes and 2 coordinators per service) in a
 # temporary directory.
+# With WDM_TEMPLATE set to a clone of the course's unreplicated template
+# (Flask + Redis), it is run natively (loadtest/wdm-template.sh) at 100 and
+# 1000 users as the baseline, in the same session.
 #   loadtest/measure.sh            # everything (about 20 minutes)
 #   SECONDS_PER_RUN=30 loadtest/measure.sh
+#   WDM_TEMPLATE=~/wdm-project-template loadtest/measure.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/loadtest
@@ -22,6 +26,17 @@ $load stress --temp-cluster --users 100 --ramp 100 --think-ms 1000 --duration "$
   --label "100 users" --out "$out/stress-100.json"
 $load stress --temp-cluster --users 1000 --ramp 100 --think-ms 1000 --duration "$secs" \
   --label "1000 users" --out "$out/stress-1000.json"
+baseline=()
+if [ -n "${WDM_TEMPLATE:-}" ]; then
+  for users in 100 1000; do
+    loadtest/wdm-template.sh "$WDM_TEMPLATE" 8090 -- \
+      $load stress --gateway http://127.0.0.1:8090 --users "$users" --ramp 100 --think-ms 1000 \
+      --duration "$secs" --label "WDM template, $users users" --out "$out/template-$users.json"
+    baseline+=("$out/template-$users.json")
+  done
+else
+  echo "WDM_TEMPLATE unset: the template's baseline runs are skipped (docs/loadtest.md)"
+fi
 $load consistency --temp-cluster --label "consistency" --out "$out/consistency.json"
 $load consistency --temp-cluster --kill order-leader@0.5 --restart-after 5 \
   --label "consistency, order leader killed" --out "$out/consistency-leader-killed.json"
@@ -36,7 +51,7 @@ $load open-loop --temp-cluster --rates 300 --step-secs "$secs" \
 # Memory: every process's RSS after the 100k batch_inits and 5 minutes of load.
 $load stress --temp-cluster --users 1000 --ramp 100 --think-ms 1000 --duration 300 \
   --label "1000 users, 5 min" --out "$out/stress-1000-5min.json"
-$load compare "$out/stress-100.json" "$out/stress-1000.json" \
+$load compare "$out/stress-100.json" "$out/stress-1000.json" "${baseline[@]}" \
   "$out/open-loop-100.json" "$out/open-loop-300.json" --out-dir "$out"
 echo "load average after: $(cat /proc/loadavg)"
 
