@@ -75,7 +75,14 @@ impl Health {
     }
 
     fn set(&self, healthy: bool, error: Option<String>) {
-        let was = self.healthy.send_replace(healthy);
+        // Only a change wakes the watchers: every storage operation ends
+        // here, and `send_replace` would wake them for each (the node then
+        // logged a health change several times a second on MongoDB).
+        let mut was = healthy;
+        self.healthy.send_if_modified(|current| {
+            was = std::mem::replace(current, healthy);
+            was != healthy
+        });
         if !healthy {
             if let Ok(mut e) = self.error.lock() {
                 *e = error;
@@ -155,4 +162,31 @@ static METRICS: LazyLock<StorageMetrics> = LazyLock::new(|| {
 
 pub(crate) fn stale_write_skipped(n: u64) {
     METRICS.stale_writes.inc_by(n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchers_hear_changes_of_health_and_not_every_operation() {
+        let health = Health::default();
+        let mut watch = health.watch();
+        let ok: Result<(), String> = Ok(());
+        for _ in 0..10 {
+            health.record("ping", Duration::ZERO, &ok);
+        }
+        assert!(!watch.has_changed().unwrap(), "healthy stayed healthy");
+        let failed: Result<(), String> = Err("down".into());
+        for _ in 0..FAILURES_BEFORE_UNHEALTHY {
+            health.record("ping", Duration::ZERO, &failed);
+        }
+        assert!(watch.has_changed().unwrap());
+        assert!(!*watch.borrow_and_update());
+        health.record("ping", Duration::ZERO, &failed);
+        assert!(!watch.has_changed().unwrap(), "unhealthy stayed unhealthy");
+        health.record("ping", Duration::ZERO, &ok);
+        assert!(watch.has_changed().unwrap());
+        assert!(*watch.borrow_and_update());
+    }
 }
