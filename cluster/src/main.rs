@@ -102,8 +102,18 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    // An error ends every command the same way: its chain of causes on one
+    // line, and no backtrace (RUST_BACKTRACE set in a shell would add one
+    // to `anyhow`'s default report). `cart up` finds this line in a failed
+    // process's log and repeats it.
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("{}{e:#}", cart_cluster::harness::ERROR_PREFIX);
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let identity = cli.command.identity();
     if identity.is_none() {
         cart_common::telemetry::init(None);

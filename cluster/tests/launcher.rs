@@ -125,3 +125,56 @@ async fn every_process_exports_request_metrics_by_service_role_route_and_status(
     );
     assert!(node.contains("cart_raft_is_leader 1"), "{node}");
 }
+
+/// A port taken by another program is said where the operator looks: `cart
+/// up` repeats the failed process's error with a hint, stops what it had
+/// started, and exits non-zero without a backtrace (even with
+/// RUST_BACKTRACE set, as in many shells).
+#[test]
+fn cart_up_says_which_process_failed_to_start_and_why() {
+    let (_tmp, spec_path) = temp_spec(|_| {}).unwrap();
+    let spec = ClusterSpec::load(&spec_path).unwrap();
+    let taken = std::net::TcpListener::bind(spec.gateway_addr()).unwrap();
+    let mut launcher = Command::new(common::bin())
+        .args(["up", "--no-prometheus", "--spec"])
+        .arg(&spec_path)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = launcher.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            launcher.kill().unwrap();
+            panic!("cart up did not give up on a taken port");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut launcher.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "cart up succeeded: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "gateway exited while starting: binding {}: Address already in use",
+            spec.gateway_addr()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: another program holds that port"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    drop(taken);
+    // What it had started is stopped.
+    let node = spec.nodes(Service::Stock)[0].addr.clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while listening(&node) {
+        assert!(Instant::now() < deadline, "{node} still listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -20,7 +20,7 @@ mod tools;
 
 pub use layout::{cart_binary, temp_spec, DEFAULT_SPEC};
 pub use members::{node_ids, REMOVED_MARKER};
-pub use readiness::http_get;
+pub use readiness::{http_get, ERROR_PREFIX};
 pub use tools::{find_tool, missing, require_tool, under_ci, INSTALL_TOOLS};
 
 use std::collections::BTreeMap;

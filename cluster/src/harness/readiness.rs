@@ -4,6 +4,7 @@
 //! client).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -35,11 +36,9 @@ impl LocalCluster {
             let addr = self.admin_addr(role);
             loop {
                 if self.has_exited(role) {
-                    bail!(
-                        "{} exited; see {}",
-                        role.name(),
-                        self.log_path(role).display()
-                    );
+                    let log = self.log_path(role);
+                    let said = std::fs::read_to_string(&log).unwrap_or_default();
+                    bail!("{}", exited_during_start(&role.name(), &said, &log));
                 }
                 let path = match role {
                     Role::Prometheus => crate::prometheus::READY_PATH,
@@ -177,4 +176,67 @@ pub fn http_get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<(u1
         .recv()
         .map_err(|_| anyhow!("GET {path} at {addr}: the harness's runtime stopped"))?;
     answer.map_err(|e| anyhow!("GET {path} at {addr}: {e}"))
+}
+
+/// How `cart` ends a failed command on stderr (`main`), so that its last
+/// error can be found in a process's log.
+pub const ERROR_PREFIX: &str = "Error: ";
+
+/// What to say when `name` exited while starting, from its log: its last
+/// error, a hint where the error is a usual one, and where the log is.
+fn exited_during_start(name: &str, log_text: &str, log: &Path) -> String {
+    let last_error = log_text.lines().rev().find_map(|line| {
+        line.strip_prefix(ERROR_PREFIX)
+            .or_else(|| line.split_once(" ERROR ").map(|(_, rest)| rest))
+    });
+    let Some(error) = last_error else {
+        return format!("{name} exited while starting; see {}", log.display());
+    };
+    let hint = if error.contains("Address already in use") {
+        "\n  hint: another program holds that port (an earlier `cart up` still running?); \
+         stop it, or move the cluster with `base_port` in the spec"
+    } else if error.contains("Permission denied") {
+        "\n  hint: the data directory (`data_dir` in the spec) must be writable by this user"
+    } else {
+        ""
+    };
+    format!(
+        "{name} exited while starting: {}{hint}\n  log: {}",
+        error.trim(),
+        log.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_that_exited_is_reported_with_its_last_error_and_a_hint() {
+        let log = "2026-12-01T23:39:55Z  INFO gateway serving\n\
+                   Error: binding 127.0.0.1:8000: Address already in use (os error 98)\n";
+        let said = exited_during_start("gateway", log, Path::new("data/logs/gateway.log"));
+        assert!(
+            said.starts_with(
+                "gateway exited while starting: binding 127.0.0.1:8000: Address already in use"
+            ),
+            "{said}"
+        );
+        assert!(
+            said.contains("hint: another program holds that port"),
+            "{said}"
+        );
+        assert!(said.ends_with("log: data/logs/gateway.log"), "{said}");
+
+        let traced = "2026-12-01T23:39:55Z ERROR cart_services::node: storage: disk full\n";
+        let said = exited_during_start("stock-node-1", traced, Path::new("l"));
+        assert!(
+            said.contains("starting: cart_services::node: storage: disk full"),
+            "{said}"
+        );
+        assert!(!said.contains("hint"), "{said}");
+
+        let said = exited_during_start("stock-node-1", "nothing\n", Path::new("l"));
+        assert_eq!(said, "stock-node-1 exited while starting; see l");
+    }
 }
