@@ -76,10 +76,12 @@ pub struct NodeStatus {
 pub struct FollowerProgress {
     /// Last log index the follower has acknowledged.
     pub matched: Option<u64>,
-    pub lag_entries: u64,
+    /// Entries the leader has that it lacks; none while `matched` is none
+    /// (the leader has not heard from it yet).
+    pub lag_entries: Option<u64>,
     /// Now minus the append time of the oldest entry it lacks; 0 when
-    /// caught up.
-    pub lag_seconds: f64,
+    /// caught up; none while `matched` is none.
+    pub lag_seconds: Option<f64>,
     /// Milliseconds since it last answered a Raft RPC.
     pub last_contact_ms_ago: Option<u64>,
     /// Whether the leader's most recent RPC to it failed.

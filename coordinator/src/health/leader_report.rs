@@ -116,7 +116,7 @@ impl Health {
                     t.leader_contact = contact;
                     t.leader_cannot_reach =
                         p.failing && contact.is_none_or(|c| now.duration_since(c) > timeout);
-                    t.lag = Some((p.lag_entries, p.lag_seconds));
+                    t.lag = p.lag_entries.zip(p.lag_seconds);
                 }
                 None => {
                     t.leader_cannot_reach = false;

@@ -288,12 +288,12 @@ impl Node {
                 .filter(|(id, _)| **id != self.id)
                 .map(|(id, matched)| {
                     let matched = matched.as_ref().map(|l| l.index);
-                    let (lag_entries, lag_seconds) = self.progress.lag(matched, m.last_log_index);
+                    let lag = self.progress.lag(matched, m.last_log_index);
                     let contact = self.progress.contact(*id);
                     let progress = FollowerProgress {
                         matched,
-                        lag_entries,
-                        lag_seconds,
+                        lag_entries: lag.map(|l| l.0),
+                        lag_seconds: lag.map(|l| l.1),
                         last_contact_ms_ago: contact.and_then(|c| c.last_ok_ms_ago),
                         failing: contact.is_some_and(|c| c.failing),
                     };

@@ -568,22 +568,9 @@ fn record_at(bytes: &[u8], at: usize) -> Result<(Kind, &[u8], usize), &'static s
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
-
     use super::*;
     use crate::raft::log_state::Planned;
-    use crate::raft::Proposals;
-
-    fn id(term: u64, index: u64) -> LogId<NodeId> {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
-    }
-
-    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
-        Entry {
-            log_id: id(term, index),
-            payload: EntryPayload::Normal(Proposals(Vec::new())),
-        }
-    }
+    use crate::raft::test_entries::{entry, id};
 
     fn append(log: &mut Segments, state: &mut LogState, range: std::ops::Range<u64>, term: u64) {
         let records: Vec<_> = range

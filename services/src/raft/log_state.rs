@@ -210,21 +210,8 @@ impl LogState {
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
-
     use super::*;
-    use crate::raft::Proposals;
-
-    fn id(term: u64, index: u64) -> LogId<NodeId> {
-        LogId::new(CommittedLeaderId::new(term, 1), index)
-    }
-
-    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
-        Entry {
-            log_id: id(term, index),
-            payload: EntryPayload::Normal(Proposals(Vec::new())),
-        }
-    }
+    use crate::raft::test_entries::{entry, id};
 
     fn written(term: u64, indexes: std::ops::Range<u64>) -> Vec<Written> {
         indexes

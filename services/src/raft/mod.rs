@@ -101,3 +101,23 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Log entries for the log's unit tests.
+#[cfg(test)]
+pub(crate) mod test_entries {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    use super::{NodeId, Proposals, TypeConfig};
+
+    pub fn id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    /// An entry of no writes at `index` of `term`.
+    pub fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: id(term, index),
+            payload: EntryPayload::Normal(Proposals(Vec::new())),
+        }
+    }
+}

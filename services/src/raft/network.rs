@@ -58,6 +58,14 @@ pub struct Connection {
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
+/// Why a peer gave no answer.
+enum Failed {
+    /// It could not be connected to (down, or restarting).
+    Unreachable(reqwest::Error),
+    /// It was reached, but the call timed out, broke or was refused.
+    Network(NetworkError),
+}
+
 impl Connection {
     async fn call<Req, Resp, E>(
         &self,
@@ -85,7 +93,15 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let result = self.send(path, body, option).await;
+        let result = match self.send(path, body, option).await {
+            Ok(answer) => match serde_json::from_slice(&answer) {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+                Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+            },
+            Err(Failed::Unreachable(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(Failed::Network(e)) => Err(RPCError::Network(e)),
+        };
         let answered = is_answer(&result);
         self.net.progress.rpc_result(self.target, answered);
         if !answered {
@@ -94,16 +110,13 @@ impl Connection {
         result
     }
 
-    async fn send<Resp, E>(
+    /// Posts `body` to the peer; its answer's body if it answered 2xx.
+    async fn send(
         &self,
         path: &'static str,
         body: Vec<u8>,
         option: &RPCOption,
-    ) -> RpcResult<Resp, E>
-    where
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
+    ) -> Result<bytes::Bytes, Failed> {
         let response = self
             .net
             .client
@@ -115,20 +128,19 @@ impl Connection {
             .await
             .map_err(|e| {
                 if e.is_connect() {
-                    RPCError::Unreachable(Unreachable::new(&e))
+                    Failed::Unreachable(e)
                 } else {
-                    RPCError::Network(NetworkError::new(&e))
+                    Failed::Network(NetworkError::new(&e))
                 }
             })?;
         if !response.status().is_success() {
             let e = std::io::Error::other(format!("{path} answered {}", response.status()));
-            return Err(RPCError::Network(NetworkError::new(&e)));
+            return Err(Failed::Network(NetworkError::new(&e)));
         }
-        let body: Result<Resp, RaftError<NodeId, E>> = response
-            .json()
+        response
+            .bytes()
             .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        body.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            .map_err(|e| Failed::Network(NetworkError::new(&e)))
     }
 
     /// Sends `req`, or refuses it as too large with the number of entries

@@ -93,17 +93,20 @@ impl Progress {
     }
 
     /// Replication lag of a follower that has `matched` while the leader's
-    /// log ends at `last`: (entries, seconds).
-    pub fn lag(&self, matched: Option<u64>, last: Option<u64>) -> (u64, f64) {
-        let next = matched.map_or(0, |m| m + 1);
+    /// log ends at `last`: (entries, seconds). Unknown while the leader has
+    /// not yet heard what the follower holds (`matched` is none right after
+    /// an election, or for a follower never reached): counting the whole
+    /// log then reported tens of seconds of lag for a follower in step.
+    pub fn lag(&self, matched: Option<u64>, last: Option<u64>) -> Option<(u64, f64)> {
+        let next = matched? + 1;
         let Some(last) = last.filter(|l| *l >= next) else {
-            return (0, 0.0);
+            return Some((0, 0.0));
         };
         let entries = last - next + 1;
         let seconds = self
             .appended_at(next)
             .map_or(0.0, |t| now_ms().saturating_sub(t) as f64 / 1000.0);
-        (entries, seconds)
+        Some((entries, seconds))
     }
 }
 
@@ -115,11 +118,11 @@ mod tests {
     fn lag_counts_missing_entries_and_ages_the_oldest() {
         let p = Progress::default();
         p.appended([1, 2, 3]);
-        assert_eq!(p.lag(Some(3), Some(3)), (0, 0.0));
-        let (entries, seconds) = p.lag(Some(1), Some(3));
+        assert_eq!(p.lag(Some(3), Some(3)), Some((0, 0.0)));
+        let (entries, seconds) = p.lag(Some(1), Some(3)).unwrap();
         assert_eq!(entries, 2);
         assert!(seconds >= 0.0);
-        assert_eq!(p.lag(None, Some(3)).0, 4);
+        assert_eq!(p.lag(None, Some(3)), None, "not known yet");
         p.truncated(2);
         assert_eq!(p.appended_at(2), None);
     }
