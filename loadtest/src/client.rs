@@ -43,9 +43,11 @@ impl Api {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
-            // Every simulated user keeps its connection, as a browser
-            // session would; idle ones are not closed under us mid-run.
-            .pool_idle_timeout(Duration::from_secs(300))
+            // Every simulated user keeps its connection between requests,
+            // as a browser session would, but forgets one idle for 4 s: our
+            // servers close a connection idle for 5 s (`header_read_timeout_ms`),
+            // and reusing one just closed fails the request with a reset.
+            .pool_idle_timeout(Duration::from_secs(4))
             .tcp_nodelay(true)
             .build()
             .context("building the HTTP client")?;
