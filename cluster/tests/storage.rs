@@ -351,7 +351,14 @@ async fn a_restarted_node_resumes_exactly_where_it_was(under: Under) {
 async fn a_snapshot_reproduces_state_digest_and_request_ids(under: Under) {
     let (mut source, source_backend) = under.machine().await;
     apply(&mut source, history()).await;
-    let snap = source.build_snapshot().await.expect("snapshot builds");
+    let built = source.build_snapshot().await.expect("snapshot builds");
+    // What a follower is sent: the snapshot file, as openraft asks for it.
+    let snap = source
+        .get_current_snapshot()
+        .await
+        .expect("snapshot reads")
+        .expect("a snapshot");
+    assert_eq!(snap.meta, built.meta);
 
     let other = under.sibling();
     let (mut target, target_backend) = other.machine().await;
@@ -503,7 +510,13 @@ async fn both_backends_store_the_same_bytes_and_digests() {
     }
 
     // The embedded store's snapshot on MongoDB.
-    let snap = a.build_snapshot().await.expect("snapshot");
+    let built = a.build_snapshot().await.expect("snapshot");
+    let snap = a
+        .get_current_snapshot()
+        .await
+        .expect("snapshot reads")
+        .expect("a snapshot");
+    assert_eq!(snap.meta, built.meta);
     let other = mongo.sibling();
     let (mut c, c_backend) = other.machine().await;
     c.install_snapshot(&snap.meta, snap.snapshot)
