@@ -189,6 +189,19 @@ async fn applied(sm: &mut StateMachine) -> Option<u64> {
     last.map(|l| l.index)
 }
 
+/// Builds a snapshot and returns what a follower is sent: the snapshot
+/// file, as openraft asks for it (a built snapshot carries only its meta).
+async fn snapshot_sent(sm: &mut StateMachine) -> openraft::Snapshot<TypeConfig> {
+    let built = sm.build_snapshot().await.expect("snapshot builds");
+    let sent = sm
+        .get_current_snapshot()
+        .await
+        .expect("snapshot reads")
+        .expect("a snapshot");
+    assert_eq!(sent.meta, built.meta);
+    sent
+}
+
 fn tree(backend: &dyn Backend) -> digest::Tree {
     replica::scan(backend.freeze().expect("freeze").as_ref()).expect("digest")
 }
@@ -351,14 +364,7 @@ async fn a_restarted_node_resumes_exactly_where_it_was(under: Under) {
 async fn a_snapshot_reproduces_state_digest_and_request_ids(under: Under) {
     let (mut source, source_backend) = under.machine().await;
     apply(&mut source, history()).await;
-    let built = source.build_snapshot().await.expect("snapshot builds");
-    // What a follower is sent: the snapshot file, as openraft asks for it.
-    let snap = source
-        .get_current_snapshot()
-        .await
-        .expect("snapshot reads")
-        .expect("a snapshot");
-    assert_eq!(snap.meta, built.meta);
+    let snap = snapshot_sent(&mut source).await;
 
     let other = under.sibling();
     let (mut target, target_backend) = other.machine().await;
@@ -510,13 +516,7 @@ async fn both_backends_store_the_same_bytes_and_digests() {
     }
 
     // The embedded store's snapshot on MongoDB.
-    let built = a.build_snapshot().await.expect("snapshot");
-    let snap = a
-        .get_current_snapshot()
-        .await
-        .expect("snapshot reads")
-        .expect("a snapshot");
-    assert_eq!(snap.meta, built.meta);
+    let snap = snapshot_sent(&mut a).await;
     let other = mongo.sibling();
     let (mut c, c_backend) = other.machine().await;
     c.install_snapshot(&snap.meta, snap.snapshot)

@@ -430,14 +430,22 @@ impl<'a> SegmentReader<'a> {
             Ok(_) => Err(StoreError(format!(
                 "log record at {location:?} is not an entry"
             ))),
-            Err(what) => Err(StoreError(format!(
-                "Raft log segment {} is corrupt ({what} at byte {}); \
-                 rebuild this node from its group (cart rebuild) or restore its data directory",
-                segment_path(self.dir, location.segment).display(),
-                location.offset
-            ))),
+            Err(what) => Err(corrupt(
+                &segment_path(self.dir, location.segment),
+                what,
+                location.offset,
+            )),
         }
     }
+}
+
+/// A bad record in segment `path`, and what the operator can do.
+fn corrupt(path: &Path, what: &str, offset: u64) -> StoreError {
+    StoreError(format!(
+        "Raft log segment {} is corrupt ({what} at byte {offset}); \
+         rebuild this node from its group (cart rebuild) or restore its data directory",
+        path.display()
+    ))
 }
 
 fn frame_field(buf: &[u8], at: usize) -> [u8; 4] {
@@ -497,13 +505,7 @@ fn replay_segment(
     heads: &mut Heads,
 ) -> Result<(Option<u64>, u64), StoreError> {
     let bytes = fs::read(path).map_err(io)?;
-    let at_fault = |what: &str, offset: usize| {
-        StoreError(format!(
-            "Raft log segment {} is corrupt ({what} at byte {offset}); \
-             rebuild this node from its group (cart rebuild) or restore its data directory",
-            path.display()
-        ))
-    };
+    let at_fault = |what: &str, offset: usize| corrupt(path, what, offset as u64);
     if bytes.len() < HEADER_LEN {
         // A segment whose creation was cut short holds nothing yet.
         return if last {

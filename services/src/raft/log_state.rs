@@ -192,11 +192,13 @@ impl LogState {
     }
 
     /// Indexes held, oldest first.
+    #[cfg(test)]
     pub fn indexes(&self) -> impl Iterator<Item = u64> + '_ {
         self.slots.keys().copied()
     }
 
     /// How many entries are in memory rather than only on disk.
+    #[cfg(test)]
     pub fn resident_count(&self) -> usize {
         self.slots.values().filter(|s| s.entry.is_some()).count()
     }

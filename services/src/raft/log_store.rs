@@ -42,8 +42,8 @@ impl LogStore {
 
     /// Opens the log in `dir/raft-log`, importing the log an earlier version
     /// kept in `dir`'s redb file if there is one, and starts its writer
-    /// thread.
-    /// The newest `resident_bytes` of entries (encoded) stay in memory.
+    /// thread. The newest `resident_bytes` of entries (encoded) stay in
+    /// memory.
     pub fn open(
         dir: &Path,
         resident_bytes: usize,
@@ -73,16 +73,10 @@ impl LogStore {
         max_bytes: usize,
     ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
         let planned = self.state().plan(range, max_bytes);
-        if planned.iter().all(|p| matches!(p, Planned::Here(_))) {
-            return Ok(planned
-                .into_iter()
-                .filter_map(|p| match p {
-                    Planned::Here(e) => Some(e),
-                    Planned::OnDisk(_) => None,
-                })
-                .collect());
-        }
-        let _span = tracing::debug_span!("raft.log_read_disk", entries = planned.len()).entered();
+        let _span = planned
+            .iter()
+            .any(|p| matches!(p, Planned::OnDisk(_)))
+            .then(|| tracing::debug_span!("raft.log_read_disk", entries = planned.len()).entered());
         let mut reader = SegmentReader::new(&self.dir);
         let mut entries = Vec::with_capacity(planned.len());
         for p in planned {
