@@ -117,13 +117,6 @@ impl Sending {
         self.answered = true;
         self.budget.answered();
     }
-
-    /// The append never reached the peer (connection refused: the peer is
-    /// down or restarting). Its size had nothing to do with it, so the
-    /// budget stays as it was.
-    pub fn never_sent(mut self) {
-        self.answered = true;
-    }
 }
 
 impl Drop for Sending {
@@ -175,15 +168,6 @@ mod tests {
         assert_eq!(budget.before_encoding(300), Some((150, Split::Unanswered)));
         budget.sending(150).answered();
         budget.sending(300).answered();
-        assert_eq!(budget.before_encoding(300), None);
-    }
-
-    #[test]
-    fn an_append_to_a_peer_that_refused_the_connection_leaves_the_budget() {
-        let budget = AppendBudget::default();
-        for _ in 0..10 {
-            budget.sending(300).never_sent();
-        }
         assert_eq!(budget.before_encoding(300), None);
     }
 

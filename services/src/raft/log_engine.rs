@@ -600,7 +600,7 @@ mod tests {
     fn read_all(dir: &Path, state: &LogState) -> Vec<Entry<TypeConfig>> {
         let mut reader = SegmentReader::new(dir);
         state
-            .plan(.., usize::MAX)
+            .plan(..)
             .into_iter()
             .map(|p| match p {
                 Planned::Here(e) => e,
@@ -802,7 +802,7 @@ mod tests {
         let (mut log, _) = open(dir.path()).unwrap();
         let mut state = LogState::with_resident_limit(0);
         append(&mut log, &mut state, 1..3, 1);
-        let Some(Planned::OnDisk(first)) = state.plan(1..2, usize::MAX).pop() else {
+        let Some(Planned::OnDisk(first)) = state.plan(1..2).pop() else {
             panic!("entry 1 is on disk only");
         };
         log.rotate().unwrap();
@@ -824,7 +824,7 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0x01;
         fs::write(&path, &bytes).unwrap();
-        let Some(Planned::OnDisk(at)) = state.plan(.., usize::MAX).pop() else {
+        let Some(Planned::OnDisk(at)) = state.plan(..).pop() else {
             panic!("entry 1 is on disk only");
         };
         let err = SegmentReader::new(dir.path())

@@ -169,17 +169,10 @@ impl LogState {
             .or(self.last_purged)
     }
 
-    /// The entries in `range`, in order, each in hand or located on disk;
-    /// stops before the entry that would take the planned size over
-    /// `max_bytes`, but always plans the first.
-    pub fn plan(&self, range: impl RangeBounds<u64>, max_bytes: usize) -> Vec<Planned> {
+    /// The entries in `range`, in order, each in hand or located on disk.
+    pub fn plan(&self, range: impl RangeBounds<u64>) -> Vec<Planned> {
         let mut planned = Vec::new();
-        let mut bytes = 0;
         for slot in self.slots.range(range).map(|(_, s)| s) {
-            bytes += slot.size;
-            if bytes > max_bytes && !planned.is_empty() {
-                break;
-            }
             match (&slot.entry, slot.location) {
                 (Some(entry), _) => planned.push(Planned::Here(entry.clone())),
                 (None, Some(location)) => planned.push(Planned::OnDisk(location)),
@@ -238,7 +231,7 @@ mod tests {
         state.written(&written(1, 3..7));
         assert_eq!(state.resident_count(), 3);
         assert!(state.resident(4).is_some());
-        let planned = state.plan(1..7, usize::MAX);
+        let planned = state.plan(1..7);
         let on_disk = planned
             .iter()
             .filter(|p| matches!(p, Planned::OnDisk(_)))
@@ -278,17 +271,6 @@ mod tests {
         state.written(&written(2, 3..4));
         assert_eq!(state.resident_count(), 0);
         assert_eq!(state.last_log_id(), Some(id(2, 3)));
-    }
-
-    #[test]
-    fn a_read_is_cut_at_its_byte_limit_but_never_empty() {
-        let mut state = LogState::with_resident_limit(usize::MAX);
-        for i in 1..=5 {
-            state.append(entry(1, i), 100);
-        }
-        assert_eq!(state.plan(1..6, 250).len(), 2);
-        assert_eq!(state.plan(1..6, 10).len(), 1);
-        assert_eq!(state.plan(6..9, 10).len(), 0);
     }
 
     #[test]

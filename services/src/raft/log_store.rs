@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, Vote};
 
-use super::append_budget::MAX_APPEND_BYTES;
 use super::log_engine::{Encoded, SegmentReader, Segments};
 use super::log_import;
 use super::log_state::{self, Planned};
@@ -65,14 +64,11 @@ impl LogStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The entries in `range` up to about `max_bytes` encoded, in order;
-    /// fewer if a purge deleted the segment of one meanwhile.
-    fn read(
-        &self,
-        range: impl RangeBounds<u64>,
-        max_bytes: usize,
-    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-        let planned = self.state().plan(range, max_bytes);
+    /// The entries in `range`, in order; fewer if a purge deleted the
+    /// segment of one meanwhile. (How many go into one append is
+    /// `append_budget`'s to decide.)
+    fn read(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let planned = self.state().plan(range);
         let _span = planned
             .iter()
             .any(|p| matches!(p, Planned::OnDisk(_)))
@@ -95,12 +91,6 @@ impl LogStore {
     }
 }
 
-/// What a read for replication decodes at most: twice what one append may
-/// carry (`append_budget` cuts the append itself to `MAX_APPEND_BYTES`
-/// encoded), so that a follower far behind does not have hundreds of
-/// entries read back from disk and decoded for one append.
-const REPLICATION_READ_BYTES: usize = 2 * MAX_APPEND_BYTES;
-
 fn logs_err(verb: ErrorVerb) -> impl FnOnce(StoreError) -> StorageError {
     move |e| storage_error(ErrorSubject::Logs, verb, e)
 }
@@ -114,19 +104,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        self.read(range, usize::MAX)
-            .map_err(logs_err(ErrorVerb::Read))
-    }
-
-    /// openraft's replication asks for up to its own batch; reading from
-    /// disk and decoding more than one append carries would be wasted.
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        self.read(start..end, REPLICATION_READ_BYTES)
-            .map_err(logs_err(ErrorVerb::Read))
+        self.read(range).map_err(logs_err(ErrorVerb::Read))
     }
 }
 

@@ -161,11 +161,8 @@ impl Connection {
         // Dropped unanswered when openraft's timeout fires first.
         let sending = self.budget.sending(entries);
         let result = self.call_encoded(APPEND_PATH, body, option).await;
-        match &result {
-            r if is_answer(r) => sending.answered(),
-            Err(RPCError::Unreachable(_)) => sending.never_sent(),
-            // Timed out or cut off: dropping `sending` halves the budget.
-            _ => {}
+        if is_answer(&result) {
+            sending.answered();
         }
         result
     }
