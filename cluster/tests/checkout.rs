@@ -20,7 +20,7 @@ use cart_common::Service;
 use cart_services::api::WriteRequest;
 use cart_services::domain::{Command, Outcome, Reply};
 use cart_services::request_key::RequestKey;
-use common::{cluster, coordinator_admin, eventually, Answer, Client};
+use common::{cluster, coordinator_admin, eventually, metric, Answer, Client};
 use futures::future::join_all;
 
 const USERS: usize = 1000;
@@ -383,4 +383,45 @@ async fn freezing_the_order_leader_mid_run_loses_nothing() {
     audit(&client, &orders, &paid).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     audit(&client, &orders, &paid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_leader_sweeps_once_a_second_not_once_per_log_entry() {
+    let cluster = cluster(&Service::ALL, |_| {});
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/10/1000/1").await.ok());
+    assert!(client.post("/payment/batch_init/10/1000").await.ok());
+    assert!(client.post("/orders/batch_init/200/10/10/1").await.ok());
+    let leader = cluster.leader(Service::Order).expect("an order leader");
+    let addr = cluster.admin_addr(Role::Node(Service::Order, leader));
+    let sweeps = || metric(&addr, "cart_saga_sweeps_total", &[]);
+    let applied = || {
+        cluster
+            .node_status(Service::Order, leader)
+            .and_then(|s| s.last_applied)
+            .unwrap_or(0)
+    };
+    let (sweeps_before, applied_before) = (sweeps().await.expect("sweeps"), applied());
+    let started = std::time::Instant::now();
+    // 200 checkouts, 20 at a time: hundreds of order entries.
+    for chunk in (0..200).collect::<Vec<_>>().chunks(20) {
+        join_all(chunk.iter().map(|i| {
+            let client = client.clone();
+            async move { assert!(client.post(&format!("/orders/checkout/{i}")).await.ok()) }
+        }))
+        .await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let entries = applied() - applied_before;
+    let swept = sweeps().await.expect("sweeps") - sweeps_before;
+    let bound = secs.ceil() + 2.0;
+    // Entries well beyond the bound, so that a sweep per entry would show.
+    assert!(
+        entries as f64 >= 4.0 * bound,
+        "200 checkouts in {secs:.1} s made only {entries} order entries"
+    );
+    assert!(
+        swept <= bound,
+        "{swept} sweeps in {secs:.1} s for {entries} entries: a sweep per entry, not per second"
+    );
 }

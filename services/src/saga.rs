@@ -401,9 +401,13 @@ impl Sagas {
     }
 
     fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+        self.leadership(&self.raft.metrics().borrow()).is_some()
+    }
+
+    /// The term this node leads, if it leads.
+    fn leadership(&self, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Option<u64> {
+        (m.state == ServerState::Leader && m.current_leader == Some(self.id))
+            .then_some(m.current_term)
     }
 
     /// While leader: take over open checkouts nobody drives, and forget
@@ -414,11 +418,25 @@ impl Sagas {
         let mut last_forget = Instant::now();
         loop {
             // Wake at once on a leadership change, else every sweep period.
-            let _ = tokio::time::timeout(SWEEP_EVERY, metrics.changed()).await;
+            // The metrics also change with every entry appended or applied;
+            // those wakes are not sweeps (under load they came thousands of
+            // times a second, each listing the open checkouts).
+            let next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+            let seen = self.leadership(&metrics.borrow_and_update());
+            loop {
+                match tokio::time::timeout_at(next_sweep, metrics.changed()).await {
+                    Err(_elapsed) => break,
+                    // Raft has shut down: so has this node.
+                    Ok(Err(_closed)) => return,
+                    Ok(Ok(())) if self.leadership(&metrics.borrow_and_update()) != seen => break,
+                    Ok(Ok(())) => {}
+                }
+            }
             if !self.is_leader() {
                 led_term = None;
                 continue;
             }
+            METRICS.sweeps.inc();
             let term = self.raft.metrics().borrow().current_term;
             if led_term != Some(term) {
                 // New leadership: make sure everything committed before it
@@ -565,6 +583,7 @@ fn abort_reason(error: RejectionCode) -> &'static str {
 /// Series alerted on exist at 0 from the start.
 fn init_series() {
     METRICS.sagas_recovered.inc_by(0);
+    METRICS.sweeps.inc_by(0);
     METRICS.checkouts_handed_over.inc_by(0);
     METRICS.sagas_in_flight.set(0);
     precreate(&METRICS.forget_runs, [["ok"], ["failed"]]);
@@ -601,6 +620,7 @@ struct SagaMetrics {
     sagas: IntCounterVec,
     sagas_in_flight: IntGauge,
     sagas_recovered: IntCounter,
+    sweeps: IntCounter,
     checkouts_handed_over: IntCounter,
     saga_duration: HistogramVec,
     compensations: IntCounterVec,
@@ -623,6 +643,11 @@ static METRICS: LazyLock<SagaMetrics> = LazyLock::new(|| SagaMetrics {
     sagas_recovered: counter(
         "sagas_recovered_total",
         "Open checkouts this node took over as leader without a client (after a leader change).",
+    ),
+    sweeps: counter(
+        "saga_sweeps_total",
+        "Sweeps of this leader for open checkouts nobody drives: one a sweep period (1 s), and \
+         one at each leadership change.",
     ),
     checkouts_handed_over: counter(
         "saga_checkouts_handed_over_total",
