@@ -2,6 +2,7 @@
 //! coordinators, gateway, tests). Ports are derived from `base_port` so a spec
 //! stays a few lines; see `ports` below for the layout.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -117,6 +118,11 @@ pub struct ClusterSection {
     /// (`stock-node`, `order-coordinator`). Unset: every process on `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_pattern: Option<String>,
+    /// Hosts of named processes (`stock-node-2 = "198.18.0.23"`), over
+    /// `host_pattern` and `host`: the partition tests give every process an
+    /// address of its own in a network namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, String>,
     /// Listen on every interface (0.0.0.0) at the process's port, whatever
     /// address it is reached at (containers).
     #[serde(default)]
@@ -461,9 +467,10 @@ impl ClusterSpec {
 
     /// The address of process `name` (of kind `group`) at `port`.
     fn addr_of(&self, name: &str, group: &str, port: u16) -> String {
-        let host = match &self.cluster.host_pattern {
-            Some(p) => p.replace("{name}", name).replace("{group}", group),
-            None => self.cluster.host.clone(),
+        let host = match (self.cluster.hosts.get(name), &self.cluster.host_pattern) {
+            (Some(host), _) => host.clone(),
+            (None, Some(p)) => p.replace("{name}", name).replace("{group}", group),
+            (None, None) => self.cluster.host.clone(),
         };
         format!("{host}:{port}")
     }
@@ -544,7 +551,7 @@ impl ClusterSpec {
 
     /// Whether `addr` may be node `id` of `service` (an operator adding a
     /// node at an address of its own): `host:port` with the host the spec
-    /// gives that node (`host_pattern`, or `host`) and a port in 1..=65535.
+    /// gives that node (`hosts`, `host_pattern`, or `host`) and a port in 1..=65535.
     /// Anything else could point the group's Raft traffic and secret at a
     /// host outside the cluster.
     pub fn allows_node_addr(&self, service: Service, id: NodeId, addr: &str) -> bool {
@@ -732,6 +739,29 @@ mod tests {
         );
         assert_eq!(spec.gateway_addr(), "gateway.gateway:8000");
         assert_eq!(spec.bind_addr(&spec.gateway_addr()), "0.0.0.0:8000");
+    }
+
+    #[test]
+    fn a_host_named_for_a_process_wins_over_the_pattern_and_the_default() {
+        let mut spec = ClusterSpec::from_toml(SPEC).unwrap();
+        spec.cluster.host_pattern = Some("{name}.cart".into());
+        spec.cluster.hosts = BTreeMap::from([
+            ("stock-node-2".to_string(), "198.18.0.23".to_string()),
+            ("gateway".to_string(), "198.18.0.10".to_string()),
+        ]);
+        assert_eq!(
+            spec.node_addr(Service::Stock, 2).as_deref(),
+            Some("198.18.0.23:8351")
+        );
+        assert_eq!(
+            spec.node_addr(Service::Stock, 1).as_deref(),
+            Some("stock-node-1.cart:8350")
+        );
+        assert_eq!(spec.gateway_url(), "http://198.18.0.10:8000");
+        assert!(spec.allows_node_addr(Service::Stock, 2, "198.18.0.23:9000"));
+        let toml = toml::to_string(&spec).unwrap();
+        let back = ClusterSpec::from_toml(&toml).unwrap();
+        assert_eq!(back.cluster.hosts, spec.cluster.hosts);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 mod layout;
 mod members;
+pub mod netns;
 mod readiness;
 mod tools;
 
@@ -95,6 +96,9 @@ pub struct LocalCluster {
     /// Environment of one process from its next start (`set_env`).
     env: BTreeMap<Role, Vec<(String, String)>>,
     procs: BTreeMap<Role, Proc>,
+    /// Test hosts, when every process runs in a network namespace of its
+    /// own (`start_temp_in_netns`); dropped after the processes are killed.
+    net: Option<netns::TestNet>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -112,19 +116,28 @@ impl LocalCluster {
         services: &[Service],
         node_args: &[&str],
     ) -> anyhow::Result<Self> {
-        let spec = ClusterSpec::load(spec_path)?;
-        let mut cluster = Self {
-            spec,
+        let mut cluster = Self::unstarted(spec_path, bin, services, node_args)?;
+        cluster.start_all()?;
+        Ok(cluster)
+    }
+
+    fn unstarted(
+        spec_path: &Path,
+        bin: &Path,
+        services: &[Service],
+        node_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            spec: ClusterSpec::load(spec_path)?,
             spec_path: spec_path.to_path_buf(),
             bin: bin.to_path_buf(),
             services: services.to_vec(),
             node_args: node_args.iter().map(|a| a.to_string()).collect(),
             env: BTreeMap::new(),
             procs: BTreeMap::new(),
+            net: None,
             _tmp: None,
-        };
-        cluster.start_all()?;
-        Ok(cluster)
+        })
     }
 
     /// Starts every process of the cluster (again, after `shutdown`).
@@ -159,21 +172,39 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// As `start_temp`, with every process in a network namespace of its
+    /// own at an address of its own on a bridge (`netns`), so that tests can
+    /// cut and heal the links between them (`net`). Needs root, `ip` and
+    /// `nft` (`netns::TestNet::missing_tool`).
+    pub fn start_temp_in_netns(
+        bin: &Path,
+        services: &[Service],
+        tweak: impl FnOnce(&mut ClusterSpec),
+    ) -> anyhow::Result<Self> {
+        let (tmp, spec_path) = temp_spec(tweak)?;
+        let mut cluster = Self::unstarted(&spec_path, bin, services, &[])?;
+        cluster._tmp = Some(tmp);
+        let names: Vec<String> = cluster.roles().iter().map(Role::name).collect();
+        let net = netns::TestNet::create(&names)?;
+        cluster.spec.cluster.hosts = net.addresses();
+        cluster.net = Some(net);
+        std::fs::write(&spec_path, cluster.spec.to_toml())?;
+        cluster.start_all()?;
+        Ok(cluster)
+    }
+
+    /// The test hosts and their faults, for a cluster started in network
+    /// namespaces.
+    pub fn net(&mut self) -> Option<&mut netns::TestNet> {
+        self.net.as_mut()
+    }
+
     /// A handle on a running cluster that starts nothing by itself, for
     /// starting single processes (`cart add-node`).
     pub fn attach(spec_path: &Path, bin: &Path) -> anyhow::Result<Self> {
-        let spec = ClusterSpec::load(spec_path)?;
-        std::fs::create_dir_all(spec.log_dir())?;
-        Ok(Self {
-            spec,
-            spec_path: spec_path.to_path_buf(),
-            bin: bin.to_path_buf(),
-            services: vec![],
-            node_args: vec![],
-            env: BTreeMap::new(),
-            procs: BTreeMap::new(),
-            _tmp: None,
-        })
+        let cluster = Self::unstarted(spec_path, bin, &[], &[])?;
+        std::fs::create_dir_all(cluster.spec.log_dir())?;
+        Ok(cluster)
     }
 
     /// Every process of this cluster: nodes, coordinators, then the gateway.
@@ -261,7 +292,17 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut command = Command::new(bin);
+        // In its test host's namespace, if it has one (`ip netns exec`
+        // execs the program: the pid is the program's).
+        let host = self.net.as_ref().and_then(|n| n.host(&role.name()));
+        let mut command = match host {
+            Some(h) => {
+                let mut c = Command::new(netns::ip_program());
+                c.args(["netns", "exec", &h.netns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         command
             .args(args)
             .envs(self.env.get(&role).into_iter().flatten().cloned())
