@@ -5,186 +5,20 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::admin::Event;
 use cart_common::http::InternalClient;
 use cart_common::paths::{EVENTS_PATH, WRITE_PATH};
-use cart_common::rng::SplitMix64;
 use cart_common::spec::CrossService;
 use cart_common::Service;
 use cart_services::api::WriteRequest;
 use cart_services::domain::{Command, Outcome, Reply};
 use cart_services::request_key::RequestKey;
-use common::{cluster, coordinator_admin, eventually, metric, Answer, Client};
+use common::scenario::{audit, check_out_all, scenario, total_credit};
+use common::{cluster, coordinator_admin, eventually, metric, Client};
 use futures::future::join_all;
-
-const USERS: usize = 1000;
-const ORDERS: usize = 1000;
-const STOCK: i64 = 100;
-
-/// The benchmark's consistency scenario: item "0" with stock 100 and price
-/// 1, users "0".."999" with credit 1, 1000 single-item orders each for a
-/// user drawn at random. Returns the order ids.
-async fn scenario(client: &Client) -> Vec<String> {
-    assert!(client
-        .post(&format!("/stock/batch_init/1/{STOCK}/1"))
-        .await
-        .ok());
-    assert!(client
-        .post(&format!("/payment/batch_init/{USERS}/1"))
-        .await
-        .ok());
-    // A fixed draw, so a failure is reproducible.
-    let mut rng = SplitMix64::new(0x5eed);
-    let users: Vec<usize> = (0..ORDERS)
-        .map(|_| rng.below(USERS as u64) as usize)
-        .collect();
-    let mut orders = Vec::with_capacity(ORDERS);
-    for chunk in users.chunks(100) {
-        let created = join_all(chunk.iter().map(|u| async move {
-            let order = client.post(&format!("/orders/create/{u}")).await;
-            assert_eq!(order.status, 200, "{order:?}");
-            let id = order.str("order_id");
-            let added = client.post(&format!("/orders/addItem/{id}/0/1")).await;
-            assert_eq!(added.status, 200, "{added:?}");
-            id
-        }))
-        .await;
-        orders.extend(created);
-    }
-    orders
-}
-
-/// Checks out every order at once, each client retrying its own request id
-/// after a 5xx or a lost connection (as a client would), until it has a
-/// definite answer. Returns the orders answered 2xx and the count of 4xx.
-/// `during` runs once `trigger` answers have arrived.
-async fn check_out_all(
-    client: &Client,
-    orders: &[String],
-    trigger: usize,
-    during: impl FnOnce(),
-) -> (BTreeSet<String>, usize) {
-    let answered = Arc::new(AtomicUsize::new(0));
-    let all = orders.iter().enumerate().map(|(i, order)| {
-        let (client, answered) = (client.clone(), answered.clone());
-        let order = order.clone();
-        tokio::spawn(async move {
-            let path = format!("/orders/checkout/{order}");
-            let id = format!("checkout-{i}");
-            loop {
-                match client.try_post(&path, Some(&id)).await {
-                    Ok(a) if a.status < 500 => {
-                        answered.fetch_add(1, Ordering::Relaxed);
-                        return (order, a.status);
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
-        })
-    });
-    let tasks: Vec<_> = all.collect();
-    // The fault strikes mid-run, with checkouts in flight.
-    while answered.load(Ordering::Relaxed) < trigger {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    during();
-    let mut paid = BTreeSet::new();
-    let mut refused = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    for t in tasks {
-        let (order, status) = tokio::time::timeout_at(deadline, t)
-            .await
-            .expect("every checkout answered within 3 minutes")
-            .unwrap();
-        match status {
-            200..=299 => {
-                paid.insert(order);
-            }
-            400..=499 => refused += 1,
-            other => panic!("checkout of {order} answered {other}"),
-        }
-    }
-    (paid, refused)
-}
-
-/// A read retried after a 5xx or a lost connection, as a client would,
-/// until it is answered (within a minute): the audits check money and
-/// stock, not how fast a read returns right after a fault.
-async fn answered(client: &Client, path: &str) -> Answer {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let last = match client.try_get(path).await {
-            Ok(a) if a.status < 500 => return a,
-            Ok(a) => format!("{a:?}"),
-            Err(e) => e.to_string(),
-        };
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} not answered within a minute: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn total_credit(client: &Client) -> i64 {
-    let mut total = 0;
-    let ids: Vec<usize> = (0..USERS).collect();
-    for chunk in ids.chunks(100) {
-        let credits = join_all(chunk.iter().map(|u| async move {
-            let a = answered(client, &format!("/payment/find_user/{u}")).await;
-            assert_eq!(a.status, 200, "find_user {u}: {:?}", a.body);
-            a.int("credit")
-        }))
-        .await;
-        total += credits.into_iter().sum::<i64>();
-    }
-    total
-}
-
-async fn paid_orders(client: &Client, orders: &[String]) -> BTreeSet<String> {
-    let mut paid = BTreeSet::new();
-    for chunk in orders.chunks(100) {
-        let found = join_all(chunk.iter().map(|o| async move {
-            let a = answered(client, &format!("/orders/find/{o}")).await;
-            assert_eq!(a.status, 200, "{a:?}");
-            (o.clone(), a.body["paid"].as_bool().unwrap_or(false))
-        }))
-        .await;
-        paid.extend(found.into_iter().filter(|(_, p)| *p).map(|(o, _)| o));
-    }
-    paid
-}
-
-/// Stock, credit and paid orders agree exactly; every 2xx order is paid;
-/// with stock 100 and more than 100 distinct buyers, exactly 100 are.
-async fn audit(client: &Client, orders: &[String], answered_2xx: &BTreeSet<String>) {
-    let paid = paid_orders(client, orders).await;
-    let a = answered(client, "/stock/find/0").await;
-    assert_eq!(a.status, 200, "find item 0: {:?}", a.body);
-    let stock = a.int("stock");
-    let credit = total_credit(client).await;
-    assert_eq!(paid.len(), STOCK as usize, "orders paid");
-    assert_eq!(
-        stock,
-        STOCK - paid.len() as i64,
-        "stock against paid orders"
-    );
-    assert_eq!(
-        credit,
-        USERS as i64 - paid.len() as i64,
-        "credit against paid orders"
-    );
-    assert_eq!(
-        &paid, answered_2xx,
-        "2xx answers are exactly the paid orders"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consistency_scenario_sells_exactly_the_stock() {

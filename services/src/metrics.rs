@@ -22,6 +22,9 @@ pub struct NodeMetrics {
     pub membership_changes: IntCounterVec,
     pub last_log_index: IntGauge,
     pub is_leader: IntGauge,
+    pub leader_cut_off: IntGauge,
+    pub cut_off_refusals: IntCounterVec,
+    pub votes_refused: IntCounter,
     pub log_flush_seconds: Histogram,
     pub log_flush_entries: Histogram,
     pub log_resident_bytes: IntGauge,
@@ -95,6 +98,21 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "raft_is_leader",
         "1 while this node is its group's leader, else 0.",
     ),
+    leader_cut_off: gauge(
+        "raft_leader_cut_off",
+        "1 while this node is leader but no majority of its group has acknowledged it for twice \
+         the election timeout (it refuses writes and reads meanwhile), else 0.",
+    ),
+    votes_refused: counter(
+        "raft_votes_refused_total",
+        "Higher-term vote requests this leader refused while a majority still acknowledged it \
+         (a candidate that cannot hear it, e.g. behind a one-way partition).",
+    ),
+    cut_off_refusals: counter_vec(
+        "raft_cut_off_refusals_total",
+        "Writes and reads a leader cut off from its group refused with 503, by kind (write, read).",
+        &["kind"],
+    ),
     log_flush_seconds: histogram(
         "raft_log_flush_duration_seconds",
         "Time to commit one group of queued Raft log writes (appends, vote, truncate, purge) \
@@ -134,6 +152,10 @@ pub fn init_series() {
         [[APPEND_PATH], [VOTE_PATH], [SNAPSHOT_PATH]],
     );
     precreate(&METRICS.raft_append_splits, [["bytes"], ["unanswered"]]);
+    precreate(
+        &METRICS.cut_off_refusals,
+        crate::raft::lease::Refused::ALL.map(|k| [k.as_str()]),
+    );
     precreate(
         &METRICS.membership_changes,
         ["add", "remove"]

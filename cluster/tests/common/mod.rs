@@ -2,6 +2,8 @@
 //! harness and talk to it over HTTP.
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -52,8 +52,11 @@ pub(super) async fn append(
 pub(super) async fn vote(
     State(n): State<Arc<Node>>,
     RaftRpc(req): RaftRpc<VoteRequest<NodeId>>,
-) -> impl IntoResponse {
-    Json(n.raft().vote(req).await)
+) -> Response {
+    if let Some(refused) = n.refuse_vote(&req) {
+        return Json(Ok::<_, RaftError<NodeId>>(refused)).into_response();
+    }
+    Json(n.raft().vote(req).await).into_response()
 }
 
 pub(super) async fn snapshot(
@@ -132,6 +135,9 @@ pub(super) async fn checkout(
 }
 
 pub(super) async fn read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) -> Response {
+    if let Some(why) = n.read_refusal() {
+        return ApiError::unavailable(why).into_response();
+    }
     match n.raft().ensure_linearizable().await {
         Ok(_) => local_query(&n, &req),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => not_leader(f),
@@ -156,6 +162,10 @@ fn local_query(n: &Node, req: &ReadRequest) -> Response {
 pub(super) async fn ready(State(n): State<Arc<Node>>) -> Response {
     if !n.storage_healthy() {
         return ApiError::unavailable("this node's storage is failing").into_response();
+    }
+    if n.cut_off() {
+        return ApiError::unavailable("this leader is cut off from a majority of its group")
+            .into_response();
     }
     match n.leader() {
         Some(l) => Json(serde_json::json!({ "ready": true, "leader": l })).into_response(),

@@ -19,6 +19,7 @@ use crate::api::{FollowerProgress, NodeStatus};
 use crate::consistency::{checker::Checker, replica::Replica, wire::Operation};
 use crate::domain::{self, Command, Outcome, Query, StoreError, Table};
 use crate::metrics::METRICS;
+use crate::raft::lease::{Fence, Refused};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::progress::Progress;
@@ -42,6 +43,7 @@ pub(crate) struct Node {
     fault_injection: bool,
     admin_token: String,
     proposer: Proposer,
+    fence: Fence,
     progress: Arc<Progress>,
     /// The order group's checkout sagas (order nodes only).
     sagas: Option<Arc<Sagas>>,
@@ -135,7 +137,8 @@ impl Node {
             }
         }
 
-        let proposer = Proposer::start(raft.clone(), sm.clone());
+        let fence = Fence::new(spec.raft.election_timeout_ms);
+        let proposer = Proposer::start(raft.clone(), sm.clone(), fence);
         let sagas = (service == Service::Order).then(|| {
             Arc::new(Sagas::new(
                 spec,
@@ -157,7 +160,7 @@ impl Node {
             proposer.clone(),
         ));
         tokio::spawn(checker.clone().schedule(progress.clone()));
-        tokio::spawn(export_raft_metrics(raft.clone(), progress.clone()));
+        tokio::spawn(export_raft_metrics(raft.clone(), progress.clone(), fence));
         tokio::spawn(follow_storage_health(raft.clone(), health.clone()));
         tokio::spawn(ping_storage(backend.clone()));
         Ok(Arc::new(Node {
@@ -173,6 +176,7 @@ impl Node {
             fault_injection: options.fault_injection,
             admin_token: spec.cluster.admin_token.clone(),
             proposer,
+            fence,
             progress,
             sagas,
             stored: Mutex::new(None),
@@ -221,6 +225,29 @@ impl Node {
         self.backend
             .reader()
             .and_then(|view| domain::query(view.as_ref(), query))
+    }
+
+    /// Why this node, a leader cut off from its group, refuses a read
+    /// (`raft::lease`); `None` when it may serve it.
+    pub(crate) fn read_refusal(&self) -> Option<String> {
+        self.fence
+            .refusal(&self.raft.metrics().borrow(), Refused::Read)
+    }
+
+    /// This leader's refusal of a vote request that would depose it while a
+    /// majority still acknowledges it (`raft::lease`).
+    pub(crate) fn refuse_vote(
+        &self,
+        req: &openraft::raft::VoteRequest<NodeId>,
+    ) -> Option<openraft::raft::VoteResponse<NodeId>> {
+        self.fence.refuse_vote(&self.raft.metrics().borrow(), req)
+    }
+
+    /// Whether this node is a leader cut off from its group.
+    pub(crate) fn cut_off(&self) -> bool {
+        self.fence
+            .cut_off_ms(&self.raft.metrics().borrow())
+            .is_some()
     }
 
     /// The leader this node knows of.
@@ -364,7 +391,7 @@ fn latest_check(backend: &dyn Backend) -> Option<cart_common::admin::CheckReport
     }
 }
 
-async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>) {
+async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>, fence: Fence) {
     let mut rx = raft.metrics();
     loop {
         {
@@ -392,6 +419,9 @@ async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>) {
             METRICS
                 .is_leader
                 .set(i64::from(m.current_leader == Some(m.id)));
+            METRICS
+                .leader_cut_off
+                .set(i64::from(fence.cut_off_ms(&m).is_some()));
         }
         if rx.changed().await.is_err() {
             return;

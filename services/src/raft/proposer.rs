@@ -20,6 +20,7 @@ use openraft::BasicNode;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
+use super::lease::{Fence, Refused};
 use super::state_machine::StateMachine;
 use super::{now_ms, LogCommand, NodeId, Proposals, Raft, LOG_FORMAT_VERSION};
 use crate::domain::{Command, Outcome};
@@ -51,15 +52,22 @@ type Answer = oneshot::Sender<Result<Outcome, ProposeError>>;
 pub struct Proposer {
     raft: Raft,
     sm: StateMachine,
+    fence: Fence,
     queue: mpsc::Sender<(LogCommand, Answer)>,
 }
 
 impl Proposer {
-    /// Starts the batching task of `raft`'s group.
-    pub fn start(raft: Raft, sm: StateMachine) -> Self {
+    /// Starts the batching task of `raft`'s group; a leader cut off from
+    /// its group for longer than `fence` takes no writes (`lease`).
+    pub fn start(raft: Raft, sm: StateMachine, fence: Fence) -> Self {
         let (queue, waiting) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(batch_writes(raft.clone(), waiting));
-        Self { raft, sm, queue }
+        Self {
+            raft,
+            sm,
+            fence,
+            queue,
+        }
     }
 
     /// Writes a command under `key`: answered from memory if its id was
@@ -75,6 +83,12 @@ impl Proposer {
                     "replica store failed: {e}"
                 )))
             }
+        }
+        if let Some(why) = self
+            .fence
+            .refusal(&self.raft.metrics().borrow(), Refused::Write)
+        {
+            return Err(ProposeError::Unavailable(why));
         }
         let (answer, heard) = oneshot::channel();
         let span = tracing::info_span!("raft.write", request_id = %key.request_id);
