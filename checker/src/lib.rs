@@ -15,6 +15,7 @@
 
 pub mod bank;
 pub mod linearizable;
+pub mod record;
 
 use serde::{Deserialize, Serialize};
 

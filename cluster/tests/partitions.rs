@@ -6,18 +6,27 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cart_checker::bank::{self, Ledger};
+use cart_checker::linearizable;
+use cart_checker::record::Recorder;
+use cart_checker::{Answer, Call};
 use cart_cluster::harness::netns::TestNet;
 use cart_cluster::harness::{missing, LocalCluster, Role, INSTALL_TOOLS};
 use cart_common::http::InternalClient;
-use cart_common::paths::{READ_PATH, WRITE_PATH};
+use cart_common::paths::{service_path, READ_PATH, WRITE_PATH};
+use cart_common::rng::SplitMix64;
 use cart_common::Service;
 use cart_services::api::{ReadRequest, WriteRequest};
 use cart_services::domain::{Command, Query};
 use cart_services::request_key::RequestKey;
 use common::scenario::{audit, check_out_all, scenario};
-use common::{bin, eventually, metric, Client};
+use common::{admin_call, bin, coordinator_admin, eventually, metric, service_view, Client};
+use reqwest::Method;
 
 /// A cluster of every service on test hosts, ready and settled; `None`
 /// (the reason printed) where test hosts cannot be made.
@@ -136,13 +145,24 @@ async fn consistency_with_the_leader_isolated(service: Service) {
     let client = Client::gateway(&cluster);
     let orders = scenario(&client).await;
     let leader = cluster.leader(service).expect("a leader");
-    let (paid, _) = check_out_all(&client, &orders, 150, || {
+    let started = Instant::now();
+    let mut cut = None;
+    let (paid, refused) = check_out_all(&client, &orders, 150, || {
         let net = cluster.net().expect("test hosts");
         net.isolate(&node(service, leader)).expect("isolate");
+        cut = Some(Instant::now());
     })
     .await;
+    let cut = cut.expect("isolated");
+    eprintln!(
+        "{service} leader isolated at {:?}: {} paid, {refused} refused, all answered {:?} after",
+        cut - started,
+        paid.len(),
+        cut.elapsed()
+    );
     audit(&client, &orders, &paid).await;
     cluster.net().expect("test hosts").heal().expect("heal");
+    let healed = Instant::now();
     eventually(
         "the isolated node follows again",
         Duration::from_secs(30),
@@ -154,6 +174,10 @@ async fn consistency_with_the_leader_isolated(service: Service) {
         },
     )
     .await;
+    eprintln!(
+        "{service}: the isolated node caught up {:?} after the heal",
+        healed.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,5 +401,294 @@ async fn a_one_way_partition_and_a_lossy_link_cause_no_election_storm() {
             served * 2 > sent,
             "{what}: only {served} of {sent} writes served"
         );
+    }
+}
+
+/// Items and users "0".."KEYS-1" take direct reads and writes (checked for
+/// linearizability); "KEYS".."2*KEYS-1" take checkouts (checked by the
+/// bank invariants).
+const KEYS: u64 = 4;
+const START: i64 = 1_000;
+const LOAD: Duration = Duration::from_secs(30);
+
+/// One direct operation on a stock or credit key through the gateway, as
+/// the history records it.
+async fn direct_op(client: &Client, call: &Call, id: &str) -> Answer {
+    let (service, key) = call.key().split_once('/').expect("service/id");
+    let path = match (call, service) {
+        (Call::Read { .. }, "stock") => format!("/stock/find/{key}"),
+        (Call::Read { .. }, _) => format!("/payment/find_user/{key}"),
+        (Call::Add { amount, .. }, "stock") => format!("/stock/add/{key}/{amount}"),
+        (Call::Add { amount, .. }, _) => format!("/payment/add_funds/{key}/{amount}"),
+        (Call::Subtract { amount, .. }, "stock") => format!("/stock/subtract/{key}/{amount}"),
+        (Call::Subtract { amount, .. }, _) => format!("/payment/pay/{key}/{amount}"),
+    };
+    let answered = match call {
+        Call::Read { .. } => {
+            tokio::time::timeout(Duration::from_secs(5), client.try_get(&path)).await
+        }
+        _ => tokio::time::timeout(Duration::from_secs(5), client.try_post(&path, Some(id))).await,
+    };
+    match answered {
+        Ok(Ok(a)) if a.ok() => match call {
+            Call::Read { .. } => Answer::Value {
+                value: a.int(if service == "stock" {
+                    "stock"
+                } else {
+                    "credit"
+                }),
+            },
+            _ => Answer::Ok,
+        },
+        Ok(Ok(a)) if a.status == 400 && matches!(call, Call::Subtract { .. }) => Answer::Refused,
+        Ok(Ok(a)) if a.status < 500 && a.status != 429 => {
+            panic!("{path}: unexpected {a:?}")
+        }
+        // 5xx, 429, a lost connection or no answer in time.
+        _ => Answer::Unknown,
+    }
+}
+
+/// A random fault among the nemeses, on random hosts of the nodes.
+fn random_fault(net: &mut TestNet, rng: &mut SplitMix64) -> String {
+    let service = Service::ALL[rng.below(3) as usize];
+    let a = 1 + rng.below(3);
+    let b = 1 + (a + rng.below(2)) % 3;
+    let (na, nb) = (node(service, a), node(service, b));
+    match rng.below(4) {
+        0 => net.isolate(&na).unwrap(),
+        1 => {
+            let minority = [na.as_str()];
+            net.split(&minority).unwrap()
+        }
+        2 => net.one_way(&na, &nb).unwrap(),
+        _ => net.lossy(&na, &nb, 30).unwrap(),
+    }
+    net.events()
+        .last()
+        .map(|e| e.what.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_load_under_random_partitions_is_linearizable_and_loses_nothing() {
+    let Some(mut cluster) = cluster_on_hosts() else {
+        return;
+    };
+    let client = Client::gateway(&cluster);
+    let n = 2 * KEYS;
+    assert!(client
+        .post(&format!("/stock/batch_init/{n}/{START}/1"))
+        .await
+        .ok());
+    assert!(client
+        .post(&format!("/payment/batch_init/{n}/{START}"))
+        .await
+        .ok());
+    let recorder = Arc::new(Recorder::new());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Six clients of direct reads and writes, each one operation at a time.
+    let mut workers = Vec::new();
+    for c in 0..6u32 {
+        let (client, recorder, stop) = (client.clone(), recorder.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut rng = SplitMix64::new(0xc0ffee + u64::from(c));
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let service = if rng.below(2) == 0 { "stock" } else { "credit" };
+                let key = format!("{service}/{}", rng.below(KEYS));
+                let amount = 1 + rng.below(5) as i64;
+                let call = match rng.below(3) {
+                    0 => Call::Read { key },
+                    1 => Call::Add { key, amount },
+                    _ => Call::Subtract { key, amount },
+                };
+                let at = recorder.now_us();
+                let answer = direct_op(&client, &call, &format!("d{c}-{i}")).await;
+                recorder.complete(c, at, call, answer);
+            }
+        }));
+    }
+    // Two clients checking out orders of one item each, retrying their own
+    // request id until a definite answer (or the end of the run).
+    let paid_answers = Arc::new(Mutex::new(BTreeSet::new()));
+    let orders = Arc::new(Mutex::new(Vec::new()));
+    for c in 0..2u64 {
+        let (client, stop) = (client.clone(), stop.clone());
+        let (paid_answers, orders) = (paid_answers.clone(), orders.clone());
+        workers.push(tokio::spawn(async move {
+            let mut rng = SplitMix64::new(0xbead + c);
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let (user, item) = (KEYS + rng.below(KEYS), KEYS + rng.below(KEYS));
+                let Ok(created) = client
+                    .try_post(
+                        &format!("/orders/create/{user}"),
+                        Some(&format!("o{c}-{i}")),
+                    )
+                    .await
+                else {
+                    continue;
+                };
+                if !created.ok() {
+                    continue;
+                }
+                let order = created.str("order_id");
+                let add = format!("/orders/addItem/{order}/{item}/1");
+                if !client
+                    .try_post(&add, Some(&format!("a{c}-{i}")))
+                    .await
+                    .is_ok_and(|a| a.ok())
+                {
+                    continue;
+                }
+                orders.lock().unwrap().push(order.clone());
+                let id = format!("k{c}-{i}");
+                let checkout = format!("/orders/checkout/{order}");
+                while !stop.load(Ordering::Relaxed) {
+                    match client.try_post(&checkout, Some(&id)).await {
+                        Ok(a) if a.ok() => {
+                            paid_answers.lock().unwrap().insert(order.clone());
+                            break;
+                        }
+                        Ok(a) if a.status < 500 && a.status != 429 => break,
+                        _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+            }
+        }));
+    }
+
+    // A random nemesis every few seconds, each healed before the next.
+    let mut rng = SplitMix64::new(0x5eed18);
+    let end = Instant::now() + LOAD;
+    while Instant::now() + Duration::from_secs(5) < end {
+        let what = random_fault(cluster.net().expect("test hosts"), &mut rng);
+        eprintln!("nemesis: {what}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.net().expect("test hosts").heal().expect("heal");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("a client task");
+    }
+    cluster.net().expect("test hosts").heal().expect("heal");
+    cluster
+        .wait_settled(Duration::from_secs(60))
+        .expect("the cluster settles after the heal");
+
+    // A final read of every key, after everything: it must see every
+    // acknowledged write.
+    for service in ["stock", "credit"] {
+        for k in 0..KEYS {
+            let call = Call::Read {
+                key: format!("{service}/{k}"),
+            };
+            let at = recorder.now_us();
+            let answer = eventually("a final read", Duration::from_secs(30), || async {
+                Some(direct_op(&client, &call, "").await).filter(|a| *a != Answer::Unknown)
+            })
+            .await;
+            recorder.complete(99, at, call, answer);
+        }
+    }
+    let history = recorder.history();
+    let initial: BTreeMap<String, i64> = ["stock", "credit"]
+        .iter()
+        .flat_map(|s| (0..KEYS).map(move |k| (format!("{s}/{k}"), START)))
+        .collect();
+    let unknown = history
+        .iter()
+        .filter(|o| o.answer == Answer::Unknown)
+        .count();
+    eprintln!("{} operations, {unknown} without an answer", history.len());
+    let failures = linearizable::check(&history, &initial);
+    assert!(
+        failures.is_empty(),
+        "not linearizable: {}",
+        failures
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+
+    // The bank invariants on the checkout keys.
+    let mut ledger = Ledger {
+        answered_paid: paid_answers.lock().unwrap().clone(),
+        ..Ledger::default()
+    };
+    for k in KEYS..2 * KEYS {
+        ledger.stock_before.insert(k.to_string(), START);
+        ledger.credit_before.insert(k.to_string(), START);
+        ledger
+            .stock_after
+            .insert(k.to_string(), client.stock(&k.to_string()).await);
+        ledger
+            .credit_after
+            .insert(k.to_string(), client.credit(&k.to_string()).await);
+    }
+    let orders = orders.lock().unwrap().clone();
+    for order in &orders {
+        let found = client.get(&format!("/orders/find/{order}")).await;
+        assert_eq!(found.status, 200, "{found:?}");
+        let items = found.body["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| {
+                        (
+                            i[0].as_str().unwrap_or("").to_string(),
+                            i[1].as_i64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ledger.orders.push(bank::Order {
+            id: order.clone(),
+            user: found.str("user_id"),
+            total: found.int("total_cost"),
+            items,
+            paid: found.body["paid"].as_bool().unwrap_or(false),
+        });
+    }
+    let paid = ledger.orders.iter().filter(|o| o.paid).count();
+    eprintln!(
+        "{} orders, {paid} paid, {} answered paid",
+        orders.len(),
+        ledger.answered_paid.len()
+    );
+    let violations = bank::check(&ledger);
+    assert!(
+        violations.is_empty(),
+        "bank invariants broken: {}",
+        violations
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    assert!(paid > 0, "no checkout was paid in {LOAD:?}");
+
+    // Every group's replicas agree.
+    for service in Service::ALL {
+        let coord = coordinator_admin(&cluster, service, 0);
+        let path = format!("{}/check", service_path(service.name()));
+        let token = cluster.spec.cluster.admin_token.clone();
+        let (status, body) = admin_call(Method::POST, &coord, &path, Some(&token), None).await;
+        assert_eq!(status, 200, "{body}");
+        let id = body["check_id"].as_str().expect("a check id").to_string();
+        let report = eventually("the check's report", Duration::from_secs(60), || async {
+            let view = service_view(&cluster, service).await?;
+            view.last_check.filter(|r| r.check_id == id)
+        })
+        .await;
+        assert_eq!(report.verdict, "clean", "{service}: {report:?}");
     }
 }
