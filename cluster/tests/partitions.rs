@@ -17,15 +17,18 @@ use cart_checker::record::Recorder;
 use cart_checker::{Answer, Call};
 use cart_cluster::harness::netns::TestNet;
 use cart_cluster::harness::{missing, LocalCluster, Role, INSTALL_TOOLS};
+use cart_common::admin::Event;
 use cart_common::http::InternalClient;
-use cart_common::paths::{service_path, READ_PATH, WRITE_PATH};
+use cart_common::paths::{service_path, EVENTS_PATH, READ_PATH, WRITE_PATH};
 use cart_common::rng::SplitMix64;
 use cart_common::Service;
 use cart_services::api::{ReadRequest, WriteRequest};
 use cart_services::domain::{Command, Query};
 use cart_services::request_key::RequestKey;
 use common::scenario::{audit, check_out_all, scenario};
-use common::{admin_call, bin, coordinator_admin, eventually, metric, service_view, Client};
+use common::{
+    admin_call, admin_get, bin, coordinator_admin, eventually, metric, service_view, Client,
+};
 use reqwest::Method;
 
 /// A cluster of every service on test hosts, ready and settled; `None`
@@ -104,6 +107,17 @@ async fn an_isolated_order_leader_is_replaced_and_catches_up_after_heal() {
     })
     .await;
     eprintln!("new order leader {new} after {:?}", cut.elapsed());
+    // The cluster view shows the isolated node down while it lasts.
+    let addr = coordinator_admin(&cluster, Service::Order, 0);
+    eventually("a node_down event", Duration::from_secs(20), || async {
+        let path = format!("{EVENTS_PATH}?service=order&limit=100");
+        let events: Vec<Event> = admin_get(&addr, &path).await?;
+        events
+            .into_iter()
+            .find(|e| e.kind == "node_down" && e.node == Some(old))
+    })
+    .await;
+    eprintln!("node_down event after {:?}", cut.elapsed());
     let paid = eventually("a checkout served", Duration::from_secs(30), || async {
         let a = client
             .try_post(&format!("/orders/checkout/{order}"), Some("c-1"))
@@ -455,14 +469,15 @@ fn random_fault(net: &mut TestNet, rng: &mut SplitMix64) -> String {
     let a = 1 + rng.below(3);
     let b = 1 + (a + rng.below(2)) % 3;
     let (na, nb) = (node(service, a), node(service, b));
-    match rng.below(4) {
+    match rng.below(5) {
         0 => net.isolate(&na).unwrap(),
         1 => {
             let minority = [na.as_str()];
             net.split(&minority).unwrap()
         }
         2 => net.one_way(&na, &nb).unwrap(),
-        _ => net.lossy(&na, &nb, 30).unwrap(),
+        3 => net.lossy(&na, &nb, 30).unwrap(),
+        _ => net.bridge_down().unwrap(),
     }
     net.events()
         .last()

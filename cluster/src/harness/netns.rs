@@ -2,6 +2,10 @@
 //! own, with an address of its own on a bridge the test creates, and the
 //! nemeses that cut, drop and heal the links between them (issue 18).
 //!
+//! Nemeses: isolate a host, split the hosts in two, a one-way partition, a
+//! lossy link (a share of the packets dropped at random), the bridge down
+//! (every link at once), and heal.
+//!
 //! Layout, for a cluster made by the process whose pid is `P`:
 //!
 //! - the bridge `cbrP` in the root namespace, with `198.18.X.1/24`: the
@@ -27,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 
@@ -183,20 +187,19 @@ impl TestNet {
         self.apply()
     }
 
-    /// Takes the bridge down for `down`, then up again: every link at once.
-    pub fn flap(&mut self, down: Duration) -> anyhow::Result<()> {
-        self.record(format!("bridge down for {} ms", down.as_millis()));
+    /// Takes the bridge down: every link at once, the observer's too
+    /// (`heal` brings it up again).
+    pub fn bridge_down(&mut self) -> anyhow::Result<()> {
         ip(&["link", "set", &self.bridge, "down"])?;
-        std::thread::sleep(down);
-        ip(&["link", "set", &self.bridge, "up"])?;
-        self.record("bridge up".into());
+        self.record("bridge down".into());
         Ok(())
     }
 
-    /// Removes every fault.
+    /// Removes every fault (and brings the bridge up).
     pub fn heal(&mut self) -> anyhow::Result<()> {
         self.blocked.clear();
         self.lossy.clear();
+        ip(&["link", "set", &self.bridge, "up"])?;
         self.record("heal".into());
         self.apply()
     }
