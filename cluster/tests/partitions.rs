@@ -27,7 +27,8 @@ use cart_services::domain::{Command, Query};
 use cart_services::request_key::RequestKey;
 use common::scenario::{audit, check_out_all, scenario};
 use common::{
-    admin_call, admin_get, bin, coordinator_admin, eventually, metric, service_view, Client,
+    admin_call, admin_get, bin, coordinator_admin, eventually, metric, service_view, settled,
+    test_timings, Client,
 };
 use reqwest::Method;
 
@@ -37,18 +38,9 @@ fn cluster_on_hosts() -> Option<LocalCluster> {
     if let Some(tool) = TestNet::missing_tool() {
         return missing(tool, INSTALL_TOOLS);
     }
-    let mut cluster = LocalCluster::start_temp_in_netns(&bin(), &Service::ALL, |spec| {
-        spec.raft.heartbeat_ms = 150;
-        spec.raft.election_timeout_ms = 1000;
-    })
-    .expect("cluster starts on test hosts");
-    cluster
-        .wait_ready(Duration::from_secs(60))
-        .expect("cluster ready");
-    cluster
-        .wait_settled(Duration::from_secs(30))
-        .expect("every coordinator sees a leader and every node up");
-    Some(cluster)
+    let cluster = LocalCluster::start_temp_in_netns(&bin(), &Service::ALL, test_timings)
+        .expect("cluster starts on test hosts");
+    Some(settled(cluster))
 }
 
 fn node(service: Service, id: u64) -> String {

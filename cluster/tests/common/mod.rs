@@ -38,17 +38,28 @@ pub fn cluster_with(
     tweak: impl FnOnce(&mut ClusterSpec),
     node_args: &[&str],
 ) -> LocalCluster {
-    let mut cluster = LocalCluster::start_temp_with(
+    let cluster = LocalCluster::start_temp_with(
         &bin(),
         services,
         |spec| {
-            spec.raft.heartbeat_ms = 150;
-            spec.raft.election_timeout_ms = 1000;
+            test_timings(spec);
             tweak(spec);
         },
         node_args,
     )
     .expect("cluster starts");
+    settled(cluster)
+}
+
+/// The tests' Raft timings: faster elections than the default spec's.
+pub fn test_timings(spec: &mut ClusterSpec) {
+    spec.raft.heartbeat_ms = 150;
+    spec.raft.election_timeout_ms = 1000;
+}
+
+/// `cluster` once it serves, every coordinator sees a leader and every
+/// node is up.
+pub fn settled(mut cluster: LocalCluster) -> LocalCluster {
     cluster
         .wait_ready(Duration::from_secs(60))
         .expect("cluster ready");
