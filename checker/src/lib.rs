@@ -13,6 +13,7 @@
 //! linearizable: a history ends with a read of every key after the faults
 //! heal, and that read must see every acknowledged write.
 
+pub mod api;
 pub mod bank;
 pub mod linearizable;
 pub mod record;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cart_checker::api::Verb;
 use cart_checker::bank::{self, Ledger};
 use cart_checker::linearizable;
 use cart_checker::record::Recorder;
@@ -420,39 +421,20 @@ const LOAD: Duration = Duration::from_secs(30);
 /// One direct operation on a stock or credit key through the gateway, as
 /// the history records it.
 async fn direct_op(client: &Client, call: &Call, id: &str) -> Answer {
-    let (service, key) = call.key().split_once('/').expect("service/id");
-    let path = match (call, service) {
-        (Call::Read { .. }, "stock") => format!("/stock/find/{key}"),
-        (Call::Read { .. }, _) => format!("/payment/find_user/{key}"),
-        (Call::Add { amount, .. }, "stock") => format!("/stock/add/{key}/{amount}"),
-        (Call::Add { amount, .. }, _) => format!("/payment/add_funds/{key}/{amount}"),
-        (Call::Subtract { amount, .. }, "stock") => format!("/stock/subtract/{key}/{amount}"),
-        (Call::Subtract { amount, .. }, _) => format!("/payment/pay/{key}/{amount}"),
-    };
-    let answered = match call {
-        Call::Read { .. } => {
-            tokio::time::timeout(Duration::from_secs(5), client.try_get(&path)).await
+    let (verb, path) = call.request().expect("a stock or credit key");
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        match verb {
+            Verb::Get => client.try_get(&path).await,
+            Verb::Post => client.try_post(&path, Some(id)).await,
         }
-        _ => tokio::time::timeout(Duration::from_secs(5), client.try_post(&path, Some(id))).await,
+    })
+    .await;
+    let (status, body) = match answered {
+        Ok(Ok(a)) => (Some(a.status), a.body),
+        // A lost connection or no answer in time.
+        _ => (None, serde_json::Value::Null),
     };
-    match answered {
-        Ok(Ok(a)) if a.ok() => match call {
-            Call::Read { .. } => Answer::Value {
-                value: a.int(if service == "stock" {
-                    "stock"
-                } else {
-                    "credit"
-                }),
-            },
-            _ => Answer::Ok,
-        },
-        Ok(Ok(a)) if a.status == 400 && matches!(call, Call::Subtract { .. }) => Answer::Refused,
-        Ok(Ok(a)) if a.status < 500 && a.status != 429 => {
-            panic!("{path}: unexpected {a:?}")
-        }
-        // 5xx, 429, a lost connection or no answer in time.
-        _ => Answer::Unknown,
-    }
+    call.answer(status, &body).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A random fault among the nemeses, on random hosts of the nodes.

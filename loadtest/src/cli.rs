@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
-use crate::faults::Kill;
+use crate::faults::{Kill, NetFault};
 use crate::launch::TargetArgs;
+use crate::scenarios::bank::BankArgs;
 use crate::scenarios::consistency::ConsistencyArgs;
 use crate::scenarios::mixed::MixedArgs;
 use crate::scenarios::open_loop::OpenLoopArgs;
@@ -53,6 +54,16 @@ pub enum Command {
         #[command(flatten)]
         args: OpenLoopArgs,
     },
+    /// Reads and writes of a few stock and credit keys and checkouts of
+    /// others, recorded as a history and checked: linearizable per key, the
+    /// bank invariants, no acknowledged write lost (with --fault on test
+    /// hosts, a Jepsen-style run).
+    Bank {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        args: BankArgs,
+    },
     /// Several reports side by side: comparison.md, latency.svg,
     /// throughput.svg in --out-dir.
     Compare {
@@ -83,6 +94,13 @@ pub struct RunArgs {
     /// Start each killed process again this many seconds later.
     #[arg(long, value_name = "SECONDS")]
     pub restart_after: Option<f64>,
+    /// A network fault at a second of the load, healed some seconds later
+    /// (every fault at once) or at the end: isolate:<process>,
+    /// split:<process>[,<process>...], one-way:<a>,<b> (a reaches b, b's
+    /// packets to a are dropped), loss<percent>:<a>,<b>, bridge-down; e.g.
+    /// isolate:order-leader@10+5 (repeatable; needs --temp-cluster --netns).
+    #[arg(long = "fault", value_name = "FAULT@SECOND[+SECONDS]")]
+    pub faults: Vec<NetFault>,
     /// Give up on one request after this long (counted as a timeout).
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,

@@ -1,11 +1,14 @@
 //! Faults during load: SIGKILL a chosen process of a cluster this tool
-//! started, at a given second of the run, and start it again later. The
-//! moments go into the report as events, so the plots can mark them.
+//! started, at a given second of the run, and start it again later; or,
+//! for a cluster on test hosts (`--netns`), a network fault (a nemesis of
+//! `harness::netns`) healed some seconds later. The moments go into the
+//! report as events, so the plots can mark them.
 
 use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{anyhow, bail};
+use cart_cluster::harness::netns::TestNet;
 use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::spec::NodeId;
 use cart_common::Service;
@@ -124,9 +127,134 @@ impl FromStr for Kill {
     }
 }
 
+/// A network fault, on the hosts of the processes it names (resolved when
+/// it strikes).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Nemesis {
+    /// `isolate:<process>`: cut off from every other host.
+    Isolate(Target),
+    /// `split:<process>,<process>...`: these hosts apart from the rest.
+    Split(Vec<Target>),
+    /// `one-way:<a>,<b>`: `a` reaches `b`; what `b` sends `a` is dropped.
+    OneWay(Target, Target),
+    /// `loss<percent>:<a>,<b>`: that share of their packets dropped.
+    Loss(u8, Target, Target),
+    /// `bridge-down`: every link at once.
+    BridgeDown,
+}
+
+impl Nemesis {
+    const FORMS: &'static str = "isolate:<process>, split:<process>[,<process>...], \
+        one-way:<a>,<b>, loss<percent>:<a>,<b>, bridge-down";
+
+    /// Applies it to the hosts of `cluster`; what it did.
+    fn strike(&self, cluster: &mut LocalCluster) -> anyhow::Result<String> {
+        let mut name = |t: &Target| t.resolve(cluster).map(|r| r.name());
+        let names: Vec<String> = match self {
+            Nemesis::Isolate(t) => vec![name(t)?],
+            Nemesis::Split(ts) => ts.iter().map(&mut name).collect::<anyhow::Result<_>>()?,
+            Nemesis::OneWay(a, b) | Nemesis::Loss(_, a, b) => vec![name(a)?, name(b)?],
+            Nemesis::BridgeDown => vec![],
+        };
+        let net = test_hosts(cluster)?;
+        match self {
+            Nemesis::Isolate(_) => net.isolate(&names[0])?,
+            Nemesis::Split(_) => {
+                let side: Vec<&str> = names.iter().map(String::as_str).collect();
+                net.split(&side)?
+            }
+            Nemesis::OneWay(..) => net.one_way(&names[0], &names[1])?,
+            Nemesis::Loss(p, ..) => net.lossy(&names[0], &names[1], *p)?,
+            Nemesis::BridgeDown => net.bridge_down()?,
+        }
+        Ok(net
+            .events()
+            .last()
+            .map(|e| e.what.clone())
+            .unwrap_or_default())
+    }
+}
+
+fn test_hosts(cluster: &mut LocalCluster) -> anyhow::Result<&mut TestNet> {
+    cluster
+        .net()
+        .ok_or_else(|| anyhow!("network faults need a cluster on test hosts (--netns)"))
+}
+
+impl FromStr for Nemesis {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        if s == "bridge-down" {
+            return Ok(Nemesis::BridgeDown);
+        }
+        let (kind, rest) = s
+            .split_once(':')
+            .ok_or_else(|| anyhow!("unknown fault {s:?}: {}", Nemesis::FORMS))?;
+        let targets: Vec<Target> = rest
+            .split(',')
+            .map(str::parse)
+            .collect::<anyhow::Result<_>>()?;
+        let pair = || match targets.as_slice() {
+            [a, b] => Ok((*a, *b)),
+            _ => Err(anyhow!("{s:?}: expected two processes, <a>,<b>")),
+        };
+        match (kind, targets.as_slice()) {
+            ("isolate", [t]) => Ok(Nemesis::Isolate(*t)),
+            ("split", ts) if !ts.is_empty() => Ok(Nemesis::Split(ts.to_vec())),
+            ("one-way", _) => pair().map(|(a, b)| Nemesis::OneWay(a, b)),
+            (loss, _) if loss.starts_with("loss") => {
+                let percent: u8 = loss["loss".len()..]
+                    .parse()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| anyhow!("{s:?}: loss<percent> takes 0 to 100"))?;
+                pair().map(|(a, b)| Nemesis::Loss(percent, a, b))
+            }
+            _ => bail!("unknown fault {s:?}: {}", Nemesis::FORMS),
+        }
+    }
+}
+
+/// `--fault isolate:stock-leader@10+5`: a nemesis at a second of the load,
+/// healed (every fault at once) that many seconds later, or at the end.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetFault {
+    pub nemesis: Nemesis,
+    pub at_s: f64,
+    pub for_s: Option<f64>,
+}
+
+impl FromStr for NetFault {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (nemesis, when) = s.rsplit_once('@').ok_or_else(|| {
+            anyhow!("{s:?}: expected <fault>@<second>[+<seconds>], e.g. isolate:stock-leader@10+5")
+        })?;
+        let (at, lasts) = match when.split_once('+') {
+            Some((at, lasts)) => (at, Some(lasts)),
+            None => (when, None),
+        };
+        let seconds = |v: &str| -> anyhow::Result<f64> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| *x >= 0.0 && x.is_finite())
+                .ok_or_else(|| anyhow!("{s:?}: {v:?} is not a number of seconds (0 or more)"))
+        };
+        Ok(NetFault {
+            nemesis: nemesis.parse()?,
+            at_s: seconds(at)?,
+            for_s: lasts.map(seconds).transpose()?,
+        })
+    }
+}
+
 enum Action {
     Kill(Target),
     Restart(Role),
+    Strike(Nemesis),
+    Heal,
 }
 
 /// The kills and restarts still to come, run from the thread that owns the
@@ -134,17 +262,37 @@ enum Action {
 pub struct Schedule {
     pending: Vec<(f64, Action)>,
     restart_after_s: Option<f64>,
+    /// A network fault struck and no heal came after it.
+    unhealed: bool,
 }
 
 impl Schedule {
-    pub fn new(kills: &[Kill], restart_after_s: Option<f64>) -> Self {
-        let pending = kills
+    pub fn new(kills: &[Kill], restart_after_s: Option<f64>, faults: &[NetFault]) -> Self {
+        let mut pending: Vec<(f64, Action)> = kills
             .iter()
             .map(|k| (k.at_s, Action::Kill(k.target)))
             .collect();
+        for f in faults {
+            pending.push((f.at_s, Action::Strike(f.nemesis.clone())));
+            if let Some(lasts) = f.for_s {
+                pending.push((f.at_s + lasts, Action::Heal));
+            }
+        }
         Self {
             pending,
             restart_after_s,
+            unhealed: false,
+        }
+    }
+
+    /// The load is over: network faults still to come are dropped, and
+    /// those in place healed now.
+    pub fn end_load(&mut self, cluster: &mut LocalCluster, stats: &Stats) {
+        self.pending
+            .retain(|(_, a)| !matches!(a, Action::Strike(_) | Action::Heal));
+        if self.unhealed {
+            self.pending.push((0.0, Action::Heal));
+            self.tick(0.0, cluster, stats);
         }
     }
 
@@ -185,6 +333,28 @@ impl Schedule {
                     Err(e) => {
                         stats.event("kill_failed", format!("{target}: {e}"));
                         eprintln!("could not kill {target}: {e}");
+                    }
+                },
+                Action::Strike(nemesis) => match nemesis.strike(cluster) {
+                    Ok(what) => {
+                        self.unhealed = true;
+                        stats.event("fault", what.clone());
+                        eprintln!("{what} at {elapsed_s:.1} s");
+                    }
+                    Err(e) => {
+                        stats.event("fault_failed", format!("{nemesis:?}: {e}"));
+                        eprintln!("could not apply {nemesis:?}: {e}");
+                    }
+                },
+                Action::Heal => match test_hosts(cluster).and_then(|net| net.heal()) {
+                    Ok(()) => {
+                        self.unhealed = false;
+                        stats.event("heal", "every network fault removed");
+                        eprintln!("healed at {elapsed_s:.1} s");
+                    }
+                    Err(e) => {
+                        stats.event("heal_failed", e.to_string());
+                        eprintln!("could not heal: {e}");
                     }
                 },
                 Action::Restart(role) => match cluster.start_process(role) {
@@ -236,6 +406,70 @@ mod tests {
             "gateway",
         ] {
             assert_eq!(t.parse::<Target>().unwrap().to_string(), t);
+        }
+    }
+
+    #[test]
+    fn fault_options_parse_every_documented_form() {
+        let f: NetFault = "isolate:stock-leader@10+5".parse().unwrap();
+        assert_eq!(
+            f,
+            NetFault {
+                nemesis: Nemesis::Isolate(Target::Leader(Service::Stock)),
+                at_s: 10.0,
+                for_s: Some(5.0)
+            }
+        );
+        let f: NetFault = "split:order-node-1,order-node-2@3".parse().unwrap();
+        assert_eq!(
+            f.nemesis,
+            Nemesis::Split(vec![
+                Target::Node(Service::Order, 1),
+                Target::Node(Service::Order, 2)
+            ])
+        );
+        assert_eq!(f.for_s, None);
+        assert_eq!(
+            "one-way:stock-follower,stock-leader@1"
+                .parse::<NetFault>()
+                .unwrap()
+                .nemesis,
+            Nemesis::OneWay(
+                Target::Follower(Service::Stock),
+                Target::Leader(Service::Stock)
+            )
+        );
+        assert_eq!(
+            "loss30:payment-leader,payment-node-2@1.5+2"
+                .parse::<NetFault>()
+                .unwrap()
+                .nemesis,
+            Nemesis::Loss(
+                30,
+                Target::Leader(Service::Payment),
+                Target::Node(Service::Payment, 2)
+            )
+        );
+        assert_eq!(
+            "bridge-down@4+1".parse::<NetFault>().unwrap().nemesis,
+            Nemesis::BridgeDown
+        );
+    }
+
+    #[test]
+    fn malformed_fault_options_are_refused_with_a_reason() {
+        for bad in [
+            "isolate:stock-leader",
+            "isolate:stock-leader@x",
+            "isolate:stock-leader@1+-2",
+            "isolate:stock-leader,stock-follower@1",
+            "one-way:stock-leader@1",
+            "loss101:stock-leader,stock-follower@1",
+            "lossy:stock-leader,stock-follower@1",
+            "flood:stock-leader@1",
+            "isolate:shoes-leader@1",
+        ] {
+            assert!(bad.parse::<NetFault>().is_err(), "{bad} accepted");
         }
     }
 

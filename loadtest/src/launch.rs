@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
+use cart_cluster::harness::netns::TestNet;
 use cart_cluster::harness::LocalCluster;
 use cart_common::Service;
 use serde::Serialize;
@@ -30,6 +31,11 @@ pub struct TargetArgs {
     /// With --temp-cluster: coordinators per service.
     #[arg(long, requires = "temp_cluster")]
     pub coordinators: Option<u16>,
+    /// With --temp-cluster: every process on a test host of its own (a
+    /// network namespace at an address in 198.18.0.0/15, docs/faults.md),
+    /// for --fault. Needs root, ip and nft.
+    #[arg(long, requires = "temp_cluster")]
+    pub netns: bool,
     /// The `cart` binary to start processes from (default: the one next to
     /// this program, e.g. target/release/cart).
     #[arg(long)]
@@ -58,7 +64,7 @@ pub fn start(args: &TargetArgs) -> anyhow::Result<Option<LocalCluster>> {
             .with_context(|| format!("starting the cluster of {}", spec.display()))?,
         None => {
             let (nodes, coordinators) = (args.nodes, args.coordinators);
-            LocalCluster::start_temp(&bin, &Service::ALL, |spec| {
+            let sized = |spec: &mut cart_common::ClusterSpec| {
                 for size in [
                     &mut spec.services.order,
                     &mut spec.services.payment,
@@ -71,8 +77,17 @@ pub fn start(args: &TargetArgs) -> anyhow::Result<Option<LocalCluster>> {
                         size.coordinators = c;
                     }
                 }
-            })
-            .context("starting a temporary cluster")?
+            };
+            if args.netns {
+                if let Some(tool) = TestNet::missing_tool() {
+                    bail!("--netns needs {tool}: scripts/install-test-tools installs ip and nft");
+                }
+                LocalCluster::start_temp_in_netns(&bin, &Service::ALL, sized)
+                    .context("starting a temporary cluster on test hosts")?
+            } else {
+                LocalCluster::start_temp(&bin, &Service::ALL, sized)
+                    .context("starting a temporary cluster")?
+            }
         }
     };
     cluster.wait_ready(Duration::from_secs(120))?;

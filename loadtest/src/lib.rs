@@ -39,8 +39,19 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Consistency { run, args } => (run, Scenario::Consistency(args)),
         Command::Mixed { run, args } => (run, Scenario::Mixed(args)),
         Command::OpenLoop { run, args } => (run, Scenario::OpenLoop(args)),
+        Command::Bank { run, args } => (run, Scenario::Bank(args)),
     };
     let (report, path) = run::run(run, scenario)?;
+    if let Some(h) = report.outcome.history.as_ref().filter(|h| !h.pass) {
+        anyhow::bail!(
+            "the history checks failed: {} keys not linearizable, {} bank violations, {} client \
+             errors (report: {})",
+            h.not_linearizable.len(),
+            h.bank_violations.len(),
+            h.client_errors.len(),
+            path.display()
+        );
+    }
     if let Some(v) = report.outcome.verdict.filter(|v| !v.pass) {
         anyhow::bail!(
             "consistency verdict {:?} is not 0/0/0/0 (report: {})",

@@ -29,13 +29,14 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a plot: {e:?}")
 }
 
-/// Kills and restarts, as (second, colour).
+/// Kills and network faults (red), restarts and heals (green), as
+/// (second, colour).
 fn fault_marks(r: &RunReport) -> Vec<(f64, RGBColor)> {
     r.events
         .iter()
         .filter_map(|e| match e.kind.as_str() {
-            "kill" => Some((e.t_s, RED)),
-            "restart" => Some((e.t_s, GREEN)),
+            "kill" | "fault" => Some((e.t_s, RED)),
+            "restart" | "heal" => Some((e.t_s, GREEN)),
             _ => None,
         })
         .collect()

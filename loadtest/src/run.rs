@@ -20,6 +20,7 @@ use crate::procs::{Phase, ProcessWatch};
 use crate::progress;
 use crate::report::RunReport;
 use crate::rng::fresh_seed;
+use crate::scenarios::bank::BankArgs;
 use crate::scenarios::consistency::ConsistencyArgs;
 use crate::scenarios::mixed::MixedArgs;
 use crate::scenarios::open_loop::OpenLoopArgs;
@@ -32,6 +33,7 @@ pub enum Scenario {
     Consistency(ConsistencyArgs),
     Mixed(MixedArgs),
     OpenLoop(OpenLoopArgs),
+    Bank(BankArgs),
 }
 
 impl Scenario {
@@ -41,6 +43,7 @@ impl Scenario {
             Scenario::Consistency(_) => "consistency",
             Scenario::Mixed(_) => "mixed",
             Scenario::OpenLoop(_) => "open-loop",
+            Scenario::Bank(_) => "bank",
         }
     }
 
@@ -50,6 +53,7 @@ impl Scenario {
             Scenario::Consistency(a) => serde_json::to_value(a),
             Scenario::Mixed(a) => serde_json::to_value(a),
             Scenario::OpenLoop(a) => serde_json::to_value(a),
+            Scenario::Bank(a) => serde_json::to_value(a),
         };
         value.unwrap_or_default()
     }
@@ -68,6 +72,7 @@ impl Scenario {
             Scenario::Consistency(a) => scenarios::consistency::run(ctx, a).await,
             Scenario::Mixed(a) => scenarios::mixed::run(ctx, a).await,
             Scenario::OpenLoop(a) => scenarios::open_loop::run(ctx, a).await,
+            Scenario::Bank(a) => scenarios::bank::run(ctx, a).await,
         }
     }
 }
@@ -80,6 +85,9 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, PathBuf)> {
     if !common.kills.is_empty() && !common.target.launches() {
         bail!("--kill needs a cluster started by this tool (--cluster SPEC or --temp-cluster)");
+    }
+    if !common.faults.is_empty() && !common.target.netns {
+        bail!("--fault needs a cluster on test hosts (--temp-cluster --netns)");
     }
     let machine = Machine::probe();
     // Started from this thread, which lives until the run ends: the
@@ -111,7 +119,7 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
             .unwrap_or_else(|| scenario.default_label()),
     );
     eprintln!("{name} against {gateway} (seed {seed})");
-    let handle = rt.spawn(scenario.run(ctx));
+    let handle = rt.spawn(scenario.run(ctx.clone()));
     let progress = rt.spawn(progress::show(stats.clone()));
 
     let mut watch = cluster.as_ref().map(|_| ProcessWatch::new());
@@ -121,7 +129,7 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
              this tool starts (--cluster SPEC or --temp-cluster)"
         );
     }
-    let mut schedule = Schedule::new(&common.kills, common.restart_after);
+    let mut schedule = Schedule::new(&common.kills, common.restart_after, &common.faults);
     let mut began = false;
     let mut last_sample = Instant::now();
     while !handle.is_finished() {
@@ -150,6 +158,9 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
             last_sample = Instant::now();
         }
         if let Some(c) = cluster.as_mut() {
+            if ctx.load_ended() {
+                schedule.end_load(c, &stats);
+            }
             schedule.tick(elapsed_s, c, &stats);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -230,6 +241,31 @@ fn print_summary(r: &RunReport) {
         match r.outcome.knee_rps {
             Some(k) => println!("  knee: {k:.0} first-time checkouts/s within bounds"),
             None => println!("  knee: not even the first rate stayed within bounds"),
+        }
+    }
+    if let Some(h) = &r.outcome.history {
+        println!(
+            "  history: {} operations ({} unanswered) on {} keys: {}; {} orders, {} paid, {} \
+             answered paid: {}",
+            h.operations,
+            h.unanswered,
+            h.keys,
+            if h.not_linearizable.is_empty() {
+                "linearizable".to_string()
+            } else {
+                format!("NOT linearizable: {}", h.not_linearizable.join("; "))
+            },
+            h.orders,
+            h.paid,
+            h.answered_paid,
+            if h.bank_violations.is_empty() {
+                "the bank invariants hold".to_string()
+            } else {
+                format!("BROKEN: {}", h.bank_violations.join("; "))
+            }
+        );
+        for e in &h.client_errors {
+            println!("  unexpected answer: {e}");
         }
     }
     for e in &r.events {

@@ -155,3 +155,53 @@ fn mixed_and_open_loop_against_a_gateway_url_compare_into_a_table_and_svg_plots(
         assert!(svg.contains("mixed") && svg.contains("open loop"), "{plot}");
     }
 }
+
+#[test]
+fn a_bank_run_on_test_hosts_with_a_network_fault_checks_out_and_marks_the_fault() {
+    use cart_cluster::harness::netns::TestNet;
+    if let Some(tool) = TestNet::missing_tool() {
+        cart_cluster::harness::missing::<()>(tool, cart_cluster::harness::INSTALL_TOOLS);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bank.json");
+    let history = dir.path().join("history.json");
+    let bin = cart_bin();
+    #[rustfmt::skip]
+    let r = cart_load(
+        &[
+            "bank", "--temp-cluster", "--netns", "--bin", bin.to_str().unwrap(),
+            "--duration", "8", "--history", history.to_str().unwrap(),
+            "--fault", "isolate:stock-leader@2+3", "--fault", "loss30:payment-leader,payment-follower@5",
+        ],
+        &out,
+    );
+    let fault = r
+        .events
+        .iter()
+        .find(|e| e.kind == "fault")
+        .expect("a fault");
+    assert!(fault.detail.starts_with("isolate stock-node-"), "{fault:?}");
+    assert!((2.0..3.0).contains(&fault.t_s), "{fault:?}");
+    let heals: Vec<f64> = r
+        .events
+        .iter()
+        .filter(|e| e.kind == "heal")
+        .map(|e| e.t_s)
+        .collect();
+    // One after 3 s, one at the end of the load for the fault without a
+    // duration.
+    assert_eq!(heals.len(), 2, "{:?}", r.events);
+    assert!((5.0..6.5).contains(&heals[0]), "{heals:?}");
+    assert!(heals[1] >= 8.0, "{heals:?}");
+    // The cluster served on the hosts' own addresses, through the faults,
+    // and the history checks passed.
+    assert!(r.gateway.starts_with("http://198.18."), "{}", r.gateway);
+    let h = r.outcome.history.as_ref().expect("a history verdict");
+    assert!(h.pass, "{h:?}");
+    assert!(h.operations > 50 && h.paid > 0, "{h:?}");
+    let recorded: Vec<cart_checker::Op> =
+        serde_json::from_slice(&std::fs::read(&history).unwrap()).unwrap();
+    assert_eq!(recorded.len(), h.operations);
+    assert_eq!(r.memory.len(), 16, "{:?}", r.memory);
+}

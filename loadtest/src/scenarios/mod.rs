@@ -2,11 +2,13 @@
 //! calls `Ctx::begin` when the load proper starts (faults and time series
 //! count from there), and returns what its report adds to the common one.
 
+pub mod bank;
 pub mod consistency;
 pub mod mixed;
 pub mod open_loop;
 pub mod stress;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ pub struct Ctx {
     pub stats: Arc<Stats>,
     pub seed: u64,
     begin_tx: Sender<Instant>,
+    load_ended: AtomicBool,
 }
 
 impl Ctx {
@@ -30,7 +33,18 @@ impl Ctx {
             stats,
             seed,
             begin_tx,
+            load_ended: AtomicBool::new(false),
         }
+    }
+
+    /// The load proper is over: network faults still in place are healed
+    /// (and none scheduled later strikes) before the scenario reads back.
+    pub fn end_load(&self) {
+        self.load_ended.store(true, Ordering::Relaxed);
+    }
+
+    pub fn load_ended(&self) -> bool {
+        self.load_ended.load(Ordering::Relaxed)
     }
 
     /// The load starts now: the time series and the fault schedule count
@@ -115,6 +129,9 @@ pub struct Outcome {
     /// The highest rate of the open-loop search that stayed within bounds.
     pub knee_rps: Option<f64>,
     pub verdict: Option<Verdict>,
+    /// `bank`: what the history checks found.
+    #[serde(default)]
+    pub history: Option<bank::HistoryVerdict>,
 }
 
 /// Sleeps `d`, but not past `end`.
