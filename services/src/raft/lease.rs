@@ -22,8 +22,9 @@
 //! timeout. So once a leader has gone longer than its fence (twice the
 //! election timeout) without a majority acknowledging it
 //! (`millis_since_quorum_ack`), the node refuses writes and reads at once
-//! with 503 and reports itself not ready: coordinators move on to the nodes
-//! that elected a new leader meanwhile. Safety does not rest on this
+//! with 503, answers the writes still waiting for a majority with 503 too
+//! (`proposer`), and reports itself not ready: coordinators move on to the
+//! nodes that elected a new leader meanwhile. Safety does not rest on this
 //! either (Raft commits nothing without a majority, and reads confirm the
 //! leadership with a majority first); it makes the failure fast and
 //! visible. The fence lifts as soon as a majority answers again, or the

@@ -61,7 +61,7 @@ impl Proposer {
     /// its group for longer than `fence` takes no writes (`lease`).
     pub fn start(raft: Raft, sm: StateMachine, fence: Fence) -> Self {
         let (queue, waiting) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(batch_writes(raft.clone(), waiting));
+        tokio::spawn(batch_writes(raft.clone(), fence, waiting));
         Self {
             raft,
             sm,
@@ -132,7 +132,7 @@ fn command(key: &RequestKey, cmd: Command) -> LogCommand {
 
 /// Takes whatever has queued as one entry whenever fewer than `IN_FLIGHT`
 /// entries are in Raft; ends when every `Proposer` is gone.
-async fn batch_writes(raft: Raft, mut waiting: mpsc::Receiver<(LogCommand, Answer)>) {
+async fn batch_writes(raft: Raft, fence: Fence, mut waiting: mpsc::Receiver<(LogCommand, Answer)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = waiting.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -150,7 +150,7 @@ async fn batch_writes(raft: Raft, mut waiting: mpsc::Receiver<(LogCommand, Answe
         let span = tracing::info_span!("raft.entry", writes = batch.len());
         tokio::spawn(
             async move {
-                write_entry(&raft, batch).await;
+                write_entry(&raft, fence, batch).await;
                 drop(slot);
             }
             .instrument(span),
@@ -158,11 +158,24 @@ async fn batch_writes(raft: Raft, mut waiting: mpsc::Receiver<(LogCommand, Answe
     }
 }
 
-/// Writes one entry and hands each writer its own outcome.
-async fn write_entry(raft: &Raft, batch: Vec<(LogCommand, Answer)>) {
+/// Writes one entry and hands each writer its own outcome. A leader cut
+/// off from its group while the entry waits for a majority answers its
+/// writers at once (503) instead of at their timeouts: the entry may still
+/// commit if the partition heals first, which a retry under the same
+/// request id then finds.
+async fn write_entry(raft: &Raft, fence: Fence, batch: Vec<(LogCommand, Answer)>) {
     let (commands, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let count = commands.len();
-    let outcomes = match raft.client_write(Proposals(commands)).await {
+    let written = tokio::select! {
+        written = raft.client_write(Proposals(commands)) => written,
+        why = cut_off(raft, fence) => {
+            for answer in answers {
+                let _ = answer.send(Err(ProposeError::Unavailable(why.clone())));
+            }
+            return;
+        }
+    };
+    let outcomes = match written {
         Ok(resp) if resp.data.len() == count => resp.data.into_iter().map(Ok).collect(),
         Ok(resp) => {
             let e = format!("{} outcomes for {count} writes", resp.data.len());
@@ -181,5 +194,20 @@ async fn write_entry(raft: &Raft, batch: Vec<(LogCommand, Answer)>) {
     for (answer, outcome) in answers.into_iter().zip(outcomes) {
         // A writer that gave up (its request ended) no longer listens.
         let _ = answer.send(outcome);
+    }
+}
+
+/// Returns once this node is a leader cut off from its group (never, if
+/// Raft stops first: the write then fails on its own), with why.
+async fn cut_off(raft: &Raft, fence: Fence) -> String {
+    let mut metrics = raft.metrics();
+    let cut = metrics
+        .wait_for(|m| fence.cut_off_ms(m).is_some())
+        .await
+        .ok()
+        .and_then(|m| fence.refusal(&m, Refused::Write));
+    match cut {
+        Some(why) => format!("{why}; the write may still commit: retry with the same request id"),
+        None => std::future::pending().await,
     }
 }
