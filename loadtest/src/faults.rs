@@ -287,12 +287,26 @@ impl Schedule {
 
     /// The load is over: network faults still to come are dropped, and
     /// those in place healed now.
-    pub fn end_load(&mut self, cluster: &mut LocalCluster, stats: &Stats) {
+    pub fn end_load(&mut self, elapsed_s: f64, cluster: &mut LocalCluster, stats: &Stats) {
         self.pending
             .retain(|(_, a)| !matches!(a, Action::Strike(_) | Action::Heal));
         if self.unhealed {
-            self.pending.push((0.0, Action::Heal));
-            self.tick(0.0, cluster, stats);
+            self.heal(elapsed_s, cluster, stats);
+        }
+    }
+
+    /// Removes every network fault, recording it.
+    fn heal(&mut self, elapsed_s: f64, cluster: &mut LocalCluster, stats: &Stats) {
+        match test_hosts(cluster).and_then(|net| net.heal()) {
+            Ok(()) => {
+                self.unhealed = false;
+                stats.event("heal", "every network fault removed");
+                eprintln!("healed at {elapsed_s:.1} s");
+            }
+            Err(e) => {
+                stats.event("heal_failed", e.to_string());
+                eprintln!("could not heal: {e}");
+            }
         }
     }
 
@@ -346,17 +360,7 @@ impl Schedule {
                         eprintln!("could not apply {nemesis:?}: {e}");
                     }
                 },
-                Action::Heal => match test_hosts(cluster).and_then(|net| net.heal()) {
-                    Ok(()) => {
-                        self.unhealed = false;
-                        stats.event("heal", "every network fault removed");
-                        eprintln!("healed at {elapsed_s:.1} s");
-                    }
-                    Err(e) => {
-                        stats.event("heal_failed", e.to_string());
-                        eprintln!("could not heal: {e}");
-                    }
-                },
+                Action::Heal => self.heal(elapsed_s, cluster, stats),
                 Action::Restart(role) => match cluster.start_process(role) {
                     Ok(()) => {
                         stats.event("restart", format!("started {} again", role.name()));

@@ -159,7 +159,7 @@ pub fn run(common: RunArgs, scenario: Scenario) -> anyhow::Result<(RunReport, Pa
         }
         if let Some(c) = cluster.as_mut() {
             if ctx.load_ended() {
-                schedule.end_load(c, &stats);
+                schedule.end_load(elapsed_s, c, &stats);
             }
             schedule.tick(elapsed_s, c, &stats);
         }
