@@ -16,7 +16,7 @@ use cart_checker::bank::{self, Ledger};
 use cart_checker::linearizable;
 use cart_checker::record::Recorder;
 use cart_checker::{Answer, Call};
-use cart_cluster::harness::netns::TestNet;
+use cart_cluster::harness::netns::{Delay, TestNet};
 use cart_cluster::harness::{missing, LocalCluster, Role, INSTALL_TOOLS};
 use cart_common::admin::Event;
 use cart_common::http::InternalClient;
@@ -413,6 +413,64 @@ async fn a_one_way_partition_and_a_lossy_link_cause_no_election_storm() {
     }
 }
 
+/// Each way between the stock leader and its followers, per packet: a
+/// round trip of 60 to 100 ms, under the test's heartbeat of 150 ms.
+/// (openraft times each AppendEntries out after one heartbeat interval, so
+/// a link slower than that carries no replication at all: docs/faults.md.)
+const SLOW: Delay = Delay {
+    mean: Duration::from_millis(40),
+    jitter: Duration::from_millis(10),
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_link_delays_every_replicated_write_and_causes_no_election() {
+    let Some(mut cluster) = cluster_on_hosts() else {
+        return;
+    };
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/0/1").await.ok());
+    let before = leadership(&cluster, Service::Stock).expect("a stock leader");
+    let leader = node(Service::Stock, before.0);
+    for follower in (1..=3).filter(|id| *id != before.0) {
+        let follower = node(Service::Stock, follower);
+        let net = cluster.net().expect("test hosts");
+        net.delay(&leader, &follower, SLOW).expect("slow link");
+    }
+    // A write commits only once a follower has its entry: the entry and
+    // the acknowledgement each cross a slow link.
+    let least = 2 * (SLOW.mean - SLOW.jitter);
+    const WRITES: usize = 20;
+    let mut took_all = Vec::new();
+    for i in 0..WRITES {
+        let started = Instant::now();
+        let answer = client
+            .try_post("/stock/add/0/1", Some(&format!("slow-{i}")))
+            .await
+            .expect("an answer");
+        let took = started.elapsed();
+        assert!(answer.ok(), "write {i} refused: {answer:?}");
+        assert!(
+            took >= least,
+            "write {i} took {took:?}, less than {least:?}"
+        );
+        took_all.push(took);
+    }
+    took_all.sort();
+    eprintln!(
+        "slow link: {WRITES} of {WRITES} writes served, each in {:?} to {:?} (median {:?})",
+        took_all[0],
+        took_all[WRITES - 1],
+        took_all[WRITES / 2]
+    );
+    // Slow, not cut: the followers hear the leader as often as before,
+    // only later, so none campaigns.
+    assert_eq!(leadership(&cluster, Service::Stock), Some(before));
+    cluster.net().expect("test hosts").heal().expect("heal");
+    let stock = client.get("/stock/find/0").await;
+    assert_eq!(stock.body["stock"], WRITES as i64, "{stock:?}");
+    assert_eq!(leadership(&cluster, Service::Stock), Some(before));
+}
+
 /// Items and users "0".."KEYS-1" take direct reads and writes (checked for
 /// linearizability); "KEYS".."2*KEYS-1" take checkouts (checked by the
 /// bank invariants).
@@ -445,7 +503,7 @@ fn random_fault(net: &mut TestNet, rng: &mut SplitMix64) -> String {
     let a = 1 + rng.below(3);
     let b = 1 + (a + rng.below(2)) % 3;
     let (na, nb) = (node(service, a), node(service, b));
-    match rng.below(5) {
+    match rng.below(6) {
         0 => net.isolate(&na).unwrap(),
         1 => {
             let minority = [na.as_str()];
@@ -453,6 +511,7 @@ fn random_fault(net: &mut TestNet, rng: &mut SplitMix64) -> String {
         }
         2 => net.one_way(&na, &nb).unwrap(),
         3 => net.lossy(&na, &nb, 30).unwrap(),
+        4 => net.delay(&na, &nb, SLOW).unwrap(),
         _ => net.bridge_down().unwrap(),
     }
     net.events()
@@ -555,8 +614,8 @@ async fn a_mixed_load_under_random_partitions_is_linearizable_and_loses_nothing(
 
     // A random nemesis every few seconds, each healed before the next.
     let mut rng = SplitMix64::new(0x5eed18);
-    let end = Instant::now() + LOAD;
-    while Instant::now() + Duration::from_secs(5) < end {
+    // Each round: 3 s of a fault, 2 s healed; LOAD is whole rounds.
+    for _ in 0..LOAD.as_secs() / 5 {
         let what = random_fault(cluster.net().expect("test hosts"), &mut rng);
         eprintln!("nemesis: {what}");
         tokio::time::sleep(Duration::from_secs(3)).await;

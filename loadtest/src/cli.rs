@@ -97,7 +97,8 @@ pub struct RunArgs {
     /// A network fault at a second of the load, healed some seconds later
     /// (every fault at once) or at the end: isolate:<process>,
     /// split:<process>[,<process>...], one-way:<a>,<b> (a reaches b, b's
-    /// packets to a are dropped), loss<percent>:<a>,<b>, bridge-down; e.g.
+    /// packets to a are dropped), loss<percent>:<a>,<b>,
+    /// delay<ms>[~<ms>]:<a>,<b> (each way, ± jitter), bridge-down; e.g.
     /// isolate:order-leader@10+5 (repeatable; needs --temp-cluster --netns).
     #[arg(long = "fault", value_name = "FAULT@SECOND[+SECONDS]")]
     pub faults: Vec<NetFault>,

@@ -6,9 +6,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use cart_cluster::harness::netns::TestNet;
+use cart_cluster::harness::netns::{Delay, TestNet};
 use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::spec::NodeId;
 use cart_common::Service;
@@ -139,13 +140,21 @@ pub enum Nemesis {
     OneWay(Target, Target),
     /// `loss<percent>:<a>,<b>`: that share of their packets dropped.
     Loss(u8, Target, Target),
+    /// `delay<ms>[~<ms>]:<a>,<b>`: each packet between them held that many
+    /// milliseconds each way, ± the jitter after `~`.
+    Delay {
+        ms: u64,
+        jitter_ms: u64,
+        a: Target,
+        b: Target,
+    },
     /// `bridge-down`: every link at once.
     BridgeDown,
 }
 
 impl Nemesis {
     const FORMS: &'static str = "isolate:<process>, split:<process>[,<process>...], \
-        one-way:<a>,<b>, loss<percent>:<a>,<b>, bridge-down";
+        one-way:<a>,<b>, loss<percent>:<a>,<b>, delay<ms>[~<ms>]:<a>,<b>, bridge-down";
 
     /// Applies it to the hosts of `cluster`; what it did.
     fn strike(&self, cluster: &mut LocalCluster) -> anyhow::Result<String> {
@@ -153,7 +162,9 @@ impl Nemesis {
         let names: Vec<String> = match self {
             Nemesis::Isolate(t) => vec![name(t)?],
             Nemesis::Split(ts) => ts.iter().map(&mut name).collect::<anyhow::Result<_>>()?,
-            Nemesis::OneWay(a, b) | Nemesis::Loss(_, a, b) => vec![name(a)?, name(b)?],
+            Nemesis::OneWay(a, b) | Nemesis::Loss(_, a, b) | Nemesis::Delay { a, b, .. } => {
+                vec![name(a)?, name(b)?]
+            }
             Nemesis::BridgeDown => vec![],
         };
         let net = test_hosts(cluster)?;
@@ -165,6 +176,13 @@ impl Nemesis {
             }
             Nemesis::OneWay(..) => net.one_way(&names[0], &names[1])?,
             Nemesis::Loss(p, ..) => net.lossy(&names[0], &names[1], *p)?,
+            Nemesis::Delay { ms, jitter_ms, .. } => {
+                let delay = Delay {
+                    mean: Duration::from_millis(*ms),
+                    jitter: Duration::from_millis(*jitter_ms),
+                };
+                net.delay(&names[0], &names[1], delay)?
+            }
             Nemesis::BridgeDown => net.bridge_down()?,
         }
         Ok(net
@@ -210,6 +228,24 @@ impl FromStr for Nemesis {
                     .filter(|p| *p <= 100)
                     .ok_or_else(|| anyhow!("{s:?}: loss<percent> takes 0 to 100"))?;
                 pair().map(|(a, b)| Nemesis::Loss(percent, a, b))
+            }
+            (delay, _) if delay.starts_with("delay") => {
+                let spec = &delay["delay".len()..];
+                let (ms, jitter) = spec.split_once('~').unwrap_or((spec, "0"));
+                let (ms, jitter_ms) = ms
+                    .parse()
+                    .ok()
+                    .zip(jitter.parse().ok())
+                    .filter(|(ms, _): &(u64, u64)| *ms <= 60_000)
+                    .ok_or_else(|| {
+                        anyhow!("{s:?}: delay<ms>[~<ms>] takes milliseconds, at most 60000")
+                    })?;
+                pair().map(|(a, b)| Nemesis::Delay {
+                    ms,
+                    jitter_ms,
+                    a,
+                    b,
+                })
             }
             _ => bail!("unknown fault {s:?}: {}", Nemesis::FORMS),
         }
@@ -455,6 +491,30 @@ mod tests {
             )
         );
         assert_eq!(
+            "delay40~10:stock-leader,stock-node-3@2+5"
+                .parse::<NetFault>()
+                .unwrap()
+                .nemesis,
+            Nemesis::Delay {
+                ms: 40,
+                jitter_ms: 10,
+                a: Target::Leader(Service::Stock),
+                b: Target::Node(Service::Stock, 3)
+            }
+        );
+        assert_eq!(
+            "delay100:order-leader,order-follower@0"
+                .parse::<NetFault>()
+                .unwrap()
+                .nemesis,
+            Nemesis::Delay {
+                ms: 100,
+                jitter_ms: 0,
+                a: Target::Leader(Service::Order),
+                b: Target::Follower(Service::Order)
+            }
+        );
+        assert_eq!(
             "bridge-down@4+1".parse::<NetFault>().unwrap().nemesis,
             Nemesis::BridgeDown
         );
@@ -470,6 +530,11 @@ mod tests {
             "one-way:stock-leader@1",
             "loss101:stock-leader,stock-follower@1",
             "lossy:stock-leader,stock-follower@1",
+            "delay:stock-leader,stock-follower@1",
+            "delay40~x:stock-leader,stock-follower@1",
+            "delay-5:stock-leader,stock-follower@1",
+            "delay90000:stock-leader,stock-follower@1",
+            "delay40:stock-leader@1",
             "flood:stock-leader@1",
             "isolate:shoes-leader@1",
         ] {

@@ -173,6 +173,7 @@ fn a_bank_run_on_test_hosts_with_a_network_fault_checks_out_and_marks_the_fault(
             "bank", "--temp-cluster", "--netns", "--bin", bin.to_str().unwrap(),
             "--duration", "8", "--history", history.to_str().unwrap(),
             "--fault", "isolate:stock-leader@2+3", "--fault", "loss30:payment-leader,payment-follower@5",
+            "--fault", "delay40~10:order-leader,order-follower@6",
         ],
         &out,
     );
@@ -183,13 +184,28 @@ fn a_bank_run_on_test_hosts_with_a_network_fault_checks_out_and_marks_the_fault(
         .expect("a fault");
     assert!(fault.detail.starts_with("isolate stock-node-"), "{fault:?}");
     assert!((2.0..3.0).contains(&fault.t_s), "{fault:?}");
+    let faults: Vec<&str> = r
+        .events
+        .iter()
+        .filter(|e| e.kind == "fault")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(faults.len(), 3, "{faults:?}");
+    assert!(
+        faults[1].starts_with("30% loss between payment-node-"),
+        "{faults:?}"
+    );
+    assert!(
+        faults[2].starts_with("40 ms ± 10 ms delay between order-node-"),
+        "{faults:?}"
+    );
     let heals: Vec<f64> = r
         .events
         .iter()
         .filter(|e| e.kind == "heal")
         .map(|e| e.t_s)
         .collect();
-    // One after 3 s, one at the end of the load for the fault without a
+    // One after 3 s, one at the end of the load for the faults without a
     // duration.
     assert_eq!(heals.len(), 2, "{:?}", r.events);
     assert!((5.0..6.5).contains(&heals[0]), "{heals:?}");

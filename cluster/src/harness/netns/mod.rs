@@ -3,8 +3,9 @@
 //! nemeses that cut, drop and heal the links between them (issue 18).
 //!
 //! Nemeses: isolate a host, split the hosts in two, a one-way partition, a
-//! lossy link (a share of the packets dropped at random), the bridge down
-//! (every link at once), and heal.
+//! lossy link (a share of the packets dropped at random), a slow link
+//! (latency and jitter, `delay`), the bridge down (every link at once), and
+//! heal.
 //!
 //! Layout, for a cluster made by the process whose pid is `P`:
 //!
@@ -24,8 +25,10 @@
 //! when a test panics); namespaces and bridges left by a process that is
 //! gone (a test killed with SIGKILL) are removed by the next `create`.
 //!
-//! Added latency and jitter (`tc netem`) are not here: the kernel of the
-//! machine this was built on has no netem (`CONFIG_NET_SCH_NETEM` unset).
+//! Latency and jitter are not `tc netem` (the kernel of the machine this
+//! was built on has none) but an iptables NFQUEUE rule at the receiving
+//! host's input and a thread of this process that holds the queued packets
+//! (`delay`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -35,7 +38,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+mod delay;
+pub use delay::Delay;
+use delay::DelayedQueue;
+
 const NS_PREFIX: &str = "cart-";
+/// iptables without nftables underneath: `nft`'s `flush ruleset` leaves
+/// its tables alone, and its NFQUEUE target needs no `nft_compat`.
+const IPTABLES_RESTORE: &str = "iptables-legacy-restore";
 const BRIDGE_PREFIX: &str = "cbr";
 /// The first host's last octet; the observer (bridge) is .1.
 const FIRST_HOST: usize = 10;
@@ -63,17 +73,22 @@ pub struct TestNet {
     blocked: BTreeSet<(String, String)>,
     /// Directions losing a share of their packets, in percent.
     lossy: BTreeMap<(String, String), u8>,
+    /// Directions whose packets are held, each by the thread of its queue.
+    delayed: BTreeMap<(String, String), (Delay, DelayedQueue)>,
+    /// Hosts whose iptables rules were set (and must be reset at a heal).
+    queueing: BTreeSet<String>,
     events: Vec<NetEvent>,
 }
 
 impl TestNet {
-    /// Whether this machine can make test hosts: root, `ip` and `nft`.
+    /// Whether this machine can make test hosts: root, `ip`, `nft` and
+    /// `iptables-legacy-restore` (for the delays).
     pub fn missing_tool() -> Option<&'static str> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Some("root (network namespaces)");
         }
-        ["ip", "nft"]
+        ["ip", "nft", IPTABLES_RESTORE]
             .into_iter()
             .find(|tool| super::find_tool(tool).is_none())
     }
@@ -91,6 +106,8 @@ impl TestNet {
             hosts: BTreeMap::new(),
             blocked: BTreeSet::new(),
             lossy: BTreeMap::new(),
+            delayed: BTreeMap::new(),
+            queueing: BTreeSet::new(),
             events: Vec::new(),
         };
         ip(&["link", "add", &bridge, "type", "bridge"])?;
@@ -187,6 +204,25 @@ impl TestNet {
         self.apply()
     }
 
+    /// Holds every packet between `a` and `b`, each way, for `delay.mean` ±
+    /// `delay.jitter` (a round trip between them takes twice as long more).
+    pub fn delay(&mut self, a: &str, b: &str, delay: Delay) -> anyhow::Result<()> {
+        self.known(&[a, b])?;
+        for (from, to) in [(a, b), (b, a)] {
+            let key = (from.to_string(), to.to_string());
+            // Replaced, not stacked: the old queue lets its packets go.
+            self.delayed.remove(&key);
+            let queue = DelayedQueue::start(&self.hosts[to].netns, self.queue_num(from), delay)?;
+            self.delayed.insert(key, (delay, queue));
+        }
+        self.record(format!(
+            "{} ms ± {} ms delay between {a} and {b}",
+            delay.mean.as_millis(),
+            delay.jitter.as_millis()
+        ));
+        self.apply()
+    }
+
     /// Takes the bridge down: every link at once, the observer's too
     /// (`heal` brings it up again).
     pub fn bridge_down(&mut self) -> anyhow::Result<()> {
@@ -199,9 +235,18 @@ impl TestNet {
     pub fn heal(&mut self) -> anyhow::Result<()> {
         self.blocked.clear();
         self.lossy.clear();
+        let delayed = std::mem::take(&mut self.delayed);
         ip(&["link", "set", &self.bridge, "up"])?;
         self.record("heal".into());
-        self.apply()
+        self.apply()?;
+        // Only now that no rule queues packets: the held ones go.
+        drop(delayed);
+        Ok(())
+    }
+
+    /// The queue, in the receiving host, of the packets from `from`.
+    fn queue_num(&self, from: &str) -> u16 {
+        self.hosts.keys().position(|n| n == from).unwrap_or(0) as u16
     }
 
     fn record(&mut self, what: String) {
@@ -238,8 +283,14 @@ impl TestNet {
         Ok(())
     }
 
-    /// Writes every host's rules from `blocked` and `lossy`.
-    fn apply(&self) -> anyhow::Result<()> {
+    /// Writes every host's rules from `blocked`, `lossy` and `delayed`.
+    fn apply(&mut self) -> anyhow::Result<()> {
+        self.apply_drops()?;
+        self.apply_queues()
+    }
+
+    /// The nftables rules: drops, certain or random.
+    fn apply_drops(&self) -> anyhow::Result<()> {
         for (name, host) in &self.hosts {
             let mut rules = String::new();
             for (from, to) in &self.blocked {
@@ -262,10 +313,37 @@ impl TestNet {
         }
         Ok(())
     }
+
+    /// The iptables rules that queue delayed directions (nftables on this
+    /// kernel has no `queue` statement; iptables' NFQUEUE target it has).
+    fn apply_queues(&mut self) -> anyhow::Result<()> {
+        let mut rules: BTreeMap<String, String> = BTreeMap::new();
+        for (from, to) in self.delayed.keys() {
+            *rules.entry(to.clone()).or_default() += &format!(
+                "-A INPUT -s {} -j NFQUEUE --queue-num {} --queue-bypass\n",
+                self.hosts[from].addr,
+                self.queue_num(from)
+            );
+        }
+        let hosts: BTreeSet<String> = self.queueing.iter().chain(rules.keys()).cloned().collect();
+        for name in hosts {
+            let table = format!(
+                "*filter\n:INPUT ACCEPT [0:0]\n{}COMMIT\n",
+                rules.get(&name).map_or("", String::as_str)
+            );
+            let netns = &self.hosts[&name].netns;
+            run_in(netns, IPTABLES_RESTORE, &[], &table)
+                .with_context(|| format!("setting the queue rules of {name}"))?;
+        }
+        self.queueing = rules.into_keys().collect();
+        Ok(())
+    }
 }
 
 impl Drop for TestNet {
     fn drop(&mut self) {
+        // The delay threads first: they live in the namespaces.
+        self.delayed.clear();
         for host in self.hosts.values() {
             let _ = ip(&["netns", "del", &host.netns]);
         }
@@ -304,24 +382,29 @@ fn ip_output(args: &[&str]) -> String {
 
 /// Loads `ruleset` into the namespace `netns`.
 fn nft(netns: &str, ruleset: &str) -> anyhow::Result<()> {
-    let nft = super::find_tool("nft").unwrap_or_else(|| "nft".into());
+    run_in(netns, "nft", &["-f", "-"], ruleset)
+}
+
+/// Runs `tool args` in the namespace `netns` with `input` on its stdin.
+fn run_in(netns: &str, tool: &str, args: &[&str], input: &str) -> anyhow::Result<()> {
+    let program = super::find_tool(tool).unwrap_or_else(|| tool.into());
     let mut child = Command::new(ip_program())
         .args(["netns", "exec", netns])
-        .arg(nft)
-        .args(["-f", "-"])
+        .arg(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .context("running nft (nftables)")?;
+        .with_context(|| format!("running {tool}"))?;
     child
         .stdin
         .take()
-        .context("nft's input")?
-        .write_all(ruleset.as_bytes())?;
+        .with_context(|| format!("{tool}'s input"))?
+        .write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("{tool}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
