@@ -74,7 +74,7 @@ pub struct TestNet {
     /// Directions losing a share of their packets, in percent.
     lossy: BTreeMap<(String, String), u8>,
     /// Directions whose packets are held, each by the thread of its queue.
-    delayed: BTreeMap<(String, String), (Delay, DelayedQueue)>,
+    delayed: BTreeMap<(String, String), DelayedQueue>,
     /// Hosts whose iptables rules were set (and must be reset at a heal).
     queueing: BTreeSet<String>,
     events: Vec<NetEvent>,
@@ -213,7 +213,7 @@ impl TestNet {
             // Replaced, not stacked: the old queue lets its packets go.
             self.delayed.remove(&key);
             let queue = DelayedQueue::start(&self.hosts[to].netns, self.queue_num(from), delay)?;
-            self.delayed.insert(key, (delay, queue));
+            self.delayed.insert(key, queue);
         }
         self.record(format!(
             "{} ms ± {} ms delay between {a} and {b}",
