@@ -109,8 +109,8 @@ impl Action {
 /// What a coordinator answered to an action.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ActionOutcome {
-    /// A check, repair or rebuild started; its report shows later as the
-    /// service's `last_check` under this id.
+    /// A check, repair or rebuild started; its report is looked up by this
+    /// id until it exists (`ConsoleClient::check_report`).
     Started(Vec<CheckStarted>),
     Membership(MembershipChanged),
 }

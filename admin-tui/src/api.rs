@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use cart_common::admin::{AddNode, CheckStarted, ClusterView, MembershipChanged, RepairRequest};
+use cart_common::admin::{
+    AddNode, CheckReport, CheckStarted, ClusterView, MembershipChanged, RepairRequest,
+};
 use cart_common::admin_client::{AdminClient, AdminError};
 use cart_common::paths;
 use reqwest::Method;
@@ -43,6 +45,28 @@ impl ConsoleClient {
         self.admin
             .text(addr, paths::METRICS_PATH, READ_TIMEOUT)
             .await
+    }
+
+    /// The report of a check, repair or rebuild this console started, from
+    /// the first coordinator that answers; `None` while it has none yet
+    /// (404: still running).
+    pub async fn check_report(
+        &self,
+        coordinators: &Coordinators,
+        started: &CheckStarted,
+    ) -> Option<CheckReport> {
+        let path = paths::check_report_path(&started.service, &started.check_id);
+        let candidates = coordinators.candidates();
+        let (answer, _) = AdminClient::first_answer(&candidates, AdminError::try_another, |addr| {
+            let path = path.clone();
+            async move {
+                self.admin
+                    .get::<CheckReport>(&addr, &path, READ_TIMEOUT)
+                    .await
+            }
+        })
+        .await;
+        answer.ok().map(|(_, report)| report)
     }
 
     /// The view from the first coordinator that answers, trying `current`

@@ -3,6 +3,8 @@
 //! I/O here: the event loop (`run.rs`) feeds it and carries out the
 //! `Effect`s it returns, and the views render it.
 
+use std::time::Duration;
+
 use cart_common::admin::{CheckReport, ClusterView, Event};
 use cart_common::spec::NodeId;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -154,7 +156,8 @@ struct Pending {
 }
 
 /// How long to wait for a report before giving up on it.
-const PENDING_FOR_MS: u64 = 10 * 60 * 1000;
+pub const PENDING_FOR: Duration = Duration::from_secs(10 * 60);
+const PENDING_FOR_MS: u64 = PENDING_FOR.as_millis() as u64;
 /// Rows a page key moves.
 const PAGE: usize = 10;
 /// The console's own records kept in the events view.
@@ -245,7 +248,6 @@ impl App {
         self.link = Link::Connected(via);
         self.view = Some(view);
         self.view_at_ms = Some(refresh.at_ms);
-        self.finish_pending();
         self.fix_selection();
     }
 
@@ -470,32 +472,22 @@ impl App {
         self.local_events.truncate(LOCAL_EVENTS);
     }
 
-    /// Reports of pending operations that appeared in the new view.
-    fn finish_pending(&mut self) {
-        let Some(view) = &self.view else { return };
-        let mut done = vec![];
-        for (i, p) in self.pending.iter().enumerate() {
-            let report = view
-                .services
-                .iter()
-                .find(|s| s.service == p.service)
-                .and_then(|s| s.last_check.as_ref())
-                .filter(|r| r.check_id == p.check_id);
-            if let Some(report) = report {
-                let (level, summary) = summarize(report);
-                done.push((
-                    i,
-                    p.service.clone(),
-                    level,
-                    format!("{}: {summary}", p.title),
-                ));
-            }
-        }
-        for (i, service, level, text) in done.into_iter().rev() {
-            self.pending.remove(i);
-            self.record(&service, None, &text);
-            self.set_status(level, text);
-        }
+    /// The report of a check, repair or rebuild this console started (looked
+    /// up by its id: the view's `last_check` may already be a later one, such
+    /// as a leader's own periodic check).
+    pub fn on_check_report(&mut self, report: &CheckReport) {
+        let Some(i) = self
+            .pending
+            .iter()
+            .position(|p| p.check_id == report.check_id)
+        else {
+            return;
+        };
+        let p = self.pending.remove(i);
+        let (level, summary) = summarize(report);
+        let text = format!("{}: {summary}", p.title);
+        self.record(&p.service, None, &text);
+        self.set_status(level, text);
     }
 
     /// Selectable rows, in screen order: each service, then its nodes.

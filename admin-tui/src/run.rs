@@ -15,10 +15,11 @@ use tokio::task::JoinSet;
 
 use crate::action::{Action, ActionOutcome};
 use crate::api::ConsoleClient;
-use crate::app::{App, Effect, Level, Refresh, Status};
+use crate::app::{App, Effect, Level, Refresh, Status, PENDING_FOR};
 use crate::cli::Config;
 use crate::failover::Coordinators;
 use crate::views;
+use cart_common::admin::{CheckReport, CheckStarted};
 use cart_common::admin_client::AdminError;
 
 /// How long to wait for a key before looking at updates again.
@@ -31,6 +32,8 @@ pub enum Update {
     View(Refresh),
     Metrics(u64, Vec<(String, Option<String>)>),
     ActionDone(Action, Result<ActionOutcome, AdminError>),
+    /// The report of a check, repair or rebuild the console started.
+    CheckReport(CheckReport),
 }
 
 pub fn now_ms() -> u64 {
@@ -45,6 +48,7 @@ pub fn apply(app: &mut App, update: Update) {
         Update::View(refresh) => app.on_refresh(refresh),
         Update::Metrics(at_ms, pages) => app.on_metrics(at_ms, &pages),
         Update::ActionDone(action, result) => app.on_action_done(&action, result),
+        Update::CheckReport(report) => app.on_check_report(&report),
     }
 }
 
@@ -94,11 +98,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 tx.clone(),
                 wake.clone(),
             );
+            let interval = config.interval;
             runtime.spawn(async move {
                 let snapshot = lock(&coordinators).clone();
                 let result = client.perform(&snapshot, &action).await;
+                let started = match &result {
+                    Ok(ActionOutcome::Started(started)) => started.clone(),
+                    _ => vec![],
+                };
                 let _ = tx.send(Update::ActionDone(action, result));
                 wake.notify_one();
+                for one in started {
+                    let report = await_report(&client, &coordinators, &one, interval).await;
+                    if let Some(report) = report {
+                        let _ = tx.send(Update::CheckReport(report));
+                        wake.notify_one();
+                    }
+                }
             });
         }
     });
@@ -144,6 +160,25 @@ fn ui_loop(
         }
     }
     Ok(())
+}
+
+/// Asks for the report of `started` every `interval` until it exists, for
+/// as long as the app waits for it.
+async fn await_report(
+    client: &ConsoleClient,
+    coordinators: &Shared,
+    started: &CheckStarted,
+    interval: Duration,
+) -> Option<CheckReport> {
+    let give_up = tokio::time::Instant::now() + PENDING_FOR;
+    while tokio::time::Instant::now() < give_up {
+        let snapshot = lock(coordinators).clone();
+        if let Some(report) = client.check_report(&snapshot, started).await {
+            return Some(report);
+        }
+        tokio::time::sleep(interval).await;
+    }
+    None
 }
 
 /// Fetches the cluster view every `interval` (or at once when woken),

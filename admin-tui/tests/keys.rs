@@ -277,7 +277,7 @@ fn a_refused_action_shows_a_readable_error_in_the_status_and_the_events() {
 }
 
 #[test]
-fn a_started_check_reports_its_outcome_when_it_shows_in_the_view() {
+fn a_started_check_reports_its_outcome_when_its_report_arrives_by_id() {
     let mut app = app(healthy());
     let action = Action::Check {
         service: "stock".into(),
@@ -288,11 +288,20 @@ fn a_started_check_reports_its_outcome_when_it_shows_in_the_view() {
     };
     app.on_action_done(&action, Ok(ActionOutcome::Started(vec![started])));
     assert_eq!(app.status.clone().unwrap().level, Level::Info);
+    // A view whose latest report is another check changes nothing, nor does
+    // a report of a check this console did not start.
     app.on_refresh(Refresh {
-        at_ms: NOW + 1000,
+        at_ms: NOW + 500,
         failed: vec![],
         answer: Some((VIA.into(), mismatch())),
     });
+    let mut other = mismatch().services[2].last_check.clone().unwrap();
+    other.check_id = "periodic-1".into();
+    app.on_check_report(&other);
+    assert_eq!(app.status.clone().unwrap().level, Level::Info);
+    let mut report = mismatch().services[2].last_check.clone().unwrap();
+    report.check_id = "stock-check-2".into();
+    app.on_check_report(&report);
     let status = app.status.clone().unwrap();
     assert_eq!(status.level, Level::Error);
     assert_eq!(status.text, "check of stock: MISMATCH on node 2 (1 bucket)");
@@ -307,11 +316,9 @@ fn a_started_check_reports_its_outcome_when_it_shows_in_the_view() {
         check_id: "stock-repair-3".into(),
     };
     app.on_action_done(&repair, Ok(ActionOutcome::Started(vec![started])));
-    app.on_refresh(Refresh {
-        at_ms: NOW + 2000,
-        failed: vec![],
-        answer: Some((VIA.into(), repaired())),
-    });
+    let mut report = repaired().services[2].last_check.clone().unwrap();
+    report.check_id = "stock-repair-3".into();
+    app.on_check_report(&report);
     let status = app.status.unwrap();
     assert_eq!(status.level, Level::Success);
     assert_eq!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cart_cluster::harness::{http_get, LocalCluster};
-use cart_common::admin::{CheckReport, CheckStarted, ServiceView};
+use cart_common::admin::{CheckReport, CheckStarted};
 use cart_common::paths::service_path;
 use cart_common::Service;
 
@@ -119,10 +119,10 @@ async fn operation(
     let started: CheckStarted = req.send().await?.error_for_status()?.json().await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while Instant::now() < deadline {
-        let (_, body) = http_get(&coord, &service_path("stock"), Duration::from_secs(2))?;
-        let view: ServiceView = serde_json::from_str(&body)?;
-        if let Some(report) = view.last_check.filter(|r| r.check_id == started.check_id) {
-            return Ok(report);
+        let path = cart_common::paths::check_report_path("stock", &started.check_id);
+        let (status, body) = http_get(&coord, &path, Duration::from_secs(2))?;
+        if status == 200 {
+            return Ok(serde_json::from_str(&body)?);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -65,13 +65,9 @@ async fn start(cluster: &LocalCluster, what: &str, body: Option<Value>) -> Strin
     started.check_id
 }
 
-/// The report of `check_id`, once it is the group's latest.
+/// The report of the stock check `check_id`, once it has finished.
 async fn report(cluster: &LocalCluster, check_id: &str, timeout: Duration) -> CheckReport {
-    eventually(&format!("the report of {check_id}"), timeout, || async {
-        let view = service_view(cluster, Service::Stock).await?;
-        view.last_check.filter(|r| r.check_id == check_id)
-    })
-    .await
+    common::check_report(cluster, Service::Stock, check_id, timeout).await
 }
 
 async fn stock_on(cluster: &LocalCluster, node: u64, item: &str) -> Option<i64> {
@@ -148,19 +144,46 @@ async fn a_corrupted_key_is_found_in_its_bucket_and_repaired(backend: StorageBac
         Some(1.0)
     );
 
+    // Every report stays readable by its id after later ones; an unknown id
+    // is a 404, one too long to be an id a 400.
+    assert_eq!(
+        report(&cluster, &clean, Duration::from_secs(5))
+            .await
+            .verdict,
+        "clean"
+    );
+    let coord = coordinator_admin(&cluster, Service::Stock, 0);
+    for (id, status, code) in [
+        ("no-such-check".to_string(), 404, "check_not_found"),
+        ("x".repeat(100), 400, "bad_check_id"),
+    ] {
+        let path = cart_common::paths::check_report_path("stock", &id);
+        let (got, body) = admin_call(Method::GET, &coord, &path, None, None).await;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+    }
+
     // The cluster view tells the story; the age of the last clean check is
     // exported.
-    let coord = coordinator_admin(&cluster, Service::Stock, 0);
-    let events: Vec<Event> = common::admin_get(&coord, &format!("{EVENTS_PATH}?service=stock"))
-        .await
-        .unwrap();
-    assert!(events.iter().any(|e| e.kind == "mismatch"), "{events:#?}");
-    assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "repair" && e.node == Some(bad)),
-        "{events:#?}"
-    );
+    // The coordinators learn of reports from the leader's status, at their
+    // next probe after the report was logged.
+    let path = format!("{EVENTS_PATH}?service=stock");
+    eventually(
+        "mismatch and repair events",
+        Duration::from_secs(10),
+        || async {
+            let events: Vec<Event> = common::admin_get(&coord, &path).await?;
+            let mismatch = events.iter().any(|e| e.kind == "mismatch");
+            let repair = events
+                .iter()
+                .any(|e| e.kind == "repair" && e.node == Some(bad));
+            (mismatch && repair).then_some(())
+        },
+    )
+    .await;
     let age = metric(
         &coord,
         "cart_consistency_last_clean_check_age_seconds",

@@ -281,13 +281,8 @@ async fn every_coordinator_shows_the_whole_cluster_and_the_same_history() {
     assert_eq!(started.len(), 3);
     for s in &started {
         let service: Service = s.service.parse().unwrap();
-        let report = eventually("the check's report", Duration::from_secs(30), || async {
-            service_view(&cluster, service)
-                .await?
-                .last_check
-                .filter(|r| r.check_id == s.check_id)
-        })
-        .await;
+        let report =
+            common::check_report(&cluster, service, &s.check_id, Duration::from_secs(30)).await;
         assert_eq!(report.verdict, "clean", "{report:#?}");
     }
 

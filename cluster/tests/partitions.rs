@@ -28,8 +28,8 @@ use cart_services::domain::{Command, Query};
 use cart_services::request_key::RequestKey;
 use common::scenario::{audit, check_out_all, scenario};
 use common::{
-    admin_call, admin_get, bin, coordinator_admin, eventually, metric, service_view, settled,
-    test_timings, Client,
+    admin_call, admin_get, bin, coordinator_admin, eventually, metric, settled, test_timings,
+    Client,
 };
 use reqwest::Method;
 
@@ -734,11 +734,7 @@ async fn a_mixed_load_under_random_partitions_is_linearizable_and_loses_nothing(
         let (status, body) = admin_call(Method::POST, &coord, &path, Some(&token), None).await;
         assert_eq!(status, 200, "{body}");
         let id = body["check_id"].as_str().expect("a check id").to_string();
-        let report = eventually("the check's report", Duration::from_secs(60), || async {
-            let view = service_view(&cluster, service).await?;
-            view.last_check.filter(|r| r.check_id == id)
-        })
-        .await;
+        let report = common::check_report(&cluster, service, &id, Duration::from_secs(60)).await;
         assert_eq!(report.verdict, "clean", "{service}: {report:?}");
     }
 }

@@ -89,6 +89,8 @@ pub const NODE_ROUTE: &str = "/admin/services/{service}/nodes/{id}";
 pub const CHECK_ROUTE: &str = "/admin/services/{service}/check";
 pub const REPAIR_ROUTE: &str = "/admin/services/{service}/repair";
 pub const REBUILD_ROUTE: &str = "/admin/services/{service}/nodes/{id}/rebuild";
+/// One of the latest check reports, by the id its start answered.
+pub const CHECK_REPORT_ROUTE: &str = "/admin/services/{service}/checks/{check_id}";
 
 /// A service's view.
 pub fn service_path(service: &str) -> String {
@@ -107,6 +109,11 @@ pub fn node_path(service: &str, id: u64) -> String {
 
 pub fn check_path(service: &str) -> String {
     format!("{SERVICES_PATH}/{service}/check")
+}
+
+/// The report of the check (or repair, or rebuild) `check_id` started.
+pub fn check_report_path(service: &str, check_id: &str) -> String {
+    format!("{SERVICES_PATH}/{service}/checks/{check_id}")
 }
 
 pub fn repair_path(service: &str) -> String {

@@ -28,6 +28,8 @@ use crate::state::Coordinator;
 
 /// Events in a view unless the caller asks for another number.
 const DEFAULT_EVENTS: usize = 100;
+/// Check ids are UUIDs; anything much longer is not one.
+const MAX_CHECK_ID: usize = 64;
 /// How long a forwarded admin read may take per coordinator tried.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -46,6 +48,7 @@ pub fn routes(spec: &ClusterSpec) -> Router<Arc<Coordinator>> {
     Router::new()
         .route(paths::CLUSTER_PATH, get(cluster))
         .route(paths::SERVICE_ROUTE, get(service))
+        .route(paths::CHECK_REPORT_ROUTE, get(check_report))
         .route(paths::EVENTS_PATH, get(events))
         .route(paths::OWN_EVENTS_PATH, get(own_events))
         .merge(mutating)
@@ -86,6 +89,45 @@ async fn cluster(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>
 async fn service(State(c): State<Arc<Coordinator>>, Path(name): Path<String>) -> Answer {
     let service = parse_service(&name)?;
     Ok(Json(service_view(&c, service).await).into_response())
+}
+
+/// A check's report by id, from the service's leader (a linearizable
+/// read of the reports its group keeps); 404 while the check runs, or once
+/// later ones have pushed it out.
+async fn check_report(
+    State(c): State<Arc<Coordinator>>,
+    Path((name, check_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let service = parse_service(&name)?;
+    if check_id.len() > MAX_CHECK_ID {
+        return Err(ApiError::bad_request(
+            "bad_check_id",
+            format!("a check id has at most {MAX_CHECK_ID} characters"),
+        ));
+    }
+    if service != c.service() {
+        let path = paths::check_report_path(service.name(), &check_id);
+        return Ok(forward_to_service(&c, service, Method::GET, &path, None, &headers).await);
+    }
+    let query = cart_services::domain::Query::FindCheck {
+        check_id: check_id.clone(),
+    };
+    match crate::routes::reply(c.own().read(query).await)? {
+        cart_services::domain::Reply::Check {
+            report: Some(report),
+        } => Ok(Json(report).into_response()),
+        cart_services::domain::Reply::Check { report: None } => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "check_not_found",
+            format!(
+                "no report of check {check_id:?} on {service}: it is still running, \
+                 never existed, or is older than the last {} kept",
+                cart_services::domain::checks::CHECKS_KEPT
+            ),
+        )),
+        other => Err(crate::routes::unexpected(other)),
+    }
 }
 
 async fn events(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>) -> Response {

@@ -65,7 +65,7 @@ pub fn refusal(rejection: Rejection) -> ApiError {
     }
 }
 
-fn unexpected(reply: Reply) -> ApiError {
+pub fn unexpected(reply: Reply) -> ApiError {
     ApiError::internal(format!("unexpected reply {reply:?}"))
 }
 

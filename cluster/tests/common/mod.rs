@@ -294,6 +294,20 @@ pub async fn service_view(
     admin_get(&addr, &cart_common::paths::service_path(service.name())).await
 }
 
+/// The report of the check (or repair) `check_id` of `service`, looked up
+/// by id at coordinator 0, once it has finished.
+pub async fn check_report(
+    cluster: &LocalCluster,
+    service: Service,
+    check_id: &str,
+    timeout: Duration,
+) -> cart_common::admin::CheckReport {
+    let addr = coordinator_admin(cluster, service, 0);
+    let path = cart_common::paths::check_report_path(service.name(), check_id);
+    let what = format!("the report of {service} check {check_id}");
+    eventually(&what, timeout, || admin_get(&addr, &path)).await
+}
+
 pub fn node_view(
     view: &cart_common::admin::ServiceView,
     id: u64,

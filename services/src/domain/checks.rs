@@ -38,6 +38,21 @@ pub(super) fn record(
     Ok(Ok(Reply::Done))
 }
 
+/// The kept report of `check_id`, if any. Keys are `time|check_id`, and
+/// only `CHECKS_KEPT` of them exist, so a scan is cheap.
+pub(super) fn find(store: &dyn StateStore, check_id: &str) -> Result<Outcome, StoreError> {
+    let keys = store.keys(Table::Checks, None, usize::MAX)?;
+    let key = keys
+        .iter()
+        .rev()
+        .find(|k| k.split_once('|').map(|(_, id)| id) == Some(check_id));
+    let report = match key {
+        Some(k) => get_value::<CheckReport>(store, Table::Checks, k)?,
+        None => None,
+    };
+    Ok(Ok(Reply::Check { report }))
+}
+
 /// The most recent report.
 pub(super) fn latest(store: &dyn StateStore) -> Result<Outcome, StoreError> {
     let keys = store.keys(Table::Checks, None, usize::MAX)?;
@@ -45,5 +60,60 @@ pub(super) fn latest(store: &dyn StateStore) -> Result<Outcome, StoreError> {
         Some(k) => get_value::<CheckReport>(store, Table::Checks, k)?,
         None => None,
     };
-    Ok(Ok(Reply::Check(report)))
+    Ok(Ok(Reply::Check { report }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::memory::MemoryStore;
+    use super::*;
+
+    fn report(id: &str, finished_ms: u64) -> CheckReport {
+        CheckReport {
+            check_id: id.to_string(),
+            reason: "manual".into(),
+            started_ms: finished_ms,
+            finished_ms,
+            log_index: 1,
+            verdict: "clean".into(),
+            majority_root: None,
+            replicas: vec![],
+            repair: None,
+        }
+    }
+
+    fn found(store: &MemoryStore, id: &str) -> Option<CheckReport> {
+        match find(store, id) {
+            Ok(Ok(Reply::Check { report })) => report,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_report_is_found_by_id_after_later_ones_until_it_is_no_longer_kept() {
+        let mut s = MemoryStore::default();
+        record(&mut s, &report("mine", 10)).unwrap().unwrap();
+        for i in 0..(CHECKS_KEPT as u64 - 1) {
+            record(&mut s, &report(&format!("later-{i}"), 20 + i))
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(found(&s, "mine"), Some(report("mine", 10)));
+        assert_eq!(found(&s, "min"), None, "a prefix is not the id");
+        assert_eq!(found(&s, "unknown"), None);
+        record(&mut s, &report("one-too-many", 100))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found(&s, "mine"), None, "only the latest are kept");
+        assert!(found(&s, "one-too-many").is_some());
+    }
+
+    #[test]
+    fn a_found_or_missing_report_crosses_the_wire() {
+        for report in [None, Some(report("mine", 10))] {
+            let reply: Outcome = Ok(Reply::Check { report });
+            let text = serde_json::to_string(&reply).unwrap();
+            assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), reply);
+        }
+    }
 }

@@ -273,6 +273,11 @@ pub enum Query {
     },
     /// The latest consistency-check report.
     LatestCheck,
+    /// One of the kept consistency-check reports, by its check id
+    /// (`Reply::Check { report: None }` if none of them has it).
+    FindCheck {
+        check_id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,7 +302,10 @@ pub enum Reply {
     Forgotten {
         count: u64,
     },
-    Check(Option<cart_common::admin::CheckReport>),
+    /// A struct variant: serde cannot tag a newtype variant holding `None`.
+    Check {
+        report: Option<cart_common::admin::CheckReport>,
+    },
 }
 
 /// The code of a business refusal, as answers (`error`), the log and metric
@@ -482,6 +490,7 @@ pub fn query(store: &dyn StateStore, query: &Query) -> Result<Outcome, StoreErro
         Query::OpenCheckouts { limit } => return checkout::open(store, *limit),
         Query::FindStep { tx_id } => return steps::find(store, tx_id),
         Query::LatestCheck => return checks::latest(store),
+        Query::FindCheck { check_id } => return checks::find(store, check_id),
     })
 }
 

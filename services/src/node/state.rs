@@ -386,7 +386,7 @@ impl Node {
 fn latest_check(backend: &dyn Backend) -> Option<cart_common::admin::CheckReport> {
     let view = backend.reader().ok()?;
     match domain::query(view.as_ref(), &Query::LatestCheck) {
-        Ok(Ok(domain::Reply::Check(report))) => report,
+        Ok(Ok(domain::Reply::Check { report })) => report,
         _ => None,
     }
 }
