@@ -12,7 +12,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use crate::action::{Action, ActionOutcome};
 use crate::format;
 use crate::keys::{self, Command};
-use crate::metrics::Traffic;
+use crate::metrics::{NodeKey, Traffic};
 use cart_common::admin_client::AdminError;
 
 /// The views, in tab order.
@@ -22,10 +22,17 @@ pub enum Tab {
     Consistency,
     Events,
     Traffic,
+    Transactions,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 4] = [Tab::Cluster, Tab::Consistency, Tab::Events, Tab::Traffic];
+    pub const ALL: [Tab; 5] = [
+        Tab::Cluster,
+        Tab::Consistency,
+        Tab::Events,
+        Tab::Traffic,
+        Tab::Transactions,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -33,6 +40,7 @@ impl Tab {
             Tab::Consistency => "Consistency",
             Tab::Events => "Events",
             Tab::Traffic => "Traffic",
+            Tab::Transactions => "Transactions",
         }
     }
 
@@ -146,6 +154,17 @@ pub struct Refresh {
     pub answer: Option<(String, ClusterView)>,
 }
 
+/// One round of `/metrics` scrapes: each page, or `None` if its process did
+/// not answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scrapes {
+    pub at_ms: u64,
+    /// By coordinator admin address.
+    pub coordinators: Vec<(String, Option<String>)>,
+    /// Every node of the last view.
+    pub nodes: Vec<(NodeKey, Option<String>)>,
+}
+
 /// A check, repair or rebuild whose report has not shown yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Pending {
@@ -219,8 +238,11 @@ impl App {
             .retain(|p| now.saturating_sub(p.since_ms) < PENDING_FOR_MS);
     }
 
-    pub fn on_metrics(&mut self, at_ms: u64, pages: &[(String, Option<String>)]) {
-        self.traffic.record(at_ms, pages);
+    /// A round of scrapes of the coordinators' and the nodes' `/metrics`.
+    pub fn on_metrics(&mut self, scrapes: &Scrapes) {
+        self.traffic
+            .record_coordinators(scrapes.at_ms, &scrapes.coordinators);
+        self.traffic.record_nodes(scrapes.at_ms, &scrapes.nodes);
     }
 
     /// A new cluster view, or the news that no coordinator answered (the

@@ -96,6 +96,12 @@ pub const KEYS: &[Binding] = &[
         "Traffic view",
         Command::ShowTab(Tab::Traffic),
     ),
+    bind(
+        &[KeyCode::Char('5')],
+        "5",
+        "Transactions view",
+        Command::ShowTab(Tab::Transactions),
+    ),
     bind(&[KeyCode::Tab], "Tab", "next view", Command::NextTab),
     bind(
         &[KeyCode::BackTab],
@@ -221,7 +227,7 @@ pub fn hints(read_only: bool) -> Vec<(&'static str, &'static str)> {
     let mut hints = vec![
         ("?", "help"),
         ("q", "quit"),
-        ("1-4", "views"),
+        ("1-5", "views"),
         ("↑↓", "select"),
     ];
     if !read_only {

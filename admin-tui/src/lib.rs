@@ -15,4 +15,5 @@ pub mod format;
 pub mod keys;
 pub mod metrics;
 pub mod run;
+pub mod slow;
 pub mod views;

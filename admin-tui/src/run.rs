@@ -15,11 +15,12 @@ use tokio::task::JoinSet;
 
 use crate::action::{Action, ActionOutcome};
 use crate::api::ConsoleClient;
-use crate::app::{App, Effect, Level, Refresh, Status, PENDING_FOR};
+use crate::app::{App, Effect, Level, Refresh, Scrapes, Status, PENDING_FOR};
 use crate::cli::Config;
 use crate::failover::Coordinators;
+use crate::metrics::NodeKey;
 use crate::views;
-use cart_common::admin::{CheckReport, CheckStarted};
+use cart_common::admin::{CheckReport, CheckStarted, ClusterView};
 use cart_common::admin_client::AdminError;
 
 /// How long to wait for a key before looking at updates again.
@@ -30,7 +31,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// What the background tasks tell the UI thread.
 pub enum Update {
     View(Refresh),
-    Metrics(u64, Vec<(String, Option<String>)>),
+    Metrics(Scrapes),
     ActionDone(Action, Result<ActionOutcome, AdminError>),
     /// The report of a check, repair or rebuild the console started.
     CheckReport(CheckReport),
@@ -46,7 +47,7 @@ pub fn now_ms() -> u64 {
 pub fn apply(app: &mut App, update: Update) {
     match update {
         Update::View(refresh) => app.on_refresh(refresh),
-        Update::Metrics(at_ms, pages) => app.on_metrics(at_ms, &pages),
+        Update::Metrics(scrapes) => app.on_metrics(&scrapes),
         Update::ActionDone(action, result) => app.on_action_done(&action, result),
         Update::CheckReport(report) => app.on_check_report(&report),
     }
@@ -162,6 +163,39 @@ fn ui_loop(
     Ok(())
 }
 
+/// Every node of a view, with its address.
+fn node_targets(view: &ClusterView) -> Vec<(NodeKey, String)> {
+    view.services
+        .iter()
+        .flat_map(|s| {
+            s.nodes.iter().map(|n| {
+                let key = NodeKey {
+                    service: s.service.clone(),
+                    id: n.id,
+                };
+                (key, n.addr.clone())
+            })
+        })
+        .collect()
+}
+
+/// Every `(key, address)`'s `/metrics` page at once, or `None` for each
+/// process that did not answer in time.
+async fn scrape<K: Send + 'static>(
+    client: &ConsoleClient,
+    targets: impl IntoIterator<Item = (K, String)>,
+) -> Vec<(K, Option<String>)> {
+    let mut scrapes = JoinSet::new();
+    for (key, addr) in targets {
+        let client = client.clone();
+        scrapes.spawn(async move {
+            let page = client.metrics_page(&addr).await.ok();
+            (key, page)
+        });
+    }
+    scrapes.join_all().await
+}
+
 /// Asks for the report of `started` every `interval` until it exists, for
 /// as long as the app waits for it.
 async fn await_report(
@@ -183,7 +217,8 @@ async fn await_report(
 
 /// Fetches the cluster view every `interval` (or at once when woken),
 /// from the current coordinator or, failing that, the next that answers;
-/// then scrapes every known coordinator's metrics.
+/// then scrapes the metrics of every known coordinator and of every node of
+/// the view (at the addresses the view gives: the console must reach them).
 async fn refresher(
     client: ConsoleClient,
     coordinators: Shared,
@@ -191,6 +226,7 @@ async fn refresher(
     wake: Arc<Notify>,
     interval: Duration,
 ) {
+    let mut nodes = vec![];
     loop {
         let candidates = lock(&coordinators).candidates();
         let (answer, failed) = client.cluster_view_from(&candidates).await;
@@ -198,6 +234,10 @@ async fn refresher(
             let mut c = lock(&coordinators);
             c.use_addr(via);
             c.learn(view);
+        }
+        if let Some((_, view)) = &answer {
+            // Without a view, the nodes last seen are still scraped.
+            nodes = node_targets(view);
         }
         let refresh = Refresh {
             at_ms: now_ms(),
@@ -207,17 +247,20 @@ async fn refresher(
         if tx.send(Update::View(refresh)).is_err() {
             return;
         }
-        let addrs = lock(&coordinators).all().to_vec();
-        let mut scrapes = JoinSet::new();
-        for addr in addrs {
-            let client = client.clone();
-            scrapes.spawn(async move {
-                let page = client.metrics_page(&addr).await.ok();
-                (addr, page)
-            });
-        }
-        let pages = scrapes.join_all().await;
-        if tx.send(Update::Metrics(now_ms(), pages)).is_err() {
+        let coordinator_addrs = lock(&coordinators).all().to_vec();
+        let (coordinators_pages, node_pages) = tokio::join!(
+            scrape(
+                &client,
+                coordinator_addrs.into_iter().map(|a| (a.clone(), a))
+            ),
+            scrape(&client, nodes.clone()),
+        );
+        let scrapes = Scrapes {
+            at_ms: now_ms(),
+            coordinators: coordinators_pages,
+            nodes: node_pages,
+        };
+        if tx.send(Update::Metrics(scrapes)).is_err() {
             return;
         }
         tokio::select! {

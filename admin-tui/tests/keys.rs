@@ -45,9 +45,15 @@ fn number_keys_and_tab_switch_views() {
     press(&mut app, KeyCode::Tab);
     assert_eq!(app.tab, Tab::Traffic);
     press(&mut app, KeyCode::Tab);
+    assert_eq!(app.tab, Tab::Transactions);
+    press(&mut app, KeyCode::Tab);
     assert_eq!(app.tab, Tab::Cluster, "Tab wraps around");
     press(&mut app, KeyCode::BackTab);
+    assert_eq!(app.tab, Tab::Transactions);
+    type_keys(&mut app, "4");
     assert_eq!(app.tab, Tab::Traffic);
+    type_keys(&mut app, "5");
+    assert_eq!(app.tab, Tab::Transactions);
     type_keys(&mut app, "2");
     assert_eq!(app.tab, Tab::Consistency);
     type_keys(&mut app, "1");

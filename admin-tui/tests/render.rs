@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use cart_admin_tui::app::{App, Tab};
 use cart_admin_tui::keys::KEYS;
 use cart_admin_tui::views;
+use cart_admin_tui::views::chart;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use fixtures::*;
 use ratatui::backend::TestBackend;
@@ -276,42 +277,158 @@ fn on_ref(app: &mut App, tab: Tab) -> &App {
     app
 }
 
+/// The row of the first line under `below` that holds `label`.
+fn row_below(screen: &Buffer, below: &str, label: &str) -> u16 {
+    let y = find(screen, below).1;
+    lines(screen)
+        .iter()
+        .enumerate()
+        .skip(y as usize)
+        .find(|(_, l)| l.contains(label))
+        .map(|(i, _)| i as u16)
+        .unwrap_or_else(|| panic!("no {label:?} under {below:?}:\n{}", text(screen)))
+}
+
+/// The colour of the first bar drawn on row `y` right of the label that
+/// starts at `x` (a wide screen has two charts side by side).
+fn first_bar_from(screen: &Buffer, x: u16, y: u16) -> Option<Color> {
+    (x + chart::LABEL..screen.area.width)
+        .find(|x| !matches!(screen[(*x, y)].symbol(), " " | "m" | "a" | "x"))
+        .map(|x| screen[(x, y)].fg)
+}
+
+fn first_bar(screen: &Buffer, y: u16) -> Option<Color> {
+    first_bar_from(screen, 0, y)
+}
+
 #[test]
-fn traffic_shows_rates_errors_and_p99_as_sparklines() {
+fn traffic_shows_the_public_api_beside_each_groups_writes_and_reads() {
     let app = on(with_traffic(app(healthy())), Tab::Traffic);
     for size in [SMALL, WIDE] {
         let screen = draw(&app, size);
-        for s in SERVICES {
+        // Every service is on a wide screen; the first at least on a small one.
+        let shown: &[&str] = if size == WIDE {
+            &SERVICES
+        } else {
+            &SERVICES[..1]
+        };
+        for s in shown {
             find(&screen, &format!("{s:<8}last "));
         }
-        find(&screen, "req/s 39.0");
-        find(&screen, "p99 5.0 ms");
-        // The stock error burst draws bars in red on the errors line.
-        let (_, y) = find_on_line(&screen, "stock   last", "stock");
-        let errors_y = lines(&screen)
-            .iter()
-            .enumerate()
-            .skip(y as usize)
-            .find(|(_, l)| l.contains("errors/s"))
-            .map(|(i, _)| i as u16)
-            .unwrap();
-        let bars = (22..size.0)
-            .filter(|x| screen[(*x, errors_y)].symbol() != " ")
-            .count();
-        assert!(bars > 0, "no error bars:\n{}", text(&screen));
-        let bar = (22..size.0)
-            .find(|x| screen[(*x, errors_y)].symbol() != " ")
-            .unwrap();
-        assert_eq!(screen[(bar, errors_y)].fg, Color::Red);
+        find(&screen, "entries 25.0/s · 4.8 writes/entry · applied 119/s");
+        find(&screen, "public req     39.0/s");
+        find(&screen, "public p99     5.0 ms");
+        find(&screen, "writes         119/s");
+        find(&screen, "reads          34.0/s");
+        find(&screen, "write p99      10.0 ms");
+        // Every sparkline carries its scale.
+        find_on_line(&screen, "public req     39.0/s", "max 39.0");
+        find_on_line(&screen, "writes         119/s", "max 119");
+        // The group's writes are drawn in green.
+        let y = row_below(&screen, "order   last", "writes   ");
+        let (x, _) = find_on_line(&screen, "writes   ", "writes   ");
+        assert_eq!(first_bar_from(&screen, x - 2, y), Some(Color::Green));
     }
+    // The stock error burst draws red bars on stock's errors line; the
+    // selection scrolls a small screen down to it.
+    let mut app = app;
+    app.selection = Some(cart_admin_tui::app::Selection {
+        service: "stock".into(),
+        node: None,
+    });
+    let screen = draw(&app, SMALL);
+    let errors = row_below(&screen, "stock   last", "public errors");
+    assert_eq!(
+        first_bar(&screen, errors),
+        Some(Color::Red),
+        "{}",
+        text(&screen)
+    );
 }
 
 #[test]
 fn traffic_without_samples_says_so() {
     let app = on(app(healthy()), Tab::Traffic);
     let screen = draw(&app, SMALL);
-    find(&screen, "order   no samples yet");
-    find(&screen, "req/s -");
+    find(&screen, "order   no samples yet · no node metrics yet");
+    find(&screen, "public req     -");
+    find(&screen, "writes         -");
+}
+
+#[test]
+fn transactions_show_checkouts_by_outcome_sagas_and_recoveries() {
+    let busy = on(
+        with_traffic(app(with_saga_recovery(healthy()))),
+        Tab::Transactions,
+    );
+    for (size, name) in [(SMALL, "transactions_80x24"), (WIDE, "transactions_160x48")] {
+        let screen = draw(&busy, size);
+        find(
+            &screen,
+            "checkouts 25.0/s · paid 92% · refused 2.0/s · failed 0/s",
+        );
+        find(
+            &screen,
+            "sagas in flight 2, oldest 0.04 s · compensations 0.50/s",
+        );
+        find_on_line(&screen, "paid           23.0/s", "max 23.0");
+        find(&screen, "no stock       2.0/s");
+        find(
+            &screen,
+            "sagas recovered after leader changes · 1 recoveries",
+        );
+        let (_, y) = find(
+            &screen,
+            "node 2 took over 3 open checkout(s) as leader of term 4",
+        );
+        let kind = find_on_line(&screen, "node 2 took over", "saga_recovery");
+        assert_eq!(kind.1, y);
+        assert_eq!(fg(&screen, kind), Color::Yellow);
+        let paid = row_below(&screen, "checkouts answered", "paid   ");
+        assert_eq!(first_bar(&screen, paid), Some(Color::Green));
+        assert_snapshot(name, &screen);
+    }
+    // Without traffic or events it says what it lacks.
+    let screen = draw(&on(app(healthy()), Tab::Transactions), SMALL);
+    find(&screen, "checkouts 0/s · refused 0/s · failed 0/s");
+    find(&screen, "sagas in flight -, oldest -");
+    find(&screen, "no order leader change in the events");
+}
+
+#[test]
+fn the_cluster_view_says_which_replica_makes_a_group_slow() {
+    let screen = draw(&with_traffic(app(healthy())), WIDE);
+    let load = "load  queue 3 · in flight 1 · uncommitted 1 · ok";
+    let ok = find_on_line(&screen, load, "ok");
+    assert_eq!(fg(&screen, ok), Color::Green);
+    find_on_line(&screen, "  node 2", "1.7 ms");
+
+    let slow = with_slow_group(app(healthy()));
+    for size in [SMALL, WIDE] {
+        let screen = draw(&slow, size);
+        let busy = find(&screen, "leader 1 overloaded (4000 writes queued)");
+        assert_eq!(fg(&screen, busy), Color::Yellow);
+    }
+    let screen = draw(&slow, WIDE);
+    find(&screen, "slow disk on node 2 (fsync p99 85 ms)");
+    let stock = find(&screen, "stock   leader").1;
+    let node2 = row_below(&screen, "stock   leader", "  node 2");
+    assert!(node2 > stock);
+    assert!(lines(&screen)[node2 as usize].contains("85.0 ms"));
+    assert_snapshot("slow_group_cluster_160x48", &screen);
+
+    // A follower seconds behind is named too.
+    let mut view = healthy();
+    view.services[1].nodes[2].lag_seconds = Some(4.5);
+    let screen = draw(&with_traffic(app(view)), WIDE);
+    find(&screen, "node 3 falls behind (4.5 s)");
+    // Before any node metrics, the line says so.
+    let screen = draw(&app(healthy()), WIDE);
+    find(&screen, "load  no metrics from the leader yet");
+    // A narrow screen has the verdict in the title line.
+    let screen = draw(&with_traffic(app(healthy())), SMALL);
+    let ok = find_on_line(&screen, "order   leader 1 · term 3 · 3/3 up · ok", "ok");
+    assert_eq!(fg(&screen, ok), Color::Green);
 }
 
 #[test]

@@ -49,6 +49,11 @@ pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     )
 }
 
+/// A gauge of fractional values without labels.
+pub fn float_gauge(name: &str, help: &str) -> prometheus::Gauge {
+    float_gauge_vec(name, help, &[]).with_label_values::<&str>(&[])
+}
+
 /// A gauge of fractional values (seconds, ratios).
 pub fn float_gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let opts = Opts::new(name, help).namespace(NAMESPACE);

@@ -31,6 +31,9 @@ pub struct NodeMetrics {
     pub log_entries_evicted: IntCounter,
     pub log_disk_reads: IntCounter,
     pub proposal_batch_writes: Histogram,
+    pub proposal_queue: IntGauge,
+    pub proposals_in_flight: IntGauge,
+    pub write_seconds: Histogram,
 }
 
 pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
@@ -137,6 +140,23 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "raft_log_disk_reads_total",
         "Raft log entries read back from the segment files (for a follower behind, or a replay \
          after a restart) because they were no longer in memory.",
+    ),
+    proposal_queue: gauge(
+        "raft_proposal_queue_writes",
+        "Writes waiting in the leader's queue for the next Raft entry (refused with 429 beyond \
+         10000): a queue that stays long is a leader that cannot keep up.",
+    ),
+    proposals_in_flight: gauge(
+        "raft_proposals_in_flight",
+        "Entries of batched writes the leader handed to Raft and has not yet seen applied (at \
+         most 1: see raft/proposer.rs).",
+    ),
+    write_seconds: histogram(
+        "raft_write_duration_seconds",
+        "Time of one write on the leader, from joining the queue to its applied outcome (queue \
+         wait, append, replication to a majority, fsync, apply); remembered request ids are not \
+         counted.",
+        LATENCY_BUCKETS,
     ),
     proposal_batch_writes: histogram(
         "raft_proposal_batch_writes",

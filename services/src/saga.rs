@@ -26,11 +26,11 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use cart_common::metrics::{
-    counter, counter_vec, gauge, histogram_vec, precreate, LATENCY_BUCKETS,
+    counter, counter_vec, float_gauge, gauge, histogram_vec, precreate, LATENCY_BUCKETS,
 };
 use cart_common::{ClusterSpec, Service};
 use openraft::{BasicNode, ServerState};
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -72,7 +72,9 @@ pub struct Sagas {
     health: Arc<Health>,
     payment: PeerService,
     stock: PeerService,
-    running: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+    /// Sagas being driven here: their progress, and when each driver started
+    /// (for the age of the oldest).
+    running: Mutex<HashMap<String, (Instant, watch::Receiver<Progress>)>>,
     /// How long a checkout request waits for its saga's outcome.
     wait: Duration,
     /// Finished transactions are forgotten after this long.
@@ -222,11 +224,11 @@ impl Sagas {
     /// Starts a driver for `tx_id` unless one runs; returns its progress.
     fn drive(self: &Arc<Self>, tx_id: &str) -> watch::Receiver<Progress> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rx) = running.get(tx_id) {
+        if let Some((_, rx)) = running.get(tx_id) {
             return rx.clone();
         }
         let (tx, rx) = watch::channel(Progress::Running);
-        running.insert(tx_id.to_string(), rx.clone());
+        running.insert(tx_id.to_string(), (Instant::now(), rx.clone()));
         METRICS.sagas_in_flight.set(running.len() as i64);
         let sagas = self.clone();
         let tx_id = tx_id.to_string();
@@ -240,10 +242,23 @@ impl Sagas {
                 let mut running = sagas.running.lock().unwrap_or_else(|p| p.into_inner());
                 running.remove(&tx_id);
                 METRICS.sagas_in_flight.set(running.len() as i64);
+                if running.is_empty() {
+                    METRICS.oldest_in_flight.set(0.0);
+                }
             }
             .instrument(span),
         );
         rx
+    }
+
+    /// The age of the oldest saga driven here, as of this sweep: a saga
+    /// stuck on a step shows as an age that keeps growing.
+    fn export_oldest_age(&self) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = running.values().map(|(started, _)| *started).min();
+        METRICS
+            .oldest_in_flight
+            .set(oldest.map_or(0.0, |s| s.elapsed().as_secs_f64()));
     }
 
     /// Drives one checkout to its end, or until this node is not leader.
@@ -437,6 +452,7 @@ impl Sagas {
                 continue;
             }
             METRICS.sweeps.inc();
+            self.export_oldest_age();
             let term = self.raft.metrics().borrow().current_term;
             if led_term != Some(term) {
                 // New leadership: make sure everything committed before it
@@ -586,6 +602,7 @@ fn init_series() {
     METRICS.sweeps.inc_by(0);
     METRICS.checkouts_handed_over.inc_by(0);
     METRICS.sagas_in_flight.set(0);
+    METRICS.oldest_in_flight.set(0.0);
     precreate(&METRICS.forget_runs, [["ok"], ["failed"]]);
     precreate(&METRICS.step_retries, StepKind::ALL.map(|s| [s.as_str()]));
     precreate(
@@ -619,6 +636,7 @@ pub(crate) fn leader_hint(
 struct SagaMetrics {
     sagas: IntCounterVec,
     sagas_in_flight: IntGauge,
+    oldest_in_flight: Gauge,
     sagas_recovered: IntCounter,
     sweeps: IntCounter,
     checkouts_handed_over: IntCounter,
@@ -639,6 +657,11 @@ static METRICS: LazyLock<SagaMetrics> = LazyLock::new(|| SagaMetrics {
     sagas_in_flight: gauge(
         "sagas_in_flight",
         "Checkout sagas this node is driving right now.",
+    ),
+    oldest_in_flight: float_gauge(
+        "saga_oldest_in_flight_seconds",
+        "Age of the oldest checkout saga this node is driving, as of its last sweep (once a \
+         second); 0 when none runs.",
     ),
     sagas_recovered: counter(
         "sagas_recovered_total",

@@ -1,6 +1,8 @@
 //! The Cluster view: a summary line, then per service its leader and term,
-//! a table of its nodes (status, Raft role, term, applied index, lag) and a
-//! line of its coordinators.
+//! its load (the leader's queue of writes, entries in flight and
+//! uncommitted, and what looks slow: `slow::diagnose`), a table of its nodes
+//! (status, Raft role, term, applied index, lag, fsync p99) and a line of
+//! its coordinators.
 
 use cart_common::admin::{NodeHealth, NodeView, ServiceView};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -12,12 +14,17 @@ use ratatui::Frame;
 use super::{health_span, selected_style, title_line, WIDE};
 use crate::app::{App, Link};
 use crate::format;
+use crate::slow;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [summary_area, rest] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
     frame.render_widget(Paragraph::new(summary(app)), summary_area);
-    super::service_sections(frame, rest, app, section_height, render_service);
+    if area.width >= WIDE {
+        super::service_sections(frame, rest, app, section_height_wide, render_wide);
+    } else {
+        super::service_sections(frame, rest, app, section_height, render_narrow);
+    }
 }
 
 /// What shows before the first view arrives: which coordinators were
@@ -41,14 +48,31 @@ pub fn waiting(app: &App) -> Text<'static> {
     }
 }
 
-/// Title, blank-or-error line, table header, nodes, coordinators, gap.
+/// Title, then the error line or the table header and nodes; coordinators,
+/// gap. A wide screen has a load line under the title; a narrow one puts
+/// only the verdict in the title.
 fn section_height(s: &ServiceView) -> u16 {
-    let nodes = if s.error.is_some() {
-        1
-    } else {
-        1 + s.nodes.len()
-    };
-    (1 + nodes + 1 + 1) as u16
+    (1 + body_height(s, false) + 1 + 1) as u16
+}
+
+fn section_height_wide(s: &ServiceView) -> u16 {
+    (1 + body_height(s, true) + 1 + 1) as u16
+}
+
+fn body_height(s: &ServiceView, wide: bool) -> usize {
+    match (&s.error, wide) {
+        (Some(_), _) => 1,
+        (None, false) => 1 + s.nodes.len(),
+        (None, true) => 1 + 1 + s.nodes.len(),
+    }
+}
+
+fn render_narrow(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
+    render_service(frame, area, app, s, false);
+}
+
+fn render_wide(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
+    render_service(frame, area, app, s, true);
 }
 
 /// "nodes up 8/9 · leaders 3/3 · coordinators 6/6 reachable".
@@ -99,7 +123,7 @@ fn summary(app: &App) -> Line<'static> {
     Line::from(spans)
 }
 
-fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
+fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView, wide: bool) {
     let selected_service = app
         .selection
         .as_ref()
@@ -132,15 +156,16 @@ fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
         };
         facts.push(Span::raw(" · "));
         facts.push(Span::styled(format!("{up}/{} up", s.nodes.len()), style));
+        if !wide {
+            if let Some(verdict) = verdict(app, s) {
+                facts.push(Span::raw(" · "));
+                facts.push(verdict);
+            }
+        }
     }
-    let rows_height = if s.error.is_some() {
-        1
-    } else {
-        1 + s.nodes.len() as u16
-    };
-    let [title, table_area, coords, _gap] = Layout::vertical([
+    let [title, body, coords, _gap] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(rows_height),
+        Constraint::Length(body_height(s, wide) as u16),
         Constraint::Length(1),
         Constraint::Fill(1),
     ])
@@ -151,32 +176,97 @@ fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
     );
     match &s.error {
         Some(error) => {
-            let text = format::truncate(error, table_area.width.saturating_sub(2) as usize);
+            let text = format::truncate(error, body.width.saturating_sub(2) as usize);
             let line = Line::styled(format!("  {text}"), Style::new().fg(Color::Red));
-            frame.render_widget(Paragraph::new(line), table_area);
+            frame.render_widget(Paragraph::new(line), body);
         }
         None => {
+            let table_area = if wide {
+                let [load, table_area] =
+                    Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(body);
+                frame.render_widget(Paragraph::new(load_line(app, s)), load);
+                table_area
+            } else {
+                body
+            };
             let selected_node = selected_service.and_then(|sel| sel.node);
-            frame.render_widget(node_table(s, selected_node, area.width >= WIDE), table_area);
+            let table = node_table(app, s, selected_node, wide);
+            frame.render_widget(table, table_area);
         }
     }
     frame.render_widget(Paragraph::new(coordinator_line(app, s)), coords);
 }
 
-fn node_table(s: &ServiceView, selected: Option<u64>, wide: bool) -> Table<'static> {
+/// "  load  queue 0 · in flight 1 · uncommitted 0 · ok", from the
+/// leader's latest `/metrics`, then what looks slow.
+fn load_line(app: &App, s: &ServiceView) -> Line<'static> {
+    let dim = Style::new().fg(Color::DarkGray);
+    let mut spans = vec![Span::styled("  load  ", dim)];
+    let leader_load = s
+        .leader
+        .and_then(|l| app.traffic.loads(&s.service).find(|(id, _)| *id == l))
+        .map(|(_, load)| *load);
+    let Some(load) = leader_load else {
+        spans.push(Span::styled("no metrics from the leader yet", dim));
+        return Line::from(spans);
+    };
+    spans.push(Span::raw(format!(
+        "queue {:.0} · in flight {:.0} · uncommitted {:.0}",
+        load.queue, load.in_flight, load.uncommitted
+    )));
+    spans.push(Span::styled(" · ", dim));
+    spans.extend(verdict(app, s));
+    Line::from(spans)
+}
+
+/// "ok" in green, or what looks slow in yellow; nothing before the
+/// leader's metrics arrive.
+fn verdict(app: &App, s: &ServiceView) -> Option<Span<'static>> {
+    let leader = s.leader?;
+    app.traffic
+        .loads(&s.service)
+        .find(|(id, _)| *id == leader)?;
+    let findings = slow::diagnose(s, &app.traffic);
+    Some(if findings.is_empty() {
+        Span::styled("ok", Style::new().fg(Color::Green))
+    } else {
+        let text: Vec<String> = findings.iter().map(slow::Finding::text).collect();
+        Span::styled(
+            text.join("; "),
+            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        )
+    })
+}
+
+fn node_table(app: &App, s: &ServiceView, selected: Option<u64>, wide: bool) -> Table<'static> {
     let mut header = vec![
-        "  NODE", "STATUS", "ROLE", "TERM", "APPLIED", "LAG", "LAG s", "SEEN",
+        "  NODE",
+        "STATUS",
+        "ROLE",
+        "TERM",
+        "APPLIED",
+        "LAG",
+        "LAG s",
+        "SEEN",
+        "FSYNC p99",
     ];
     let mut widths = vec![
         Constraint::Length(8),
-        Constraint::Length(12),
+        // "catching up"; a wide screen also says why a node is down.
+        Constraint::Length(if wide { 16 } else { 11 }),
         Constraint::Length(10),
         Constraint::Length(5),
-        Constraint::Length(9),
+        Constraint::Length(8),
         Constraint::Length(7),
         Constraint::Length(6),
         Constraint::Length(7),
+        Constraint::Length(9),
     ];
+    let fsync: std::collections::BTreeMap<u64, Option<f64>> = app
+        .traffic
+        .loads(&s.service)
+        .map(|(id, l)| (id, l.fsync_p99_ms))
+        .collect();
     if wide {
         header.extend(["COMMIT", "LAST LOG", "ADDRESS"]);
         widths.extend([
@@ -219,6 +309,13 @@ fn node_table(s: &ServiceView, selected: Option<u64>, wide: bool) -> Table<'stat
                 n.last_seen_ms_ago
                     .map(format::millis)
                     .unwrap_or_else(|| "-".into()),
+            ),
+            Cell::from(
+                fsync
+                    .get(&n.id)
+                    .copied()
+                    .flatten()
+                    .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
             ),
         ];
         if wide {

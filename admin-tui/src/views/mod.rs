@@ -2,11 +2,13 @@
 //! check every view from fixed fixtures. The screen is the tabs line, the
 //! current view, a status line and the key-hint bar, with popups on top.
 
+pub mod chart;
 pub mod cluster;
 pub mod consistency;
 pub mod events;
 pub mod popup;
 pub mod traffic;
+pub mod transactions;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -36,6 +38,7 @@ pub fn render(frame: &mut Frame, app: &App) {
         Tab::Consistency => consistency::render(frame, body, app),
         Tab::Events => events::render(frame, body, app),
         Tab::Traffic => traffic::render(frame, body, app),
+        Tab::Transactions => transactions::render(frame, body, app),
     }
     render_status(frame, status, app);
     render_hints(frame, hints, app);
@@ -150,6 +153,9 @@ fn render_hints(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// Draws one service's section of a view.
+pub type RenderSection = fn(&mut Frame, Rect, &App, &cart_common::admin::ServiceView);
+
 /// Renders one section per service of the current view in `area`, stacked
 /// and scrolled so the selected service shows (or, before the first view,
 /// what was tried). Shared by the Cluster and Consistency views.
@@ -158,7 +164,7 @@ pub fn service_sections(
     area: Rect,
     app: &App,
     height: fn(&cart_common::admin::ServiceView) -> u16,
-    render: fn(&mut Frame, Rect, &App, &cart_common::admin::ServiceView),
+    render: RenderSection,
 ) {
     let Some(view) = &app.view else {
         frame.render_widget(

@@ -1,125 +1,158 @@
-//! The Traffic view: per service, request rate, error rate and p99 latency
-//! of the public API as sparklines over the last minutes (newest on the
-//! right), from the coordinators' `/metrics`.
+//! The Traffic view: per service, the public API on the coordinators
+//! (requests, errors, p99) beside what its Raft group does (writes proposed,
+//! linearizable reads, p99 of a write, from the nodes' `/metrics`), as
+//! sparklines over the last minutes, newest on the right. The title line
+//! adds entries per second, writes per entry and writes applied. With
+//! `cross_service = "direct"` the payment and stock coordinators see little:
+//! the order nodes call those groups themselves, and only the nodes count it.
 
-use std::collections::VecDeque;
-
+use cart_common::admin::ServiceView;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Sparkline};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use super::title_line;
+use super::chart::{self, Series, Unit};
+use super::{title_line, WIDE};
 use crate::app::App;
-use crate::format;
-use crate::metrics::Point;
+use crate::metrics::Metric;
 
-/// Which number of a point a sparkline draws.
-type Metric = fn(&Point) -> f64;
-
-/// Width of the label left of each sparkline.
-const LABEL: u16 = 22;
+/// Rows per series column.
+const ROWS: u16 = 3;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let mut services: Vec<String> = app
-        .view
-        .as_ref()
-        .map(|v| v.services.iter().map(|s| s.service.clone()).collect())
-        .unwrap_or_default();
-    if services.is_empty() {
-        frame.render_widget(Paragraph::new(super::cluster::waiting(app)), area);
-        return;
-    }
-    services.dedup();
     let [note, rest] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
-    let note_text = "public API of every coordinator, from /metrics; newest on the right";
+    let note_text = "public API from the coordinators · group from the nodes · newest on the right";
     frame.render_widget(
         Paragraph::new(Line::styled(note_text, Style::new().fg(Color::DarkGray))),
         note,
     );
-    let areas = Layout::vertical(services.iter().map(|_| Constraint::Fill(1))).split(rest);
-    for (service, area) in services.iter().zip(areas.iter()) {
-        render_service(frame, *area, app, service);
-    }
+    let height = if area.width >= WIDE {
+        section_height_wide
+    } else {
+        section_height
+    };
+    let render: super::RenderSection = if area.width >= WIDE {
+        render_wide
+    } else {
+        render_narrow
+    };
+    super::service_sections(frame, rest, app, height, render);
 }
 
-fn render_service(frame: &mut Frame, area: Rect, app: &App, service: &str) {
-    let empty = VecDeque::new();
-    let points = app.traffic.points(service).unwrap_or(&empty);
-    let [title, body] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
-    let shown = points.len().min(area.width.saturating_sub(LABEL) as usize);
-    let first = points.get(points.len() - shown);
-    let span = match (first, points.back()) {
-        (Some(a), Some(b)) if b.at_ms > a.at_ms => {
-            format!("last {}", format::age(b.at_ms - a.at_ms))
-        }
-        _ => "no samples yet".to_string(),
-    };
-    let facts = vec![Span::styled(span, Style::new().fg(Color::DarkGray))];
-    frame.render_widget(Paragraph::new(title_line(service, facts, false)), title);
-    if body.height == 0 {
-        return;
-    }
-    let rows = Layout::vertical([
-        Constraint::Fill(1),
-        Constraint::Fill(1),
+/// Title, the public rows, the group's rows, a gap.
+fn section_height(_: &ServiceView) -> u16 {
+    1 + 2 * ROWS + 1
+}
+
+/// Title, the two columns side by side, a gap.
+fn section_height_wide(_: &ServiceView) -> u16 {
+    1 + ROWS + 1
+}
+
+fn render_narrow(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
+    let [title, public, group, _gap] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(ROWS),
+        Constraint::Length(ROWS),
         Constraint::Fill(1),
     ])
-    .split(body);
-    let last = points.back();
-    let series: [(String, Color, Metric); 3] = [
-        (
-            format!(
-                "req/s {}",
-                last.map_or("-".into(), |p| format::rate(p.rate))
-            ),
-            Color::Cyan,
-            |p| p.rate,
-        ),
-        (
-            format!(
-                "errors/s {}",
-                last.map_or("-".into(), |p| format::rate(p.error_rate))
-            ),
-            Color::Red,
-            |p| p.error_rate,
-        ),
-        (
-            format!(
-                "p99 {}",
-                last.and_then(|p| p.p99_ms)
-                    .map_or("-".into(), |ms| format!("{ms:.1} ms"))
-            ),
-            Color::Yellow,
-            |p| p.p99_ms.unwrap_or(0.0),
-        ),
-    ];
-    for ((label, color, value), row) in series.iter().zip(rows.iter()) {
-        let [label_area, chart] =
-            Layout::horizontal([Constraint::Length(LABEL), Constraint::Fill(1)]).areas(*row);
-        frame.render_widget(Paragraph::new(format!("  {label}")), label_area);
-        let width = chart.width as usize;
-        let data: Vec<u64> = points
-            .iter()
-            .skip(points.len().saturating_sub(width))
-            .map(|p| scaled(value(p)))
-            .collect();
-        // Never all-zero bars on a scale of zero: a flat line stays flat.
-        let max = data.iter().copied().max().unwrap_or(0).max(1);
-        let sparkline = Sparkline::default()
-            .data(&data)
-            .max(max)
-            .style(Style::new().fg(*color));
-        frame.render_widget(sparkline, chart);
+    .areas(area);
+    render_title(frame, title, app, &s.service);
+    render_column(frame, public, &public_series(app, &s.service));
+    render_column(frame, group, &group_series(app, &s.service));
+}
+
+fn render_wide(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
+    let [title, body, _gap] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(ROWS),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
+    render_title(frame, title, app, &s.service);
+    let [public, group] =
+        Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(body);
+    render_column(frame, public, &public_series(app, &s.service));
+    render_column(frame, group, &group_series(app, &s.service));
+}
+
+/// "stock    last 2m00s · entries 20/s · 5.0 writes/entry · applied 100/s".
+fn render_title(frame: &mut Frame, area: Rect, app: &App, service: &str) {
+    let t = &app.traffic;
+    let dim = Style::new().fg(Color::DarkGray);
+    let span = chart::span(t.points(service, Metric::Requests), area.width);
+    let mut facts = vec![Span::styled(span, dim)];
+    if let Some(entries) = t.last(service, Metric::Entries) {
+        let writes = t.last(service, Metric::WritesProposed).unwrap_or(0.0);
+        let per_entry = if entries > 0.0 {
+            format!("{:.1}", writes / entries)
+        } else {
+            "-".into()
+        };
+        let applied = Unit::PerSecond.show(t.last(service, Metric::WritesApplied));
+        facts.push(Span::raw(format!(
+            " · entries {} · {per_entry} writes/entry · applied {applied}",
+            Unit::PerSecond.show(Some(entries)),
+        )));
+    } else {
+        facts.push(Span::styled(" · no node metrics yet", dim));
+    }
+    frame.render_widget(Paragraph::new(title_line(service, facts, false)), area);
+}
+
+fn render_column(frame: &mut Frame, area: Rect, series: &[Series]) {
+    let rows = Layout::vertical(series.iter().map(|_| Constraint::Length(1))).split(area);
+    for (one, row) in series.iter().zip(rows.iter()) {
+        chart::render(frame, *row, one);
     }
 }
 
-/// Sparklines take integers: hundredths keep small rates visible.
-fn scaled(v: f64) -> u64 {
-    if v.is_finite() && v > 0.0 {
-        (v * 100.0).round().min(u64::MAX as f64) as u64
-    } else {
-        0
-    }
+fn public_series<'a>(app: &'a App, service: &str) -> [Series<'a>; 3] {
+    let t = &app.traffic;
+    [
+        Series {
+            label: "public req",
+            unit: Unit::PerSecond,
+            color: Color::Cyan,
+            points: t.points(service, Metric::Requests),
+        },
+        Series {
+            label: "public errors",
+            unit: Unit::PerSecond,
+            color: Color::Red,
+            points: t.points(service, Metric::Errors),
+        },
+        Series {
+            label: "public p99",
+            unit: Unit::Millis,
+            color: Color::Yellow,
+            points: t.points(service, Metric::P99Ms),
+        },
+    ]
+}
+
+fn group_series<'a>(app: &'a App, service: &str) -> [Series<'a>; 3] {
+    let t = &app.traffic;
+    [
+        Series {
+            label: "writes",
+            unit: Unit::PerSecond,
+            color: Color::Green,
+            points: t.points(service, Metric::WritesProposed),
+        },
+        Series {
+            label: "reads",
+            unit: Unit::PerSecond,
+            color: Color::Blue,
+            points: t.points(service, Metric::Reads),
+        },
+        Series {
+            label: "write p99",
+            unit: Unit::Millis,
+            color: Color::Magenta,
+            points: t.points(service, Metric::WriteP99Ms),
+        },
+    ]
 }
