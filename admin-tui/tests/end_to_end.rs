@@ -1,5 +1,6 @@
 //! End to end: the real `cart-admin` binary in a real terminal (tmux)
-//! against a real local stock cluster. The screen is read with
+//! against a real local cluster: a stock-only one for the actions, and a
+//! whole one under checkout load for the traffic and transactions views. The screen is read with
 //! `tmux capture-pane`, keys are typed with `tmux send-keys`.
 //!
 //! tmux is a test tool the repository installs with
@@ -7,6 +8,8 @@
 //! passes, except under `CI=true`, where it fails.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cart_cluster::harness::{cart_binary, require_tool, LocalCluster, Role};
@@ -299,4 +302,171 @@ fn the_console_shows_a_dead_follower_a_mismatch_and_its_repair_and_survives_its_
         "{}",
         console.screen()
     );
+}
+
+/// Checkouts through the gateway from `threads` loops until dropped: each
+/// creates an order for one of 10 users, adds one of 10 items and checks it
+/// out. Failures (a leader killed under it) are ignored: the load goes on.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Load {
+    fn start(gateway: &str, threads: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, gateway) = (stop.clone(), gateway.to_string());
+                std::thread::spawn(move || checkout_loop(&gateway, t as u64, &stop))
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops the loops; how many checkouts were paid.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.drain(..).filter_map(|t| t.join().ok()).sum()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn checkout_loop(gateway: &str, seed: u64, stop: &AtomicBool) -> u64 {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0;
+    };
+    let client = AdminClient::new(None);
+    let timeout = Duration::from_secs(10);
+    let call = |path: String| {
+        let client = client.clone();
+        async move {
+            client
+                .raw(gateway, Method::POST, &path, None, timeout)
+                .await
+                .ok()
+                .filter(|a| a.status.is_success())
+                .map(|a| a.body)
+        }
+    };
+    let mut paid = 0;
+    let mut i = seed;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        runtime.block_on(async {
+            let Some(order) = call(format!("/orders/create/{}", i % 10)).await else {
+                return;
+            };
+            let Some(id) = order["order_id"].as_str() else {
+                return;
+            };
+            if call(format!("/orders/addItem/{id}/{}/1", i % 10))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            if call(format!("/orders/checkout/{id}")).await.is_some() {
+                paid += 1;
+            }
+        });
+    }
+    paid
+}
+
+/// The writes per second the Traffic view shows for `service`'s group
+/// (the `writes` row under its title), if any.
+fn group_writes(screen: &str, service: &str) -> Option<f64> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let title = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{service:<8}last")))?;
+    lines[title + 1..]
+        .iter()
+        .take_while(|l| !l.trim().is_empty())
+        .find_map(|l| {
+            let after = l.split("  writes ").nth(1)?;
+            after
+                .split_whitespace()
+                .next()?
+                .strip_suffix("/s")?
+                .parse()
+                .ok()
+        })
+}
+
+#[test]
+fn under_load_the_console_shows_every_groups_traffic_and_a_saga_recovery() {
+    if require_tool("tmux").is_none() {
+        return;
+    }
+    let mut cluster = LocalCluster::start_temp_with(
+        &cart_binary().expect("the cart binary is built"),
+        &Service::ALL,
+        |spec| {
+            spec.raft.heartbeat_ms = 150;
+            spec.raft.election_timeout_ms = 1000;
+            spec.consistency.check_interval_secs = 0;
+        },
+        &[],
+    )
+    .expect("cluster starts");
+    cluster
+        .wait_ready(Duration::from_secs(60))
+        .expect("cluster ready");
+    cluster
+        .wait_settled(WAIT)
+        .expect("every coordinator sees every node up");
+    let gateway = cluster.gateway_url();
+    for init in [
+        "/stock/batch_init/10/1000000/1",
+        "/payment/batch_init/10/1000000",
+    ] {
+        assert_eq!(post(&gateway, init, None, json!({})), 200, "{init}");
+    }
+    let load = Load::start(&gateway, 4);
+
+    let order_admin = cluster
+        .spec
+        .coordinator(Service::Order, 0)
+        .expect("an order coordinator")
+        .admin;
+    let args = ["--addr", &order_admin, "--interval-ms", "500"].map(String::from);
+    let console = Terminal::start("load", &args);
+    console.wait_for_text("nodes up 9/9");
+
+    // Traffic: payment and stock take writes although, with direct
+    // cross-service calls, their coordinators see none of the saga's steps.
+    console.keys(&["4"]);
+    console.wait_for("payment and stock writes from the nodes", |s| {
+        ["order", "payment", "stock"]
+            .iter()
+            .all(|service| group_writes(s, service).is_some_and(|w| w > 0.0))
+    });
+    eprintln!("traffic under load:\n{}", console.screen());
+
+    // Transactions: checkouts are paid; the order leader killed mid-run
+    // shows as a leader change and a saga recovery.
+    console.keys(&["5"]);
+    console.wait_for("paid checkouts", |s| {
+        s.lines()
+            .any(|l| l.starts_with("checkouts ") && !l.starts_with("checkouts 0/s"))
+    });
+    let leader = cluster.leader(Service::Order).expect("an order leader");
+    cluster
+        .kill(Role::Node(Service::Order, leader))
+        .expect("kill the order leader");
+    console.wait_for("a saga recovery after the leader change", |s| {
+        s.contains("saga_recovery") && s.contains("took over")
+    });
+    eprintln!("transactions after the kill:\n{}", console.screen());
+    assert!(load.stop() > 0, "no checkout was paid");
 }

@@ -486,6 +486,26 @@ def replication_consistency():
                 (f"sum by (service, node, reason) (rate(cart_raft_append_splits_total{{{NODE}}}{RI}))",
                  "{{service}} node {{node}} append split ({{reason}})"),
             ), unit="ops", w=8),
+            timeseries("Writes queued on the leader and entries in flight", targets(
+                (f"max by (service, node) (cart_raft_proposal_queue_writes{{{NODE}}})",
+                 "{{service}} node {{node}} queued writes"),
+                (f"max by (service, node) (cart_raft_proposals_in_flight{{{NODE}}})",
+                 "{{service}} node {{node}} entries in flight"),
+                (f"max by (service, node) (cart_raft_last_log_index{{{NODE}}} - cart_raft_committed_index{{{NODE}}})",
+                 "{{service}} node {{node}} uncommitted"),
+            ), w=8, desc="A queue that stays long is a leader that cannot keep up (429 beyond 10,000)."),
+            timeseries("Write p99 on the leader", quantiles(
+                "cart_raft_write_duration_seconds", NODE, ["service"], "{{service}} ", qs=(0.99,)),
+                unit="s", w=8, desc="From joining the queue to the applied outcome; no line while the "
+                                    "group took no write in the interval."),
+            timeseries("Log fsync p99 by node", quantiles(
+                "cart_raft_log_flush_duration_seconds", NODE, ["service", "node"], "{{service}} node {{node}} ",
+                qs=(0.99,)),
+                unit="s", w=8, desc="One replica far above the others is a slow disk."),
+            timeseries("Writes per entry", targets((
+                f"sum by (service) (rate(cart_raft_proposal_batch_writes_sum{{{NODE}}}{RI}))"
+                f" / clamp_min(sum by (service) (rate(cart_raft_proposal_batch_writes_count{{{NODE}}}{RI})), 1e-9)",
+                "{{service}}")), w=8, desc="Client writes the leader batched into one Raft entry."),
             timeseries("Raft log held in memory", targets((
                 f"max by (service, node) (cart_raft_log_resident_bytes{{{NODE}}})",
                 "{{service}} node {{node}}")), unit="bytes", w=8,
@@ -587,9 +607,18 @@ def transactions():
             timeseries("Sagas in flight by node", targets((
                 f"sum by (service, node) (cart_sagas_in_flight{{{o}}}) or on() vector(0)",
                 "{{service}} node {{node}}")), w=8),
-            timeseries("Sagas recovered after a leader change", targets((
-                f"sum by (service, node) (increase(cart_sagas_recovered_total{{{o}}}{RI})) or on() vector(0)",
-                "{{service}} node {{node}}")), w=8),
+            timeseries("Oldest saga in flight", targets((
+                f"max by (service, node) (cart_saga_oldest_in_flight_seconds{{{o}}}) or on() vector(0)",
+                "{{service}} node {{node}}")), unit="s", w=8,
+                desc="Age of the oldest saga the leader drives, as of its last sweep; one that keeps "
+                     "growing is a checkout stuck on a step."),
+            timeseries("Sagas recovered after a leader change", targets(
+                (f"sum by (service, node) (increase(cart_sagas_recovered_total{{{o}}}{RI})) or on() vector(0)",
+                 "{{service}} node {{node}} took over"),
+                (f'max(increase(cart_leader_changes_total{{service="order"}}{RI})) or on() vector(0)',
+                 "order leader changes"),
+            ), w=8, desc="Open checkouts a new order leader took over, beside the order leader changes "
+                         "(the console's Transactions view lists each recovery from the events)."),
             timeseries("Compensations by step", targets((
                 f"sum by (step) (increase(cart_saga_compensations_total{{{o}}}{RI})) or on() vector(0)",
                 "{{step}}")), w=8),
