@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod api_error;
 pub mod backoff;
+pub mod checkout;
 pub mod http;
 pub mod metrics;
 pub mod paths;

@@ -25,52 +25,18 @@ use tracing::Instrument;
 use crate::metrics::METRICS;
 use crate::routes::refusal;
 use crate::state::Coordinator;
+use cart_common::checkout::CheckoutOutcome;
 
 /// Pauses between asking again about an unfinished transaction.
 const FOLLOW_FIRST: Duration = Duration::from_millis(20);
 const FOLLOW_MAX: Duration = Duration::from_millis(250);
 
-/// How a checkout request ended, as the `outcome` label of
-/// `cart_checkouts_total` names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CheckoutOutcome {
-    Paid,
-    AlreadyPaid,
-    InsufficientCredit,
-    InsufficientStock,
-    /// Any other refusal (4xx).
-    Rejected,
-    /// No definite answer (5xx).
-    Failed,
-}
-
-impl CheckoutOutcome {
-    pub const ALL: [Self; 6] = [
-        Self::Paid,
-        Self::AlreadyPaid,
-        Self::InsufficientCredit,
-        Self::InsufficientStock,
-        Self::Rejected,
-        Self::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Paid => "paid",
-            Self::AlreadyPaid => "already_paid",
-            Self::InsufficientCredit => "insufficient_credit",
-            Self::InsufficientStock => "insufficient_stock",
-            Self::Rejected => "rejected",
-            Self::Failed => "failed",
-        }
-    }
-
-    fn refused(code: RejectionCode) -> Self {
-        match code {
-            RejectionCode::InsufficientCredit => Self::InsufficientCredit,
-            RejectionCode::InsufficientStock => Self::InsufficientStock,
-            _ => Self::Rejected,
-        }
+/// The outcome of a refusal with `code`.
+fn refused(code: RejectionCode) -> CheckoutOutcome {
+    match code {
+        RejectionCode::InsufficientCredit => CheckoutOutcome::InsufficientCredit,
+        RejectionCode::InsufficientStock => CheckoutOutcome::InsufficientStock,
+        _ => CheckoutOutcome::Rejected,
     }
 }
 
@@ -115,7 +81,7 @@ fn ended(reply: CheckoutReply) -> Ended {
     match reply {
         CheckoutReply::Paid => (CheckoutOutcome::Paid, Ok(())),
         CheckoutReply::AlreadyPaid => (CheckoutOutcome::AlreadyPaid, Ok(())),
-        CheckoutReply::Refused(r) => (CheckoutOutcome::refused(r.error), Err(refusal(r))),
+        CheckoutReply::Refused(r) => (refused(r.error), Err(refusal(r))),
         CheckoutReply::Unfinished { tx_id } => failed(ApiError::internal(format!(
             "checkout {tx_id:?} answered as ended while unfinished"
         ))),

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+pub use cart_common::checkout::CheckoutOutcome;
+
 use super::page::{add_increase, increase, quantile, Buckets, Page, Sample};
 
 /// Points kept per series: five minutes at the default 1 s refresh.
@@ -43,48 +45,6 @@ const COMPENSATIONS: &str = "cart_saga_compensations_total";
 const READ_ROUTE: &str = cart_common::paths::READ_PATH;
 /// The service whose coordinators and nodes run checkouts.
 const ORDER: &str = "order";
-
-/// How a checkout was answered (the `outcome` label of `cart_checkouts_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum CheckoutOutcome {
-    Paid,
-    AlreadyPaid,
-    InsufficientCredit,
-    InsufficientStock,
-    /// Refused for another reason (unknown order, empty, ...).
-    Rejected,
-    Failed,
-}
-
-impl CheckoutOutcome {
-    pub const ALL: [Self; 6] = [
-        Self::Paid,
-        Self::AlreadyPaid,
-        Self::InsufficientCredit,
-        Self::InsufficientStock,
-        Self::Rejected,
-        Self::Failed,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Paid => "paid",
-            Self::AlreadyPaid => "already_paid",
-            Self::InsufficientCredit => "insufficient_credit",
-            Self::InsufficientStock => "insufficient_stock",
-            Self::Rejected => "rejected",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Whether the checkout was refused (a business answer, not a failure).
-    pub fn refused(self) -> bool {
-        matches!(
-            self,
-            Self::InsufficientCredit | Self::InsufficientStock | Self::Rejected
-        )
-    }
-}
 
 /// A series kept per service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -371,7 +331,7 @@ fn public_rates(round: &mut Round, now: &Page, before: &Page, secs: f64) {
         return;
     }
     for outcome in CheckoutOutcome::ALL {
-        let of = |s: &Sample| s.label("outcome") == Some(outcome.label());
+        let of = |s: &Sample| s.label("outcome") == Some(outcome.as_str());
         let n = increase(now.sum(CHECKOUTS, of), before.sum(CHECKOUTS, of));
         round.add(ORDER, Metric::Checkouts(outcome), n / secs);
     }

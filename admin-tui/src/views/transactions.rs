@@ -56,7 +56,7 @@ fn summary_line(app: &App) -> Vec<Line<'static>> {
     let total: f64 = CheckoutOutcome::ALL.into_iter().map(rate).sum();
     let refused: f64 = CheckoutOutcome::ALL
         .into_iter()
-        .filter(|o| o.refused())
+        .filter(|o| o.is_refusal())
         .map(rate)
         .sum();
     let failed = rate(CheckoutOutcome::Failed);
