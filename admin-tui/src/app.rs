@@ -176,7 +176,6 @@ struct Pending {
 
 /// How long to wait for a report before giving up on it.
 pub const PENDING_FOR: Duration = Duration::from_secs(10 * 60);
-const PENDING_FOR_MS: u64 = PENDING_FOR.as_millis() as u64;
 /// Rows a page key moves.
 const PAGE: usize = 10;
 /// The console's own records kept in the events view.
@@ -235,7 +234,7 @@ impl App {
         self.now_ms = now_ms;
         let now = self.now_ms;
         self.pending
-            .retain(|p| now.saturating_sub(p.since_ms) < PENDING_FOR_MS);
+            .retain(|p| u128::from(now.saturating_sub(p.since_ms)) < PENDING_FOR.as_millis());
     }
 
     /// A round of scrapes of the coordinators' and the nodes' `/metrics`.

@@ -401,8 +401,8 @@ fn check_node_id(id: NodeId) -> Result<(), ApiError> {
     }
 }
 
-/// Passes a mutating call (with the caller's token) to the first coordinator
-/// of `service` that answers, and relays its answer.
+/// Passes a call (a mutating one with the caller's token) to the first
+/// coordinator of `service` that answers, and relays its answer.
 async fn forward_to_service(
     c: &Coordinator,
     service: Service,

@@ -60,8 +60,8 @@ fn render_narrow(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
     ])
     .areas(area);
     render_title(frame, title, app, &s.service);
-    render_column(frame, public, &public_series(app, &s.service));
-    render_column(frame, group, &group_series(app, &s.service));
+    render_column(frame, public, &series(app, &s.service, &PUBLIC));
+    render_column(frame, group, &series(app, &s.service, &GROUP));
 }
 
 fn render_wide(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
@@ -74,8 +74,8 @@ fn render_wide(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
     render_title(frame, title, app, &s.service);
     let [public, group] =
         Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(body);
-    render_column(frame, public, &public_series(app, &s.service));
-    render_column(frame, group, &group_series(app, &s.service));
+    render_column(frame, public, &series(app, &s.service, &PUBLIC));
+    render_column(frame, group, &series(app, &s.service, &GROUP));
 }
 
 /// "stock    last 2m00s · entries 20/s · 5.0 writes/entry · applied 100/s".
@@ -109,50 +109,40 @@ fn render_column(frame: &mut Frame, area: Rect, series: &[Series]) {
     }
 }
 
-fn public_series<'a>(app: &'a App, service: &str) -> [Series<'a>; 3] {
-    let t = &app.traffic;
-    [
-        Series {
-            label: "public req",
-            unit: Unit::PerSecond,
-            color: Color::Cyan,
-            points: t.points(service, Metric::Requests),
-        },
-        Series {
-            label: "public errors",
-            unit: Unit::PerSecond,
-            color: Color::Red,
-            points: t.points(service, Metric::Errors),
-        },
-        Series {
-            label: "public p99",
-            unit: Unit::Millis,
-            color: Color::Yellow,
-            points: t.points(service, Metric::P99Ms),
-        },
-    ]
-}
+/// One sparkline row: label, unit, colour and the series it draws.
+type Row = (&'static str, Unit, Color, Metric);
 
-fn group_series<'a>(app: &'a App, service: &str) -> [Series<'a>; 3] {
-    let t = &app.traffic;
-    [
-        Series {
-            label: "writes",
-            unit: Unit::PerSecond,
-            color: Color::Green,
-            points: t.points(service, Metric::WritesProposed),
-        },
-        Series {
-            label: "reads",
-            unit: Unit::PerSecond,
-            color: Color::Blue,
-            points: t.points(service, Metric::Reads),
-        },
-        Series {
-            label: "write p99",
-            unit: Unit::Millis,
-            color: Color::Magenta,
-            points: t.points(service, Metric::WriteP99Ms),
-        },
-    ]
+/// The public API, from the coordinators.
+const PUBLIC: [Row; ROWS as usize] = [
+    ("public req", Unit::PerSecond, Color::Cyan, Metric::Requests),
+    ("public errors", Unit::PerSecond, Color::Red, Metric::Errors),
+    ("public p99", Unit::Millis, Color::Yellow, Metric::P99Ms),
+];
+
+/// The group, from its nodes.
+const GROUP: [Row; ROWS as usize] = [
+    (
+        "writes",
+        Unit::PerSecond,
+        Color::Green,
+        Metric::WritesProposed,
+    ),
+    ("reads", Unit::PerSecond, Color::Blue, Metric::Reads),
+    (
+        "write p99",
+        Unit::Millis,
+        Color::Magenta,
+        Metric::WriteP99Ms,
+    ),
+];
+
+fn series<'a>(app: &'a App, service: &str, rows: &[Row]) -> Vec<Series<'a>> {
+    rows.iter()
+        .map(|&(label, unit, color, metric)| Series {
+            label,
+            unit,
+            color,
+            points: app.traffic.points(service, metric),
+        })
+        .collect()
 }

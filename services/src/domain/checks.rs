@@ -46,17 +46,18 @@ pub(super) fn find(store: &dyn StateStore, check_id: &str) -> Result<Outcome, St
         .iter()
         .rev()
         .find(|k| k.split_once('|').map(|(_, id)| id) == Some(check_id));
-    let report = match key {
-        Some(k) => get_value::<CheckReport>(store, Table::Checks, k)?,
-        None => None,
-    };
-    Ok(Ok(Reply::Check { report }))
+    report_at(store, key)
 }
 
 /// The most recent report.
 pub(super) fn latest(store: &dyn StateStore) -> Result<Outcome, StoreError> {
     let keys = store.keys(Table::Checks, None, usize::MAX)?;
-    let report = match keys.last() {
+    report_at(store, keys.last())
+}
+
+/// The report under `key`, if there is one.
+fn report_at(store: &dyn StateStore, key: Option<&String>) -> Result<Outcome, StoreError> {
+    let report = match key {
         Some(k) => get_value::<CheckReport>(store, Table::Checks, k)?,
         None => None,
     };
