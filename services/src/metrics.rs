@@ -27,6 +27,7 @@ pub struct NodeMetrics {
     pub votes_refused: IntCounter,
     pub log_flush_seconds: Histogram,
     pub log_flush_entries: Histogram,
+    pub log_buffered_writes: IntCounter,
     pub log_resident_bytes: IntGauge,
     pub log_entries_evicted: IntCounter,
     pub log_disk_reads: IntCounter,
@@ -126,6 +127,11 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "raft_log_flush_entries",
         "Log entries written by one group commit: how many appends shared one fsync.",
         &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+    ),
+    log_buffered_writes: counter(
+        "raft_log_buffered_writes_total",
+        "Raft log writes left in the page cache without an fsync of their own because nobody \
+         waited on them (commit-index records); the next group commit makes them durable.",
     ),
     log_resident_bytes: gauge(
         "raft_log_resident_bytes",

@@ -309,6 +309,26 @@ impl Segments {
         &mut self,
         records: impl IntoIterator<Item = &'a Encoded>,
     ) -> Result<Vec<Written>, StoreError> {
+        self.write_with(records, Flush::Durable)
+    }
+
+    /// Writes `records` in order into the page cache, without an fdatasync:
+    /// they survive a crash of the process, and become durable with the
+    /// next durable write. For records nobody waits on (the commit index).
+    /// A purge among them is written durably all the same, since the
+    /// segments it frees are deleted at once.
+    pub fn write_buffered<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a Encoded>,
+    ) -> Result<Vec<Written>, StoreError> {
+        self.write_with(records, Flush::Buffered)
+    }
+
+    fn write_with<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a Encoded>,
+        flush: Flush,
+    ) -> Result<Vec<Written>, StoreError> {
         if self.broken {
             return Err(StoreError(
                 "the Raft log stopped after a failed write; restart the node".into(),
@@ -332,11 +352,14 @@ impl Segments {
                 _ => {}
             }
         }
-        if let Err(e) = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data())
-        {
+        let durable = flush == Flush::Durable || purged.is_some();
+        if let Err(e) = self.file.write_all(&buf).and_then(|()| {
+            if durable {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        }) {
             // Undo a partial write, or stop writing at all.
             if self.file.set_len(self.len).is_err() {
                 self.broken = true;
@@ -351,7 +374,9 @@ impl Segments {
         if let Some(upto) = purged {
             self.free_through(upto);
         }
-        if self.len >= SEGMENT_BYTES {
+        // Only the last segment may end torn at a restart, so a segment is
+        // closed only after a write that synced everything in it.
+        if durable && self.len >= SEGMENT_BYTES {
             self.rotate()?;
         }
         Ok(written)
@@ -394,6 +419,15 @@ impl Segments {
     fn segment_count(&self) -> usize {
         self.closed.len() + 1
     }
+}
+
+/// Whether a write waits for the disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// One fdatasync after the write.
+    Durable,
+    /// Left in the page cache until the next durable write.
+    Buffered,
 }
 
 /// Reads entries back from the segment files, keeping the last segment it
@@ -763,6 +797,36 @@ mod tests {
         append(&mut log, &mut state, 1..2, 1);
         assert_eq!(log.segment_count(), 2);
         assert!(segment_path(dir.path(), 2).exists());
+    }
+
+    #[test]
+    fn a_buffered_write_is_replayed_but_never_closes_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
+        append(&mut log, &mut state, 1..3, 1);
+        log.len = SEGMENT_BYTES;
+        log.write_buffered([&Encoded::committed(Some(id(1, 2))).unwrap()])
+            .unwrap();
+        assert_eq!(log.segment_count(), 1, "closed only after a synced write");
+        append(&mut log, &mut state, 3..4, 1);
+        assert_eq!(log.segment_count(), 2, "the next durable write closes it");
+        drop(log);
+        let (_, replayed) = open(dir.path()).unwrap();
+        assert_eq!(indexes(&replayed), vec![1, 2, 3]);
+        assert_eq!(replayed.committed, Some(id(1, 2)));
+    }
+
+    #[test]
+    fn a_buffered_purge_is_written_durably_and_frees_its_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut state) = open(dir.path()).unwrap();
+        append(&mut log, &mut state, 1..3, 1);
+        log.rotate().unwrap();
+        append(&mut log, &mut state, 3..5, 1);
+        log.write_buffered([&Encoded::purge(id(1, 2)).unwrap()])
+            .unwrap();
+        assert_eq!(log.segment_count(), 1);
+        assert!(!segment_path(dir.path(), 1).exists());
     }
 
     #[test]
