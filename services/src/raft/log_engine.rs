@@ -312,19 +312,12 @@ impl Segments {
         self.write_with(records, Flush::Durable)
     }
 
-    /// Writes `records` in order into the page cache, without an fdatasync:
-    /// they survive a crash of the process, and become durable with the
-    /// next durable write. For records nobody waits on (the commit index).
-    /// A purge among them is written durably all the same, since the
-    /// segments it frees are deleted at once.
-    pub fn write_buffered<'a>(
-        &mut self,
-        records: impl IntoIterator<Item = &'a Encoded>,
-    ) -> Result<Vec<Written>, StoreError> {
-        self.write_with(records, Flush::Buffered)
-    }
-
-    fn write_with<'a>(
+    /// Writes `records` as `write` does, but with `Flush::Buffered` into the
+    /// page cache only: they survive a crash of the process, and become
+    /// durable with the next durable write. For records nobody waits on
+    /// (the commit index). A purge among them is written durably all the
+    /// same, since the segments it frees are deleted at once.
+    pub fn write_with<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a Encoded>,
         flush: Flush,
@@ -422,8 +415,8 @@ impl Segments {
 }
 
 /// Whether a write waits for the disk.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Flush {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
     /// One fdatasync after the write.
     Durable,
     /// Left in the page cache until the next durable write.
@@ -805,8 +798,11 @@ mod tests {
         let (mut log, mut state) = open(dir.path()).unwrap();
         append(&mut log, &mut state, 1..3, 1);
         log.len = SEGMENT_BYTES;
-        log.write_buffered([&Encoded::committed(Some(id(1, 2))).unwrap()])
-            .unwrap();
+        log.write_with(
+            [&Encoded::committed(Some(id(1, 2))).unwrap()],
+            Flush::Buffered,
+        )
+        .unwrap();
         assert_eq!(log.segment_count(), 1, "closed only after a synced write");
         append(&mut log, &mut state, 3..4, 1);
         assert_eq!(log.segment_count(), 2, "the next durable write closes it");
@@ -823,7 +819,7 @@ mod tests {
         append(&mut log, &mut state, 1..3, 1);
         log.rotate().unwrap();
         append(&mut log, &mut state, 3..5, 1);
-        log.write_buffered([&Encoded::purge(id(1, 2)).unwrap()])
+        log.write_with([&Encoded::purge(id(1, 2)).unwrap()], Flush::Buffered)
             .unwrap();
         assert_eq!(log.segment_count(), 1);
         assert!(!segment_path(dir.path(), 1).exists());

@@ -19,7 +19,7 @@ use std::time::Instant;
 use openraft::storage::LogFlushed;
 use tokio::sync::oneshot;
 
-use super::log_engine::{Encoded, Segments};
+use super::log_engine::{Encoded, Flush, Segments};
 use super::log_state::LogState;
 use super::TypeConfig;
 use crate::domain::StoreError;
@@ -109,24 +109,21 @@ fn run(mut segments: Segments, state: Arc<Mutex<LogState>>, jobs: Receiver<Job>)
         // A batch nobody waits on (only commit-index records) needs no
         // fdatasync of its own: followers get a commit index after nearly
         // every entry, and syncing each one doubled their syncs.
-        let waited_on = batch.iter().any(|job| !matches!(job.done, Done::Nobody));
+        let flush = if batch.iter().all(|job| matches!(job.done, Done::Nobody)) {
+            Flush::Buffered
+        } else {
+            Flush::Durable
+        };
         let result = {
             let _span =
-                tracing::debug_span!("raft.log_flush", jobs = batch.len(), durable = waited_on)
-                    .entered();
-            let records = batch.iter().flat_map(|job| &job.records);
-            if waited_on {
-                segments.write(records)
-            } else {
-                segments.write_buffered(records)
-            }
+                tracing::debug_span!("raft.log_flush", jobs = batch.len(), ?flush).entered();
+            segments.write_with(batch.iter().flat_map(|job| &job.records), flush)
         };
-        if waited_on {
-            METRICS
+        match flush {
+            Flush::Durable => METRICS
                 .log_flush_seconds
-                .observe(started.elapsed().as_secs_f64());
-        } else {
-            METRICS.log_buffered_writes.inc();
+                .observe(started.elapsed().as_secs_f64()),
+            Flush::Buffered => METRICS.log_buffered_writes.inc(),
         }
         let entries = batch
             .iter()
