@@ -16,6 +16,7 @@ pub struct NodeMetrics {
     pub snapshots_installed: IntCounter,
     pub raft_rpc_failures: IntCounterVec,
     pub raft_append_splits: IntCounterVec,
+    pub raft_commit_pushes_folded: IntCounter,
     pub term: IntGauge,
     pub last_applied: IntGauge,
     pub committed: IntGauge,
@@ -72,6 +73,12 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "raft_rpc_failures_total",
         "Raft RPCs to a peer that failed (unreachable, timeout, bad status), by RPC path.",
         &["rpc"],
+    ),
+    raft_commit_pushes_folded: counter(
+        "raft_commit_pushes_folded_total",
+        "Commit-index pushes to a follower answered by the leader's replication stream without \
+         an RPC, because they followed an append the follower had just acknowledged; the index \
+         rides with the next append or heartbeat.",
     ),
     raft_append_splits: counter_vec(
         "raft_append_splits_total",

@@ -2,6 +2,7 @@
 //! entry format, and the storage and network adapters.
 
 mod append_budget;
+mod commit_push;
 pub mod lease;
 pub mod log_engine;
 mod log_import;

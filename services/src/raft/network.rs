@@ -4,7 +4,7 @@
 //! (`append_budget`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cart_common::http::InternalClient;
 use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::append_budget::{AppendBudget, Split};
+use super::commit_push::CommitPush;
 use super::progress::Progress;
 use super::{NodeId, TypeConfig};
 use crate::metrics::METRICS;
@@ -54,6 +55,7 @@ pub struct Connection {
     target: NodeId,
     addr: String,
     budget: AppendBudget,
+    commit_push: CommitPush,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
@@ -146,10 +148,14 @@ impl Connection {
     /// Sends `req`, or refuses it as too large with the number of entries
     /// to send instead (see `append_budget`).
     async fn append(
-        &self,
+        &mut self,
         req: &AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        if self.commit_push.folds(req, Instant::now()) {
+            METRICS.raft_commit_pushes_folded.inc();
+            return Ok(AppendEntriesResponse::Success);
+        }
         let entries = req.entries.len();
         if let Some(fit) = self.budget.before_encoding(entries) {
             return Err(too_large(fit));
@@ -160,10 +166,13 @@ impl Connection {
         }
         // Dropped unanswered when openraft's timeout fires first.
         let sending = self.budget.sending(entries);
+        let sent_at = Instant::now();
         let result = self.call_encoded(APPEND_PATH, body, option).await;
         if is_answer(&result) {
             sending.answered();
         }
+        let success = matches!(result, Ok(AppendEntriesResponse::Success));
+        self.commit_push.sent(req, success, sent_at);
         result
     }
 }
@@ -198,6 +207,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             budget: AppendBudget::default(),
+            commit_push: CommitPush::default(),
         }
     }
 }
