@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cart_cluster::harness::{LocalCluster, Role};
+use cart_cluster::harness::{http_get, LocalCluster, Role};
 use cart_common::admin::{CheckReport, CheckStarted, Event};
-use cart_common::paths::FAULT_PATH;
 use cart_common::paths::{nodes_path, service_path, CHECK_ALL_PATH, EVENTS_PATH};
+use cart_common::paths::{FAULT_PATH, STATUS_PATH};
 use cart_common::spec::StorageBackend;
 use cart_common::Service;
+use cart_services::api::NodeStatus;
 use cart_services::consistency::digest::leaf_of;
 use cart_services::domain::{Query, Reply, Table};
 use common::{
@@ -139,6 +140,28 @@ async fn a_corrupted_key_is_found_in_its_bucket_and_repaired(backend: StorageBac
     );
     assert_eq!((r.nodes[0].buckets, r.nodes[0].keys_repaired), (1, 1));
     assert_eq!(stock_on(&cluster, bad, "42").await, Some(7));
+
+    // The leader's status lists every report of the last minute, oldest
+    // first, so that its coordinators turn each into events even when
+    // several finish between two of their probes.
+    // (A MongoDB-backed node reads its reports afresh every 2 s.)
+    let ours = [clean.as_str(), check.as_str(), repair.as_str()];
+    eventually(
+        "the leader's status lists the three reports",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = http_get(&leader_addr, STATUS_PATH, Duration::from_secs(5)).ok()?;
+            let status: NodeStatus = serde_json::from_str(&body).ok()?;
+            let listed: Vec<&str> = status
+                .recent_checks
+                .iter()
+                .map(|r| r.check_id.as_str())
+                .filter(|id| ours.contains(id))
+                .collect();
+            (listed == ours).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         metric(&leader_addr, "cart_consistency_keys_repaired_total", &node).await,
         Some(1.0)
@@ -176,7 +199,12 @@ async fn a_corrupted_key_is_found_in_its_bucket_and_repaired(backend: StorageBac
         Duration::from_secs(10),
         || async {
             let events: Vec<Event> = common::admin_get(&coord, &path).await?;
-            let mismatch = events.iter().any(|e| e.kind == "mismatch");
+            let of = |kind: &str, id: &str| {
+                events
+                    .iter()
+                    .any(|e| e.kind == kind && e.detail["check_id"] == id)
+            };
+            let mismatch = of("check", &clean) && of("mismatch", &check);
             let repair = events
                 .iter()
                 .any(|e| e.kind == "repair" && e.node == Some(bad));

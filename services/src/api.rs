@@ -63,6 +63,11 @@ pub struct NodeStatus {
     /// The group's latest consistency check, from this replica's log.
     #[serde(default)]
     pub last_check: Option<cart_common::admin::CheckReport>,
+    /// The newest reports finished within the last minute, oldest first
+    /// (at most `domain::checks::RECENT_CHECKS`), so that a coordinator sees
+    /// every report even when several finish between two of its reads.
+    #[serde(default)]
+    pub recent_checks: Vec<cart_common::admin::CheckReport>,
     /// Keys per replicated table on this replica (bounded tables stay small).
     #[serde(default)]
     pub table_sizes: BTreeMap<String, u64>,

@@ -13,6 +13,10 @@ use cart_common::admin::CheckReport;
 use super::{drop_node_series, init_node_series, Health, State, Tracked};
 use crate::metrics::METRICS;
 
+/// Report ids remembered as turned into events: more than the group keeps
+/// (`CHECKS_KEPT`), so a report still listed is never taken for new.
+const SEEN_CHECKS_KEPT: usize = 2 * cart_services::domain::checks::CHECKS_KEPT;
+
 impl Health {
     /// Finds the leader among this round's statuses, records a leader
     /// change, takes its membership and its replication report.
@@ -70,7 +74,14 @@ impl Health {
             }
         }
 
-        if let Some(report) = &status.last_check {
+        // Every report of the last minute, so that two finishing between
+        // two rounds both become events; a node that lists none (older
+        // than `recent_checks`) still names its latest.
+        let reports = match (&status.recent_checks[..], &status.last_check) {
+            ([], Some(latest)) => std::slice::from_ref(latest),
+            (recent, _) => recent,
+        };
+        for report in reports {
             self.note_check(state, report);
         }
 
@@ -129,18 +140,28 @@ impl Health {
     /// A check report not seen before becomes events: its verdict, and what
     /// its repair did per node.
     fn note_check(&self, state: &mut State, report: &CheckReport) {
-        if state.last_check.as_ref().map(|c| &c.check_id) == Some(&report.check_id) {
+        if state.seen_checks.contains(&report.check_id) {
             return;
         }
-        state.last_check = Some(report.clone());
-        let service = self.service.name();
-        if report.verdict == "clean" {
-            state.last_clean_ms = Some(report.finished_ms);
+        if state.seen_checks.len() >= SEEN_CHECKS_KEPT {
+            state.seen_checks.pop_front();
         }
-        if let Some(repair) = &report.repair {
-            if repair.recheck_verdict.as_deref() == Some("clean") {
-                state.last_clean_ms = Some(report.finished_ms);
-            }
+        state.seen_checks.push_back(report.check_id.clone());
+        let newer = state
+            .last_check
+            .as_ref()
+            .is_none_or(|c| c.finished_ms <= report.finished_ms);
+        if newer {
+            state.last_check = Some(report.clone());
+        }
+        let service = self.service.name();
+        let clean = report.verdict == "clean"
+            || report
+                .repair
+                .as_ref()
+                .is_some_and(|r| r.recheck_verdict.as_deref() == Some("clean"));
+        if clean {
+            state.last_clean_ms = state.last_clean_ms.max(Some(report.finished_ms));
         }
         let occurrence = format!("check:{}", report.check_id);
         let bad: Vec<String> = report
@@ -214,4 +235,112 @@ impl Health {
 
 fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cart_common::spec::ClusterSpec;
+    use cart_common::Service;
+    use cart_services::api::NodeStatus;
+
+    use super::*;
+    use crate::events::EventLog;
+
+    fn health() -> (Health, Arc<EventLog>) {
+        let spec = ClusterSpec::from_toml(include_str!("../../../cluster.toml")).unwrap();
+        let events = Arc::new(EventLog::new("test".into(), 100));
+        (Health::new(&spec, Service::Stock, events.clone()), events)
+    }
+
+    fn report(id: &str, finished_ms: u64, verdict: &str) -> CheckReport {
+        CheckReport {
+            check_id: id.to_string(),
+            reason: "manual".into(),
+            started_ms: finished_ms - 5,
+            finished_ms,
+            log_index: 7,
+            verdict: verdict.into(),
+            majority_root: None,
+            replicas: vec![],
+            repair: None,
+        }
+    }
+
+    /// Node 1's status, as the leader of term 3, as this round read it.
+    fn leader_says(health: &Health, last: Option<CheckReport>, recent: Vec<CheckReport>) {
+        let status = NodeStatus {
+            service: "stock".into(),
+            id: 1,
+            addr: "127.0.0.1:1".into(),
+            state: "Leader".into(),
+            term: 3,
+            leader: Some(1),
+            last_log_index: Some(7),
+            last_applied: Some(7),
+            snapshot: None,
+            purged: None,
+            members: vec![],
+            voters: vec![],
+            committed: Some(7),
+            replication: None,
+            saga_recovery: None,
+            last_check: last,
+            recent_checks: recent,
+            table_sizes: Default::default(),
+            storage: Default::default(),
+        };
+        let mut state = health.write();
+        let node = state.nodes.get_mut(&1).unwrap();
+        node.failures = 0;
+        node.last_ok = Some(Instant::now());
+        node.last_status = Some(status);
+        health.follow_leader(&mut state);
+    }
+
+    fn check_events(events: &EventLog) -> Vec<(String, String)> {
+        let mut seen: Vec<(String, String)> = events
+            .history(Some("stock"), 100)
+            .into_iter()
+            .filter(|e| e.kind == "check" || e.kind == "mismatch")
+            .map(|e| (e.kind, e.detail["check_id"].as_str().unwrap().to_string()))
+            .collect();
+        seen.sort();
+        seen
+    }
+
+    #[test]
+    fn every_report_listed_becomes_events_once_even_two_from_one_round() {
+        let (health, events) = health();
+        let a = report("aaaaaaaa-1", 1_000, "clean");
+        let b = report("bbbbbbbb-2", 2_000, "mismatch");
+        leader_says(&health, Some(b.clone()), vec![a.clone(), b.clone()]);
+        // The next round lists the same two and a third.
+        let c = report("cccccccc-3", 3_000, "clean");
+        leader_says(&health, Some(c.clone()), vec![a, b, c.clone()]);
+        assert_eq!(
+            check_events(&events),
+            [
+                ("check".to_string(), "aaaaaaaa-1".to_string()),
+                ("check".to_string(), "cccccccc-3".to_string()),
+                ("mismatch".to_string(), "bbbbbbbb-2".to_string()),
+            ]
+        );
+        assert_eq!(health.last_check(), Some(c));
+        assert_eq!(health.read().last_clean_ms, Some(3_000));
+    }
+
+    #[test]
+    fn a_node_listing_no_recent_reports_still_names_its_latest() {
+        let (health, events) = health();
+        let old = report("dddddddd-4", 1_000, "clean");
+        leader_says(&health, Some(old.clone()), vec![]);
+        leader_says(&health, Some(old.clone()), vec![]);
+        assert_eq!(
+            check_events(&events),
+            [("check".to_string(), "dddddddd-4".to_string())]
+        );
+        assert_eq!(health.last_check(), Some(old));
+    }
 }

@@ -16,7 +16,7 @@ mod leader_report;
 mod probe;
 mod transitions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ struct State {
     recovery_term: Option<u64>,
     /// The group's latest consistency check, as its leader reports it.
     last_check: Option<CheckReport>,
+    /// Ids of the reports already turned into events, newest last.
+    seen_checks: VecDeque<String>,
     /// When the last clean check finished (ms since the epoch).
     last_clean_ms: Option<u64>,
 }
@@ -122,6 +124,7 @@ impl Health {
                 leader: None,
                 recovery_term: None,
                 last_check: None,
+                seen_checks: VecDeque::new(),
                 last_clean_ms: None,
             }),
             started: Instant::now(),

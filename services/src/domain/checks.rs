@@ -55,6 +55,33 @@ pub(super) fn latest(store: &dyn StateStore) -> Result<Outcome, StoreError> {
     report_at(store, keys.last())
 }
 
+/// How many of the newest reports a node's status carries, and how recent
+/// they must be: enough for the coordinators, which read the status a few
+/// times a second, to turn every report into events even when several
+/// land between two of their reads (`NodeStatus::recent_checks`).
+pub const RECENT_CHECKS: usize = 5;
+pub const RECENT_CHECKS_WITHIN_MS: u64 = 60_000;
+
+/// The reports finished at or after `since_ms`, at most the newest `max`,
+/// oldest first.
+pub fn recent(
+    store: &dyn StateStore,
+    since_ms: u64,
+    max: usize,
+) -> Result<Vec<CheckReport>, StoreError> {
+    let keys = store.keys(Table::Checks, None, usize::MAX)?;
+    let mut reports = Vec::new();
+    for key in keys.iter().rev().take(max) {
+        match get_value::<CheckReport>(store, Table::Checks, key)? {
+            Some(r) if r.finished_ms >= since_ms => reports.push(r),
+            Some(_) => break,
+            None => {}
+        }
+    }
+    reports.reverse();
+    Ok(reports)
+}
+
 /// The report under `key`, if there is one.
 fn report_at(store: &dyn StateStore, key: Option<&String>) -> Result<Outcome, StoreError> {
     let report = match key {
@@ -107,6 +134,25 @@ mod tests {
             .unwrap();
         assert_eq!(found(&s, "mine"), None, "only the latest are kept");
         assert!(found(&s, "one-too-many").is_some());
+    }
+
+    #[test]
+    fn recent_reports_are_the_newest_within_the_window_oldest_first() {
+        let mut s = MemoryStore::default();
+        assert_eq!(recent(&s, 0, 5).unwrap(), vec![]);
+        for (id, at) in [("old", 10), ("a", 100), ("b", 200), ("c", 300)] {
+            record(&mut s, &report(id, at)).unwrap().unwrap();
+        }
+        let ids = |since, max| -> Vec<String> {
+            recent(&s, since, max)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.check_id)
+                .collect()
+        };
+        assert_eq!(ids(100, 5), ["a", "b", "c"], "too old a report is left out");
+        assert_eq!(ids(0, 2), ["b", "c"], "at most the newest `max`");
+        assert_eq!(ids(301, 5), Vec::<String>::new());
     }
 
     #[test]

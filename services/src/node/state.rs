@@ -57,6 +57,7 @@ pub(crate) struct Node {
 struct StoredSummary {
     table_sizes: BTreeMap<String, u64>,
     last_check: Option<cart_common::admin::CheckReport>,
+    recent_checks: Vec<cart_common::admin::CheckReport>,
 }
 
 const STORED_SUMMARY_TTL: Duration = Duration::from_secs(2);
@@ -345,6 +346,7 @@ impl Node {
             replication,
             saga_recovery: self.sagas.as_ref().and_then(|s| s.last_recovery()),
             last_check: stored.last_check,
+            recent_checks: stored.recent_checks,
             table_sizes: stored.table_sizes,
             storage: self.health.status(),
         }
@@ -374,21 +376,35 @@ impl Node {
         let Ok(table_sizes) = sizes else {
             return cached.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
         };
+        let (last_check, recent_checks) = checks(self.backend.as_ref());
         let summary = StoredSummary {
             table_sizes,
-            last_check: latest_check(self.backend.as_ref()),
+            last_check,
+            recent_checks,
         };
         *cached = Some((Instant::now(), summary.clone()));
         summary
     }
 }
 
-fn latest_check(backend: &dyn Backend) -> Option<cart_common::admin::CheckReport> {
-    let view = backend.reader().ok()?;
-    match domain::query(view.as_ref(), &Query::LatestCheck) {
+/// The latest check report, and the reports of the last minute.
+fn checks(
+    backend: &dyn Backend,
+) -> (
+    Option<cart_common::admin::CheckReport>,
+    Vec<cart_common::admin::CheckReport>,
+) {
+    let Ok(view) = backend.reader() else {
+        return (None, Vec::new());
+    };
+    let latest = match domain::query(view.as_ref(), &Query::LatestCheck) {
         Ok(Ok(domain::Reply::Check { report })) => report,
         _ => None,
-    }
+    };
+    let since = crate::raft::now_ms().saturating_sub(domain::checks::RECENT_CHECKS_WITHIN_MS);
+    let recent = domain::checks::recent(view.as_ref(), since, domain::checks::RECENT_CHECKS)
+        .unwrap_or_default();
+    (latest, recent)
 }
 
 async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>, fence: Fence) {
