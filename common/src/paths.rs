@@ -18,13 +18,18 @@ pub const METRICS_PATH: &str = "/metrics";
 pub const APPEND_PATH: &str = "/raft/append";
 pub const VOTE_PATH: &str = "/raft/vote";
 pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
+/// Leader only: confirm leadership with a majority and name the index a
+/// follower must have applied to serve a linearizable read.
+pub const READ_INDEX_PATH: &str = "/raft/read_index";
 
 // A node's internal API (internal secret): coordinators and the checkout
 // saga call these; a coordinator's admin port serves WRITE and READ too, for
 // other services' coordinators (`cross_service = "coordinator"`).
 
 pub const WRITE_PATH: &str = "/internal/write";
-/// Linearizable read: only the leader answers, after confirming leadership.
+/// Linearizable read: the leader answers after confirming its leadership;
+/// with `raft.follower_reads`, a follower after catching up with the
+/// leader's read index (`READ_INDEX_PATH`); 421 otherwise.
 pub const READ_PATH: &str = "/internal/read";
 /// This replica's own state, without any consensus round: for tests and
 /// operators checking what one replica holds.

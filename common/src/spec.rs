@@ -141,6 +141,10 @@ pub struct RaftSection {
     /// KiB of the newest log entries (encoded) a node keeps in memory; older
     /// ones are read back from its log files when a follower needs them.
     pub resident_log_kib: u64,
+    /// Reads go to any replica, which first learns its leader's read index
+    /// (a leadership-confirming round) and waits until it has applied that
+    /// far, so they stay linearizable; `false`: only the leader reads.
+    pub follower_reads: bool,
 }
 
 impl Default for RaftSection {
@@ -151,6 +155,7 @@ impl Default for RaftSection {
             snapshot_every: 20_000,
             request_id_window_secs: 600,
             resident_log_kib: 8 * 1024,
+            follower_reads: true,
         }
     }
 }

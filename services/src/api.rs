@@ -27,6 +27,14 @@ pub struct ReadRequest {
     pub query: Query,
 }
 
+/// A leader's answer to `READ_INDEX_PATH`: the log index a replica must
+/// have applied before it serves a read begun now (`raft::read_index`);
+/// `None` while nothing has been committed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndex {
+    pub index: Option<u64>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NotLeader {
     pub leader_id: Option<u64>,

@@ -36,6 +36,8 @@ pub struct NodeMetrics {
     pub proposal_queue: IntGauge,
     pub proposals_in_flight: IntGauge,
     pub write_seconds: Histogram,
+    pub follower_reads: IntCounterVec,
+    pub follower_read_seconds: Histogram,
 }
 
 pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
@@ -175,6 +177,20 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
         "raft_proposal_batch_writes",
         "Client writes the leader put into one Raft entry (concurrent writes share an entry).",
         &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 256.0],
+    ),
+    follower_reads: counter_vec(
+        "raft_follower_reads_total",
+        "Reads this replica took as a follower (raft.follower_reads), by how they ended: served \
+         after catching up with the leader's read index, not_leader (421 with the leader's hint), \
+         unavailable (the leader could not be asked or confirm itself), behind (not applied that \
+         far within the election timeout; 503).",
+        &["outcome"],
+    ),
+    follower_read_seconds: histogram(
+        "raft_follower_read_wait_seconds",
+        "Time a follower read waits before its query: the read-index round with the leader and \
+         the wait until this replica has applied that index.",
+        LATENCY_BUCKETS,
     ),
 });
 

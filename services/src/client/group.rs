@@ -40,6 +40,9 @@ pub struct GroupClient {
     nodes: RwLock<Vec<String>>,
     leader: RwLock<Option<String>>,
     cursor: AtomicUsize,
+    /// Reads go round every routable replica (`raft.follower_reads`).
+    spread_reads: bool,
+    read_cursor: AtomicUsize,
     deadline: Duration,
     bulk_deadline: Duration,
     /// The own service's node-down protocol, when this client has one:
@@ -65,6 +68,8 @@ impl GroupClient {
             nodes: RwLock::new(spec.nodes(service).into_iter().map(|n| n.addr).collect()),
             leader: RwLock::new(None),
             cursor: AtomicUsize::new(0),
+            spread_reads: spec.raft.follower_reads,
+            read_cursor: AtomicUsize::new(0),
             deadline: Duration::from_millis(limits.request_timeout_ms),
             bulk_deadline: Duration::from_millis(limits.bulk_timeout_ms),
             health: None,
@@ -97,17 +102,25 @@ impl GroupClient {
         } else {
             (self.deadline, ATTEMPT_TIMEOUT)
         };
-        self.call(WRITE_PATH, &body, deadline, attempt)
+        self.call(WRITE_PATH, &body, deadline, attempt, Route::Leader)
             .await
             .map_err(refusal_is_a_bug)
     }
 
+    /// A linearizable read: at the next replica in turn when follower
+    /// reads are on, else at the leader.
     pub async fn read(&self, query: Query) -> Result<Outcome, ApiError> {
+        let route = if self.spread_reads {
+            Route::AnyReplica
+        } else {
+            Route::Leader
+        };
         self.call(
             READ_PATH,
             &ReadRequest { query },
             self.deadline,
             ATTEMPT_TIMEOUT,
+            route,
         )
         .await
         .map_err(refusal_is_a_bug)
@@ -129,7 +142,7 @@ impl GroupClient {
             key: key.clone(),
             order_id: order_id.to_string(),
         };
-        self.call(CHECKOUT_PATH, &body, wait, wait)
+        self.call(CHECKOUT_PATH, &body, wait, wait, Route::Leader)
             .await
             .map_err(refusal_is_a_bug)
     }
@@ -141,8 +154,14 @@ impl GroupClient {
         path: &str,
         body: &B,
     ) -> Result<T, ApiError> {
-        self.call(path, body, self.bulk_deadline, self.bulk_deadline)
-            .await
+        self.call(
+            path,
+            body,
+            self.bulk_deadline,
+            self.bulk_deadline,
+            Route::Leader,
+        )
+        .await
     }
 
     fn is_down(&self, addr: &str) -> bool {
@@ -167,17 +186,33 @@ impl GroupClient {
         }
     }
 
+    /// The nodes that may get requests: the health watcher's routable
+    /// ones, else every known node.
+    fn candidates(&self) -> Vec<String> {
+        let routable = self.health.as_ref().map(|h| h.routable());
+        match routable {
+            Some(nodes) if !nodes.is_empty() => nodes,
+            _ => self.nodes.read().map(|n| n.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The next replica in turn for a read any replica may serve.
+    fn replica(&self) -> String {
+        let nodes = self.candidates();
+        let i = self.read_cursor.fetch_add(1, Ordering::Relaxed);
+        nodes
+            .get(i % nodes.len().max(1))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn target(&self) -> String {
         if let Some(leader) = self.leader.read().ok().and_then(|l| l.clone()) {
             if !self.is_down(&leader) {
                 return leader;
             }
         }
-        let routable = self.health.as_ref().map(|h| h.routable());
-        let nodes = match routable {
-            Some(nodes) if !nodes.is_empty() => nodes,
-            _ => self.nodes.read().map(|n| n.clone()).unwrap_or_default(),
-        };
+        let nodes = self.candidates();
         let i = self.cursor.load(Ordering::Relaxed);
         nodes
             .get(i % nodes.len().max(1))
@@ -226,12 +261,20 @@ impl GroupClient {
         body: &B,
         deadline: Duration,
         attempt_timeout: Duration,
+        route: Route,
     ) -> Result<T, ApiError> {
         let give_up = Instant::now() + deadline;
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut last_error: String;
+        // Only a first attempt goes to any replica: after a refusal or a
+        // failure, the retries follow the leader as every other call does.
+        let mut any_replica = route == Route::AnyReplica;
         loop {
-            let target = self.target();
+            let target = if any_replica {
+                self.replica()
+            } else {
+                self.target()
+            };
             let attempt = tracing::info_span!(
                 "group.attempt",
                 otel.kind = "client",
@@ -268,7 +311,11 @@ impl GroupClient {
                 Ok(resp) => match resp.status() {
                     StatusCode::OK => match resp.json::<T>().await {
                         Ok(outcome) => {
-                            self.remember_leader(&target);
+                            // Where any replica may answer, an answer says
+                            // nothing of who leads.
+                            if route == Route::Leader {
+                                self.remember_leader(&target);
+                            }
                             return Ok(outcome);
                         }
                         Err(e) => {
@@ -311,6 +358,7 @@ impl GroupClient {
                     self.rotate("unreachable");
                 }
             }
+            any_replica = false;
             if Instant::now() >= give_up {
                 return Err(self.gave_up(&last_error));
             }
@@ -319,6 +367,16 @@ impl GroupClient {
             }
         }
     }
+}
+
+/// Where a call may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// The leader (found by following 421 hints).
+    Leader,
+    /// Any replica first: a follower answers reads after catching up
+    /// with the leader's read index.
+    AnyReplica,
 }
 
 /// Reads and writes are built by the coordinator itself: a node refusing one
@@ -365,6 +423,28 @@ mod tests {
         }
         fn is_down(&self, addr: &str) -> bool {
             self.0.read().unwrap().contains(addr)
+        }
+    }
+
+    #[test]
+    fn reads_go_round_every_routable_replica_without_moving_the_leader_guess() {
+        let spec = ClusterSpec::from_toml(SPEC).unwrap();
+        let all: Vec<String> = spec
+            .nodes(Service::Stock)
+            .into_iter()
+            .map(|n| n.addr)
+            .collect();
+        let filter = Arc::new(Down(RwLock::new(BTreeSet::new()), all.clone()));
+        let group = GroupClient::new(&spec, Service::Stock).with_health(filter.clone());
+        assert!(group.spread_reads, "follower reads are on by default");
+        group.remember_leader(&all[0]);
+        let seen: BTreeSet<String> = (0..6).map(|_| group.replica()).collect();
+        assert_eq!(seen, all.iter().cloned().collect::<BTreeSet<_>>());
+        assert_eq!(group.target(), all[0], "the leader guess stays");
+
+        filter.0.write().unwrap().insert(all[1].clone());
+        for _ in 0..6 {
+            assert_ne!(group.replica(), all[1], "a node marked down gets no reads");
         }
     }
 

@@ -18,9 +18,10 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 
 use super::state::Node;
-use crate::api::{CheckoutRequest, NodeStatus, NotLeader, ReadRequest, WriteRequest};
+use crate::api::{CheckoutRequest, NodeStatus, NotLeader, ReadIndex, ReadRequest, WriteRequest};
 use crate::domain::Outcome;
 use crate::raft::proposer::ProposeError;
+use crate::raft::read_index::CatchUpError;
 use crate::raft::TypeConfig;
 
 /// A Raft RPC's JSON body. Decoded straight from the bytes: axum's `Json`
@@ -134,12 +135,49 @@ pub(super) async fn checkout(
     }
 }
 
+/// A linearizable read: at the leader after it confirms its leadership; at
+/// a follower (with `raft.follower_reads`) after it has caught up with the
+/// leader's read index (`raft::read_index`); else 421 to the leader.
 pub(super) async fn read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) -> Response {
     if let Some(why) = n.read_refusal() {
         return ApiError::unavailable(why).into_response();
     }
     match n.raft().ensure_linearizable().await {
         Ok(_) => local_query(&n, &req),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            match (n.follower_reads(), &f.leader_node) {
+                (Some(reads), Some(leader)) => match reads.catch_up(n.raft(), &leader.addr).await {
+                    Ok(()) => local_query(&n, &req),
+                    Err(CatchUpError::NotLeader(hint)) => {
+                        (StatusCode::MISDIRECTED_REQUEST, Json(hint)).into_response()
+                    }
+                    Err(CatchUpError::Unavailable(e)) => {
+                        ApiError::unavailable(format!("cannot learn the read index: {e}"))
+                            .into_response()
+                    }
+                    Err(CatchUpError::Behind { index }) => ApiError::unavailable(format!(
+                        "this replica has not applied the leader's read index {index} in time"
+                    ))
+                    .into_response(),
+                },
+                _ => not_leader(f),
+            }
+        }
+        Err(e) => ApiError::unavailable(format!("cannot confirm leadership: {e}")).into_response(),
+    }
+}
+
+/// The leader's read index for a follower's read, after confirming with a
+/// majority that it still leads; 421 (with the leader it knows) elsewhere.
+pub(super) async fn read_index(State(n): State<Arc<Node>>) -> Response {
+    if let Some(why) = n.read_refusal() {
+        return ApiError::unavailable(why).into_response();
+    }
+    match n.raft().get_read_log_id().await {
+        Ok((read, _applied)) => Json(ReadIndex {
+            index: read.map(|id| id.index),
+        })
+        .into_response(),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => not_leader(f),
         Err(e) => ApiError::unavailable(format!("cannot confirm leadership: {e}")).into_response(),
     }

@@ -17,7 +17,9 @@ use cart_common::spec::NodeId;
 use cart_common::{ClusterSpec, Service};
 use tokio::sync::Semaphore;
 
-use self::http::{append, checkout, local_read, read, ready, snapshot, status, vote, write};
+use self::http::{
+    append, checkout, local_read, read, read_index, ready, snapshot, status, vote, write,
+};
 use self::state::Node;
 use crate::consistency;
 use crate::membership;
@@ -51,6 +53,7 @@ pub async fn run(
             .route(paths::APPEND_PATH, post(append))
             .route(paths::VOTE_PATH, post(vote))
             .route(paths::SNAPSHOT_PATH, post(snapshot))
+            .route(paths::READ_INDEX_PATH, post(read_index))
             .route(paths::WRITE_PATH, post(write))
             .route(paths::READ_PATH, post(read))
             .route(paths::LOCAL_READ_PATH, post(local_read))

@@ -24,6 +24,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::progress::Progress;
 use crate::raft::proposer::{ProposeError, Proposer};
+use crate::raft::read_index::FollowerReads;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::request_key::RequestKey;
@@ -47,6 +48,8 @@ pub(crate) struct Node {
     progress: Arc<Progress>,
     /// The order group's checkout sagas (order nodes only).
     sagas: Option<Arc<Sagas>>,
+    /// Reads served here as a follower; `None` when the spec turns them off.
+    follower_reads: Option<FollowerReads>,
     /// What `/status` reports from the storage; from a MongoDB server read
     /// at most every `STORED_SUMMARY_TTL` (coordinators probe several times
     /// a second).
@@ -180,6 +183,7 @@ impl Node {
             fence,
             progress,
             sagas,
+            follower_reads: FollowerReads::new(spec),
             stored: Mutex::new(None),
         }))
     }
@@ -196,6 +200,11 @@ impl Node {
     /// This replica's consistency digests and repairs.
     pub(crate) fn replica(&self) -> &Arc<Replica> {
         &self.replica
+    }
+
+    /// How this node serves reads as a follower; `None`: it does not.
+    pub(crate) fn follower_reads(&self) -> Option<&FollowerReads> {
+        self.follower_reads.as_ref()
     }
 
     /// The order group's checkout sagas; `None` on payment and stock nodes.

@@ -1,0 +1,125 @@
+//! Follower reads (`raft.follower_reads`, `raft/read_index.rs`): a read sent
+//! to a follower is answered there, and sees every write acknowledged before
+//! it, also right after a leader change; with the switch off, a follower
+//! sends the reader to its leader.
+
+mod common;
+
+use std::time::Duration;
+
+use cart_cluster::harness::{LocalCluster, Role};
+use cart_common::http::InternalClient;
+use cart_common::paths::READ_PATH;
+use cart_common::Service;
+use cart_services::api::{NotLeader, ReadRequest};
+use cart_services::domain::{Outcome, Query, Reply};
+use common::{cluster, eventually, metric, Client};
+
+/// A linearizable read of item "0" sent to stock node `id` itself: its
+/// status, and its stock when answered 200.
+async fn read_at(cluster: &LocalCluster, id: u64) -> (u16, Option<i64>, String) {
+    let addr = cluster.spec.node_addr(Service::Stock, id).unwrap();
+    let query = Query::FindItem {
+        item_id: "0".into(),
+    };
+    let answer = InternalClient::for_cluster(&cluster.spec, Duration::from_secs(5))
+        .post(&addr, READ_PATH, &ReadRequest { query })
+        .send()
+        .await
+        .expect("the node answers");
+    let status = answer.status().as_u16();
+    let body = answer.text().await.unwrap_or_default();
+    let stock = match serde_json::from_str::<Outcome>(&body) {
+        Ok(Ok(Reply::Item(item))) if status == 200 => Some(item.stock),
+        _ => None,
+    };
+    (status, stock, body)
+}
+
+fn followers(cluster: &LocalCluster, leader: u64) -> Vec<u64> {
+    cluster
+        .spec
+        .nodes(Service::Stock)
+        .into_iter()
+        .map(|n| n.id)
+        .filter(|n| *n != leader)
+        .collect()
+}
+
+/// Every write acknowledged through the gateway is seen by a read sent to
+/// either follower at once: each write is one entry whose commit index the
+/// followers would otherwise learn only with the next append or heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_read_sees_every_write_acknowledged_before_it() {
+    let cluster = cluster(&[Service::Stock], |_| {});
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/0/1").await.ok());
+    let leader = cluster.leader(Service::Stock).expect("a leader");
+    for written in 1..=20 {
+        assert!(client.post("/stock/add/0/1").await.ok());
+        for node in followers(&cluster, leader) {
+            let (status, stock, body) = read_at(&cluster, node).await;
+            assert_eq!(status, 200, "follower {node} answers the read: {body}");
+            assert_eq!(
+                stock,
+                Some(written),
+                "follower {node} read after {written} acknowledged writes: {body}"
+            );
+        }
+    }
+    for node in followers(&cluster, leader) {
+        let addr = cluster.spec.node_addr(Service::Stock, node).unwrap();
+        let served = metric(
+            &addr,
+            "cart_raft_follower_reads_total",
+            &[("outcome", "served")],
+        )
+        .await;
+        assert!(
+            served.is_some_and(|n| n >= 20.0),
+            "follower {node} counted its reads as served: {served:?}"
+        );
+    }
+}
+
+/// Right after the leader is SIGKILLed, a write acknowledged by the new
+/// leader is seen by a read at the remaining follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_read_right_after_a_leader_change_sees_the_new_leaders_writes() {
+    let mut cluster = cluster(&[Service::Stock], |_| {});
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/0/1").await.ok());
+    assert!(client.post("/stock/add/0/5").await.ok());
+    let old = cluster.leader(Service::Stock).expect("a leader");
+    cluster.kill(Role::Node(Service::Stock, old)).unwrap();
+    // Retried by the coordinator until the new leader has it.
+    assert!(client.post("/stock/add/0/7").await.ok());
+    let new = eventually("a new stock leader", Duration::from_secs(20), || async {
+        cluster.leader(Service::Stock).filter(|l| *l != old)
+    })
+    .await;
+    let follower = (1..=3).find(|n| *n != old && *n != new).unwrap();
+    assert!(client.post("/stock/add/0/1").await.ok());
+    let (status, stock, body) = read_at(&cluster, follower).await;
+    assert_eq!(status, 200, "follower {follower} answers: {body}");
+    assert_eq!(stock, Some(13), "follower {follower} sees all three writes");
+}
+
+/// With `follower_reads = false` a follower answers a read with 421 and its
+/// leader's address, and the gateway's reads still work (at the leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_follower_reads_off_a_follower_sends_the_reader_to_its_leader() {
+    let cluster = cluster(&[Service::Stock], |spec| spec.raft.follower_reads = false);
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/0/1").await.ok());
+    assert!(client.post("/stock/add/0/3").await.ok());
+    assert_eq!(client.stock("0").await, 3);
+    let leader = cluster.leader(Service::Stock).expect("a leader");
+    let leader_addr = cluster.spec.node_addr(Service::Stock, leader).unwrap();
+    for node in followers(&cluster, leader) {
+        let (status, _, body) = read_at(&cluster, node).await;
+        assert_eq!(status, 421, "follower {node} refers the read: {body}");
+        let hint: NotLeader = serde_json::from_str(&body).unwrap();
+        assert_eq!(hint.leader_addr.as_deref(), Some(leader_addr.as_str()));
+    }
+}

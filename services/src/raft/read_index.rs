@@ -1,0 +1,198 @@
+//! Follower reads: a replica that is not the leader serves a linearizable
+//! read after a read-index round with its leader (Raft thesis §6.4).
+//!
+//! The follower asks the leader for its read index (`READ_INDEX_PATH`):
+//! the leader confirms with a majority that it still leads (openraft's
+//! `get_read_log_id`, the same round a leader's own read makes) and names
+//! the last index committed when the read began — at least its own term's
+//! first entry, so every write acknowledged by any earlier leader is below
+//! it. The follower then waits until it has applied that index and answers
+//! from its own state. Applied entries are committed ones, and committed
+//! entries are the same on every replica, so the follower's state then
+//! holds every write acknowledged before the read began: the read is as
+//! fresh as one at the leader, wherever the coordinator sent it.
+//!
+//! A follower that cannot catch up within the bound (a lagging or cut-off
+//! replica) answers 503 and the coordinator reads elsewhere; one whose
+//! leader says it no longer leads passes the hint on as a 421.
+
+use std::time::{Duration, Instant};
+
+use cart_common::http::{CallError, InternalClient};
+use cart_common::metrics::precreate;
+use cart_common::paths::READ_INDEX_PATH;
+use cart_common::ClusterSpec;
+use tracing::Instrument;
+
+use super::Raft;
+use crate::api::{NotLeader, ReadIndex};
+use crate::metrics::METRICS;
+
+/// How a follower read ended, as the `outcome` metric label names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FollowerReadOutcome {
+    /// Caught up with the read index and answered from this replica.
+    Served,
+    /// The node it took for leader no longer leads: a 421 to the caller.
+    NotLeader,
+    /// The leader could not be asked or could not confirm its leadership.
+    Unavailable,
+    /// Not applied up to the read index within the bound.
+    Behind,
+}
+
+impl FollowerReadOutcome {
+    pub const ALL: [Self; 4] = [
+        Self::Served,
+        Self::NotLeader,
+        Self::Unavailable,
+        Self::Behind,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Served => "served",
+            Self::NotLeader => "not_leader",
+            Self::Unavailable => "unavailable",
+            Self::Behind => "behind",
+        }
+    }
+}
+
+/// Why a follower may not serve a read.
+#[derive(Debug)]
+pub enum CatchUpError {
+    NotLeader(NotLeader),
+    Unavailable(String),
+    Behind { index: u64 },
+}
+
+impl CatchUpError {
+    fn outcome(&self) -> FollowerReadOutcome {
+        match self {
+            Self::NotLeader(_) => FollowerReadOutcome::NotLeader,
+            Self::Unavailable(_) => FollowerReadOutcome::Unavailable,
+            Self::Behind { .. } => FollowerReadOutcome::Behind,
+        }
+    }
+}
+
+/// A follower's side of follower reads: present when the spec turns them on.
+pub struct FollowerReads {
+    client: InternalClient,
+    /// The read-index round and the wait for the applies, together.
+    bound: Duration,
+}
+
+impl FollowerReads {
+    /// `None` when the spec's `raft.follower_reads` is off.
+    pub fn new(spec: &ClusterSpec) -> Option<Self> {
+        precreate(
+            &METRICS.follower_reads,
+            FollowerReadOutcome::ALL.map(|o| [o.as_str()]),
+        );
+        // A leader that cannot confirm itself within an election timeout is
+        // about to be replaced; the coordinator has other replicas to ask.
+        let bound = Duration::from_millis(spec.raft.election_timeout_ms);
+        spec.raft.follower_reads.then(|| Self {
+            client: InternalClient::for_cluster(spec, bound),
+            bound,
+        })
+    }
+
+    /// Returns once this replica has applied everything the leader at
+    /// `leader_addr` had committed when asked; counts and times the round.
+    pub async fn catch_up(&self, raft: &Raft, leader_addr: &str) -> Result<(), CatchUpError> {
+        let started = Instant::now();
+        let span = tracing::info_span!("raft.follower_read", leader = leader_addr);
+        let result = self
+            .round(raft, leader_addr, started)
+            .instrument(span)
+            .await;
+        METRICS
+            .follower_read_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = match &result {
+            Ok(()) => FollowerReadOutcome::Served,
+            Err(e) => {
+                tracing::debug!(leader = leader_addr, error = ?e, "follower read refused");
+                e.outcome()
+            }
+        };
+        METRICS
+            .follower_reads
+            .with_label_values(&[outcome.as_str()])
+            .inc();
+        result
+    }
+
+    async fn round(
+        &self,
+        raft: &Raft,
+        leader_addr: &str,
+        started: Instant,
+    ) -> Result<(), CatchUpError> {
+        let asked = self
+            .client
+            .post_json::<_, ReadIndex>(leader_addr, READ_INDEX_PATH, &())
+            .await;
+        let index = match asked {
+            Ok(ReadIndex { index }) => index,
+            Err(CallError::Status { status, body }) if status.as_u16() == 421 => {
+                return Err(CatchUpError::NotLeader(
+                    serde_json::from_str(&body).unwrap_or_default(),
+                ))
+            }
+            Err(e) => return Err(CatchUpError::Unavailable(format!("{leader_addr}: {e}"))),
+        };
+        let Some(index) = index else {
+            return Ok(());
+        };
+        let left = self.bound.saturating_sub(started.elapsed());
+        raft.wait(Some(left))
+            .applied_index_at_least(Some(index), "follower read")
+            .await
+            .map(|_| ())
+            .map_err(|_| CatchUpError::Behind { index })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_switch_turns_follower_reads_off() {
+        let toml = r#"
+            [cluster]
+            admin_token = "a"
+            internal_secret = "s"
+            [services.order]
+            coordinators = 1
+            nodes = 3
+            [services.payment]
+            coordinators = 1
+            nodes = 3
+            [services.stock]
+            coordinators = 1
+            nodes = 3
+        "#;
+        let mut spec = ClusterSpec::from_toml(toml).unwrap();
+        assert!(
+            spec.raft.follower_reads,
+            "on unless the spec says otherwise"
+        );
+        assert!(FollowerReads::new(&spec).is_some());
+        spec.raft.follower_reads = false;
+        assert!(FollowerReads::new(&spec).is_none());
+    }
+
+    #[test]
+    fn every_outcome_has_its_own_label() {
+        let labels: std::collections::BTreeSet<_> = FollowerReadOutcome::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(labels.len(), FollowerReadOutcome::ALL.len());
+    }
+}
