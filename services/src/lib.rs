@@ -12,3 +12,5 @@ pub mod raft;
 pub mod request_key;
 pub mod saga;
 pub mod storage;
+#[cfg(test)]
+mod test_spec;

@@ -394,21 +394,6 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    const SPEC: &str = r#"
-        [cluster]
-        admin_token = "a"
-        internal_secret = "s"
-        [services.order]
-        coordinators = 1
-        nodes = 3
-        [services.payment]
-        coordinators = 1
-        nodes = 3
-        [services.stock]
-        coordinators = 1
-        nodes = 3
-    "#;
-
     /// Marks the addresses in `down` down.
     struct Down(RwLock<BTreeSet<String>>, Vec<String>);
 
@@ -426,9 +411,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reads_go_round_every_routable_replica_without_moving_the_leader_guess() {
-        let spec = ClusterSpec::from_toml(SPEC).unwrap();
+    /// The stock nodes' addresses, a filter that marks none down yet, and a
+    /// client of the stock group routing by it.
+    fn stock_group() -> (Vec<String>, Arc<Down>, GroupClient) {
+        let spec = crate::test_spec::spec();
         let all: Vec<String> = spec
             .nodes(Service::Stock)
             .into_iter()
@@ -436,6 +422,12 @@ mod tests {
             .collect();
         let filter = Arc::new(Down(RwLock::new(BTreeSet::new()), all.clone()));
         let group = GroupClient::new(&spec, Service::Stock).with_health(filter.clone());
+        (all, filter, group)
+    }
+
+    #[test]
+    fn reads_go_round_every_routable_replica_without_moving_the_leader_guess() {
+        let (all, filter, group) = stock_group();
         assert!(group.spread_reads, "follower reads are on by default");
         group.remember_leader(&all[0]);
         let seen: BTreeSet<String> = (0..6).map(|_| group.replica()).collect();
@@ -450,15 +442,8 @@ mod tests {
 
     #[test]
     fn nodes_marked_down_get_no_requests() {
-        let spec = ClusterSpec::from_toml(SPEC).unwrap();
-        let all: Vec<String> = spec
-            .nodes(Service::Stock)
-            .into_iter()
-            .map(|n| n.addr)
-            .collect();
-        let filter = Arc::new(Down(RwLock::new(BTreeSet::new()), all));
-        let group = GroupClient::new(&spec, Service::Stock).with_health(filter.clone());
-        let down = spec.node_addr(Service::Stock, 2).unwrap();
+        let (all, filter, group) = stock_group();
+        let down = all[1].clone();
 
         let mut seen = BTreeSet::new();
         for _ in 0..9 {

@@ -163,21 +163,7 @@ mod tests {
 
     #[test]
     fn the_spec_switch_turns_follower_reads_off() {
-        let toml = r#"
-            [cluster]
-            admin_token = "a"
-            internal_secret = "s"
-            [services.order]
-            coordinators = 1
-            nodes = 3
-            [services.payment]
-            coordinators = 1
-            nodes = 3
-            [services.stock]
-            coordinators = 1
-            nodes = 3
-        "#;
-        let mut spec = ClusterSpec::from_toml(toml).unwrap();
+        let mut spec = crate::test_spec::spec();
         assert!(
             spec.raft.follower_reads,
             "on unless the spec says otherwise"
