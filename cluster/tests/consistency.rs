@@ -311,6 +311,15 @@ async fn repairing_100_corrupt_keys_of_100k_touches_exactly_those() {
     let client = Client::gateway(&cluster);
     assert!(client.post("/stock/batch_init/100000/5/1").await.ok());
     let bad = follower(&cluster);
+    // The batch is acknowledged once a majority has it: this follower may
+    // apply it later (it learns the commit index with the next append or
+    // heartbeat), and a row corrupted before that would be overwritten.
+    eventually(
+        "the follower to apply the batch",
+        Duration::from_secs(10),
+        || async { (stock_on(&cluster, bad, "99999").await == Some(5)).then_some(()) },
+    )
+    .await;
     for i in 0..100 {
         let key = (i * 997).to_string();
         // Changed values and deleted rows alike.
