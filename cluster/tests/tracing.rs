@@ -1,7 +1,7 @@
 //! One checkout is one trace: with an OTLP receiver in the test (a gRPC
 //! collector), a checkout through the gateway yields spans sharing one trace
 //! id from the gateway and from the order, payment and stock coordinators
-//! and nodes.
+//! and nodes; in it the saga's charge and take of stock run at once.
 
 mod common;
 
@@ -21,8 +21,26 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-/// Trace id (hex) → every (service.name, span name) received in it.
-type Traces = BTreeMap<String, Vec<(String, String)>>;
+/// One span as received.
+#[derive(Clone, Debug)]
+struct Seen {
+    service: String,
+    name: String,
+    /// Its `step` attribute, if any (the saga's steps).
+    step: Option<String>,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+/// Trace id (hex) → every span received in it.
+type Traces = BTreeMap<String, Vec<Seen>>;
+
+fn string(v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> Option<String> {
+    match v?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        other => Some(format!("{other:?}")),
+    }
+}
 
 #[derive(Clone, Default)]
 struct Collector {
@@ -42,19 +60,23 @@ impl TraceService for Collector {
                 .iter()
                 .flat_map(|r| r.attributes.iter())
                 .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                .map(|v| match v {
-                    Value::StringValue(s) => s.clone(),
-                    other => format!("{other:?}"),
-                })
+                .and_then(|kv| string(kv.value.as_ref()))
                 .unwrap_or_default();
             for ss in rs.scope_spans {
                 for span in ss.spans {
                     let trace: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-                    spans
-                        .entry(trace)
-                        .or_default()
-                        .push((service.clone(), span.name.clone()));
+                    let step = span
+                        .attributes
+                        .iter()
+                        .find(|kv| kv.key == "step")
+                        .and_then(|kv| string(kv.value.as_ref()));
+                    spans.entry(trace).or_default().push(Seen {
+                        service: service.clone(),
+                        name: span.name.clone(),
+                        step,
+                        start_ns: span.start_time_unix_nano,
+                        end_ns: span.end_time_unix_nano,
+                    });
                 }
             }
         }
@@ -70,7 +92,7 @@ fn free_addr() -> SocketAddr {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_checkout_is_one_trace_across_every_service() {
+async fn one_checkout_is_one_trace_across_every_service_with_charge_and_take_at_once() {
     let collector = Collector::default();
     let addr = free_addr();
     let server = tonic::transport::Server::builder()
@@ -101,7 +123,7 @@ async fn one_checkout_is_one_trace_across_every_service() {
         "cart-stock-node",
     ]
     .into();
-    eventually(
+    let trace = eventually(
         "one trace through every service, with the saga's spans",
         Duration::from_secs(20),
         || async {
@@ -109,17 +131,31 @@ async fn one_checkout_is_one_trace_across_every_service() {
             // The trace of the order coordinator's checkout request.
             let (_, trace) = spans.iter().find(|(_, s)| {
                 s.iter()
-                    .any(|(svc, name)| svc == "cart-order-coordinator" && name == checkout)
+                    .any(|s| s.service == "cart-order-coordinator" && s.name == checkout)
             })?;
-            let services: BTreeSet<&str> = trace.iter().map(|(svc, _)| svc.as_str()).collect();
-            let names: BTreeSet<&str> = trace.iter().map(|(_, n)| n.as_str()).collect();
+            let services: BTreeSet<&str> = trace.iter().map(|s| s.service.as_str()).collect();
+            let names: BTreeSet<&str> = trace.iter().map(|s| s.name.as_str()).collect();
             // Spans arrive in batches per process: wait for the saga's too.
             let complete =
                 want.is_subset(&services) && SAGA_SPANS.iter().all(|s| names.contains(s));
-            complete.then_some(())
+            complete.then(|| trace.clone())
         },
     )
     .await;
+
+    // The order leader's charge and take of stock overlap in time.
+    let step = |which: &str| {
+        trace
+            .iter()
+            .find(|s| s.name == "saga.step" && s.step.as_deref() == Some(which))
+            .unwrap_or_else(|| panic!("no {which} step in {trace:#?}"))
+            .clone()
+    };
+    let (charge, take) = (step("charge"), step("take_stock"));
+    assert!(
+        charge.start_ns < take.end_ns && take.start_ns < charge.end_ns,
+        "charge and take of stock ran one after the other: {charge:?} {take:?}"
+    );
 }
 
 /// The spans of the saga, its steps and the Raft writes.

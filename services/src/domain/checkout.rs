@@ -44,7 +44,7 @@ impl Checkout {
     }
 }
 
-/// The saga's steps, in the order they run. Part of the log format
+/// The saga's steps (sent at once). Part of the log format
 /// (`AbortCheckout::failed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,7 +100,7 @@ impl Checkout {
 pub enum CheckoutState {
     Started,
     Committed,
-    /// Decided: `failed` was refused; the steps before it are being undone.
+    /// Decided: `failed` was refused; the other step is being undone.
     Aborting {
         failed: SagaStep,
         error: RejectionCode,

@@ -153,6 +153,11 @@ pub enum Command {
         tx_id: String,
         items: Vec<(String, i64)>,
     },
+    /// Compensation: give back what `TakeStock` of `tx_id` took, or refuse
+    /// it in advance.
+    ReturnStock {
+        tx_id: String,
+    },
     BatchInitItems {
         n: u64,
         starting_stock: i64,
@@ -443,6 +448,7 @@ pub fn apply(store: &mut dyn StateStore, cmd: &Command, ts_ms: u64) -> Result<Ou
         | Command::AddStock { .. }
         | Command::SubtractStock { .. }
         | Command::TakeStock { .. }
+        | Command::ReturnStock { .. }
         | Command::BatchInitItems { .. } => stock::apply(store, cmd, ts_ms),
         Command::CreateUser { .. }
         | Command::AddFunds { .. }

@@ -265,8 +265,7 @@ mod tests {
         }
     }
 
-    /// Stock has no compensation (the saga takes stock last and never gives
-    /// it back), but its step applies once and stays refused like payment's.
+    /// Stock's step applies once and stays refused like payment's.
     #[test]
     fn stock_steps_apply_once_and_stay_refused() {
         let mut s = MemoryStore::default();
@@ -306,6 +305,73 @@ mod tests {
             "insufficient_stock"
         );
         assert_eq!(stock(&s), 13);
+    }
+
+    fn stock_of_item_0(s: &MemoryStore) -> i64 {
+        match ask(
+            s,
+            Query::FindItem {
+                item_id: "0".into(),
+            },
+        ) {
+            Ok(Reply::Item(i)) => i.stock,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn shelf(stock: i64) -> MemoryStore {
+        let mut s = MemoryStore::default();
+        let init = Command::BatchInitItems {
+            n: 2,
+            starting_stock: stock,
+            price: 1,
+        };
+        run(&mut s, init).unwrap();
+        s
+    }
+
+    /// The saga charges and takes stock at once, so a refused charge gives
+    /// the stock back: once, every listed pair (an item listed twice too).
+    #[test]
+    fn returning_stock_undoes_the_take_once() {
+        let mut s = shelf(5);
+        let take = Command::TakeStock {
+            tx_id: "t".into(),
+            items: vec![("0".into(), 2), ("0".into(), 1), ("1".into(), 4)],
+        };
+        run(&mut s, take.clone()).unwrap();
+        assert_eq!(stock_of_item_0(&s), 2);
+        let give_back = Command::ReturnStock { tx_id: "t".into() };
+        run(&mut s, give_back.clone()).unwrap();
+        run(&mut s, give_back).unwrap();
+        assert_eq!(s.table(Table::Items), shelf(5).table(Table::Items));
+        assert_eq!(run(&mut s, take).unwrap_err().error, "transaction_aborted");
+        assert_eq!(stock_of_item_0(&s), 5);
+    }
+
+    #[test]
+    fn returning_stock_before_the_take_refuses_the_late_take() {
+        let mut s = shelf(5);
+        run(&mut s, Command::ReturnStock { tx_id: "t".into() }).unwrap();
+        assert_eq!(stock_of_item_0(&s), 5);
+        let take = Command::TakeStock {
+            tx_id: "t".into(),
+            items: vec![("0".into(), 2)],
+        };
+        assert_eq!(run(&mut s, take).unwrap_err().error, "transaction_aborted");
+        assert_eq!(stock_of_item_0(&s), 5);
+    }
+
+    #[test]
+    fn returning_a_refused_take_changes_nothing() {
+        let mut s = shelf(1);
+        let take = Command::TakeStock {
+            tx_id: "t".into(),
+            items: vec![("0".into(), 2)],
+        };
+        assert_eq!(run(&mut s, take).unwrap_err().error, "insufficient_stock");
+        run(&mut s, Command::ReturnStock { tx_id: "t".into() }).unwrap();
+        assert_eq!(stock_of_item_0(&s), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::steps::{run_once, Effect};
+use super::steps::{compensate_once, run_once, Effect};
 use super::{
     check_batch_size, get_value, put_value, Command, Outcome, Rejection, RejectionCode, Reply,
     StateStore, StoreError, Table,
@@ -33,6 +33,7 @@ pub(super) fn apply(
             };
             run_once(store, tx_id, ts_ms, effect, |s| change(s, items, -1))
         }
+        Command::ReturnStock { tx_id } => compensate_once(store, tx_id, ts_ms, give_back),
         Command::BatchInitItems {
             n,
             starting_stock,
@@ -109,6 +110,21 @@ fn change(
         put_value(store, Table::Items, id, &item)?;
     }
     Ok(Ok(Reply::Done))
+}
+
+/// Gives back what a `TakeStock` took. Saturates rather than fail: a
+/// compensation must complete, and stock near i64::MAX is not a real shelf.
+fn give_back(store: &mut dyn StateStore, effect: &Effect) -> Result<(), StoreError> {
+    let Effect::TakeStock { items } = effect else {
+        return Err(StoreError(format!("stock cannot undo {effect:?}")));
+    };
+    for (id, qty) in items {
+        if let Some(mut item) = get_value::<Item>(store, Table::Items, id)? {
+            item.stock = item.stock.saturating_add(*qty);
+            put_value(store, Table::Items, id, &item)?;
+        }
+    }
+    Ok(())
 }
 
 fn batch_init(

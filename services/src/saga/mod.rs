@@ -2,18 +2,23 @@
 //!
 //! A checkout is a record in the order group's log (`domain::checkout`)
 //! written before the first step; every decision is logged before it is
-//! acted on. The steps run in this order:
+//! acted on. The steps:
 //!
-//! 1. charge the user (payment),
-//! 2. take the stock of every item, all or none (stock),
-//! 3. commit: the order is marked paid in the same log entry.
+//! 1. charge the user (payment) and take the stock of every item, all or
+//!    none (stock), both at once: one consensus round in a row instead of
+//!    two;
+//! 2. when both have a definite answer: if both applied, commit (the order
+//!    is marked paid in the same log entry); if either was refused, abort,
+//!    undo the other one (refund the charge, or give the stock back), then
+//!    finish the checkout as aborted.
 //!
-//! Charging first means a buyer who cannot pay never holds stock another
-//! buyer could have had; stock is never given back on this path. If the
-//! stock is short, the charge is refunded, then the checkout is finished
-//! as aborted. Every step carries the transaction id and is retried with it
-//! until it has a definite answer, never guessed as failed; the
-//! participants apply each transaction's step once (`domain::steps`).
+//! Every step carries the transaction id and is retried with it until it
+//! has a definite answer, never guessed as failed; the participants apply
+//! each transaction's step and its compensation once, and a compensation
+//! that arrives first refuses its step (`domain::steps`). The decision waits
+//! for both answers, so nothing of a checkout moves after its abort is
+//! logged except the compensation. docs/design.md argues why this stays
+//! all-or-nothing and exactly-once.
 //!
 //! Whoever is leader drives every open checkout: the request that began it,
 //! or, after a leader change, the sweeper of the new leader, which finds the
@@ -26,11 +31,11 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use cart_common::metrics::{
-    counter, counter_vec, float_gauge, gauge, histogram_vec, precreate, LATENCY_BUCKETS,
+    counter, counter_vec, float_gauge, gauge, histogram, histogram_vec, precreate, LATENCY_BUCKETS,
 };
 use cart_common::{ClusterSpec, Service};
 use openraft::{BasicNode, ServerState};
-use prometheus::{Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -44,6 +49,9 @@ use crate::raft::{now_ms, NodeId, Raft};
 use crate::request_key::RequestKey;
 use crate::storage::{Backend, Health};
 use cart_common::backoff::Backoff;
+
+mod turns;
+use turns::TakeTurns;
 
 /// How often the leader looks for open checkouts nobody drives.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -80,6 +88,8 @@ pub struct Sagas {
     /// Finished transactions are forgotten after this long.
     window_ms: u64,
     recovery: Mutex<Option<SagaRecovery>>,
+    /// Which checkout may take stock next (stock in doubt is waited for).
+    turns: TakeTurns,
 }
 
 /// What a saga sends to a participant or logs, as its request ids
@@ -90,18 +100,28 @@ pub enum StepKind {
     TakeStock,
     /// Compensation of a charge.
     Refund,
+    /// Compensation of a take of stock.
+    ReturnStock,
     /// Logging a decision (commit, abort, finish) in the order group.
     Decide,
 }
 
 impl StepKind {
-    pub const ALL: [Self; 4] = [Self::Charge, Self::TakeStock, Self::Refund, Self::Decide];
+    pub const ALL: [Self; 5] = [
+        Self::Charge,
+        Self::TakeStock,
+        Self::Refund,
+        Self::ReturnStock,
+        Self::Decide,
+    ];
+    pub const COMPENSATIONS: [Self; 2] = [Self::Refund, Self::ReturnStock];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Charge => SagaStep::Charge.as_str(),
             Self::TakeStock => SagaStep::TakeStock.as_str(),
             Self::Refund => "refund",
+            Self::ReturnStock => "return_stock",
             Self::Decide => "decide",
         }
     }
@@ -143,6 +163,7 @@ impl Sagas {
             health,
             payment: PeerService::new(spec, Service::Payment),
             stock: PeerService::new(spec, Service::Stock),
+            turns: TakeTurns::default(),
             running: Mutex::new(HashMap::new()),
             wait: Duration::from_millis(spec.limits.checkout_timeout_ms),
             window_ms: spec.raft.request_id_window_secs.saturating_mul(1000),
@@ -183,6 +204,7 @@ impl Sagas {
             }
             Err(refused) => return Ok(CheckoutReply::Refused(refused)),
         };
+        self.turns.register(&checkout.tx_id, &checkout.items);
         let mut progress = self.drive(&checkout.tx_id);
         let ended = tokio::time::timeout(self.wait, async {
             loop {
@@ -238,6 +260,11 @@ impl Sagas {
         tokio::spawn(
             async move {
                 let end = sagas.run(&tx_id).await;
+                // A driver stopped by a leader change keeps its turn: should
+                // this node lead again, the take-over reloads it anyway.
+                if matches!(end, Progress::Finished(_)) || !sagas.is_open(&tx_id) {
+                    sagas.turns.finish(&tx_id);
+                }
                 let _ = tx.send(end);
                 let mut running = sagas.running.lock().unwrap_or_else(|p| p.into_inner());
                 running.remove(&tx_id);
@@ -297,47 +324,91 @@ impl Sagas {
         }
     }
 
-    /// Runs the steps of a started checkout; returns the decision to log.
+    /// Runs the steps of a started checkout, both at once; returns the
+    /// decision to log once both have a definite answer.
     async fn forward(&self, c: &Checkout) -> Option<Command> {
         let charge = Command::Charge {
             tx_id: c.tx_id.clone(),
             user_id: c.user_id.clone(),
             amount: c.amount,
         };
-        let charged = self.step(&self.payment, StepKind::Charge, &c.tx_id, charge);
-        if let Err(refused) = charged.await? {
-            return Some(abort(c, SagaStep::Charge, refused));
-        }
         let take = Command::TakeStock {
             tx_id: c.tx_id.clone(),
             items: c.items.clone(),
         };
-        let taken = self.step(&self.stock, StepKind::TakeStock, &c.tx_id, take);
-        if let Err(refused) = taken.await? {
-            return Some(abort(c, SagaStep::TakeStock, refused));
+        let charged = async {
+            let charged = self
+                .step(&self.payment, StepKind::Charge, &c.tx_id, charge)
+                .await;
+            if matches!(charged, Some(Ok(_))) {
+                self.turns.settle(&c.tx_id);
+            }
+            charged
+        };
+        let taken = async {
+            self.wait_turn(c).await?;
+            self.step(&self.stock, StepKind::TakeStock, &c.tx_id, take)
+                .await
+        };
+        let (charged, taken) = tokio::join!(charged, taken);
+        // A refused charge names the abort when both are refused: a buyer
+        // who cannot pay hears that first, as when the steps ran in turn.
+        match (charged?, taken?) {
+            (Err(refused), _) => Some(abort(c, SagaStep::Charge, refused)),
+            (Ok(_), Err(refused)) => Some(abort(c, SagaStep::TakeStock, refused)),
+            (Ok(_), Ok(_)) => Some(Command::CommitCheckout {
+                tx_id: c.tx_id.clone(),
+            }),
         }
-        Some(Command::CommitCheckout {
-            tx_id: c.tx_id.clone(),
-        })
     }
 
-    /// Undoes the steps before the refused one, then finishes the abort. A
-    /// refused charge changed nothing, so nothing is undone; a refused stock
-    /// step means the charge happened and is refunded.
-    async fn compensate(&self, c: &Checkout, failed: SagaStep) -> Option<Command> {
-        if failed == SagaStep::TakeStock {
-            let refund = Command::Refund {
-                tx_id: c.tx_id.clone(),
-            };
-            // A compensation always applies (or leaves a tombstone).
-            let _ = self
-                .step(&self.payment, StepKind::Refund, &c.tx_id, refund)
-                .await?;
-            METRICS
-                .compensations
-                .with_label_values(&[StepKind::Refund.as_str()])
-                .inc();
+    /// Waits until this checkout may take stock (`turns`): once this leader
+    /// has loaded the open checkouts of its term, until no earlier checkout
+    /// sharing an item holds stock in doubt. `None`: no longer leader.
+    async fn wait_turn(&self, c: &Checkout) -> Option<()> {
+        let started = Instant::now();
+        let span = tracing::info_span!("saga.take_turn", tx_id = %c.tx_id);
+        async {
+            loop {
+                let term = self.leadership(&self.raft.metrics().borrow())?;
+                if self.turns.loaded_for(term) {
+                    break;
+                }
+                // Only right after an election, until the sweeper's take-over.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.turns.wait_turn(&c.tx_id, &c.items).await;
+            Some(())
         }
+        .instrument(span)
+        .await?;
+        METRICS
+            .take_turn_wait
+            .observe(started.elapsed().as_secs_f64());
+        Some(())
+    }
+
+    /// Undoes the step that was not refused, then finishes the abort. Both
+    /// steps had a definite answer before the abort was logged; undoing one
+    /// that was refused too changes nothing (`domain::steps`), and for a
+    /// checkout logged by a version that ran the steps in turn (a refused
+    /// charge, stock never asked) it leaves a tombstone.
+    async fn compensate(&self, c: &Checkout, failed: SagaStep) -> Option<Command> {
+        let tx_id = c.tx_id.clone();
+        let (service, kind, undo) = match failed {
+            SagaStep::TakeStock => (&self.payment, StepKind::Refund, Command::Refund { tx_id }),
+            SagaStep::Charge => (
+                &self.stock,
+                StepKind::ReturnStock,
+                Command::ReturnStock { tx_id },
+            ),
+        };
+        // A compensation always applies (or leaves a tombstone).
+        let _ = self.step(service, kind, &c.tx_id, undo).await?;
+        METRICS
+            .compensations
+            .with_label_values(&[kind.as_str()])
+            .inc();
         Some(Command::FinishCheckout {
             tx_id: c.tx_id.clone(),
         })
@@ -415,6 +486,15 @@ impl Sagas {
         }
     }
 
+    /// Whether `tx_id` is a checkout not yet finished (true if unreadable).
+    fn is_open(&self, tx_id: &str) -> bool {
+        match self.load(tx_id) {
+            Ok(Some(c)) => !c.is_finished(),
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
     fn is_leader(&self) -> bool {
         self.leadership(&self.raft.metrics().borrow()).is_some()
     }
@@ -460,8 +540,9 @@ impl Sagas {
                 if self.raft.ensure_linearizable().await.is_err() {
                     continue;
                 }
-                led_term = Some(term);
-                self.take_over(term);
+                if self.take_over(term) {
+                    led_term = Some(term);
+                }
             } else {
                 // Young ones are being started by the request that began them.
                 self.drive_undriven(SWEEP_EVERY * 2);
@@ -477,17 +558,36 @@ impl Sagas {
 
     /// A new leader resumes every checkout its predecessors left open
     /// (whether the sweeper or a client's retry ends up driving it).
-    fn take_over(self: &Arc<Self>, term: u64) {
-        let open = match self.open_checkouts() {
-            Ok(open) => open.len() as u64,
+    /// False if the open checkouts could not be listed (the sweeper tries
+    /// again at its next round).
+    fn take_over(self: &Arc<Self>, term: u64) -> bool {
+        let mut open = match self.open_checkouts() {
+            Ok(open) => open,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list open checkouts");
-                return;
+                return false;
             }
         };
+        // Their stock may be in doubt: every take of this term waits for them.
+        // An abort for a refused take holds no stock.
+        open.sort_by_key(|c| c.started_ms);
+        let in_doubt = open.iter().filter(|c| {
+            !matches!(
+                c.state,
+                CheckoutState::Aborting {
+                    failed: SagaStep::TakeStock,
+                    ..
+                }
+            )
+        });
+        self.turns.load(
+            term,
+            in_doubt.map(|c| (c.tx_id.as_str(), c.items.as_slice())),
+        );
+        let open = open.len() as u64;
         self.drive_undriven(Duration::ZERO);
         if open == 0 {
-            return;
+            return true;
         }
         tracing::info!(term, open, "resuming open checkouts after a leader change");
         METRICS.sagas_recovered.inc_by(open);
@@ -498,6 +598,7 @@ impl Sagas {
                 resumed: open,
             });
         }
+        true
     }
 
     /// Starts drivers for open checkouts older than `min_age` that have none.
@@ -609,7 +710,10 @@ fn init_series() {
         &METRICS.saga_duration,
         SagaOutcome::ALL.map(|o| [o.as_str()]),
     );
-    precreate(&METRICS.compensations, [[StepKind::Refund.as_str()]]);
+    precreate(
+        &METRICS.compensations,
+        StepKind::COMPENSATIONS.map(|s| [s.as_str()]),
+    );
     let aborted = SagaOutcome::Aborted.as_str();
     precreate(
         &METRICS.sagas,
@@ -642,6 +746,7 @@ struct SagaMetrics {
     checkouts_handed_over: IntCounter,
     saga_duration: HistogramVec,
     compensations: IntCounterVec,
+    take_turn_wait: Histogram,
     step_retries: IntCounterVec,
     forget_runs: IntCounterVec,
 }
@@ -685,8 +790,15 @@ static METRICS: LazyLock<SagaMetrics> = LazyLock::new(|| SagaMetrics {
     ),
     compensations: counter_vec(
         "saga_compensations_total",
-        "Compensations a saga ran, by step (refund).",
+        "Compensations a saga ran, by step (refund, return_stock).",
         &["step"],
+    ),
+    take_turn_wait: histogram(
+        "saga_take_turn_wait_seconds",
+        "Time a checkout's take of stock waited for its turn: for this leader to load the open \
+         checkouts after an election, and for earlier checkouts sharing an item to have their \
+         charge answered (their stock is in doubt until then).",
+        LATENCY_BUCKETS,
     ),
     step_retries: counter_vec(
         "saga_step_retries_total",
