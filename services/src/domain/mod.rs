@@ -436,6 +436,28 @@ impl Rejection {
     }
 }
 
+impl Command {
+    /// Whether applying it again answers from a record of its own, without
+    /// changing anything: the saga's steps and compensations (one record per
+    /// transaction at the participant, `steps`), its decisions (the
+    /// checkout's state, `checkout`) and the forgets (nothing left to
+    /// forget). Their request ids need not be remembered.
+    pub fn keeps_own_record(&self) -> bool {
+        matches!(
+            self,
+            Command::Charge { .. }
+                | Command::Refund { .. }
+                | Command::TakeStock { .. }
+                | Command::ReturnStock { .. }
+                | Command::CommitCheckout { .. }
+                | Command::AbortCheckout { .. }
+                | Command::FinishCheckout { .. }
+                | Command::ForgetSteps { .. }
+                | Command::ForgetCheckouts { .. }
+        )
+    }
+}
+
 /// The result of one command or query, as replicated and as answered.
 pub type Outcome = Result<Reply, Rejection>;
 

@@ -24,8 +24,12 @@ use crate::domain::{Command, Outcome};
 /// Current version of `LogCommand`; a node refuses to apply a newer one
 /// rather than misread it. Version 2: an entry carries `Proposals`.
 /// Version 3: a client write carries its operation's fingerprint, and an
-/// order holds at most `domain::order::MAX_LINES` lines.
-pub const LOG_FORMAT_VERSION: u16 = 3;
+/// order holds at most `domain::order::MAX_LINES` lines. Version 4: a
+/// command that keeps its own record (`Command::keeps_own_record`: the
+/// saga's steps and decisions, the forgets) is not remembered by request id.
+pub const LOG_FORMAT_VERSION: u16 = 4;
+/// The first format whose self-recording commands are not remembered.
+pub const FORMAT_OWN_RECORDS: u16 = 4;
 
 /// One client write as it sits in the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::snapshot::{self, Meta};
 use super::{
     now_ms, storage_error, LogCommand, NodeId, Proposals, StorageError, TypeConfig,
-    LOG_FORMAT_VERSION,
+    FORMAT_OWN_RECORDS, LOG_FORMAT_VERSION,
 };
 use crate::consistency::replica::Replica;
 use crate::domain::steps::{forget_before, time_key};
@@ -180,6 +180,13 @@ impl StateMachine {
         view: &mut dyn StateStore,
         req: &LogCommand,
     ) -> Result<Outcome, StoreError> {
+        // Applying one of these again answers from its own record: its id
+        // and a copy of its outcome (a whole checkout, for a decision)
+        // would only cost memory. Older entries apply as they did, so
+        // replicas replaying them agree.
+        if req.v >= FORMAT_OWN_RECORDS && req.cmd.keeps_own_record() {
+            return self.apply_command(view, req);
+        }
         let seen: Option<Remembered> = get_value(view, Table::Requests, &req.request_id)?;
         if let Some(seen) = seen {
             return Ok(seen.answer(&req.key()));
@@ -534,6 +541,67 @@ mod tests {
                 "{id} remembered"
             );
         }
+    }
+
+    fn charge(tx_id: &str) -> Command {
+        Command::Charge {
+            tx_id: tx_id.into(),
+            user_id: "0".into(),
+            amount: 2,
+        }
+    }
+
+    fn versioned(index: u64, v: u16, request_id: &str, cmd: Command) -> Entry<TypeConfig> {
+        let mut e = entry(index, request_id, 1, cmd);
+        if let EntryPayload::Normal(Proposals(writes)) = &mut e.payload {
+            writes.iter_mut().for_each(|w| w.v = v);
+        }
+        e
+    }
+
+    /// A saga step keeps its own record per transaction: delivered twice
+    /// under one id it applies once, answers the same, and its id is not
+    /// remembered (the memory a copy of each outcome cost).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_saga_step_applies_once_by_its_own_record_and_its_id_is_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = machine(dir.path(), 60_000);
+        let out = sm
+            .apply(vec![
+                entry(1, "init", 1, init()),
+                entry(2, "fund", 1, fund(10)),
+                entry(3, "tx:charge", 1, charge("tx")),
+                entry(4, "tx:charge", 1, charge("tx")),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[2], out[3]);
+        assert_eq!(credit(&sm, "0"), 8);
+        let step = RequestKey::internal("tx:charge");
+        assert_eq!(sm.remembered(&step).unwrap(), None);
+        assert!(sm
+            .remembered(&RequestKey::internal("fund"))
+            .unwrap()
+            .is_some());
+    }
+
+    /// Entries written before format 4 apply as they did: their step ids
+    /// are remembered, so a replica replaying an old log agrees with one
+    /// that applied it when it was new.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_saga_step_of_an_older_format_is_remembered_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = machine(dir.path(), 60_000);
+        sm.apply(vec![
+            entry(1, "init", 1, init()),
+            entry(2, "fund", 1, fund(10)),
+            versioned(3, FORMAT_OWN_RECORDS - 1, "tx:charge", charge("tx")),
+        ])
+        .await
+        .unwrap();
+        let step = RequestKey::internal("tx:charge");
+        assert!(sm.remembered(&step).unwrap().is_some());
+        assert_eq!(credit(&sm, "0"), 8);
     }
 
     #[tokio::test(flavor = "multi_thread")]
