@@ -336,46 +336,76 @@ impl Sagas {
             tx_id: c.tx_id.clone(),
             items: c.items.clone(),
         };
+        // Set when the charge is refused: a take still waiting for its turn
+        // is then not sent (the checkout will abort, and holding its turn
+        // would hold up every later checkout of the same items).
+        let refused = watch::channel(false);
         let charged = async {
             let charged = self
                 .step(&self.payment, StepKind::Charge, &c.tx_id, charge)
                 .await;
-            if matches!(charged, Some(Ok(_))) {
-                self.turns.settle(&c.tx_id);
+            match &charged {
+                Some(Ok(_)) => self.turns.settle(&c.tx_id),
+                Some(Err(_)) => {
+                    let _ = refused.0.send(true);
+                    self.turns.release_unheld(&c.tx_id);
+                }
+                None => {}
             }
             charged
         };
         let taken = async {
-            self.wait_turn(c).await?;
+            let mut charge_refused = refused.0.subscribe();
+            tokio::select! {
+                biased;
+                // The sender lives as long as this function: no spurious end.
+                _ = charge_refused.wait_for(|r| *r) => return Some(None),
+                turn = self.wait_turn(c) => turn?,
+            }
             self.step(&self.stock, StepKind::TakeStock, &c.tx_id, take)
                 .await
+                .map(Some)
         };
         let (charged, taken) = tokio::join!(charged, taken);
         // A refused charge names the abort when both are refused: a buyer
         // who cannot pay hears that first, as when the steps ran in turn.
         match (charged?, taken?) {
             (Err(refused), _) => Some(abort(c, SagaStep::Charge, refused)),
-            (Ok(_), Err(refused)) => Some(abort(c, SagaStep::TakeStock, refused)),
-            (Ok(_), Ok(_)) => Some(Command::CommitCheckout {
+            (Ok(_), Some(Err(refused))) => Some(abort(c, SagaStep::TakeStock, refused)),
+            (Ok(_), Some(Ok(_))) => Some(Command::CommitCheckout {
                 tx_id: c.tx_id.clone(),
             }),
+            // Not reached: the take is skipped only after a refused charge.
+            // Stopping leaves the checkout open for the sweeper to resume.
+            (Ok(_), None) => None,
         }
     }
 
-    /// Waits until this checkout may take stock (`turns`): once this leader
-    /// has loaded the open checkouts of its term, until no earlier checkout
+    /// Waits until this checkout may take stock (`turns`): once the open
+    /// checkouts of this leader's term are loaded, until no earlier checkout
     /// sharing an item holds stock in doubt. `None`: no longer leader.
     async fn wait_turn(&self, c: &Checkout) -> Option<()> {
         let started = Instant::now();
         let span = tracing::info_span!("saga.take_turn", tx_id = %c.tx_id);
         async {
             loop {
-                let term = self.leadership(&self.raft.metrics().borrow())?;
+                let (term, applied_this_term) = {
+                    let m = self.raft.metrics().borrow().clone();
+                    let applied = m.last_applied.map(|l| l.leader_id.term);
+                    (self.leadership(&m)?, applied == Some(m.current_term))
+                };
                 if self.turns.loaded_for(term) {
                     break;
                 }
-                // Only right after an election, until the sweeper's take-over.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // The first take of a new term loads the open checkouts, once
+                // an entry of the term is applied here (and with it every
+                // entry before it: no open checkout is missed).
+                if !applied_this_term {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                } else if let Err(e) = self.load_turns(term) {
+                    tracing::warn!(error = %e, "cannot list open checkouts; retrying");
+                    tokio::time::sleep(MAX_BACKOFF).await;
+                }
             }
             self.turns.wait_turn(&c.tx_id, &c.items).await;
             Some(())
@@ -561,14 +591,37 @@ impl Sagas {
     /// False if the open checkouts could not be listed (the sweeper tries
     /// again at its next round).
     fn take_over(self: &Arc<Self>, term: u64) -> bool {
-        let mut open = match self.open_checkouts() {
+        let open = match self.load_turns(term) {
             Ok(open) => open,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list open checkouts");
                 return false;
             }
         };
-        // Their stock may be in doubt: every take of this term waits for them.
+        self.drive_undriven(Duration::ZERO);
+        if open == 0 {
+            return true;
+        }
+        tracing::info!(term, open, "resuming open checkouts after a leader change");
+        METRICS.sagas_recovered.inc_by(open);
+        if let Ok(mut r) = self.recovery.lock() {
+            *r = Some(SagaRecovery {
+                term,
+                at_ms: now_ms(),
+                resumed: open,
+            });
+        }
+        true
+    }
+
+    /// Registers, once per leadership term, every open checkout whose stock
+    /// may be in doubt, before any take of the term (`turns`); returns how
+    /// many checkouts are open. Whoever comes first in a new term loads:
+    /// the sweeper's take-over, or a checkout about to take stock (whose own
+    /// begin, or join, committed in this term was applied, and with it every
+    /// checkout begun before).
+    fn load_turns(&self, term: u64) -> Result<u64, String> {
+        let mut open = self.open_checkouts()?;
         // An abort for a refused take holds no stock.
         open.sort_by_key(|c| c.started_ms);
         let in_doubt = open.iter().filter(|c| {
@@ -584,21 +637,7 @@ impl Sagas {
             term,
             in_doubt.map(|c| (c.tx_id.as_str(), c.items.as_slice())),
         );
-        let open = open.len() as u64;
-        self.drive_undriven(Duration::ZERO);
-        if open == 0 {
-            return true;
-        }
-        tracing::info!(term, open, "resuming open checkouts after a leader change");
-        METRICS.sagas_recovered.inc_by(open);
-        if let Ok(mut r) = self.recovery.lock() {
-            *r = Some(SagaRecovery {
-                term,
-                at_ms: now_ms(),
-                resumed: open,
-            });
-        }
-        true
+        Ok(open.len() as u64)
     }
 
     /// Starts drivers for open checkouts older than `min_age` that have none.

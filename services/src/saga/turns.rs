@@ -7,7 +7,9 @@
 //! timing, and the consistency scenario would sell less than the stock.
 //! So a checkout sends its take only when no checkout registered before it
 //! that shares one of its items is still in doubt (its charge unanswered,
-//! or refused and its stock not yet given back). Charges never wait.
+//! or refused and its stock not yet given back). Charges never wait, and a
+//! checkout whose charge is refused before its turn came takes nothing and
+//! leaves the queue at once (`release_unheld`), so it holds nobody up.
 //!
 //! Registration order is a total order, so nobody waits for a checkout that
 //! waits for them. The leader registers every open checkout when it takes
@@ -27,6 +29,9 @@ struct Turn {
     items: Vec<String>,
     /// Its charge applied: its take, whenever it lands, is never given back.
     settled: bool,
+    /// Its take may have been sent: it had its turn here, or it was open
+    /// when this leader took over (an earlier leader may have sent it).
+    may_hold: bool,
 }
 
 #[derive(Default)]
@@ -46,6 +51,7 @@ impl Queue {
             seq: self.next_seq,
             items: items.iter().map(|(id, _)| id.clone()).collect(),
             settled: false,
+            may_hold: false,
         };
         self.next_seq += 1;
         self.open.insert(tx_id.to_string(), turn);
@@ -77,19 +83,26 @@ impl TakeTurns {
     }
 
     /// A new leader's start: every open checkout, in the order given, before
-    /// anything registered under an earlier term.
+    /// anything registered under an earlier term. Once per term: a second
+    /// load for the same term changes nothing.
     pub fn load<'a>(
         &self,
         term: u64,
         open: impl IntoIterator<Item = (&'a str, &'a [(String, i64)])>,
     ) {
         let mut q = self.queue();
+        if q.loaded_for == Some(term) {
+            return;
+        }
         *q = Queue {
             loaded_for: Some(term),
             ..Queue::default()
         };
         for (tx_id, items) in open {
             q.add(tx_id, items);
+            if let Some(t) = q.open.get_mut(tx_id) {
+                t.may_hold = true;
+            }
         }
         drop(q);
         self.changed.notify_waiters();
@@ -113,6 +126,17 @@ impl TakeTurns {
         self.changed.notify_waiters();
     }
 
+    /// Its charge was refused: if its take was never sent, it holds nothing
+    /// and leaves the queue (the caller must not send the take then).
+    pub fn release_unheld(&self, tx_id: &str) {
+        let mut q = self.queue();
+        if q.open.get(tx_id).is_some_and(|t| !t.may_hold) {
+            q.open.remove(tx_id);
+            drop(q);
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Its saga ended (or stopped here): it holds nothing any more.
     pub fn finish(&self, tx_id: &str) {
         self.queue().open.remove(tx_id);
@@ -130,6 +154,9 @@ impl TakeTurns {
                 let mut q = self.queue();
                 q.add(tx_id, items);
                 if !q.must_wait(tx_id) {
+                    if let Some(t) = q.open.get_mut(tx_id) {
+                        t.may_hold = true;
+                    }
                     return;
                 }
             }
@@ -169,7 +196,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_checkout_refused_its_charge_holds_the_next_until_it_ends() {
+    async fn an_earlier_checkout_in_doubt_holds_the_next_until_it_ends() {
         let turns = Arc::new(TakeTurns::default());
         turns.register("a", &items(&["1"]));
         turns.register("b", &items(&["1"]));
@@ -184,6 +211,39 @@ mod tests {
             .await
             .expect("b's turn after a ended")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refused_charge_before_its_turn_releases_the_next_at_once() {
+        let turns = TakeTurns::default();
+        turns.register("a", &items(&["1"]));
+        turns.register("b", &items(&["1"]));
+        turns.register("c", &items(&["1"]));
+        // "b" had its turn after "a" settled: its take may be out.
+        turns.settle("a");
+        assert!(turn_comes(&turns, "b", &["1"]).await);
+        turns.release_unheld("b");
+        assert!(!turn_comes(&turns, "c", &["1"]).await, "b may hold stock");
+        turns.finish("b");
+        // "d" is refused its charge while waiting behind "c": it leaves.
+        turns.register("d", &items(&["1"]));
+        turns.register("e", &items(&["1"]));
+        turns.settle("c");
+        turns.release_unheld("d");
+        assert!(turn_comes(&turns, "e", &["1"]).await);
+    }
+
+    #[tokio::test]
+    async fn a_checkout_loaded_by_a_new_leader_is_not_released_by_a_refused_charge() {
+        let turns = TakeTurns::default();
+        let open = items(&["1"]);
+        turns.load(3, [("old", &open[..])]);
+        turns.register("new", &items(&["1"]));
+        // An earlier leader may have sent its take.
+        turns.release_unheld("old");
+        assert!(!turn_comes(&turns, "new", &["1"]).await);
+        turns.finish("old");
+        assert!(turn_comes(&turns, "new", &["1"]).await);
     }
 
     #[tokio::test]
@@ -205,6 +265,9 @@ mod tests {
         assert!(!turns.loaded_for(8));
         turns.register("new", &items(&["1"]));
         assert!(!turn_comes(&turns, "new", &["1"]).await);
+        // The sweeper's load after a checkout's own, in the same term.
+        turns.load(7, []);
+        assert!(!turn_comes(&turns, "new", &["1"]).await, "not reset");
         turns.finish("old");
         assert!(turn_comes(&turns, "new", &["1"]).await);
     }
