@@ -268,26 +268,12 @@ mod tests {
     /// Stock's step applies once and stays refused like payment's.
     #[test]
     fn stock_steps_apply_once_and_stay_refused() {
-        let mut s = MemoryStore::default();
-        let init = Command::BatchInitItems {
-            n: 1,
-            starting_stock: 5,
-            price: 1,
-        };
-        run(&mut s, init).unwrap();
+        let mut s = shelf(5);
         let take = |tx: &str, qty: i64| Command::TakeStock {
             tx_id: tx.into(),
             items: vec![("0".into(), qty)],
         };
-        let stock = |s: &MemoryStore| match ask(
-            s,
-            Query::FindItem {
-                item_id: "0".into(),
-            },
-        ) {
-            Ok(Reply::Item(i)) => i.stock,
-            other => panic!("{other:?}"),
-        };
+        let stock = stock_of_item_0;
         run(&mut s, take("a", 2)).unwrap();
         run(&mut s, take("a", 2)).unwrap();
         assert_eq!(stock(&s), 3);
