@@ -389,8 +389,11 @@ impl Sagas {
         let span = tracing::info_span!("saga.take_turn", tx_id = %c.tx_id);
         async {
             loop {
+                // Read in place: the metrics hold the membership and the
+                // replication map, not worth a clone per checkout.
                 let (term, applied_this_term) = {
-                    let m = self.raft.metrics().borrow().clone();
+                    let m = self.raft.metrics();
+                    let m = m.borrow();
                     let applied = m.last_applied.map(|l| l.leader_id.term);
                     (self.leadership(&m)?, applied == Some(m.current_term))
                 };
