@@ -2,7 +2,8 @@
 # Regenerates the figures of docs/loadtest.md on this machine: release
 # build, 100- and 1000-user stress runs, the consistency scenario (healthy
 # and with the order leader killed), an open-loop knee search, open-loop
-# runs at a fixed 100/s and 300/s for the CPU figures, a 5-minute 1000-user
+# runs at a fixed 5/s (the idle checkout), 100/s and 300/s (the CPU
+# figures), a 5-minute 1000-user
 # run for the memory figures, and the comparison table and plots (also
 # copied into docs/loadtest.md between its markers). Every run starts its
 # own default cluster (3 nodes and 2 coordinators per service) in a
@@ -42,6 +43,9 @@ $load consistency --temp-cluster --kill order-leader@0.5 --restart-after 5 \
   --label "consistency, order leader killed" --out "$out/consistency-leader-killed.json"
 $load open-loop --temp-cluster --start-rate 100 --step-rate 100 --max-rate 5000 --step-secs 10 \
   --label "open loop" --out "$out/open-loop.json" || true
+# The idle checkout: 5 a second, so each meets an otherwise idle cluster.
+$load open-loop --temp-cluster --rates 5 --step-secs "$secs" \
+  --label "open loop 5/s (idle)" --out "$out/open-loop-5.json"
 # CPU per first-time checkout and cores at one fixed rate each (one step:
 # the report's cpu.steps[0] is its middle half).
 $load open-loop --temp-cluster --rates 100 --step-secs "$secs" \
@@ -52,7 +56,7 @@ $load open-loop --temp-cluster --rates 300 --step-secs "$secs" \
 $load stress --temp-cluster --users 1000 --ramp 100 --think-ms 1000 --duration 300 \
   --label "1000 users, 5 min" --out "$out/stress-1000-5min.json"
 $load compare "$out/stress-100.json" "$out/stress-1000.json" "${baseline[@]}" \
-  "$out/open-loop-100.json" "$out/open-loop-300.json" --out-dir "$out"
+  "$out/open-loop-5.json" "$out/open-loop-100.json" "$out/open-loop-300.json" --out-dir "$out"
 echo "load average after: $(cat /proc/loadavg)"
 
 # The table in docs/loadtest.md is the generated one, between its markers.
