@@ -1,7 +1,8 @@
 //! Checkout as one transaction across three Raft groups, on real processes:
 //! the benchmark's consistency scenario, the same under SIGKILL of the order
 //! leader and of a stock node and a payment coordinator, duplicate delivery
-//! of saga steps, and garbage collection of finished transactions.
+//! of saga steps, garbage collection of finished transactions, and
+//! checkouts of paid orders answered without a write.
 
 mod common;
 
@@ -258,4 +259,61 @@ async fn the_order_leader_sweeps_once_a_second_not_once_per_log_entry() {
         swept <= bound,
         "{swept} sweeps in {secs:.1} s for {entries} entries: a sweep per entry, not per second"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checking_out_a_paid_order_again_writes_nothing_and_a_used_id_still_counts() {
+    let cluster = cluster(&Service::ALL, |_| {});
+    let client = Client::gateway(&cluster);
+    let order = client.one_item_order(3).await;
+    let path = format!("/orders/checkout/{order}");
+    assert!(client.post_with_id(&path, "pay").await.ok());
+    assert_eq!((client.credit("0").await, client.stock("0").await), (7, 9));
+
+    let leader = cluster.leader(Service::Order).expect("an order leader");
+    let addr = cluster.admin_addr(Role::Node(Service::Order, leader));
+    let answered = || {
+        metric(
+            &addr,
+            "cart_saga_paid_checks_total",
+            &[("result", "answered")],
+        )
+    };
+    let applied = || {
+        cluster
+            .node_status(Service::Order, leader)
+            .and_then(|s| s.last_applied)
+            .unwrap_or(0)
+    };
+    let (answered_before, applied_before) = (answered().await.expect("paid checks"), applied());
+    for i in 0..5 {
+        let again = client.post_with_id(&path, &format!("again-{i}")).await;
+        assert!(again.ok(), "{again:?}");
+    }
+    assert_eq!(
+        answered().await.expect("paid checks") - answered_before,
+        5.0,
+        "every checkout of the paid order answered from the leader's state"
+    );
+    let entries = applied() - applied_before;
+    assert!(
+        entries < 5,
+        "5 checkouts of a paid order wrote {entries} order entries"
+    );
+    assert_eq!((client.credit("0").await, client.stock("0").await), (7, 9));
+
+    // The retry of the checkout that paid it is answered from the log.
+    assert!(client.post_with_id(&path, "pay").await.ok());
+    // An id used for another operation is refused, paid order or not.
+    let other = client.post("/orders/create/0").await.str("order_id");
+    assert!(client
+        .post(&format!("/orders/addItem/{other}/0/1"))
+        .await
+        .ok());
+    let other_path = format!("/orders/checkout/{other}");
+    assert!(client.post(&other_path).await.ok());
+    let reused = client.post_with_id(&other_path, "pay").await;
+    assert_eq!(reused.status, 409, "{reused:?}");
+    assert_eq!(reused.body["error"], "request_id_conflict", "{reused:?}");
+    assert_eq!((client.credit("0").await, client.stock("0").await), (4, 8));
 }

@@ -153,6 +153,20 @@ pub(super) fn begin(
     Ok(Ok(Reply::Checkout(checkout)))
 }
 
+/// Whether a checkout of `order_id` under `request_id` can be answered
+/// `AlreadyPaid` from this state with nothing written: the order is paid
+/// and the group holds no record of the id. A retry of the checkout that
+/// paid it (it joins its transaction) and an id used for another operation
+/// (refused) are both answered through the log, as before.
+pub fn answerable_as_paid(
+    store: &dyn StateStore,
+    order_id: &str,
+    request_id: &str,
+) -> Result<bool, StoreError> {
+    let paid = get_value::<Order>(store, Table::Orders, order_id)?.is_some_and(|o| o.paid);
+    Ok(paid && store.get(Table::Requests, request_id)?.is_none())
+}
+
 /// The open checkout of an order, if any.
 pub(super) fn open_checkout(
     store: &dyn StateStore,
@@ -342,6 +356,24 @@ mod tests {
             Ok(Reply::Checkouts(c)) => c,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn only_a_paid_order_under_an_unused_id_is_answerable_as_paid() {
+        let mut s = with_order();
+        let answerable = |s: &MemoryStore, order: &str, id: &str| {
+            answerable_as_paid(s, order, id).expect("readable store")
+        };
+        assert!(!answerable(&s, "o", "c:fresh"), "unpaid");
+        assert!(!answerable(&s, "no-such-order", "c:fresh"), "no order");
+        run(&mut s, begin("t1")).unwrap();
+        assert!(!answerable(&s, "o", "c:fresh"), "checkout open, not paid");
+        let commit = Command::CommitCheckout { tx_id: "t1".into() };
+        run(&mut s, commit).unwrap();
+        assert!(answerable(&s, "o", "c:fresh"));
+        // An id the group remembers goes through the log.
+        s.put(Table::Requests, "c:used", b"{}").unwrap();
+        assert!(!answerable(&s, "o", "c:used"));
     }
 
     #[test]

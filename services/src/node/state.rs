@@ -151,6 +151,7 @@ impl Node {
                 proposer.clone(),
                 backend.clone(),
                 health.clone(),
+                fence,
             ))
         });
         if let Some(sagas) = &sagas {
