@@ -1,7 +1,8 @@
 //! Follower reads (`raft.follower_reads`, `raft/read_index.rs`): a read sent
 //! to a follower is answered there, and sees every write acknowledged before
 //! it, also right after a leader change; with the switch off, a follower
-//! sends the reader to its leader.
+//! sends the reader to its leader. Reads arriving together at a leader
+//! share its leadership rounds (`raft/read_barrier.rs`).
 
 mod common;
 
@@ -14,6 +15,7 @@ use cart_common::Service;
 use cart_services::api::{NotLeader, ReadRequest};
 use cart_services::domain::{Outcome, Query, Reply};
 use common::{cluster, eventually, metric, Client};
+use futures::future::join_all;
 
 /// A linearizable read of item "0" sent to stock node `id` itself: its
 /// status, and its stock when answered 200.
@@ -122,4 +124,36 @@ async fn with_follower_reads_off_a_follower_sends_the_reader_to_its_leader() {
         let hint: NotLeader = serde_json::from_str(&body).unwrap();
         assert_eq!(hint.leader_addr.as_deref(), Some(leader_addr.as_str()));
     }
+}
+
+/// Forty reads sent at once to the leader: fewer rounds than reads confirm
+/// its leadership, and every read sees the write acknowledged before them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_arriving_together_at_the_leader_share_its_rounds_and_see_the_last_write() {
+    let cluster = cluster(&[Service::Stock], |_| {});
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/5/1").await.ok());
+    assert!(client.post("/stock/add/0/2").await.ok());
+    let leader = cluster.leader(Service::Stock).expect("a leader");
+    let addr = cluster.spec.node_addr(Service::Stock, leader).unwrap();
+    let rounds = |round: &'static str| {
+        let addr = addr.clone();
+        async move {
+            metric(&addr, "cart_raft_leader_reads_total", &[("round", round)])
+                .await
+                .expect("the leader's read rounds")
+        }
+    };
+    let (own_before, shared_before) = (rounds("own").await, rounds("shared").await);
+    let reads = join_all((0..40).map(|_| read_at(&cluster, leader))).await;
+    for (status, stock, body) in &reads {
+        assert_eq!((*status, *stock), (200, Some(7)), "{body}");
+    }
+    let own = rounds("own").await - own_before;
+    let shared = rounds("shared").await - shared_before;
+    assert_eq!(own + shared, 40.0, "every read counted once");
+    assert!(
+        shared >= 1.0,
+        "40 reads at once ran {own} rounds of their own and shared none"
+    );
 }

@@ -135,14 +135,15 @@ pub(super) async fn checkout(
     }
 }
 
-/// A linearizable read: at the leader after it confirms its leadership; at
+/// A linearizable read: at the leader after it confirms its leadership (a
+/// round shared with the reads that arrived before it, `raft::read_barrier`); at
 /// a follower (with `raft.follower_reads`) after it has caught up with the
 /// leader's read index (`raft::read_index`); else 421 to the leader.
 pub(super) async fn read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) -> Response {
     if let Some(why) = n.read_refusal() {
         return ApiError::unavailable(why).into_response();
     }
-    match n.raft().ensure_linearizable().await {
+    match n.reads().confirm().await {
         Ok(_) => local_query(&n, &req),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
             match (n.follower_reads(), &f.leader_node) {

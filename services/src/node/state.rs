@@ -24,6 +24,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
 use crate::raft::progress::Progress;
 use crate::raft::proposer::{ProposeError, Proposer};
+use crate::raft::read_barrier::ReadBarrier;
 use crate::raft::read_index::FollowerReads;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
@@ -48,6 +49,8 @@ pub(crate) struct Node {
     progress: Arc<Progress>,
     /// The order group's checkout sagas (order nodes only).
     sagas: Option<Arc<Sagas>>,
+    /// Linearizable reads served here as leader, their rounds shared.
+    reads: Arc<ReadBarrier>,
     /// Reads served here as a follower; `None` when the spec turns them off.
     follower_reads: Option<FollowerReads>,
     /// What `/status` reports from the storage; from a MongoDB server read
@@ -143,6 +146,7 @@ impl Node {
 
         let fence = Fence::new(spec.raft.election_timeout_ms);
         let proposer = Proposer::start(raft.clone(), sm.clone(), fence);
+        let reads = Arc::new(ReadBarrier::new(raft.clone()));
         let sagas = (service == Service::Order).then(|| {
             Arc::new(Sagas::new(
                 spec,
@@ -151,7 +155,7 @@ impl Node {
                 proposer.clone(),
                 backend.clone(),
                 health.clone(),
-                fence,
+                reads.clone(),
             ))
         });
         if let Some(sagas) = &sagas {
@@ -184,6 +188,7 @@ impl Node {
             fence,
             progress,
             sagas,
+            reads,
             follower_reads: FollowerReads::new(spec),
             stored: Mutex::new(None),
         }))
@@ -201,6 +206,11 @@ impl Node {
     /// This replica's consistency digests and repairs.
     pub(crate) fn replica(&self) -> &Arc<Replica> {
         &self.replica
+    }
+
+    /// Linearizable reads at this node as leader (`raft::read_barrier`).
+    pub(crate) fn reads(&self) -> &ReadBarrier {
+        &self.reads
     }
 
     /// How this node serves reads as a follower; `None`: it does not.

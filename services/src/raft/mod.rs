@@ -12,6 +12,7 @@ mod log_writer;
 pub mod network;
 pub mod progress;
 pub mod proposer;
+pub mod read_barrier;
 pub mod read_index;
 pub mod snapshot;
 pub mod state_machine;

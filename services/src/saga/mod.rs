@@ -44,8 +44,8 @@ use crate::client::PeerService;
 use crate::domain::{
     self, Checkout, CheckoutReply, CheckoutState, Command, Query, RejectionCode, Reply, SagaStep,
 };
-use crate::raft::lease::Fence;
 use crate::raft::proposer::{ProposeError, Proposer};
+use crate::raft::read_barrier::ReadBarrier;
 use crate::raft::{now_ms, NodeId, Raft};
 use crate::request_key::RequestKey;
 use crate::storage::{Backend, Health};
@@ -79,8 +79,8 @@ pub struct Sagas {
     backend: Arc<dyn Backend>,
     /// No new checkout begins while the storage fails.
     health: Arc<Health>,
-    /// A leader cut off from its group answers no checkout from its state.
-    fence: Fence,
+    /// Confirms a checkout of a paid order as a read (`answer_as_paid`).
+    reads: Arc<ReadBarrier>,
     payment: PeerService,
     stock: PeerService,
     /// Sagas being driven here: their progress, and when each driver started
@@ -175,7 +175,7 @@ impl Sagas {
         proposer: Proposer,
         backend: Arc<dyn Backend>,
         health: Arc<Health>,
-        fence: Fence,
+        reads: Arc<ReadBarrier>,
     ) -> Self {
         init_series();
         Self {
@@ -184,7 +184,7 @@ impl Sagas {
             proposer,
             backend,
             health,
-            fence,
+            reads,
             payment: PeerService::new(spec, Service::Payment),
             stock: PeerService::new(spec, Service::Stock),
             turns: TakeTurns::default(),
@@ -285,17 +285,9 @@ impl Sagas {
         if !self.answerable_as_paid(key, order_id) {
             return false;
         }
-        // A leader cut off from its group is refused by the log instead.
-        if self
-            .fence
-            .cut_off_ms(&self.raft.metrics().borrow())
-            .is_some()
-        {
-            return false;
-        }
         let confirmed = self
-            .raft
-            .ensure_linearizable()
+            .reads
+            .confirm()
             .instrument(tracing::info_span!("saga.paid_check", order_id))
             .await
             .is_ok()
