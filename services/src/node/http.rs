@@ -169,13 +169,14 @@ pub(super) async fn read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest
 }
 
 /// The leader's read index for a follower's read, after confirming with a
-/// majority that it still leads; 421 (with the leader it knows) elsewhere.
+/// majority that it still leads (a round shared with the reads that arrived
+/// before it); 421 (with the leader it knows) elsewhere.
 pub(super) async fn read_index(State(n): State<Arc<Node>>) -> Response {
     if let Some(why) = n.read_refusal() {
         return ApiError::unavailable(why).into_response();
     }
-    match n.raft().get_read_log_id().await {
-        Ok((read, _applied)) => Json(ReadIndex {
+    match n.reads().read_index().await {
+        Ok(read) => Json(ReadIndex {
             index: read.map(|id| id.index),
         })
         .into_response(),

@@ -1,8 +1,9 @@
 //! Linearizable reads at a leader, their quorum rounds shared.
 //!
-//! openraft's `ensure_linearizable` confirms the leadership with a round of
-//! heartbeats to the followers for every call, so a leader serving hundreds
-//! of reads a second sent hundreds of rounds. A read only needs *a* round
+//! openraft's `ensure_linearizable` and `get_read_log_id` confirm the
+//! leadership with a round of heartbeats to the followers for every call, so
+//! a leader serving hundreds of reads a second (its own, and the read
+//! indexes of its followers' reads) sent hundreds of rounds. A read only needs *a* round
 //! that started after it arrived and confirmed the leadership (then waited
 //! for the state to apply up to that round's read index; applying never goes
 //! back). So one round runs at a time, and every read that arrived before it
@@ -13,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
 use cart_common::metrics::{counter_vec, precreate};
-use openraft::error::{CheckIsLeaderError, RaftError};
-use openraft::BasicNode;
+use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
+use openraft::{BasicNode, LogId};
 use prometheus::IntCounterVec;
 
 use super::{NodeId, Raft};
@@ -23,13 +24,17 @@ pub type ReadError = RaftError<NodeId, CheckIsLeaderError<NodeId, BasicNode>>;
 
 pub struct ReadBarrier {
     raft: Raft,
-    /// Held for the length of a round: one at a time.
-    round: tokio::sync::Mutex<()>,
-    /// Rounds started so far.
+    /// Held for the length of a round (one at a time): the latest round
+    /// and how it ended.
+    latest: tokio::sync::Mutex<Latest>,
+    /// Rounds started so far (numbered from 1 in the order they start).
     started: AtomicU64,
-    /// The latest round that confirmed the leadership (rounds are numbered
-    /// from 1 in the order they start).
-    confirmed: AtomicU64,
+}
+
+struct Latest {
+    round: u64,
+    /// The read index it named, or why it could not confirm the leadership.
+    outcome: Result<Option<LogId<NodeId>>, ReadError>,
 }
 
 impl ReadBarrier {
@@ -37,34 +42,60 @@ impl ReadBarrier {
         precreate(&METRICS.reads, ReadRound::ALL.map(|r| [r.as_str()]));
         Self {
             raft,
-            round: tokio::sync::Mutex::new(()),
+            latest: tokio::sync::Mutex::new(Latest {
+                round: 0,
+                outcome: Ok(None),
+            }),
             started: AtomicU64::new(0),
-            confirmed: AtomicU64::new(0),
         }
     }
 
-    /// Returns once this node is confirmed leader by a round that started
-    /// after the call, and its state has applied everything committed before
-    /// that round: a read of the local state is then linearizable.
-    pub async fn confirm(&self) -> Result<(), ReadError> {
+    /// The read index of a round that started after this call and
+    /// confirmed this node still leads: the last entry committed when it
+    /// started (at least this leader's first entry). Every write
+    /// acknowledged before the call is at or below it. A round that fails
+    /// fails the reads it covers too: reads queued behind a leader that cannot
+    /// reach its group fail together, not one round timeout after another.
+    pub async fn read_index(&self) -> Result<Option<LogId<NodeId>>, ReadError> {
         let arrived_after = self.started.load(Ordering::SeqCst);
-        let _one_round = self.round.lock().await;
-        if self.confirmed.load(Ordering::SeqCst) > arrived_after {
-            count(ReadRound::Shared);
-            return Ok(());
+        let mut latest = self.latest.lock().await;
+        if latest.round > arrived_after {
+            count(match latest.outcome {
+                Ok(_) => ReadRound::Shared,
+                Err(_) => ReadRound::Failed,
+            });
+            return latest.outcome.clone();
         }
         let round = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => {
-                self.confirmed.store(round, Ordering::SeqCst);
-                count(ReadRound::Own);
-                Ok(())
-            }
-            Err(e) => {
-                count(ReadRound::Failed);
-                Err(e)
-            }
-        }
+        let outcome = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map(|(read_index, _applied)| read_index);
+        count(match outcome {
+            Ok(_) => ReadRound::Own,
+            Err(_) => ReadRound::Failed,
+        });
+        *latest = Latest {
+            round,
+            outcome: outcome.clone(),
+        };
+        outcome
+    }
+
+    /// Returns once this node is confirmed leader by a round that started
+    /// after the call (`read_index`) and has applied up to that round's read
+    /// index: a read of its own state is then linearizable.
+    pub async fn confirm(&self) -> Result<(), ReadError> {
+        let Some(index) = self.read_index().await? else {
+            return Ok(());
+        };
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(index.index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|_shutting_down| RaftError::Fatal(Fatal::Stopped))
     }
 }
 
@@ -75,7 +106,7 @@ enum ReadRound {
     Shared,
     /// By a round of its own.
     Own,
-    /// Its own round did not confirm the leadership.
+    /// The round that covered it did not confirm the leadership.
     Failed,
 }
 
@@ -102,9 +133,10 @@ struct ReadMetrics {
 static METRICS: LazyLock<ReadMetrics> = LazyLock::new(|| ReadMetrics {
     reads: counter_vec(
         "raft_leader_reads_total",
-        "Linearizable reads at this leader (and checkouts of orders seen paid), by how their \
-         leadership round went: shared (a round another read started after this one arrived), \
-         own (a round of its own), failed (its round did not confirm the leadership).",
+        "Linearizable reads at this leader (its own, its followers' read indexes, and \
+         checkouts of orders seen paid), by how their leadership round went: shared (a round \
+         another read started after this one arrived), own (a round of its own), failed (the \
+         round that covered it did not confirm the leadership).",
         &["round"],
     ),
 });
