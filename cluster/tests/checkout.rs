@@ -220,6 +220,22 @@ async fn freezing_the_order_leader_mid_run_loses_nothing() {
     audit(&client, &orders, &paid).await;
 }
 
+/// The order leader's admin address, and a reader of the last log index
+/// it applied.
+fn order_leader(cluster: &LocalCluster) -> (String, impl Fn() -> u64 + '_) {
+    let leader = cluster.leader(Service::Order).expect("an order leader");
+    let applied = move || {
+        cluster
+            .node_status(Service::Order, leader)
+            .and_then(|s| s.last_applied)
+            .unwrap_or(0)
+    };
+    (
+        cluster.admin_addr(Role::Node(Service::Order, leader)),
+        applied,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_leader_sweeps_once_a_second_not_once_per_log_entry() {
     let cluster = cluster(&Service::ALL, |_| {});
@@ -227,15 +243,8 @@ async fn the_order_leader_sweeps_once_a_second_not_once_per_log_entry() {
     assert!(client.post("/stock/batch_init/10/1000/1").await.ok());
     assert!(client.post("/payment/batch_init/10/1000").await.ok());
     assert!(client.post("/orders/batch_init/200/10/10/1").await.ok());
-    let leader = cluster.leader(Service::Order).expect("an order leader");
-    let addr = cluster.admin_addr(Role::Node(Service::Order, leader));
+    let (addr, applied) = order_leader(&cluster);
     let sweeps = || metric(&addr, "cart_saga_sweeps_total", &[]);
-    let applied = || {
-        cluster
-            .node_status(Service::Order, leader)
-            .and_then(|s| s.last_applied)
-            .unwrap_or(0)
-    };
     let (sweeps_before, applied_before) = (sweeps().await.expect("sweeps"), applied());
     let started = std::time::Instant::now();
     // 200 checkouts, 20 at a time: hundreds of order entries.
@@ -270,20 +279,13 @@ async fn checking_out_a_paid_order_again_writes_nothing_and_a_used_id_still_coun
     assert!(client.post_with_id(&path, "pay").await.ok());
     assert_eq!((client.credit("0").await, client.stock("0").await), (7, 9));
 
-    let leader = cluster.leader(Service::Order).expect("an order leader");
-    let addr = cluster.admin_addr(Role::Node(Service::Order, leader));
+    let (addr, applied) = order_leader(&cluster);
     let answered = || {
         metric(
             &addr,
             "cart_saga_paid_checks_total",
             &[("result", "answered")],
         )
-    };
-    let applied = || {
-        cluster
-            .node_status(Service::Order, leader)
-            .and_then(|s| s.last_applied)
-            .unwrap_or(0)
     };
     let (answered_before, applied_before) = (answered().await.expect("paid checks"), applied());
     for i in 0..5 {
