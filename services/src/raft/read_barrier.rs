@@ -1,12 +1,13 @@
 //! Linearizable reads at a leader, their quorum rounds shared.
 //!
 //! openraft's `ensure_linearizable` and `get_read_log_id` confirm the
-//! leadership with a round of heartbeats to the followers for every call, so
-//! a leader serving hundreds of reads a second (its own, and the read
-//! indexes of its followers' reads) sent hundreds of rounds. A read only needs *a* round
-//! that started after it arrived and confirmed the leadership (then waited
-//! for the state to apply up to that round's read index; applying never goes
-//! back). So one round runs at a time, and every read that arrived before it
+//! leadership with a round of heartbeats to the followers for every call,
+//! so a leader serving hundreds of reads a second (its own, and the read
+//! indexes of its followers' reads) sent hundreds of rounds. A read only
+//! needs *a* round that started after it arrived and confirmed the
+//! leadership (then waited for the state to apply up to that round's read
+//! index; applying never goes back). Every linearizable confirmation at a
+//! leader goes through here. So one round runs at a time, and every read that arrived before it
 //! started is served by it, as etcd batches its read-index requests: under
 //! load a round serves many reads; alone, a read costs one round as before.
 
@@ -130,13 +131,15 @@ struct ReadMetrics {
     reads: IntCounterVec,
 }
 
-static METRICS: LazyLock<ReadMetrics> = LazyLock::new(|| ReadMetrics {
+static METRICS: LazyLock<ReadMetrics> = LazyLock::new(|| {
+    ReadMetrics {
     reads: counter_vec(
         "raft_leader_reads_total",
-        "Linearizable reads at this leader (its own, its followers' read indexes, and \
-         checkouts of orders seen paid), by how their leadership round went: shared (a round \
+        "Linearizable reads at this leader (its own, its followers' read indexes, checkouts of \
+         orders seen paid, the saga's take-over after an election), by how their leadership round went: shared (a round \
          another read started after this one arrived), own (a round of its own), failed (the \
          round that covered it did not confirm the leadership).",
         &["round"],
     ),
+}
 });

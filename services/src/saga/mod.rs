@@ -79,7 +79,8 @@ pub struct Sagas {
     backend: Arc<dyn Backend>,
     /// No new checkout begins while the storage fails.
     health: Arc<Health>,
-    /// Confirms a checkout of a paid order as a read (`answer_as_paid`).
+    /// Confirms this node leads with everything committed applied: for a
+    /// checkout of a paid order (`answer_as_paid`) and a take-over.
     reads: Arc<ReadBarrier>,
     payment: PeerService,
     stock: PeerService,
@@ -641,7 +642,7 @@ impl Sagas {
             if led_term != Some(term) {
                 // New leadership: make sure everything committed before it
                 // is applied here, so no open checkout is missed.
-                if self.raft.ensure_linearizable().await.is_err() {
+                if self.reads.confirm().await.is_err() {
                     continue;
                 }
                 if self.take_over(term) {
