@@ -108,7 +108,9 @@ fn a_mongodb_spec_gives_every_node_its_own_mongodb_container() {
                 .and_then(|rest| rest.split("\n  ").find(|l| l.contains("depends_on")))
                 .unwrap_or_default();
             assert!(node_block.contains(&mongo), "{name} starts after {mongo}");
-            let (url, _) = inside.storage.mongodb_of(service, node.id);
+            let (url, _) = inside
+                .storage
+                .mongodb_of(service, node.id, Default::default());
             assert_eq!(url, format!("mongodb://{mongo}:27017"));
         }
     }

@@ -699,7 +699,7 @@ fn the_spec_configmap_loads_as_the_pods_see_it() {
                     .parse()
                     .unwrap();
                 assert_eq!(
-                    spec.storage.mongodb_of(service, 2),
+                    spec.storage.mongodb_of(service, 2, Default::default()),
                     (MONGODB_URL.into(), format!("cart_{service}_node_2")),
                     "{name}: the pod's own server, a database per node"
                 );

@@ -123,7 +123,10 @@ async fn every_process_exports_request_metrics_by_service_role_route_and_status(
         node.contains(r#"cart_http_requests_total{role="node",route="/internal/read",service="stock",status="200"}"#),
         "{node}"
     );
-    assert!(node.contains("cart_raft_is_leader 1"), "{node}");
+    assert!(
+        node.contains("cart_raft_is_leader{shard=\"0\"} 1"),
+        "{node}"
+    );
 }
 
 /// A port taken by another program is said where the operator looks: `cart

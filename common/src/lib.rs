@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod paths;
 pub mod process;
 pub mod rng;
+pub mod shard;
 pub mod spec;
 pub mod telemetry;
 

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::shard::Shard;
+
 /// The three services of the cart, in a fixed order used for port layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -324,13 +326,18 @@ impl Default for StorageSection {
 
 impl StorageSection {
     /// The MongoDB URL and database of node `id` of `service`.
-    pub fn mongodb_of(&self, service: Service, id: NodeId) -> (String, String) {
+    /// The server and database of one shard's replica on a node: shard 0
+    /// in the node's database (as before shards), shard k in `..._shard_k`.
+    pub fn mongodb_of(&self, service: Service, id: NodeId, shard: Shard) -> (String, String) {
         let name = format!("{service}-node-{id}");
         let url = self.mongodb_url.replace("{name}", &name);
-        let db = self
+        let mut db = self
             .mongodb_database
             .replace("{name}", &name)
             .replace('-', "_");
+        if shard.0 > 0 {
+            db.push_str(&format!("_shard_{shard}"));
+        }
         (url, db)
     }
 }
@@ -348,6 +355,14 @@ pub struct ServicesSection {
 pub struct ServiceSize {
     pub coordinators: u16,
     pub nodes: u16,
+    /// Raft groups the service's keys are split over (`crate::shard`); each
+    /// node hosts a replica of every shard.
+    #[serde(default = "one_shard")]
+    pub shards: u16,
+}
+
+fn one_shard() -> u16 {
+    1
 }
 
 /// Node ids are 1-based within a service and stable for the node's life.
@@ -433,6 +448,11 @@ impl ClusterSpec {
             anyhow::ensure!(
                 (1..=MAX_NODES).contains(&size.nodes),
                 "{service}: nodes must be 1..={MAX_NODES}"
+            );
+            anyhow::ensure!(
+                (1..=crate::shard::MAX_SHARDS).contains(&size.shards),
+                "{service}: shards must be 1..={}",
+                crate::shard::MAX_SHARDS
             );
         }
         anyhow::ensure!(
@@ -579,6 +599,27 @@ impl ClusterSpec {
 
     pub fn node_data_dir(&self, service: Service, id: NodeId) -> PathBuf {
         self.cluster.data_dir.join(format!("{service}-node-{id}"))
+    }
+
+    /// Where a node keeps one shard's log and snapshots: shard 0 in the
+    /// node's directory itself (where a single-shard node always kept them,
+    /// so existing data stays valid), shard k > 0 in `shard-k` below it.
+    pub fn shard_data_dir(&self, service: Service, id: NodeId, shard: Shard) -> PathBuf {
+        let dir = self.node_data_dir(service, id);
+        match shard.0 {
+            0 => dir,
+            k => dir.join(format!("shard-{k}")),
+        }
+    }
+
+    /// How many shards `service` has.
+    pub fn shards(&self, service: Service) -> u16 {
+        self.size(service).shards
+    }
+
+    /// The shard of `service` that holds `key`.
+    pub fn shard_of(&self, service: Service, key: &str) -> Shard {
+        Shard::of(key, self.shards(service))
     }
 
     pub fn log_dir(&self) -> PathBuf {

@@ -44,6 +44,10 @@ pub struct NotLeader {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub service: String,
+    /// The shard whose group this status is of (the `cart-shard` header of
+    /// the request; 0 without it).
+    #[serde(default)]
+    pub shard: cart_common::shard::Shard,
     pub id: u64,
     pub addr: String,
     /// Leader, Follower, Candidate or Learner.

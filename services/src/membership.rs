@@ -5,10 +5,8 @@
 //! with the current membership.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cart_common::admin::{AddNode, MembershipChanged};
@@ -19,7 +17,8 @@ use openraft::{BasicNode, ChangeMembers, RaftMetrics};
 use crate::api::RemoveMember;
 use crate::metrics::METRICS;
 use crate::node::http::not_leader;
-use crate::node::state::Node;
+use crate::node::shards::ShardMember;
+use crate::node::state::Member;
 use crate::raft::{NodeId, Raft};
 
 /// How long a new learner may take to catch up before it is promoted. A
@@ -28,7 +27,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(100);
 
 type Metrics = RaftMetrics<NodeId, BasicNode>;
 
-pub(crate) async fn add(State(n): State<Arc<Node>>, Json(req): Json<AddNode>) -> Response {
+pub(crate) async fn add(ShardMember(n): ShardMember, Json(req): Json<AddNode>) -> Response {
     let Some(addr) = req.addr.filter(|a| !a.is_empty()) else {
         return ApiError::bad_request("missing_addr", "the node's address is required")
             .into_response();
@@ -37,7 +36,7 @@ pub(crate) async fn add(State(n): State<Arc<Node>>, Json(req): Json<AddNode>) ->
     finish("add", &n, result)
 }
 
-pub(crate) async fn remove(State(n): State<Arc<Node>>, Json(req): Json<RemoveMember>) -> Response {
+pub(crate) async fn remove(ShardMember(n): ShardMember, Json(req): Json<RemoveMember>) -> Response {
     let result = remove_member(n.raft(), req.id).await;
     finish("remove", &n, result)
 }
@@ -56,7 +55,7 @@ impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for Failure {
 /// (log index of the membership entry, whether anything changed)
 pub(crate) type Changed = (u64, bool);
 
-fn finish(change: &str, n: &Node, result: Result<Changed, Failure>) -> Response {
+fn finish(change: &str, n: &Member, result: Result<Changed, Failure>) -> Response {
     let outcome = match &result {
         Ok(_) => "ok",
         Err(Failure::Raft(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
@@ -81,7 +80,7 @@ fn finish(change: &str, n: &Node, result: Result<Changed, Failure>) -> Response 
     }
 }
 
-fn changed(n: &Node, log_index: u64, did: bool) -> MembershipChanged {
+fn changed(n: &Member, log_index: u64, did: bool) -> MembershipChanged {
     let m = n.raft().metrics().borrow().clone();
     let membership = m.membership_config.membership();
     MembershipChanged {

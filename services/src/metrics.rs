@@ -2,9 +2,11 @@
 
 use std::sync::LazyLock;
 
-use cart_common::metrics::{counter, counter_vec, gauge, histogram, precreate, LATENCY_BUCKETS};
+use cart_common::metrics::{
+    counter, counter_vec, gauge, gauge_vec, histogram, precreate, LATENCY_BUCKETS,
+};
 use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 pub struct NodeMetrics {
     pub applied_entries: IntCounter,
@@ -17,13 +19,13 @@ pub struct NodeMetrics {
     pub raft_rpc_failures: IntCounterVec,
     pub raft_append_splits: IntCounterVec,
     pub raft_commit_pushes_folded: IntCounter,
-    pub term: IntGauge,
-    pub last_applied: IntGauge,
-    pub committed: IntGauge,
+    pub term: IntGaugeVec,
+    pub last_applied: IntGaugeVec,
+    pub committed: IntGaugeVec,
     pub membership_changes: IntCounterVec,
-    pub last_log_index: IntGauge,
-    pub is_leader: IntGauge,
-    pub leader_cut_off: IntGauge,
+    pub last_log_index: IntGaugeVec,
+    pub is_leader: IntGaugeVec,
+    pub leader_cut_off: IntGaugeVec,
     pub cut_off_refusals: IntCounterVec,
     pub votes_refused: IntCounter,
     pub log_flush_seconds: Histogram,
@@ -40,7 +42,9 @@ pub struct NodeMetrics {
     pub follower_read_seconds: Histogram,
 }
 
-pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
+pub static METRICS: LazyLock<NodeMetrics> =
+    LazyLock::new(|| {
+        NodeMetrics {
     applied_entries: counter(
         "raft_applied_entries_total",
         "Log entries applied to this replica's state machine.",
@@ -88,34 +92,29 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
          KiB encoded), unanswered (an earlier append to it got no answer in time).",
         &["reason"],
     ),
-    term: gauge("raft_term", "Current Raft term of this node."),
-    last_applied: gauge(
+    term: gauge_vec("raft_term", "Current Raft term of this node.", &["shard"]),
+    last_applied: gauge_vec(
         "raft_last_applied_index",
-        "Index of the last log entry applied on this node.",
-    ),
-    committed: gauge(
+        "Index of the last log entry applied on this node.", &["shard"]),
+    committed: gauge_vec(
         "raft_committed_index",
-        "Highest log index this node knows to be committed.",
-    ),
+        "Highest log index this node knows to be committed.", &["shard"]),
     membership_changes: counter_vec(
         "raft_membership_changes_total",
         "Membership changes asked of this node, by change (add, remove) and result \
          (ok, not_leader, failed).",
         &["change", "result"],
     ),
-    last_log_index: gauge(
+    last_log_index: gauge_vec(
         "raft_last_log_index",
-        "Index of the last log entry stored on this node.",
-    ),
-    is_leader: gauge(
+        "Index of the last log entry stored on this node.", &["shard"]),
+    is_leader: gauge_vec(
         "raft_is_leader",
-        "1 while this node is its group's leader, else 0.",
-    ),
-    leader_cut_off: gauge(
+        "1 while this node leads the shard's group, else 0.", &["shard"]),
+    leader_cut_off: gauge_vec(
         "raft_leader_cut_off",
         "1 while this node is leader but no majority of its group has acknowledged it for twice \
-         the election timeout (it refuses writes and reads meanwhile), else 0.",
-    ),
+         the election timeout (it refuses writes and reads meanwhile), else 0.", &["shard"]),
     votes_refused: counter(
         "raft_votes_refused_total",
         "Higher-term vote requests this leader refused while a majority still acknowledged it \
@@ -192,7 +191,8 @@ pub static METRICS: LazyLock<NodeMetrics> = LazyLock::new(|| NodeMetrics {
          the wait until this replica has applied that index.",
         LATENCY_BUCKETS,
     ),
-});
+}
+    });
 
 /// Series operators alert on exist at 0 from start-up.
 pub fn init_series() {

@@ -18,12 +18,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::INTERNAL_SECRET;
+use crate::shard::{Shard, SHARD_HEADER};
 
 #[derive(Clone)]
 pub struct InternalClient {
     http: reqwest::Client,
     /// Sent as `x-cart-internal-secret` with every request when set.
     secret: Option<Arc<str>>,
+    /// Sent as `cart-shard` with every request when set: the shard of the
+    /// node's service the calls are for (`crate::shard`).
+    shard: Option<Shard>,
 }
 
 /// Why a call got no usable answer.
@@ -74,7 +78,11 @@ impl InternalClient {
                 tracing::error!(error = %e, "building HTTP client; using defaults");
                 reqwest::Client::new()
             });
-        Self { http, secret: None }
+        Self {
+            http,
+            secret: None,
+            shard: None,
+        }
     }
 
     /// The spec's `connect_timeout_ms`, `timeout` per call, and the
@@ -93,6 +101,14 @@ impl InternalClient {
         self
     }
 
+    /// The same client (and connection pool), its calls for `shard`.
+    pub fn for_shard(&self, shard: Shard) -> Self {
+        Self {
+            shard: Some(shard),
+            ..self.clone()
+        }
+    }
+
     /// A request to `path` at `addr` (`host:port`, or a URL base with a
     /// scheme), with the secret if this client has one and the current
     /// span's trace context: build it inside the span it belongs to.
@@ -100,6 +116,9 @@ impl InternalClient {
         let mut request = self.http.request(method, url(addr, path));
         if let Some(secret) = &self.secret {
             request = request.header(INTERNAL_SECRET, &**secret);
+        }
+        if let Some(shard) = self.shard {
+            request = request.header(SHARD_HEADER, shard.header_value());
         }
         crate::telemetry::inject(request)
     }

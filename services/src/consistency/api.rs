@@ -4,10 +4,9 @@
 //! `--fault-injection` and requires the admin token.
 
 use std::os::unix::process::CommandExt;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -18,14 +17,14 @@ use serde::{Deserialize, Serialize};
 use super::wire::{LeavesRequest, Operation, RowsRequest};
 use crate::domain::Table;
 use crate::node::http::propose_error;
-use crate::node::state::Node;
+use crate::node::shards::ShardMember;
 
-pub(crate) async fn digest(State(n): State<Arc<Node>>, Path(check_id): Path<String>) -> Response {
+pub(crate) async fn digest(ShardMember(n): ShardMember, Path(check_id): Path<String>) -> Response {
     Json(n.replica().summary(&check_id)).into_response()
 }
 
 pub(crate) async fn leaves(
-    State(n): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
     Path(check_id): Path<String>,
     Json(req): Json<LeavesRequest>,
 ) -> Response {
@@ -36,7 +35,7 @@ pub(crate) async fn leaves(
 }
 
 pub(crate) async fn rows(
-    State(n): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
     Path(check_id): Path<String>,
     Json(req): Json<RowsRequest>,
 ) -> Response {
@@ -60,12 +59,15 @@ fn gone(check_id: &str) -> Response {
     .into_response()
 }
 
-pub(crate) async fn repaired(State(n): State<Arc<Node>>, Path(check_id): Path<String>) -> Response {
+pub(crate) async fn repaired(
+    ShardMember(n): ShardMember,
+    Path(check_id): Path<String>,
+) -> Response {
     Json(n.replica().repaired(&check_id)).into_response()
 }
 
 /// Starts a check, repair or rebuild on the leader.
-pub(crate) async fn start(State(n): State<Arc<Node>>, Json(op): Json<Operation>) -> Response {
+pub(crate) async fn start(ShardMember(n): ShardMember, Json(op): Json<Operation>) -> Response {
     match n.start_check(op) {
         Ok(check_id) => Json(CheckStarted {
             service: n.service().to_string(),
@@ -79,7 +81,7 @@ pub(crate) async fn start(State(n): State<Arc<Node>>, Json(op): Json<Operation>)
 /// Wipes this node's data and restarts it empty, in the same process (same
 /// pid), never forming a group on its own (`--join`); the leader then adds
 /// it back. Only the checker calls this, after removing the node.
-pub(crate) async fn wipe(State(n): State<Arc<Node>>) -> Response {
+pub(crate) async fn wipe(ShardMember(n): ShardMember) -> Response {
     tracing::warn!(dir = %n.data_dir().display(), "wiping this node's data and restarting empty");
     tokio::spawn(async move {
         // Let the answer go out first.
@@ -114,7 +116,7 @@ pub struct Corrupt {
 /// Changes or deletes one stored row on this replica only, directly in its
 /// store (no Raft, no bookkeeping): what disk corruption would do.
 pub(crate) async fn corrupt(
-    State(n): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {

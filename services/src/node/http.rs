@@ -17,7 +17,8 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 
-use super::state::Node;
+use super::shards::{Node, ShardMember};
+use super::state::Member;
 use crate::api::{CheckoutRequest, NodeStatus, NotLeader, ReadIndex, ReadRequest, WriteRequest};
 use crate::domain::Outcome;
 use crate::raft::proposer::ProposeError;
@@ -44,14 +45,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for RaftRpc<T> {
 }
 
 pub(super) async fn append(
-    State(n): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
     RaftRpc(req): RaftRpc<AppendEntriesRequest<TypeConfig>>,
 ) -> impl IntoResponse {
     Json(n.raft().append_entries(req).await)
 }
 
 pub(super) async fn vote(
-    State(n): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
     RaftRpc(req): RaftRpc<VoteRequest<NodeId>>,
 ) -> Response {
     if let Some(refused) = n.refuse_vote(&req) {
@@ -61,7 +62,7 @@ pub(super) async fn vote(
 }
 
 pub(super) async fn snapshot(
-    State(n): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
     RaftRpc(req): RaftRpc<InstallSnapshotRequest<TypeConfig>>,
 ) -> impl IntoResponse {
     Json(n.raft().install_snapshot(req).await)
@@ -85,7 +86,7 @@ fn storage_failure(e: impl std::fmt::Display) -> Response {
     ApiError::unavailable(format!("replica store failed: {e}")).into_response()
 }
 
-pub(super) async fn write(State(n): State<Arc<Node>>, Json(req): Json<WriteRequest>) -> Response {
+pub(super) async fn write(ShardMember(n): ShardMember, Json(req): Json<WriteRequest>) -> Response {
     if req.key.is_empty() {
         return ApiError::bad_request("missing_request_id", "writes need a request id")
             .into_response();
@@ -118,7 +119,7 @@ pub(crate) fn propose_error(e: ProposeError) -> Response {
 }
 
 pub(super) async fn checkout(
-    State(n): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
     Json(req): Json<CheckoutRequest>,
 ) -> Response {
     let Some(sagas) = n.sagas() else {
@@ -139,7 +140,7 @@ pub(super) async fn checkout(
 /// round shared with the reads that arrived before it, `raft::read_barrier`); at
 /// a follower (with `raft.follower_reads`) after it has caught up with the
 /// leader's read index (`raft::read_index`); else 421 to the leader.
-pub(super) async fn read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest>) -> Response {
+pub(super) async fn read(ShardMember(n): ShardMember, Json(req): Json<ReadRequest>) -> Response {
     if let Some(why) = n.read_refusal() {
         return ApiError::unavailable(why).into_response();
     }
@@ -171,7 +172,7 @@ pub(super) async fn read(State(n): State<Arc<Node>>, Json(req): Json<ReadRequest
 /// The leader's read index for a follower's read, after confirming with a
 /// majority that it still leads (a round shared with the reads that arrived
 /// before it); 421 (with the leader it knows) elsewhere.
-pub(super) async fn read_index(State(n): State<Arc<Node>>) -> Response {
+pub(super) async fn read_index(ShardMember(n): ShardMember) -> Response {
     if let Some(why) = n.read_refusal() {
         return ApiError::unavailable(why).into_response();
     }
@@ -186,34 +187,50 @@ pub(super) async fn read_index(State(n): State<Arc<Node>>) -> Response {
 }
 
 pub(super) async fn local_read(
-    State(n): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
     Json(req): Json<ReadRequest>,
 ) -> Response {
     local_query(&n, &req)
 }
 
-fn local_query(n: &Node, req: &ReadRequest) -> Response {
+fn local_query(n: &Member, req: &ReadRequest) -> Response {
     match n.query_local(&req.query) {
         Ok(outcome) => answer(outcome),
         Err(e) => storage_failure(e),
     }
 }
 
-pub(super) async fn ready(State(n): State<Arc<Node>>) -> Response {
-    if !n.storage_healthy() {
-        return ApiError::unavailable("this node's storage is failing").into_response();
-    }
-    if n.cut_off() {
-        return ApiError::unavailable("this leader is cut off from a majority of its group")
+/// Ready once every shard's group has a leader and this node's members
+/// are healthy; `leader` names shard 0's (`leaders` every shard's).
+pub(super) async fn ready(State(node): State<Arc<Node>>) -> Response {
+    let mut leaders = Vec::new();
+    for n in node.members() {
+        let shard = n.shard();
+        if !n.storage_healthy() {
+            return ApiError::unavailable(format!(
+                "this node's storage of shard {shard} is failing"
+            ))
             .into_response();
+        }
+        if n.cut_off() {
+            return ApiError::unavailable(format!(
+                "this leader of shard {shard} is cut off from a majority of its group"
+            ))
+            .into_response();
+        }
+        match n.leader() {
+            Some(l) => leaders.push(l),
+            None => {
+                return ApiError::unavailable(format!("no leader of shard {shard} known yet"))
+                    .into_response()
+            }
+        }
     }
-    match n.leader() {
-        Some(l) => Json(serde_json::json!({ "ready": true, "leader": l })).into_response(),
-        None => ApiError::unavailable("no leader known yet").into_response(),
-    }
+    Json(serde_json::json!({ "ready": true, "leader": leaders.first(), "leaders": leaders }))
+        .into_response()
 }
 
-pub(super) async fn status(State(n): State<Arc<Node>>) -> Json<NodeStatus> {
+pub(super) async fn status(ShardMember(n): ShardMember) -> Json<NodeStatus> {
     // May wait on the storage (or on another probe reading it): never on a
     // runtime worker, which Raft RPCs need.
     Json(tokio::task::block_in_place(|| n.status()))

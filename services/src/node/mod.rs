@@ -4,6 +4,7 @@
 //! metrics — and serves it until a signal.
 
 pub(crate) mod http;
+pub(crate) mod shards;
 pub(crate) mod state;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio::sync::Semaphore;
 use self::http::{
     append, checkout, local_read, read, read_index, ready, snapshot, status, vote, write,
 };
-use self::state::Node;
+use self::shards::Node;
 use crate::consistency;
 use crate::membership;
 
@@ -87,11 +88,13 @@ pub async fn run(
     );
 
     let listener = chttp::bind(&spec.bind_addr(&addr)).await?;
-    tracing::info!(%service, id, %addr, "node serving");
+    tracing::info!(%service, id, %addr, shards = node.members().len(), "node serving");
     let shutdown = Shutdown::on_signals();
     chttp::serve(listener, router, shutdown, (&spec.limits).into()).await?;
-    if let Err(e) = node.raft().shutdown().await {
-        tracing::warn!(error = %e, "raft shutdown");
+    for member in node.members() {
+        if let Err(e) = member.raft().shutdown().await {
+            tracing::warn!(error = %e, shard = %member.shard(), "raft shutdown");
+        }
     }
     tracing::info!("node stopped");
     Ok(())

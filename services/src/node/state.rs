@@ -1,8 +1,9 @@
-//! A node's state: its Raft group member, storage, proposer, consistency
-//! replica and checker, and (order nodes) checkout sagas — opened from the
-//! spec, and the methods the node's handlers call. It knows nothing of HTTP
-//! routes: the handlers (`node::http`, `consistency::api`, `membership`)
-//! import it, never the other way round.
+//! A node's member of one shard's Raft group: its storage, proposer,
+//! consistency replica and checker, and (order nodes) checkout sagas —
+//! opened from the spec, and the methods the node's handlers call. A node
+//! process holds one member per shard of its service (`node::shards`). It
+//! knows nothing of HTTP routes: the handlers (`node::http`,
+//! `consistency::api`, `membership`) import it, never the other way round.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use cart_common::shard::Shard;
 use cart_common::spec::{NodeId, StorageBackend};
 use cart_common::{ClusterSpec, Service};
 use openraft::{BasicNode, Config, SnapshotPolicy};
@@ -32,9 +34,10 @@ use crate::request_key::RequestKey;
 use crate::saga::Sagas;
 use crate::storage::{self, Backend, Health};
 
-pub(crate) struct Node {
+pub(crate) struct Member {
     service: Service,
     id: NodeId,
+    shard: Shard,
     addr: String,
     raft: Raft,
     backend: Arc<dyn Backend>,
@@ -68,23 +71,25 @@ struct StoredSummary {
 
 const STORED_SUMMARY_TTL: Duration = Duration::from_secs(2);
 
-impl Node {
-    /// Opens the node's storage, starts its Raft group member (forming the
-    /// group from the spec if it is node 1 of a pristine one), its proposer,
-    /// checker and sagas, and the background tasks that follow them.
+impl Member {
+    /// Opens the shard's storage, starts this node's member of the shard's
+    /// Raft group (forming the group from the spec if it is node 1 of a
+    /// pristine one), its proposer, checker and sagas, and the background
+    /// tasks that follow them.
     pub(super) async fn open(
         spec: &ClusterSpec,
         service: Service,
         id: NodeId,
+        shard: Shard,
         addr: String,
         options: NodeOptions,
-    ) -> anyhow::Result<Arc<Node>> {
-        let dir = spec.node_data_dir(service, id);
+    ) -> anyhow::Result<Arc<Member>> {
+        let dir = spec.shard_data_dir(service, id, shard);
         // The Raft log always lives in the node's directory; the replicated
         // state in the backend the spec chooses (the embedded store by default).
         let fresh = LogStore::is_new(&dir);
         let health = Arc::new(Health::default());
-        let backend = storage::open(spec, service, id, fresh, health.clone()).await?;
+        let backend = storage::open(spec, service, id, shard, fresh, health.clone()).await?;
         let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
         let replica = Arc::new(Replica::default());
         Replica::init_metrics();
@@ -100,7 +105,7 @@ impl Node {
         let snapshot_every =
             spec.raft.snapshot_every + spec.raft.snapshot_every / 10 * ((id - 1) % 5);
         let config = Config {
-            cluster_name: service.to_string(),
+            cluster_name: format!("{service}/{shard}"),
             heartbeat_interval: spec.raft.heartbeat_ms,
             election_timeout_min: et,
             election_timeout_max: et + et / 2,
@@ -120,7 +125,7 @@ impl Node {
         let raft = Raft::new(
             id,
             Arc::new(config),
-            Network::new(&spec.cluster.internal_secret, progress.clone()),
+            Network::new(&spec.cluster.internal_secret, shard, progress.clone()),
             LogStore::open(
                 &dir,
                 (spec.raft.resident_log_kib as usize).saturating_mul(1024),
@@ -138,7 +143,7 @@ impl Node {
                 .into_iter()
                 .map(|n| (n.id, BasicNode { addr: n.addr }))
                 .collect();
-            tracing::info!(?members, "initializing new Raft group");
+            tracing::info!(?members, %shard, "initializing new Raft group");
             if let Err(e) = raft.initialize(members).await {
                 tracing::warn!(error = %e, "initialize refused");
             }
@@ -165,16 +170,23 @@ impl Node {
             spec,
             service,
             id,
+            shard,
             raft.clone(),
             proposer.clone(),
         ));
         tokio::spawn(checker.clone().schedule(progress.clone()));
-        tokio::spawn(export_raft_metrics(raft.clone(), progress.clone(), fence));
+        tokio::spawn(export_raft_metrics(
+            raft.clone(),
+            progress.clone(),
+            fence,
+            shard,
+        ));
         tokio::spawn(follow_storage_health(raft.clone(), health.clone()));
         tokio::spawn(ping_storage(backend.clone()));
-        Ok(Arc::new(Node {
+        Ok(Arc::new(Member {
             service,
             id,
+            shard,
             addr,
             raft,
             backend,
@@ -189,13 +201,17 @@ impl Node {
             progress,
             sagas,
             reads,
-            follower_reads: FollowerReads::new(spec),
+            follower_reads: FollowerReads::new(spec, shard),
             stored: Mutex::new(None),
         }))
     }
 
     pub(crate) fn service(&self) -> Service {
         self.service
+    }
+
+    pub(crate) fn shard(&self) -> Shard {
+        self.shard
     }
 
     /// This node's member of its Raft group (RPCs, membership changes).
@@ -314,7 +330,7 @@ impl Node {
         if let Err(e) = self.backend.wipe() {
             tracing::error!(error = %e, "wiping the storage backend");
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+        if let Err(e) = remove_shard_dir(&self.dir, self.shard) {
             tracing::error!(error = %e, "wiping the data dir");
         }
     }
@@ -351,6 +367,7 @@ impl Node {
         });
         NodeStatus {
             service: self.service.to_string(),
+            shard: self.shard,
             id: self.id,
             addr: self.addr.clone(),
             state: format!("{:?}", m.state),
@@ -407,6 +424,27 @@ impl Node {
     }
 }
 
+/// Deletes a shard's data dir. Shard 0's is the node's own directory,
+/// which also holds the other shards' (`shard-k`): those stay.
+fn remove_shard_dir(dir: &Path, shard: Shard) -> std::io::Result<()> {
+    if shard.0 != 0 {
+        return std::fs::remove_dir_all(dir);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let other_shard = entry.file_name().to_string_lossy().starts_with("shard-");
+        if other_shard {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The latest check report, and the reports of the last minute.
 fn checks(
     backend: &dyn Backend,
@@ -427,7 +465,9 @@ fn checks(
     (latest, recent)
 }
 
-async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>, fence: Fence) {
+async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>, fence: Fence, shard: Shard) {
+    let label = shard.to_string();
+    let shard_gauge = |g: &prometheus::IntGaugeVec| g.with_label_values(&[label.as_str()]);
     let mut rx = raft.metrics();
     loop {
         {
@@ -442,22 +482,12 @@ async fn export_raft_metrics(raft: Raft, progress: Arc<Progress>, fence: Fence) 
                 tracing::error!(error = %fatal, "raft core stopped; exiting");
                 std::process::exit(70);
             }
-            METRICS.term.set(m.current_term as i64);
-            METRICS
-                .committed
-                .set(progress.committed().map_or(0, |c| c as i64));
-            METRICS
-                .last_applied
-                .set(m.last_applied.map_or(0, |l| l.index as i64));
-            METRICS
-                .last_log_index
-                .set(m.last_log_index.unwrap_or(0) as i64);
-            METRICS
-                .is_leader
-                .set(i64::from(m.current_leader == Some(m.id)));
-            METRICS
-                .leader_cut_off
-                .set(i64::from(fence.cut_off_ms(&m).is_some()));
+            shard_gauge(&METRICS.term).set(m.current_term as i64);
+            shard_gauge(&METRICS.committed).set(progress.committed().map_or(0, |c| c as i64));
+            shard_gauge(&METRICS.last_applied).set(m.last_applied.map_or(0, |l| l.index as i64));
+            shard_gauge(&METRICS.last_log_index).set(m.last_log_index.unwrap_or(0) as i64);
+            shard_gauge(&METRICS.is_leader).set(i64::from(m.current_leader == Some(m.id)));
+            shard_gauge(&METRICS.leader_cut_off).set(i64::from(fence.cut_off_ms(&m).is_some()));
         }
         if rx.changed().await.is_err() {
             return;

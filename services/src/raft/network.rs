@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use cart_common::http::InternalClient;
 use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use cart_common::shard::Shard;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -38,11 +39,13 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(secret: &str, progress: Arc<Progress>) -> Self {
+    /// The RPCs of `shard`'s group (every shard's group has its own).
+    pub fn new(secret: &str, shard: Shard, progress: Arc<Progress>) -> Self {
         Self {
             // Per-RPC deadlines come from openraft's RPCOption.
             client: InternalClient::new(Duration::from_millis(500), Duration::from_secs(60))
-                .with_secret(secret),
+                .with_secret(secret)
+                .for_shard(shard),
             progress,
         }
     }

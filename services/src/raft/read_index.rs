@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use cart_common::http::{CallError, InternalClient};
 use cart_common::metrics::precreate;
 use cart_common::paths::READ_INDEX_PATH;
+use cart_common::shard::Shard;
 use cart_common::ClusterSpec;
 use tracing::Instrument;
 
@@ -86,7 +87,7 @@ pub struct FollowerReads {
 
 impl FollowerReads {
     /// `None` when the spec's `raft.follower_reads` is off.
-    pub fn new(spec: &ClusterSpec) -> Option<Self> {
+    pub fn new(spec: &ClusterSpec, shard: Shard) -> Option<Self> {
         precreate(
             &METRICS.follower_reads,
             FollowerReadOutcome::ALL.map(|o| [o.as_str()]),
@@ -95,7 +96,7 @@ impl FollowerReads {
         // about to be replaced; the coordinator has other replicas to ask.
         let bound = Duration::from_millis(spec.raft.election_timeout_ms);
         spec.raft.follower_reads.then(|| Self {
-            client: InternalClient::for_cluster(spec, bound),
+            client: InternalClient::for_cluster(spec, bound).for_shard(shard),
             bound,
         })
     }
@@ -168,9 +169,9 @@ mod tests {
             spec.raft.follower_reads,
             "on unless the spec says otherwise"
         );
-        assert!(FollowerReads::new(&spec).is_some());
+        assert!(FollowerReads::new(&spec, Shard(0)).is_some());
         spec.raft.follower_reads = false;
-        assert!(FollowerReads::new(&spec).is_none());
+        assert!(FollowerReads::new(&spec, Shard(0)).is_none());
     }
 
     #[test]

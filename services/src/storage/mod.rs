@@ -15,6 +15,7 @@ mod overlay;
 
 use std::sync::Arc;
 
+use cart_common::shard::Shard;
 use cart_common::spec::{ClusterSpec, NodeId, Service, StorageBackend};
 
 pub use crate::domain::{StateStore, StoreError, Table};
@@ -124,6 +125,7 @@ pub async fn open(
     spec: &ClusterSpec,
     service: Service,
     id: NodeId,
+    shard: Shard,
     fresh: bool,
     health: Arc<Health>,
 ) -> Result<Arc<dyn Backend>, StoreError> {
@@ -131,7 +133,7 @@ pub async fn open(
     match spec.storage.backend {
         StorageBackend::Embedded => Ok(Arc::new(embedded::Store::new())),
         StorageBackend::Mongodb => {
-            let (url, db) = spec.storage.mongodb_of(service, id);
+            let (url, db) = spec.storage.mongodb_of(service, id, shard);
             let timeout = std::time::Duration::from_millis(spec.storage.mongodb_timeout_ms);
             let backend = mongo::MongoBackend::open(&url, &db, timeout, health, fresh).await?;
             Ok(Arc::new(backend))

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use cart_common::admin::CheckReport;
 use cart_common::http::InternalClient;
+use cart_common::shard::Shard;
 use cart_common::spec::ConsistencySection;
 use cart_common::ClusterSpec;
 use openraft::ServerState;
@@ -73,6 +74,7 @@ impl Checker {
         spec: &ClusterSpec,
         service: cart_common::Service,
         id: NodeId,
+        shard: Shard,
         raft: Raft,
         proposer: Proposer,
     ) -> Self {
@@ -85,7 +87,8 @@ impl Checker {
             client: InternalClient::for_cluster(
                 spec,
                 Duration::from_millis(spec.consistency.digest_timeout_ms.max(5_000)),
-            ),
+            )
+            .for_shard(shard),
             cfg: spec.consistency.clone(),
             busy: tokio::sync::Mutex::new(()),
         }
