@@ -291,6 +291,8 @@ fn a_started_check_reports_its_outcome_when_its_report_arrives_by_id() {
     let started = CheckStarted {
         service: "stock".into(),
         check_id: "stock-check-2".into(),
+        shard: Default::default(),
+        also: Vec::new(),
     };
     app.on_action_done(&action, Ok(ActionOutcome::Started(vec![started])));
     assert_eq!(app.status.clone().unwrap().level, Level::Info);
@@ -320,6 +322,8 @@ fn a_started_check_reports_its_outcome_when_its_report_arrives_by_id() {
     let started = CheckStarted {
         service: "stock".into(),
         check_id: "stock-repair-3".into(),
+        shard: Default::default(),
+        also: Vec::new(),
     };
     app.on_action_done(&repair, Ok(ActionOutcome::Started(vec![started])));
     let mut report = repaired().services[2].last_check.clone().unwrap();

@@ -120,6 +120,7 @@ fn history() -> Vec<Entry<TypeConfig>> {
             Command::BatchInitUsers {
                 n: 20,
                 starting_money: 100,
+                part: None,
             },
         ),
         entry(
@@ -129,6 +130,7 @@ fn history() -> Vec<Entry<TypeConfig>> {
                 n: 20,
                 starting_stock: 50,
                 price: 3,
+                part: None,
             },
         ),
         entry(3, "fund-1", funds("1", 7)),

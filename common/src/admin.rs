@@ -172,6 +172,13 @@ pub struct RepairRequest {
 pub struct CheckStarted {
     pub service: String,
     pub check_id: String,
+    /// The shard whose group runs it.
+    #[serde(default)]
+    pub shard: crate::shard::Shard,
+    /// Started on the service's other shards by the same call (a call
+    /// naming no shard starts one per shard); each has its own report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<CheckStarted>,
 }
 
 /// The outcome of one consistency check (and of the repair it led to), as

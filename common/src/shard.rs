@@ -43,6 +43,19 @@ impl Shard {
         usize::from(self.0)
     }
 
+    /// The shard a request's `cart-shard` header names, if it names one;
+    /// an error says what is wrong with the header.
+    pub fn named_in(headers: &axum::http::HeaderMap) -> Result<Option<Shard>, String> {
+        headers
+            .get(SHARD_HEADER)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|e| format!("{SHARD_HEADER}: {e}"))
+                    .and_then(str::parse::<Shard>)
+            })
+            .transpose()
+    }
+
     /// The header value that names this shard.
     pub fn header_value(self) -> String {
         self.0.to_string()
@@ -64,6 +77,26 @@ impl FromStr for Shard {
             .map(Shard)
             .ok_or_else(|| format!("not a shard: {s:?} (0..{MAX_SHARDS})"))
     }
+}
+
+/// The part of a service's keys one shard holds: a bulk command sent to
+/// every shard (`batch_init`) creates only the keys of its part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPart {
+    pub shard: Shard,
+    /// How many shards the service has.
+    pub of: u16,
+}
+
+impl ShardPart {
+    pub fn holds(&self, key: &str) -> bool {
+        Shard::of(key, self.of) == self.shard
+    }
+}
+
+/// Whether `part` (none: the whole service) holds `key`.
+pub fn part_holds(part: Option<ShardPart>, key: &str) -> bool {
+    part.is_none_or(|p| p.holds(key))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use cart_common::admin::{
 };
 use cart_common::http as chttp;
 use cart_common::paths::{self, ADD_MEMBER_PATH, CONSISTENCY_PATH, REMOVE_MEMBER_PATH};
+use cart_common::shard::Shard;
 use cart_common::spec::{NodeId, MAX_NODES};
 use cart_common::{ApiError, ClusterSpec, Service};
 use cart_services::api::RemoveMember;
@@ -52,6 +53,35 @@ pub fn routes(spec: &ClusterSpec) -> Router<Arc<Coordinator>> {
         .route(paths::EVENTS_PATH, get(events))
         .route(paths::OWN_EVENTS_PATH, get(own_events))
         .merge(mutating)
+}
+
+/// `?shard=N` on the calls that act on one shard's group; without it they
+/// act on every shard of the service.
+#[derive(Deserialize)]
+struct ShardQuery {
+    shard: Option<Shard>,
+}
+
+impl ShardQuery {
+    /// The shards of `service` the call acts on; 400 for one it lacks.
+    fn shards(&self, c: &Coordinator, service: Service) -> Result<Vec<Shard>, ApiError> {
+        let count = c.spec().shards(service);
+        match self.shard {
+            Some(shard) if shard.0 >= count => Err(ApiError::bad_request(
+                "unknown_shard",
+                format!("{service} has shards 0..{count}, not {shard}"),
+            )),
+            Some(shard) => Ok(vec![shard]),
+            None => Ok(Shard::all(count).collect()),
+        }
+    }
+
+    /// The query string to pass on when forwarding the call.
+    fn suffix(&self) -> String {
+        self.shard
+            .map(|s| format!("?shard={s}"))
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Deserialize)]
@@ -97,6 +127,7 @@ async fn service(State(c): State<Arc<Coordinator>>, Path(name): Path<String>) ->
 async fn check_report(
     State(c): State<Arc<Coordinator>>,
     Path((name, check_id)): Path<(String, String)>,
+    Query(q): Query<ShardQuery>,
     headers: HeaderMap,
 ) -> Answer {
     let service = parse_service(&name)?;
@@ -107,27 +138,31 @@ async fn check_report(
         ));
     }
     if service != c.service() {
-        let path = paths::check_report_path(service.name(), &check_id);
+        let path = paths::check_report_path(service.name(), &check_id) + &q.suffix();
         return Ok(forward_to_service(&c, service, Method::GET, &path, None, &headers).await);
     }
-    let query = cart_services::domain::Query::FindCheck {
-        check_id: check_id.clone(),
-    };
-    match crate::routes::reply(c.own().read(query).await)? {
-        cart_services::domain::Reply::Check {
-            report: Some(report),
-        } => Ok(Json(report).into_response()),
-        cart_services::domain::Reply::Check { report: None } => Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "check_not_found",
-            format!(
-                "no report of check {check_id:?} on {service}: it is still running, \
-                 never existed, or is older than the last {} kept",
-                cart_services::domain::checks::CHECKS_KEPT
-            ),
-        )),
-        other => Err(crate::routes::unexpected(other)),
+    // Each shard's group keeps its own reports: look in each in turn.
+    for shard in q.shards(&c, service)? {
+        let query = cart_services::domain::Query::FindCheck {
+            check_id: check_id.clone(),
+        };
+        match crate::routes::reply(c.own().read_at(shard, query).await)? {
+            cart_services::domain::Reply::Check {
+                report: Some(report),
+            } => return Ok(Json(report).into_response()),
+            cart_services::domain::Reply::Check { report: None } => {}
+            other => return Err(crate::routes::unexpected(other)),
+        }
     }
+    Err(ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "check_not_found",
+        format!(
+            "no report of check {check_id:?} on {service}: it is still running, never existed, \
+             or is older than the last {} kept",
+            cart_services::domain::checks::CHECKS_KEPT
+        ),
+    ))
 }
 
 async fn events(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>) -> Response {
@@ -248,7 +283,7 @@ async fn add_node(
         id: req.id,
         addr: Some(addr.clone()),
     };
-    let changed: MembershipChanged = c.own().admin(ADD_MEMBER_PATH, &body).await?;
+    let changed = every_shard(&c, ADD_MEMBER_PATH, &body).await?;
     c.health().watch(req.id, addr.clone());
     if changed.changed {
         c.events().record(
@@ -273,10 +308,7 @@ async fn remove_node(
         let path = paths::node_path(service.name(), id);
         return Ok(forward_to_service(&c, service, Method::DELETE, &path, None, &headers).await);
     }
-    let changed: MembershipChanged = c
-        .own()
-        .admin(REMOVE_MEMBER_PATH, &RemoveMember { id })
-        .await?;
+    let changed = every_shard(&c, REMOVE_MEMBER_PATH, &RemoveMember { id }).await?;
     if changed.changed {
         c.events().record(
             service.name(),
@@ -289,6 +321,26 @@ async fn remove_node(
     Ok(Json(changed).into_response())
 }
 
+/// A membership change made in every shard's group, one after the other
+/// (a node hosts a member of each): shard 0's answer, `changed` if any
+/// shard changed. A failure stops at that shard; the call may be repeated
+/// (a shard already changed answers `changed: false`).
+async fn every_shard<B: serde::Serialize>(
+    c: &Coordinator,
+    path: &str,
+    body: &B,
+) -> Result<MembershipChanged, ApiError> {
+    let mut first: Option<MembershipChanged> = None;
+    for group in c.own().groups() {
+        let changed: MembershipChanged = c.own().admin(group.shard(), path, body).await?;
+        match &mut first {
+            Some(f) => f.changed |= changed.changed,
+            None => first = Some(changed),
+        }
+    }
+    first.ok_or_else(|| ApiError::internal("a service without shards"))
+}
+
 async fn check_all(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Answer {
     let mut started = Vec::new();
     for service in Service::ALL {
@@ -296,7 +348,15 @@ async fn check_all(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Ans
             reason: "manual".into(),
         };
         let path = paths::check_path(service.name());
-        let answer = operation(&c, service, op, &path, &headers).await;
+        let answer = operation(
+            &c,
+            service,
+            &ShardQuery { shard: None },
+            op,
+            &path,
+            &headers,
+        )
+        .await;
         if answer.status() != axum::http::StatusCode::OK {
             return Ok(answer);
         }
@@ -313,6 +373,7 @@ async fn check_all(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Ans
 async fn check(
     State(c): State<Arc<Coordinator>>,
     Path(name): Path<String>,
+    Query(q): Query<ShardQuery>,
     headers: HeaderMap,
 ) -> Answer {
     let service = parse_service(&name)?;
@@ -320,12 +381,13 @@ async fn check(
         reason: "manual".into(),
     };
     let path = paths::check_path(service.name());
-    Ok(operation(&c, service, op, &path, &headers).await)
+    Ok(operation(&c, service, &q, op, &path, &headers).await)
 }
 
 async fn repair(
     State(c): State<Arc<Coordinator>>,
     Path(name): Path<String>,
+    Query(q): Query<ShardQuery>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
@@ -342,18 +404,20 @@ async fn repair(
     }
     let path = paths::repair_path(service.name());
     let op = Operation::Repair { node: req.node };
-    Ok(operation(&c, service, op, &path, &headers).await)
+    Ok(operation(&c, service, &q, op, &path, &headers).await)
 }
 
 async fn rebuild(
     State(c): State<Arc<Coordinator>>,
     Path((name, id)): Path<(String, String)>,
+    Query(q): Query<ShardQuery>,
     headers: HeaderMap,
 ) -> Answer {
     let service = parse_service(&name)?;
     let node = parse_node_id(&id)?;
     let path = paths::rebuild_path(service.name(), node);
-    Ok(operation(&c, service, Operation::Rebuild { node }, &path, &headers).await)
+    let op = Operation::Rebuild { node };
+    Ok(operation(&c, service, &q, op, &path, &headers).await)
 }
 
 fn parse_node_id(id: &str) -> Result<NodeId, ApiError> {
@@ -364,11 +428,14 @@ fn parse_node_id(id: &str) -> Result<NodeId, ApiError> {
     Ok(id)
 }
 
-/// Starts a check, repair or rebuild on `service`'s leader: directly for
-/// this coordinator's own service, else through one of its coordinators.
+/// Starts a check, repair or rebuild on the leader of each shard the call
+/// names (`ShardQuery`): directly for this coordinator's own service, else
+/// through one of its coordinators. The answer is the first shard's start,
+/// the others' in its `also`.
 async fn operation(
     c: &Coordinator,
     service: Service,
+    q: &ShardQuery,
     op: Operation,
     path: &str,
     headers: &HeaderMap,
@@ -378,15 +445,28 @@ async fn operation(
             Operation::Repair { node } => Some(json!({ "node": node })),
             _ => None,
         };
-        return forward_to_service(c, service, Method::POST, path, body, headers).await;
+        let path = format!("{path}{}", q.suffix());
+        return forward_to_service(c, service, Method::POST, &path, body, headers).await;
     }
-    match c
-        .own()
-        .admin::<_, CheckStarted>(CONSISTENCY_PATH, &op)
-        .await
-    {
-        Ok(started) => Json(started).into_response(),
-        Err(e) => e.into_response(),
+    let shards = match q.shards(c, service) {
+        Ok(shards) => shards,
+        Err(e) => return e.into_response(),
+    };
+    let mut first: Option<CheckStarted> = None;
+    for shard in shards {
+        let started = c
+            .own()
+            .admin::<_, CheckStarted>(shard, CONSISTENCY_PATH, &op)
+            .await;
+        match (started, &mut first) {
+            (Err(e), _) => return e.into_response(),
+            (Ok(started), Some(first)) => first.also.push(started),
+            (Ok(started), None) => first = Some(started),
+        }
+    }
+    match first {
+        Some(started) => Json(started).into_response(),
+        None => ApiError::internal("a service without shards").into_response(),
     }
 }
 

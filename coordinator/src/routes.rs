@@ -157,6 +157,7 @@ async fn batch_init_items(State(c): App, ClientRequest(key): ClientRequest, p: P
         n: count("n", p.get(0), MAX_BATCH_INIT)?,
         starting_stock: amount("starting_stock", p.get(1))?,
         price: amount("item_price", p.get(2))?,
+        part: None,
     };
     reply(c.own().write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for stock successful" })))
@@ -208,6 +209,7 @@ async fn batch_init_users(State(c): App, ClientRequest(key): ClientRequest, p: P
     let cmd = Command::BatchInitUsers {
         n: count("n", p.get(0), MAX_BATCH_INIT)?,
         starting_money: amount("starting_money", p.get(1))?,
+        part: None,
     };
     reply(c.own().write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for users successful" })))
@@ -299,6 +301,7 @@ async fn batch_init_orders(State(c): App, ClientRequest(key): ClientRequest, p: 
         item_price: amount("item_price", p.get(3))?,
         // The seed travels in the log entry, so replicas draw identically.
         seed: rand_seed(&key.request_id),
+        part: None,
     };
     reply(c.own().write(&key, cmd).await)?;
     Ok(Json(json!({ "msg": "Batch init for orders successful" })))

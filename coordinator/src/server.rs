@@ -7,12 +7,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cart_common::http::{self as chttp, BodyLimits, ServerLabels};
 use cart_common::paths::{METRICS_PATH, READY_PATH, READ_PATH, WRITE_PATH};
-use cart_common::{ClusterSpec, Service};
+use cart_common::shard::Shard;
+use cart_common::{ApiError, ClusterSpec, Service};
 use cart_services::api::{ReadRequest, WriteRequest};
 use tokio::sync::Semaphore;
 
@@ -86,12 +88,23 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
     Ok(())
 }
 
-/// Another service's coordinator asking this one to write to its group.
+/// Another service's coordinator asking this one to write to its group:
+/// to the shard its `cart-shard` header names (a saga step), else to the
+/// shard of the write's key.
 async fn internal_write(
     State(c): State<Arc<Coordinator>>,
+    headers: HeaderMap,
     Json(req): Json<WriteRequest>,
 ) -> Response {
-    match c.own().write(&req.key, req.cmd).await {
+    let shard = match Shard::named_in(&headers) {
+        Ok(shard) => shard,
+        Err(e) => return ApiError::bad_request("bad_shard", e).into_response(),
+    };
+    let written = match shard {
+        Some(shard) => c.own().write_to(shard, &req.key, req.cmd).await,
+        None => c.own().write(&req.key, req.cmd).await,
+    };
+    match written {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => e.into_response(),
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cart_common::http::InternalClient;
 use cart_common::{ApiError, ClusterSpec, Service};
-use cart_services::client::{GroupClient, PeerService};
+use cart_services::client::{PeerService, ServiceClient};
 
 use crate::events::EventLog;
 use crate::health::Health;
@@ -18,8 +18,8 @@ pub struct Coordinator {
     spec: ClusterSpec,
     /// This coordinator's admin address (it counts itself as reachable).
     admin_addr: String,
-    /// This service's own Raft group.
-    own: GroupClient,
+    /// This service's own Raft groups, one per shard.
+    own: ServiceClient,
     /// The other services this one calls.
     peers: HashMap<Service, PeerService>,
     health: Arc<Health>,
@@ -47,7 +47,7 @@ impl Coordinator {
                 .coordinator(service, index)
                 .map(|c| c.admin)
                 .unwrap_or_default(),
-            own: GroupClient::new(spec, service).with_health(health.clone()),
+            own: ServiceClient::new(spec, service).with_health(health.clone()),
             peers,
             health,
             events,
@@ -72,8 +72,8 @@ impl Coordinator {
         &self.admin_addr
     }
 
-    /// The client of this service's own Raft group.
-    pub fn own(&self) -> &GroupClient {
+    /// The client of this service's own Raft groups.
+    pub fn own(&self) -> &ServiceClient {
         &self.own
     }
 

@@ -1,4 +1,5 @@
-//! A client of one service's Raft group: sends reads and writes to the
+//! A client of one shard's Raft group of a service (`service::ServiceClient`
+//! holds one per shard and routes by key): sends reads and writes to the
 //! current leader, follows "not leader" answers, and retries on unreachable
 //! nodes or leader changes until a deadline. Writes carry a request id, so a
 //! retry after a lost answer applies once.
@@ -14,6 +15,7 @@ use cart_common::api_error::ErrorBody;
 use cart_common::backoff::Backoff;
 use cart_common::http::InternalClient;
 use cart_common::paths::{CHECKOUT_PATH, READ_PATH, WRITE_PATH};
+use cart_common::shard::Shard;
 use cart_common::{ApiError, ClusterSpec, Service};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
@@ -35,6 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 pub struct GroupClient {
     service: Service,
+    shard: Shard,
     client: InternalClient,
     /// Known node addresses: the spec's, plus any a leader hint names.
     nodes: RwLock<Vec<String>>,
@@ -54,17 +57,19 @@ pub struct GroupClient {
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl GroupClient {
-    pub fn new(spec: &ClusterSpec, service: Service) -> Self {
+    pub fn new(spec: &ClusterSpec, service: Service, shard: Shard) -> Self {
         let limits = &spec.limits;
         let reasons = ["not_leader", "unreachable", "unavailable", "abandoned"];
         let retries = reasons.map(|reason| [service.name(), reason]);
         cart_common::metrics::precreate(&METRICS.group_retries, retries);
         Self {
             service,
+            shard,
             client: InternalClient::for_cluster(
                 spec,
                 Duration::from_millis(limits.bulk_timeout_ms),
-            ),
+            )
+            .for_shard(shard),
             nodes: RwLock::new(spec.nodes(service).into_iter().map(|n| n.addr).collect()),
             leader: RwLock::new(None),
             cursor: AtomicUsize::new(0),
@@ -84,6 +89,10 @@ impl GroupClient {
 
     pub fn service(&self) -> Service {
         self.service
+    }
+
+    pub fn shard(&self) -> Shard {
+        self.shard
     }
 
     pub async fn write(&self, key: &RequestKey, cmd: Command) -> Result<Outcome, ApiError> {
@@ -169,10 +178,10 @@ impl GroupClient {
     }
 
     fn gave_up(&self, last_error: &str) -> ApiError {
-        tracing::warn!(service = %self.service, %last_error, "giving up on group");
+        tracing::warn!(service = %self.service, shard = %self.shard, %last_error, "giving up on group");
         ApiError::unavailable(format!(
-            "{} service could not answer in time ({last_error})",
-            self.service
+            "{} service (shard {}) could not answer in time ({last_error})",
+            self.service, self.shard
         ))
     }
 
@@ -279,6 +288,7 @@ impl GroupClient {
                 "group.attempt",
                 otel.kind = "client",
                 target_service = self.service.name(),
+                shard = %self.shard,
                 path,
                 node = %target,
             );
@@ -421,7 +431,7 @@ mod tests {
             .map(|n| n.addr)
             .collect();
         let filter = Arc::new(Down(RwLock::new(BTreeSet::new()), all.clone()));
-        let group = GroupClient::new(&spec, Service::Stock).with_health(filter.clone());
+        let group = GroupClient::new(&spec, Service::Stock, Shard(0)).with_health(filter.clone());
         (all, filter, group)
     }
 

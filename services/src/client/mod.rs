@@ -6,6 +6,8 @@
 pub mod group;
 pub mod metrics;
 pub mod peer;
+pub mod service;
 
 pub use group::{GroupClient, RouteFilter};
 pub use peer::PeerService;
+pub use service::ServiceClient;

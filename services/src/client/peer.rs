@@ -12,16 +12,17 @@ use crate::request_key::RequestKey;
 use cart_common::backoff::Backoff;
 use cart_common::http::InternalClient;
 use cart_common::paths::{READ_PATH, WRITE_PATH};
+use cart_common::shard::Shard;
 use cart_common::spec::CrossService;
 use cart_common::{ApiError, ClusterSpec, Service};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use super::group::GroupClient;
 use super::metrics::METRICS;
+use super::service::ServiceClient;
 
 pub enum PeerService {
-    Direct(GroupClient),
+    Direct(ServiceClient),
     Coordinators(CoordinatorPool),
 }
 
@@ -35,7 +36,7 @@ impl PeerService {
         cart_common::metrics::precreate(&METRICS.cross_service_calls, calls);
         cart_common::metrics::precreate(&METRICS.cross_service_duration, [[service.name(), mode]]);
         match spec.cluster.cross_service {
-            CrossService::Direct => PeerService::Direct(GroupClient::new(spec, service)),
+            CrossService::Direct => PeerService::Direct(ServiceClient::new(spec, service)),
             CrossService::Coordinator => {
                 PeerService::Coordinators(CoordinatorPool::new(spec, service))
             }
@@ -44,32 +45,69 @@ impl PeerService {
 
     fn labels(&self) -> (&'static str, &'static str) {
         match self {
-            PeerService::Direct(g) => (g.service().name(), "direct"),
+            PeerService::Direct(s) => (s.service().name(), "direct"),
             PeerService::Coordinators(p) => (p.service.name(), "coordinator"),
         }
     }
 
+    /// A write at the shard of its key (or every shard: `Routing`).
     pub async fn write(&self, key: &RequestKey, cmd: Command) -> Result<Outcome, ApiError> {
+        self.write_at(None, key, cmd).await
+    }
+
+    /// A write at the shard the caller names (a saga step).
+    pub async fn write_to(
+        &self,
+        shard: Shard,
+        key: &RequestKey,
+        cmd: Command,
+    ) -> Result<Outcome, ApiError> {
+        self.write_at(Some(shard), key, cmd).await
+    }
+
+    async fn write_at(
+        &self,
+        shard: Option<Shard>,
+        key: &RequestKey,
+        cmd: Command,
+    ) -> Result<Outcome, ApiError> {
         let started = Instant::now();
-        let result = match self {
-            PeerService::Direct(g) => g.write(key, cmd).await,
-            PeerService::Coordinators(p) => {
+        let result = match (self, shard) {
+            (PeerService::Direct(s), Some(shard)) => s.write_to(shard, key, cmd).await,
+            (PeerService::Direct(s), None) => s.write(key, cmd).await,
+            (PeerService::Coordinators(p), shard) => {
                 let body = WriteRequest {
                     key: key.clone(),
                     cmd,
                 };
-                p.call(WRITE_PATH, &body).await
+                p.call(WRITE_PATH, shard, &body).await
             }
         };
         self.observe(started, &result);
         result
     }
 
+    /// The shard of the service holding `key`.
+    pub fn shard_of(&self, key: &str) -> Shard {
+        match self {
+            PeerService::Direct(s) => s.shard_of(key),
+            PeerService::Coordinators(p) => Shard::of(key, p.shards),
+        }
+    }
+
+    /// Every shard of the service.
+    pub fn shards(&self) -> impl Iterator<Item = Shard> {
+        Shard::all(match self {
+            PeerService::Direct(s) => s.groups().len() as u16,
+            PeerService::Coordinators(p) => p.shards,
+        })
+    }
+
     pub async fn read(&self, query: Query) -> Result<Outcome, ApiError> {
         let started = Instant::now();
         let result = match self {
-            PeerService::Direct(g) => g.read(query).await,
-            PeerService::Coordinators(p) => p.call(READ_PATH, &ReadRequest { query }).await,
+            PeerService::Direct(s) => s.read(query).await,
+            PeerService::Coordinators(p) => p.call(READ_PATH, None, &ReadRequest { query }).await,
         };
         self.observe(started, &result);
         result
@@ -102,6 +140,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(250);
 /// fail, until the deadline.
 pub struct CoordinatorPool {
     service: Service,
+    shards: u16,
     client: InternalClient,
     admins: Vec<String>,
     cursor: AtomicUsize,
@@ -113,6 +152,7 @@ impl CoordinatorPool {
         let limits = &spec.limits;
         Self {
             service,
+            shards: spec.shards(service),
             client: InternalClient::for_cluster(
                 spec,
                 Duration::from_millis(limits.request_timeout_ms),
@@ -127,15 +167,25 @@ impl CoordinatorPool {
         }
     }
 
-    async fn call<B: Serialize>(&self, path: &str, body: &B) -> Result<Outcome, ApiError> {
+    /// Calls a coordinator's internal `path`; with a shard, for that shard
+    /// (the `cart-shard` header), else the coordinator routes by key.
+    async fn call<B: Serialize>(
+        &self,
+        path: &str,
+        shard: Option<Shard>,
+        body: &B,
+    ) -> Result<Outcome, ApiError> {
+        let client = match shard {
+            Some(shard) => &self.client.for_shard(shard),
+            None => &self.client,
+        };
         let give_up = Instant::now() + self.deadline;
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut last_error: String;
         loop {
             let i = self.cursor.fetch_add(1, Ordering::Relaxed);
             let target = &self.admins[i % self.admins.len().max(1)];
-            let sent = self
-                .client
+            let sent = client
                 .post(target, path, body)
                 .timeout(give_up.saturating_duration_since(Instant::now()))
                 .send()

@@ -72,6 +72,8 @@ pub(crate) async fn start(ShardMember(n): ShardMember, Json(op): Json<Operation>
         Ok(check_id) => Json(CheckStarted {
             service: n.service().to_string(),
             check_id,
+            shard: n.shard(),
+            also: Vec::new(),
         })
         .into_response(),
         Err(e) => propose_error(e),

@@ -10,6 +10,7 @@ pub mod payment;
 pub mod steps;
 pub mod stock;
 
+use cart_common::shard::ShardPart;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +163,9 @@ pub enum Command {
         n: u64,
         starting_stock: i64,
         price: i64,
+        /// Set when the command went to every shard: only this shard's ids.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<ShardPart>,
     },
     CreateUser {
         user_id: String,
@@ -192,6 +196,9 @@ pub enum Command {
     BatchInitUsers {
         n: u64,
         starting_money: i64,
+        /// Set when the command went to every shard: only this shard's ids.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<ShardPart>,
     },
     CreateOrder {
         order_id: String,
@@ -249,6 +256,9 @@ pub enum Command {
         n_users: u64,
         item_price: i64,
         seed: u64,
+        /// Set when the command went to every shard: only this shard's ids.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        part: Option<ShardPart>,
     },
 }
 
@@ -456,6 +466,76 @@ impl Command {
                 | Command::ForgetCheckouts { .. }
         )
     }
+
+    /// Which shard of its service the command goes to.
+    pub fn routing(&self) -> Routing<'_> {
+        match self {
+            Command::CreateItem { item_id, .. }
+            | Command::AddStock { item_id, .. }
+            | Command::SubtractStock { item_id, .. } => Routing::Key(item_id),
+            Command::CreateUser { user_id }
+            | Command::AddFunds { user_id, .. }
+            | Command::Pay { user_id, .. }
+            | Command::Charge { user_id, .. } => Routing::Key(user_id),
+            Command::CreateOrder { order_id, .. }
+            | Command::AddItem { order_id, .. }
+            | Command::BeginCheckout { order_id, .. } => Routing::Key(order_id),
+            Command::BatchInitItems { .. }
+            | Command::BatchInitUsers { .. }
+            | Command::BatchInitOrders { .. }
+            | Command::ForgetSteps { .. } => Routing::EveryShard,
+            Command::TakeStock { .. }
+            | Command::ReturnStock { .. }
+            | Command::Refund { .. }
+            | Command::CommitCheckout { .. }
+            | Command::AbortCheckout { .. }
+            | Command::FinishCheckout { .. }
+            | Command::ForgetCheckouts { .. }
+            | Command::ComputeDigest { .. }
+            | Command::RepairRows { .. }
+            | Command::RecordCheck { .. } => Routing::Named,
+        }
+    }
+
+    /// The command as sent to one shard of `part.of` when it goes to every
+    /// shard: a bulk creation makes only that shard's keys.
+    pub fn for_part(mut self, part: ShardPart) -> Command {
+        match &mut self {
+            Command::BatchInitItems { part: p, .. }
+            | Command::BatchInitUsers { part: p, .. }
+            | Command::BatchInitOrders { part: p, .. } => *p = Some(part),
+            _ => {}
+        }
+        self
+    }
+}
+
+impl Query {
+    /// Which shard of its service the query goes to.
+    pub fn routing(&self) -> Routing<'_> {
+        match self {
+            Query::FindItem { item_id } => Routing::Key(item_id),
+            Query::FindUser { user_id } => Routing::Key(user_id),
+            Query::FindOrder { order_id } => Routing::Key(order_id),
+            Query::FindCheckout { .. }
+            | Query::OpenCheckouts { .. }
+            | Query::FindStep { .. }
+            | Query::LatestCheck
+            | Query::FindCheck { .. } => Routing::Named,
+        }
+    }
+}
+
+/// Where a command or query goes among its service's shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing<'a> {
+    /// The shard of this key (`cart_common::shard`).
+    Key(&'a str),
+    /// Every shard (bulk creations, garbage collection).
+    EveryShard,
+    /// The shard the caller names: a saga step's shard is the one its items
+    /// or user live on, a check's the one being checked.
+    Named,
 }
 
 /// The result of one command or query, as replicated and as answered.

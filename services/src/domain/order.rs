@@ -1,5 +1,6 @@
 //! Order: a user's list of items with a running total and a paid flag.
 
+use cart_common::shard::{part_holds, ShardPart};
 use serde::{Deserialize, Serialize};
 
 use cart_common::rng::SplitMix64;
@@ -74,7 +75,8 @@ pub(super) fn apply(store: &mut dyn StateStore, cmd: &Command) -> Result<Outcome
             n_users,
             item_price,
             seed,
-        } => batch_init(store, *n, *n_items, *n_users, *item_price, *seed),
+            part,
+        } => batch_init(store, *n, *n_items, *n_users, *item_price, *seed, *part),
         _ => Ok(Err(Rejection::new(
             RejectionCode::WrongService,
             "not an order command",
@@ -137,6 +139,7 @@ fn batch_init(
     n_users: u64,
     item_price: i64,
     seed: u64,
+    part: Option<ShardPart>,
 ) -> Result<Outcome, StoreError> {
     if let Err(r) = check_batch_size(n) {
         return Ok(Err(r));
@@ -154,7 +157,10 @@ fn batch_init(
         return Ok(Err(Rejection::overflow("total_cost")));
     };
     // The seed is in the log entry, so every replica draws the same orders.
+    // Every shard draws every order, so an order is the same whatever the
+    // shard count; each keeps only its own.
     let mut rng = SplitMix64::new(seed);
+    let mut count = 0;
     for i in 0..n {
         let a = rng.next_u64() % n_items;
         let b = rng.next_u64() % n_items;
@@ -165,9 +171,13 @@ fn batch_init(
             items: vec![(a.to_string(), 1), (b.to_string(), 1)],
             total_cost,
         };
-        put_value(store, Table::Orders, &i.to_string(), &order)?;
+        let id = i.to_string();
+        if part_holds(part, &id) {
+            put_value(store, Table::Orders, &id, &order)?;
+            count += 1;
+        }
     }
-    Ok(Ok(Reply::Initialized { count: n }))
+    Ok(Ok(Reply::Initialized { count }))
 }
 
 #[cfg(test)]
@@ -271,6 +281,7 @@ mod tests {
             n_users: 7,
             item_price: 3,
             seed: 42,
+            part: None,
         };
         let (mut a, mut b) = (MemoryStore::default(), MemoryStore::default());
         run(&mut a, cmd.clone()).unwrap();

@@ -1,5 +1,6 @@
 //! Payment: users with a credit balance.
 
+use cart_common::shard::part_holds;
 use serde::{Deserialize, Serialize};
 
 use super::steps::{compensate_once, run_once, Effect};
@@ -47,7 +48,11 @@ pub(super) fn apply(
             })
         }
         Command::Refund { tx_id } => compensate_once(store, tx_id, ts_ms, refund),
-        Command::BatchInitUsers { n, starting_money } => {
+        Command::BatchInitUsers {
+            n,
+            starting_money,
+            part,
+        } => {
             if let Err(r) = check_batch_size(*n) {
                 return Ok(Err(r));
             }
@@ -57,10 +62,14 @@ pub(super) fn apply(
             let user = User {
                 credit: *starting_money,
             };
-            for i in 0..*n {
-                put_value(store, Table::Users, &i.to_string(), &user)?;
+            let mut count = 0;
+            for id in (0..*n).map(|i| i.to_string()) {
+                if part_holds(*part, &id) {
+                    put_value(store, Table::Users, &id, &user)?;
+                    count += 1;
+                }
             }
-            Ok(Ok(Reply::Initialized { count: *n }))
+            Ok(Ok(Reply::Initialized { count }))
         }
         _ => Ok(Err(Rejection::new(
             RejectionCode::WrongService,
@@ -137,6 +146,7 @@ mod tests {
             Command::BatchInitUsers {
                 n: 3,
                 starting_money: credit,
+                part: None,
             },
         )
         .unwrap();
@@ -209,6 +219,7 @@ mod tests {
             Command::BatchInitUsers {
                 n: super::super::MAX_BATCH_INIT + 1,
                 starting_money: 1,
+                part: None,
             },
         );
         assert_eq!(r.unwrap_err().error, "invalid_number");

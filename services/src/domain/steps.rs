@@ -187,6 +187,7 @@ mod tests {
         let init = Command::BatchInitUsers {
             n: 1,
             starting_money: credit,
+            part: None,
         };
         run(&mut s, init).unwrap();
         s
@@ -311,6 +312,7 @@ mod tests {
             n: 2,
             starting_stock: stock,
             price: 1,
+            part: None,
         };
         run(&mut s, init).unwrap();
         s

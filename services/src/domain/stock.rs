@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use cart_common::shard::{part_holds, ShardPart};
 use serde::{Deserialize, Serialize};
 
 use super::steps::{compensate_once, run_once, Effect};
@@ -38,7 +39,8 @@ pub(super) fn apply(
             n,
             starting_stock,
             price,
-        } => batch_init(store, *n, *starting_stock, *price),
+            part,
+        } => batch_init(store, *n, *starting_stock, *price, *part),
         _ => Ok(Err(Rejection::new(
             RejectionCode::WrongService,
             "not a stock command",
@@ -132,6 +134,7 @@ fn batch_init(
     n: u64,
     starting_stock: i64,
     price: i64,
+    part: Option<ShardPart>,
 ) -> Result<Outcome, StoreError> {
     if let Err(r) = check_batch_size(n) {
         return Ok(Err(r));
@@ -143,10 +146,14 @@ fn batch_init(
         stock: starting_stock,
         price,
     };
-    for i in 0..n {
-        put_value(store, Table::Items, &i.to_string(), &item)?;
+    let mut count = 0;
+    for id in (0..n).map(|i| i.to_string()) {
+        if part_holds(part, &id) {
+            put_value(store, Table::Items, &id, &item)?;
+            count += 1;
+        }
     }
-    Ok(Ok(Reply::Initialized { count: n }))
+    Ok(Ok(Reply::Initialized { count }))
 }
 
 #[cfg(test)]
@@ -167,6 +174,7 @@ mod tests {
                 n: 2,
                 starting_stock: stock,
                 price: 5,
+                part: None,
             },
         )
         .unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use cart_common::shard::{Shard, SHARD_HEADER};
+use cart_common::shard::Shard;
 use cart_common::spec::NodeId;
 use cart_common::{ApiError, ClusterSpec, Service};
 
@@ -53,14 +53,9 @@ impl FromRequestParts<Arc<Node>> for ShardMember {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, Response> {
-        let shard = match parts.headers.get(SHARD_HEADER) {
-            None => Shard::default(),
-            Some(value) => value
-                .to_str()
-                .map_err(|e| e.to_string())
-                .and_then(str::parse::<Shard>)
-                .map_err(|e| ApiError::bad_request("bad_shard", e).into_response())?,
-        };
+        let shard = Shard::named_in(&parts.headers)
+            .map_err(|e| ApiError::bad_request("bad_shard", e).into_response())?
+            .unwrap_or_default();
         node.member(shard).cloned().map(ShardMember).ok_or_else(|| {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

@@ -484,6 +484,7 @@ mod tests {
         Command::BatchInitUsers {
             n: 1,
             starting_money: 0,
+            part: None,
         }
     }
 

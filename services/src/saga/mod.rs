@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use cart_common::metrics::{
     counter, counter_vec, float_gauge, gauge, histogram, histogram_vec, precreate, LATENCY_BUCKETS,
 };
+use cart_common::shard::Shard;
 use cart_common::{ClusterSpec, Service};
 use openraft::{BasicNode, ServerState};
 use prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
@@ -404,17 +405,20 @@ impl Sagas {
             user_id: c.user_id.clone(),
             amount: c.amount,
         };
-        let take = Command::TakeStock {
-            tx_id: c.tx_id.clone(),
-            items: c.items.clone(),
-        };
+        let user_shard = self.payment.shard_of(&c.user_id);
         // Set when the charge is refused: a take still waiting for its turn
         // is then not sent (the checkout will abort, and holding its turn
         // would hold up every later checkout of the same items).
         let refused = watch::channel(false);
         let charged = async {
             let charged = self
-                .step(&self.payment, StepKind::Charge, &c.tx_id, charge)
+                .step(
+                    &self.payment,
+                    user_shard,
+                    StepKind::Charge,
+                    &c.tx_id,
+                    charge,
+                )
                 .await;
             match &charged {
                 Some(Ok(_)) => self.turns.settle(&c.tx_id),
@@ -434,9 +438,7 @@ impl Sagas {
                 _ = charge_refused.wait_for(|r| *r) => return Some(None),
                 turn = self.wait_turn(c) => turn?,
             }
-            self.step(&self.stock, StepKind::TakeStock, &c.tx_id, take)
-                .await
-                .map(Some)
+            self.take_stock(c).await.map(Some)
         };
         let (charged, taken) = tokio::join!(charged, taken);
         // A refused charge names the abort when both are refused: a buyer
@@ -451,6 +453,37 @@ impl Sagas {
             // Stopping leaves the checkout open for the sweeper to resume.
             (Ok(_), None) => None,
         }
+    }
+
+    /// Takes the order's items from every stock shard they live on, at
+    /// once, one step per shard (each its own record of the transaction at
+    /// its shard). Applied when every shard applied; else the first
+    /// refusal, once every shard has a definite answer (the abort then
+    /// gives back what the others took). `None`: no longer leader.
+    async fn take_stock(&self, c: &Checkout) -> Option<Result<Reply, domain::Rejection>> {
+        let takes = stock_parts(&self.stock, &c.items)
+            .into_iter()
+            .map(|(shard, items)| {
+                let take = Command::TakeStock {
+                    tx_id: c.tx_id.clone(),
+                    items,
+                };
+                self.step(&self.stock, shard, StepKind::TakeStock, &c.tx_id, take)
+            });
+        let mut taken = None;
+        for answer in futures::future::join_all(takes).await {
+            match answer? {
+                Err(refused) => {
+                    if !matches!(taken, Some(Err(_))) {
+                        taken = Some(Err(refused));
+                    }
+                }
+                Ok(reply) => {
+                    taken.get_or_insert(Ok(reply));
+                }
+            }
+        }
+        taken
     }
 
     /// Waits until this checkout may take stock (`turns`): once the open
@@ -498,22 +531,46 @@ impl Sagas {
     /// that was refused too changes nothing (`domain::steps`), and for a
     /// checkout logged by a version that ran the steps in turn (a refused
     /// charge, stock never asked) it leaves a tombstone.
+    ///
+    /// With the stock on several shards, a refused take may have been
+    /// refused by one shard only: the stock of every shard is given back
+    /// too (a shard that refused changes nothing).
     async fn compensate(&self, c: &Checkout, failed: SagaStep) -> Option<Command> {
-        let tx_id = c.tx_id.clone();
-        let (service, kind, undo) = match failed {
-            SagaStep::TakeStock => (&self.payment, StepKind::Refund, Command::Refund { tx_id }),
-            SagaStep::Charge => (
-                &self.stock,
-                StepKind::ReturnStock,
-                Command::ReturnStock { tx_id },
-            ),
-        };
-        // A compensation always applies (or leaves a tombstone).
-        let _ = self.step(service, kind, &c.tx_id, undo).await?;
-        METRICS
-            .compensations
-            .with_label_values(&[kind.as_str()])
-            .inc();
+        let tx_id = &c.tx_id;
+        let mut undos = Vec::new();
+        let stock_shards: Vec<Shard> = stock_parts(&self.stock, &c.items)
+            .into_iter()
+            .map(|(shard, _)| shard)
+            .collect();
+        if failed == SagaStep::TakeStock {
+            let user_shard = self.payment.shard_of(&c.user_id);
+            let refund = Command::Refund {
+                tx_id: tx_id.clone(),
+            };
+            undos.push((&self.payment, user_shard, StepKind::Refund, refund));
+        }
+        if failed == SagaStep::Charge || stock_shards.len() > 1 {
+            for shard in stock_shards {
+                let give_back = Command::ReturnStock {
+                    tx_id: tx_id.clone(),
+                };
+                undos.push((&self.stock, shard, StepKind::ReturnStock, give_back));
+            }
+        }
+        let undone = undos
+            .into_iter()
+            .map(|(service, shard, kind, undo)| async move {
+                // A compensation always applies (or leaves a tombstone).
+                let _ = self.step(service, shard, kind, tx_id, undo).await?;
+                METRICS
+                    .compensations
+                    .with_label_values(&[kind.as_str()])
+                    .inc();
+                Some(())
+            });
+        for done in futures::future::join_all(undone).await {
+            done?;
+        }
         Some(Command::FinishCheckout {
             tx_id: c.tx_id.clone(),
         })
@@ -524,6 +581,7 @@ impl Sagas {
     async fn step(
         &self,
         service: &PeerService,
+        shard: Shard,
         kind: StepKind,
         tx_id: &str,
         cmd: Command,
@@ -535,8 +593,12 @@ impl Sagas {
             if !self.is_leader() {
                 return None;
             }
-            let span = tracing::info_span!("saga.step", step, tx_id);
-            match service.write(&key, cmd.clone()).instrument(span).await {
+            let span = tracing::info_span!("saga.step", step, tx_id, %shard);
+            match service
+                .write_to(shard, &key, cmd.clone())
+                .instrument(span)
+                .await
+            {
                 Ok(outcome) => return Some(outcome),
                 Err(e) => {
                     METRICS.step_retries.with_label_values(&[step]).inc();
@@ -771,6 +833,23 @@ impl Sagas {
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
     }
+}
+
+/// The order's items grouped by the stock shard they live on, in shard
+/// order; an order without items takes nothing from shard 0 (as a
+/// single-shard cluster always did).
+fn stock_parts(stock: &PeerService, items: &[(String, i64)]) -> Vec<(Shard, Vec<(String, i64)>)> {
+    let mut parts: std::collections::BTreeMap<Shard, Vec<(String, i64)>> = Default::default();
+    for (item, quantity) in items {
+        parts
+            .entry(stock.shard_of(item))
+            .or_default()
+            .push((item.clone(), *quantity));
+    }
+    if parts.is_empty() {
+        parts.insert(Shard::default(), Vec::new());
+    }
+    parts.into_iter().collect()
 }
 
 fn abort(c: &Checkout, failed: SagaStep, refused: domain::Rejection) -> Command {
