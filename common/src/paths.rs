@@ -21,6 +21,9 @@ pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 /// Leader only: confirm leadership with a majority and name the index a
 /// follower must have applied to serve a linearizable read.
 pub const READ_INDEX_PATH: &str = "/raft/read_index";
+/// A leader handing its shard's leadership over asks its followers: the
+/// preferred node campaigns, the others hold theirs (services::raft::handover).
+pub const HANDOVER_PATH: &str = "/raft/handover";
 
 // A node's internal API (internal secret): coordinators and the checkout
 // saga call these; a coordinator's admin port serves WRITE and READ too, for

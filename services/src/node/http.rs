@@ -21,6 +21,7 @@ use super::shards::{Node, ShardMember};
 use super::state::Member;
 use crate::api::{CheckoutRequest, NodeStatus, NotLeader, ReadIndex, ReadRequest, WriteRequest};
 use crate::domain::Outcome;
+use crate::raft::handover::HandoverRequest;
 use crate::raft::proposer::ProposeError;
 use crate::raft::read_index::CatchUpError;
 use crate::raft::TypeConfig;
@@ -66,6 +67,16 @@ pub(super) async fn snapshot(
     RaftRpc(req): RaftRpc<InstallSnapshotRequest<TypeConfig>>,
 ) -> impl IntoResponse {
     Json(n.raft().install_snapshot(req).await)
+}
+
+/// A leader handing its leadership over asks this follower to campaign,
+/// or to hold its campaigns (`raft::handover`).
+pub(super) async fn handover(
+    ShardMember(n): ShardMember,
+    RaftRpc(req): RaftRpc<HandoverRequest>,
+) -> Response {
+    n.handover().follow(req);
+    Json(serde_json::json!({ "following": true })).into_response()
 }
 
 /// The 421 that names the leader to ask instead.

@@ -19,7 +19,7 @@ use cart_common::{ClusterSpec, Service};
 use tokio::sync::Semaphore;
 
 use self::http::{
-    append, checkout, local_read, read, read_index, ready, snapshot, status, vote, write,
+    append, checkout, handover, local_read, read, read_index, ready, snapshot, status, vote, write,
 };
 use self::shards::Node;
 use crate::consistency;
@@ -55,6 +55,7 @@ pub async fn run(
             .route(paths::VOTE_PATH, post(vote))
             .route(paths::SNAPSHOT_PATH, post(snapshot))
             .route(paths::READ_INDEX_PATH, post(read_index))
+            .route(paths::HANDOVER_PATH, post(handover))
             .route(paths::WRITE_PATH, post(write))
             .route(paths::READ_PATH, post(read))
             .route(paths::LOCAL_READ_PATH, post(local_read))

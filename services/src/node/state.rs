@@ -21,6 +21,7 @@ use crate::api::{FollowerProgress, NodeStatus};
 use crate::consistency::{checker::Checker, replica::Replica, wire::Operation};
 use crate::domain::{self, Command, Outcome, Query, StoreError, Table};
 use crate::metrics::METRICS;
+use crate::raft::handover::{preferred_leader, Handover};
 use crate::raft::lease::{Fence, Refused};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Network;
@@ -54,6 +55,8 @@ pub(crate) struct Member {
     sagas: Option<Arc<Sagas>>,
     /// Linearizable reads served here as leader, their rounds shared.
     reads: Arc<ReadBarrier>,
+    /// Leaders spread over the nodes (`raft::handover`).
+    handover: Handover,
     /// Reads served here as a follower; `None` when the spec turns them off.
     follower_reads: Option<FollowerReads>,
     /// What `/status` reports from the storage; from a MongoDB server read
@@ -135,9 +138,12 @@ impl Member {
         )
         .await?;
 
-        // The first node of a pristine group forms it from the spec. Once formed,
-        // the membership in the log wins over the spec.
-        if id == 1 && !options.join && !raft.is_initialized().await? {
+        // The shard's preferred leader (`raft::handover`; node 1 for a
+        // single shard) forms a pristine group from the spec, and so
+        // campaigns first. Once formed, the membership in the log wins over
+        // the spec.
+        let former = preferred_leader(spec.nodes(service).into_iter().map(|n| n.id), shard);
+        if former == Some(id) && !options.join && !raft.is_initialized().await? {
             let members: BTreeMap<NodeId, BasicNode> = spec
                 .nodes(service)
                 .into_iter()
@@ -150,7 +156,7 @@ impl Member {
         }
 
         let fence = Fence::new(spec.raft.election_timeout_ms);
-        let proposer = Proposer::start(raft.clone(), sm.clone(), fence);
+        let proposer = Proposer::start(raft.clone(), sm.clone(), fence.clone());
         let reads = Arc::new(ReadBarrier::new(raft.clone()));
         let sagas = (service == Service::Order).then(|| {
             Arc::new(Sagas::new(
@@ -175,10 +181,20 @@ impl Member {
             proposer.clone(),
         ));
         tokio::spawn(checker.clone().schedule(progress.clone()));
+        let handover = Handover::new(
+            spec,
+            service,
+            shard,
+            raft.clone(),
+            fence.clone(),
+            health.clone(),
+            progress.clone(),
+        );
+        tokio::spawn(handover.clone().run());
         tokio::spawn(export_raft_metrics(
             raft.clone(),
             progress.clone(),
-            fence,
+            fence.clone(),
             shard,
         ));
         tokio::spawn(follow_storage_health(raft.clone(), health.clone()));
@@ -201,6 +217,7 @@ impl Member {
             progress,
             sagas,
             reads,
+            handover,
             follower_reads: FollowerReads::new(spec, shard),
             stored: Mutex::new(None),
         }))
@@ -227,6 +244,11 @@ impl Member {
     /// Linearizable reads at this node as leader (`raft::read_barrier`).
     pub(crate) fn reads(&self) -> &ReadBarrier {
         &self.reads
+    }
+
+    /// Leaders spread over the nodes: this member's part.
+    pub(crate) fn handover(&self) -> &Handover {
+        &self.handover
     }
 
     /// How this node serves reads as a follower; `None`: it does not.

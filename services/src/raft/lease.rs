@@ -29,7 +29,14 @@
 //! leadership with a majority first); it makes the failure fast and
 //! visible. The fence lifts as soon as a majority answers again, or the
 //! node learns of the new term and becomes a follower.
+//!
+//! **Handing over.** A leader handing its shard's leadership to another
+//! node (`handover`) refuses writes and reads and no longer refuses votes
+//! until the handover ends, so that its followers' leases run out and the
+//! chosen node can win an election.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::raft::{VoteRequest, VoteResponse};
@@ -39,11 +46,13 @@ use super::NodeId;
 use crate::metrics::METRICS;
 
 /// How long a leader may go without a majority's acknowledgement.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Fence {
     after: Duration,
     /// A majority's acknowledgement within this keeps a leader sticky.
     sticky: Duration,
+    /// Set while this leader hands its leadership over (`handover`).
+    handing_over: Arc<AtomicBool>,
 }
 
 impl Fence {
@@ -52,7 +61,17 @@ impl Fence {
         Self {
             after: Duration::from_millis(election_timeout_ms.saturating_mul(2)),
             sticky: Duration::from_millis(election_timeout_ms),
+            handing_over: Arc::default(),
         }
+    }
+
+    /// Starts or ends a handover of this node's leadership.
+    pub fn set_handing_over(&self, on: bool) {
+        self.handing_over.store(on, Ordering::SeqCst);
+    }
+
+    fn is_handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::SeqCst)
     }
 
     /// The refusal of `req`, for a leader a majority acknowledged within
@@ -66,7 +85,8 @@ impl Fence {
         req: &VoteRequest<NodeId>,
     ) -> Option<VoteResponse<NodeId>> {
         let acked = m.millis_since_quorum_ack?;
-        let sticky = m.state == ServerState::Leader
+        let sticky = !self.is_handing_over()
+            && m.state == ServerState::Leader
             && u128::from(acked) < self.sticky.as_millis()
             && req.vote.leader_id().term > m.current_term;
         if !sticky {
@@ -98,6 +118,15 @@ impl Fence {
 
     /// Why a request is refused, when it is (and counts it).
     pub fn refusal(&self, m: &RaftMetrics<NodeId, BasicNode>, kind: Refused) -> Option<String> {
+        if self.is_handing_over() && m.state == ServerState::Leader {
+            METRICS
+                .cut_off_refusals
+                .with_label_values(&[kind.as_str()])
+                .inc();
+            return Some(
+                "this leader is handing its leadership to another node; retry there".into(),
+            );
+        }
         let ms = self.cut_off_ms(m)?;
         METRICS
             .cut_off_refusals

@@ -3,6 +3,7 @@
 
 mod append_budget;
 mod commit_push;
+pub mod handover;
 pub mod lease;
 pub mod log_engine;
 mod log_import;

@@ -62,7 +62,7 @@ impl Proposer {
     /// its group for longer than `fence` takes no writes (`lease`).
     pub fn start(raft: Raft, sm: StateMachine, fence: Fence) -> Self {
         let (queue, waiting) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(batch_writes(raft.clone(), fence, waiting));
+        tokio::spawn(batch_writes(raft.clone(), fence.clone(), waiting));
         Self {
             raft,
             sm,
@@ -156,10 +156,11 @@ async fn batch_writes(raft: Raft, fence: Fence, mut waiting: mpsc::Receiver<(Log
         METRICS.proposal_batch_writes.observe(batch.len() as f64);
         METRICS.proposals_in_flight.inc();
         let raft = raft.clone();
+        let fence = fence.clone();
         let span = tracing::info_span!("raft.entry", writes = batch.len());
         tokio::spawn(
             async move {
-                write_entry(&raft, fence, batch).await;
+                write_entry(&raft, &fence, batch).await;
                 METRICS.proposals_in_flight.dec();
                 drop(slot);
             }
@@ -173,7 +174,7 @@ async fn batch_writes(raft: Raft, fence: Fence, mut waiting: mpsc::Receiver<(Log
 /// writers at once (503) instead of at their timeouts: the entry may still
 /// commit if the partition heals first, which a retry under the same
 /// request id then finds.
-async fn write_entry(raft: &Raft, fence: Fence, batch: Vec<(LogCommand, Answer)>) {
+async fn write_entry(raft: &Raft, fence: &Fence, batch: Vec<(LogCommand, Answer)>) {
     let (commands, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let count = commands.len();
     let written = tokio::select! {
@@ -209,7 +210,7 @@ async fn write_entry(raft: &Raft, fence: Fence, batch: Vec<(LogCommand, Answer)>
 
 /// Returns once this node is a leader cut off from its group (never, if
 /// Raft stops first: the write then fails on its own), with why.
-async fn cut_off(raft: &Raft, fence: Fence) -> String {
+async fn cut_off(raft: &Raft, fence: &Fence) -> String {
     let mut metrics = raft.metrics();
     let cut = metrics
         .wait_for(|m| fence.cut_off_ms(m).is_some())
