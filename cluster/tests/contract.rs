@@ -4,8 +4,10 @@
 //! in here may ever be a 5xx.
 //!
 //! One cluster per test function (starting one costs seconds), so each test
-//! walks through many cases against the same cluster. Every test runs twice:
-//! on the embedded store (`embedded::…`) and on MongoDB (`mongodb::…`).
+//! walks through many cases against the same cluster. Every test runs three
+//! times: on the embedded store (`embedded::…`), on MongoDB (`mongodb::…`),
+//! and on the embedded store with 3 shards per service (`sharded::…`: keys,
+//! users and orders spread over shards, checkouts across them).
 
 mod common;
 
@@ -237,10 +239,9 @@ async fn assert_wrong_method_refused(api: &Api, requests: &[(&str, String)]) {
     }
 }
 
-async fn stock_routes_follow_the_contract_and_every_rejection_changes_nothing(
-    backend: StorageBackend,
-) {
-    let Some((cluster, _mongo)) = common::cluster_on(backend, &[Service::Stock], |_| {}, &[])
+async fn stock_routes_follow_the_contract_and_every_rejection_changes_nothing(setup: Setup) {
+    let Some((cluster, _mongo)) =
+        common::cluster_on(setup.backend.clone(), &[Service::Stock], setup.tweak(), &[])
     else {
         return;
     };
@@ -438,10 +439,14 @@ async fn stock_routes_follow_the_contract_and_every_rejection_changes_nothing(
 }
 
 async fn payment_routes_follow_the_contract_apply_a_request_id_once_and_rejections_change_nothing(
-    backend: StorageBackend,
+    setup: Setup,
 ) {
-    let Some((cluster, _mongo)) = common::cluster_on(backend, &[Service::Payment], |_| {}, &[])
-    else {
+    let Some((cluster, _mongo)) = common::cluster_on(
+        setup.backend.clone(),
+        &[Service::Payment],
+        setup.tweak(),
+        &[],
+    ) else {
         return;
     };
     let api = Api::new(&cluster);
@@ -647,10 +652,10 @@ async fn payment_routes_follow_the_contract_apply_a_request_id_once_and_rejectio
     assert_eq!(api.credit(&user).await, 100);
 }
 
-async fn orders_and_checkout_charge_exactly_once_and_failed_checkouts_change_nothing(
-    backend: StorageBackend,
-) {
-    let Some((cluster, _mongo)) = common::cluster_on(backend, &Service::ALL, |_| {}, &[]) else {
+async fn orders_and_checkout_charge_exactly_once_and_failed_checkouts_change_nothing(setup: Setup) {
+    let Some((cluster, _mongo)) =
+        common::cluster_on(setup.backend.clone(), &Service::ALL, setup.tweak(), &[])
+    else {
         return;
     };
     let api = Api::new(&cluster);
@@ -958,10 +963,12 @@ async fn orders_and_checkout_charge_exactly_once_and_failed_checkouts_change_not
 /// jongodb, the in-memory server CI uses, spends time proportional to a
 /// collection's size on every insert or update (about 2 s per write at
 /// 20,000 documents), so against it the same test runs with 2,000.
-async fn batch_init_creates_ids_0_to_n_minus_1_in_every_service(backend: StorageBackend) {
-    let big = backend == StorageBackend::Embedded || std::env::var("MONGODB_URL").is_ok();
+async fn batch_init_creates_ids_0_to_n_minus_1_in_every_service(setup: Setup) {
+    let big = setup.backend == StorageBackend::Embedded || std::env::var("MONGODB_URL").is_ok();
     let n: i64 = if big { 100_000 } else { 2_000 };
-    let Some((cluster, _mongo)) = common::cluster_on(backend, &Service::ALL, |_| {}, &[]) else {
+    let Some((cluster, _mongo)) =
+        common::cluster_on(setup.backend.clone(), &Service::ALL, setup.tweak(), &[])
+    else {
         return;
     };
     let api = Api::new(&cluster);
@@ -1021,7 +1028,54 @@ async fn batch_init_creates_ids_0_to_n_minus_1_in_every_service(backend: Storage
     }
 }
 
-common::on_both_backends!(
+/// The cluster a contract test runs against.
+#[derive(Clone)]
+struct Setup {
+    backend: StorageBackend,
+    shards: u16,
+}
+
+impl Setup {
+    fn tweak(&self) -> impl FnOnce(&mut cart_common::ClusterSpec) {
+        let shards = self.shards;
+        move |spec| {
+            for service in Service::ALL {
+                spec.size_mut(service).shards = shards;
+            }
+        }
+    }
+}
+
+macro_rules! contract_tests {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Setup { backend: super::StorageBackend::Embedded, shards: 1 }).await;
+                }
+            )*
+        }
+        mod mongodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Setup { backend: super::StorageBackend::Mongodb, shards: 1 }).await;
+                }
+            )*
+        }
+        mod sharded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Setup { backend: super::StorageBackend::Embedded, shards: 3 }).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
     stock_routes_follow_the_contract_and_every_rejection_changes_nothing,
     payment_routes_follow_the_contract_apply_a_request_id_once_and_rejections_change_nothing,
     orders_and_checkout_charge_exactly_once_and_failed_checkouts_change_nothing,

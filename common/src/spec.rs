@@ -486,6 +486,15 @@ impl ClusterSpec {
         }
     }
 
+    /// The size of `service`, to change (tools and tests adjusting a spec).
+    pub fn size_mut(&mut self, service: Service) -> &mut ServiceSize {
+        match service {
+            Service::Order => &mut self.services.order,
+            Service::Payment => &mut self.services.payment,
+            Service::Stock => &mut self.services.stock,
+        }
+    }
+
     fn service_base(&self, service: Service) -> u16 {
         self.cluster.base_port + SERVICE_STRIDE * (service.ordinal() + 1)
     }

@@ -73,8 +73,18 @@ fn done() -> Answer {
     Ok(Json(json!({ "done": true })))
 }
 
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+/// A fresh id for a create, in the shard of the request id: a retry of the
+/// create (same request id) reaches the same shard, whose memory of the
+/// request id answers with the id first created, whatever id this attempt
+/// drew. An id lands in a given shard of `n` one draw in `n`.
+fn new_id(c: &Coordinator, key: &RequestKey) -> String {
+    let shard = c.own().shard_of(&key.request_id);
+    loop {
+        let id = uuid::Uuid::new_v4().to_string();
+        if c.own().shard_of(&id) == shard {
+            return id;
+        }
+    }
 }
 
 pub fn public_routes(service: Service) -> Router<Arc<Coordinator>> {
@@ -117,7 +127,7 @@ pub fn public_routes(service: Service) -> Router<Arc<Coordinator>> {
 async fn create_item(State(c): App, ClientRequest(key): ClientRequest, p: Params) -> Answer {
     let price = amount("price", p.get(0))?;
     let cmd = Command::CreateItem {
-        item_id: new_id(),
+        item_id: new_id(&c, &key),
         price,
     };
     match reply(c.own().write(&key, cmd).await)? {
@@ -166,7 +176,9 @@ async fn batch_init_items(State(c): App, ClientRequest(key): ClientRequest, p: P
 // ---- payment
 
 async fn create_user(State(c): App, ClientRequest(key): ClientRequest) -> Answer {
-    let cmd = Command::CreateUser { user_id: new_id() };
+    let cmd = Command::CreateUser {
+        user_id: new_id(&c, &key),
+    };
     match reply(c.own().write(&key, cmd).await)? {
         Reply::Created { id } => Ok(Json(json!({ "user_id": id }))),
         other => Err(unexpected(other)),
@@ -228,7 +240,7 @@ async fn create_order(State(c): App, ClientRequest(key): ClientRequest, p: Param
             .await,
     )?;
     let cmd = Command::CreateOrder {
-        order_id: new_id(),
+        order_id: new_id(&c, &key),
         user_id,
     };
     match reply(c.own().write(&key, cmd).await)? {
