@@ -6,6 +6,10 @@
 
 mod common;
 
+use std::time::Duration;
+
+use cart_cluster::harness::LocalCluster;
+use cart_common::Service;
 use common::{cart_bin, cart_load, cluster};
 
 #[test]
@@ -28,6 +32,39 @@ fn consistency_verdict_is_zero_on_a_healthy_cluster() {
     assert_eq!(v.numbers(), [0, 0, 0, 0], "{v:?}");
     assert!(v.pass, "{v:?}");
     assert_eq!((v.successes_logged, v.refusals_logged), (30, 270));
+    assert_eq!(
+        (v.stock_in_db, v.credit_in_db, v.orders_paid_in_db),
+        (0, 270, 30)
+    );
+}
+
+#[test]
+fn consistency_verdict_is_zero_on_a_cluster_of_3_shards_per_service() {
+    let mut cluster = LocalCluster::start_temp(&cart_bin(), &Service::ALL, |spec| {
+        for service in Service::ALL {
+            spec.size_mut(service).shards = 3;
+        }
+    })
+    .expect("cluster starts");
+    cluster
+        .wait_ready(Duration::from_secs(60))
+        .expect("cluster ready");
+    let dir = tempfile::tempdir().unwrap();
+    let r = cart_load(
+        &[
+            "consistency",
+            "--gateway",
+            &cluster.gateway_url(),
+            "--stock",
+            "30",
+            "--buyers",
+            "300",
+        ],
+        &dir.path().join("c.json"),
+    );
+    let v = r.outcome.verdict.expect("a verdict");
+    assert_eq!(v.numbers(), [0, 0, 0, 0], "{v:?}");
+    assert!(v.pass, "{v:?}");
     assert_eq!(
         (v.stock_in_db, v.credit_in_db, v.orders_paid_in_db),
         (0, 270, 30)

@@ -1,0 +1,400 @@
+//! Shards on real processes (docs/scaling.md): every service split over 3
+//! shards, each its own Raft group, hosted by the same 3 node processes.
+//! Leaders spread over the nodes at start and again after a node returns;
+//! a checkout whose items live on every stock shard takes all or nothing,
+//! also with one shard's leader killed mid-checkout; a corrupted key shows
+//! up in its own shard's check only, and that shard's repair fixes it.
+
+mod common;
+
+use std::time::Duration;
+
+use cart_cluster::harness::{LocalCluster, Role};
+use cart_common::admin::{CheckReport, CheckStarted};
+use cart_common::http::InternalClient;
+use cart_common::paths::{self, FAULT_PATH, LOCAL_READ_PATH, STATUS_PATH};
+use cart_common::shard::{Shard, SHARD_HEADER};
+use cart_common::{ClusterSpec, Service};
+use cart_services::api::{NodeStatus, ReadRequest};
+use cart_services::domain::{Outcome, Query, Reply};
+use common::{admin_call, cluster, cluster_with, coordinator_admin, eventually, Client};
+use reqwest::Method;
+use serde_json::json;
+
+const SHARDS: u16 = 3;
+
+fn sharded(spec: &mut ClusterSpec) {
+    for service in Service::ALL {
+        spec.size_mut(service).shards = SHARDS;
+    }
+}
+
+/// One shard's status at one node (`None`: the node does not answer).
+async fn shard_status(
+    cluster: &LocalCluster,
+    service: Service,
+    id: u64,
+    shard: Shard,
+) -> Option<NodeStatus> {
+    let addr = cluster.spec.node_addr(service, id)?;
+    InternalClient::new(Duration::from_secs(1), Duration::from_secs(2))
+        .for_shard(shard)
+        .get_json(&addr, STATUS_PATH)
+        .await
+        .ok()
+}
+
+/// The leader of `shard` as every answering node reports it, if they agree
+/// and at least two answer.
+async fn shard_leader(cluster: &LocalCluster, service: Service, shard: Shard) -> Option<u64> {
+    let mut seen = Vec::new();
+    for id in 1..=3 {
+        if let Some(s) = shard_status(cluster, service, id, shard).await {
+            assert_eq!(s.shard, shard, "a status of another shard");
+            seen.push(s.leader?);
+        }
+    }
+    let first = *seen.first()?;
+    (seen.len() >= 2 && seen.iter().all(|l| *l == first)).then_some(first)
+}
+
+/// Every shard's leader, once each shard has one every node agrees on.
+async fn leaders(cluster: &LocalCluster, service: Service) -> Option<Vec<u64>> {
+    let mut all = Vec::new();
+    for shard in Shard::all(SHARDS) {
+        all.push(shard_leader(cluster, service, shard).await?);
+    }
+    Some(all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_spread_over_the_nodes_at_start_and_again_after_a_node_returns() {
+    let mut cluster = cluster(&[Service::Order], sharded);
+    // Shard s prefers node s+1 (the (s mod 3)-th voter).
+    let spread = vec![1, 2, 3];
+    eventually(
+        "each node to lead one shard",
+        Duration::from_secs(20),
+        || async { (leaders(&cluster, Service::Order).await? == spread).then_some(()) },
+    )
+    .await;
+
+    cluster.kill(Role::Node(Service::Order, 2)).unwrap();
+    let taken_over = eventually(
+        "shard 1 to elect another leader",
+        Duration::from_secs(15),
+        || async {
+            shard_leader(&cluster, Service::Order, Shard(1))
+                .await
+                .filter(|l| *l != 2)
+        },
+    )
+    .await;
+
+    cluster
+        .start_process(Role::Node(Service::Order, 2))
+        .unwrap();
+    // The returned node holds the whole log at once (nothing was written);
+    // the leader hands over after leading 5 s, in about 2 s.
+    eventually(
+        "node 2 to lead shard 1 again",
+        Duration::from_secs(30),
+        || async { (leaders(&cluster, Service::Order).await? == spread).then_some(()) },
+    )
+    .await;
+    let addr = cluster.spec.node_addr(Service::Order, taken_over).unwrap();
+    let handed = common::metric(
+        &addr,
+        "cart_raft_leader_handovers_total",
+        &[("shard", "1"), ("result", "done")],
+    )
+    .await;
+    assert_eq!(handed, Some(1.0), "node {taken_over} handed shard 1 over");
+}
+
+/// Creates items until one lives on every stock shard: their ids, in shard
+/// order, each with `stock` units at `price`.
+async fn one_item_per_shard(
+    client: &Client,
+    spec: &ClusterSpec,
+    stock: i64,
+    price: i64,
+) -> Vec<String> {
+    let mut items: Vec<Option<String>> = vec![None; usize::from(SHARDS)];
+    while items.iter().any(Option::is_none) {
+        let a = client.post(&format!("/stock/item/create/{price}")).await;
+        assert!(a.ok(), "{:?}", a.body);
+        let id = a.str("item_id");
+        let slot = &mut items[spec.shard_of(Service::Stock, &id).index()];
+        if slot.is_none() {
+            assert!(client.post(&format!("/stock/add/{id}/{stock}")).await.ok());
+            *slot = Some(id);
+        }
+    }
+    items.into_iter().flatten().collect()
+}
+
+async fn user_with(client: &Client, credit: i64) -> String {
+    let user = client.post("/payment/create_user").await.str("user_id");
+    assert!(client
+        .post(&format!("/payment/add_funds/{user}/{credit}"))
+        .await
+        .ok());
+    user
+}
+
+async fn order_of(client: &Client, user: &str, items: &[(&str, i64)]) -> String {
+    let order = client
+        .post(&format!("/orders/create/{user}"))
+        .await
+        .str("order_id");
+    for (item, quantity) in items {
+        let a = client
+            .post(&format!("/orders/addItem/{order}/{item}/{quantity}"))
+            .await;
+        assert!(a.ok(), "{:?}", a.body);
+    }
+    order
+}
+
+async fn paid(client: &Client, order: &str) -> bool {
+    let a = client.get(&format!("/orders/find/{order}")).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    a.body["paid"].as_bool().expect("paid is a bool")
+}
+
+async fn stocks(client: &Client, items: &[String]) -> Vec<i64> {
+    let mut all = Vec::new();
+    for item in items {
+        all.push(client.stock(item).await);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_with_items_on_every_stock_shard_checks_out_all_or_nothing() {
+    let cluster = cluster(&Service::ALL, sharded);
+    let client = Client::gateway(&cluster);
+    let items = one_item_per_shard(&client, &cluster.spec, 5, 10).await;
+    let user = user_with(&client, 1000).await;
+    let [a, b, c] = [&items[0], &items[1], &items[2]].map(String::as_str);
+
+    // One shard is short (6 of c, 5 in stock): nothing moves anywhere.
+    let short = order_of(&client, &user, &[(a, 1), (b, 1), (c, 6)]).await;
+    let refused = client.post(&format!("/orders/checkout/{short}")).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    assert_eq!(
+        refused.str("error"),
+        "insufficient_stock",
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(stocks(&client, &items).await, vec![5, 5, 5]);
+    assert_eq!(client.credit(&user).await, 1000);
+    assert!(!paid(&client, &short).await);
+
+    // Every shard has enough: each gives its item, the user pays once.
+    let fine = order_of(&client, &user, &[(a, 1), (b, 2), (c, 3)]).await;
+    for _ in 0..2 {
+        let done = client.post(&format!("/orders/checkout/{fine}")).await;
+        assert_eq!(done.status, 200, "{:?}", done.body);
+    }
+    assert_eq!(stocks(&client, &items).await, vec![4, 3, 2]);
+    assert_eq!(client.credit(&user).await, 1000 - 60);
+    assert!(paid(&client, &fine).await);
+
+    // A user who cannot pay: no shard gives anything.
+    let poor = user_with(&client, 5).await;
+    let unpaid = order_of(&client, &poor, &[(a, 1), (b, 1), (c, 1)]).await;
+    let refused = client.post(&format!("/orders/checkout/{unpaid}")).await;
+    assert_eq!(
+        refused.str("error"),
+        "insufficient_credit",
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(stocks(&client, &items).await, vec![4, 3, 2]);
+    assert_eq!(client.credit(&poor).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_stock_shard_leader_mid_checkout_of_cross_shard_orders_loses_nothing() {
+    const STOCK: i64 = 10;
+    const BUYERS: usize = 16;
+    let mut cluster = cluster(&Service::ALL, sharded);
+    let client = Client::gateway(&cluster);
+    let items = one_item_per_shard(&client, &cluster.spec, STOCK, 1).await;
+    let mut orders = Vec::new();
+    let mut users = Vec::new();
+    for _ in 0..BUYERS {
+        let user = user_with(&client, 3).await;
+        let lines: Vec<(&str, i64)> = items.iter().map(|i| (i.as_str(), 1)).collect();
+        orders.push(order_of(&client, &user, &lines).await);
+        users.push(user);
+    }
+    let victim_shard = cluster.spec.shard_of(Service::Stock, &items[1]);
+    let victim = shard_leader(&cluster, Service::Stock, victim_shard)
+        .await
+        .expect("the shard has a leader");
+
+    let checkouts: Vec<_> = orders
+        .iter()
+        .map(|order| {
+            let client = client.clone();
+            let path = format!("/orders/checkout/{order}");
+            tokio::spawn(async move { client.post(&path).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    cluster.kill(Role::Node(Service::Stock, victim)).unwrap();
+    let mut answered_paid = 0;
+    for checkout in checkouts {
+        let a = checkout.await.unwrap();
+        assert!(
+            [200, 400, 503].contains(&a.status),
+            "unexpected answer {} {:?}",
+            a.status,
+            a.body
+        );
+        answered_paid += usize::from(a.status == 200);
+    }
+
+    // Converged without help: every open checkout finished on its own.
+    let settled = eventually(
+        "every checkout to settle",
+        Duration::from_secs(60),
+        || async {
+            let mut paid_orders = 0;
+            for order in &orders {
+                paid_orders += usize::from(paid(&client, order).await);
+            }
+            let left = stocks(&client, &items).await;
+            let mut credit = 0;
+            for user in &users {
+                credit += client.credit(user).await;
+            }
+            let sold = STOCK - left[0];
+            let consistent = left.iter().all(|s| STOCK - s == paid_orders as i64)
+                && credit == 3 * (BUYERS - paid_orders) as i64;
+            consistent.then_some((paid_orders, sold))
+        },
+    )
+    .await;
+    let (paid_orders, sold) = settled;
+    assert_eq!(paid_orders as i64, sold);
+    // Checkouts racing for the last units on different shards may each get
+    // some and all abort (each gives back what it took): never more sold
+    // than there was, and a unit sold only with its order paid.
+    assert!(
+        (1..=STOCK as usize).contains(&paid_orders),
+        "{paid_orders} paid"
+    );
+    assert!(
+        answered_paid <= paid_orders,
+        "{answered_paid} answered paid, {paid_orders} paid"
+    );
+}
+
+/// Changes a stored item on one replica of one shard only, as corruption.
+async fn corrupt(cluster: &LocalCluster, node: u64, shard: Shard, key: &str) {
+    let addr = cluster.spec.node_addr(Service::Stock, node).unwrap();
+    let row = json!({ "table": "items", "key": key, "value": r#"{"stock":999,"price":1}"# });
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}{FAULT_PATH}"))
+        .bearer_auth(&cluster.spec.cluster.admin_token)
+        .header(SHARD_HEADER, shard.header_value())
+        .json(&row)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+}
+
+async fn stock_on(cluster: &LocalCluster, node: u64, shard: Shard, item: &str) -> Option<i64> {
+    let addr = cluster.spec.node_addr(Service::Stock, node)?;
+    let query = Query::FindItem {
+        item_id: item.to_string(),
+    };
+    let read: Outcome = InternalClient::for_cluster(&cluster.spec, Duration::from_secs(5))
+        .for_shard(shard)
+        .post_json(&addr, LOCAL_READ_PATH, &ReadRequest { query })
+        .await
+        .ok()?;
+    match read {
+        Ok(Reply::Item(i)) => Some(i.stock),
+        _ => None,
+    }
+}
+
+async fn start(cluster: &LocalCluster, what: &str) -> CheckStarted {
+    let coord = coordinator_admin(cluster, Service::Stock, 0);
+    let path = format!("{}/{what}", paths::service_path("stock"));
+    let token = cluster.spec.cluster.admin_token.clone();
+    let (status, body) = admin_call(Method::POST, &coord, &path, Some(&token), None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_value(body).unwrap()
+}
+
+async fn report(cluster: &LocalCluster, check_id: &str) -> CheckReport {
+    common::check_report(cluster, Service::Stock, check_id, Duration::from_secs(30)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_key_is_found_and_repaired_by_its_own_shard_only() {
+    let cluster = cluster_with(
+        &[Service::Stock],
+        |spec| {
+            sharded(spec);
+            spec.consistency.check_interval_secs = 0;
+        },
+        &["--fault-injection"],
+    );
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/300/7/1").await.ok());
+    let shard = cluster.spec.shard_of(Service::Stock, "42");
+    let leader = shard_leader(&cluster, Service::Stock, shard).await.unwrap();
+    let bad = (1..=3).find(|n| *n != leader).unwrap();
+    // Once that replica has applied the batch: a row corrupted before
+    // would be overwritten by it.
+    eventually(
+        "the follower to apply the batch",
+        Duration::from_secs(10),
+        || async { (stock_on(&cluster, bad, shard, "42").await == Some(7)).then_some(()) },
+    )
+    .await;
+    corrupt(&cluster, bad, shard, "42").await;
+    assert_eq!(stock_on(&cluster, bad, shard, "42").await, Some(999));
+
+    // A check of every shard: one started per shard, only the corrupted
+    // shard's finds a mismatch, on the corrupted replica only.
+    let started = start(&cluster, "check").await;
+    let mut all = vec![(started.shard, started.check_id.clone())];
+    all.extend(started.also.iter().map(|s| (s.shard, s.check_id.clone())));
+    all.sort();
+    let shards: Vec<Shard> = all.iter().map(|(s, _)| *s).collect();
+    assert_eq!(shards, Shard::all(SHARDS).collect::<Vec<_>>());
+    for (checked, check_id) in &all {
+        let found = report(&cluster, check_id).await;
+        if *checked == shard {
+            assert_eq!(found.verdict, "mismatch", "{found:#?}");
+            for r in &found.replicas {
+                let expected = if r.node == bad { "mismatch" } else { "match" };
+                assert_eq!(r.status, expected, "{r:?}");
+            }
+        } else {
+            assert_eq!(found.verdict, "clean", "shard {checked}: {found:#?}");
+        }
+    }
+
+    // That shard's repair fixes the row; the others are not touched.
+    let repair = start(&cluster, &format!("repair?shard={shard}")).await;
+    assert_eq!((repair.shard, repair.also.len()), (shard, 0));
+    let repaired = report(&cluster, &repair.check_id).await;
+    let r = repaired.repair.expect("a repair report");
+    assert_eq!(r.recheck_verdict.as_deref(), Some("clean"), "{r:#?}");
+    assert_eq!(stock_on(&cluster, bad, shard, "42").await, Some(7));
+    // The key lives on its shard alone: the other shards' replicas never held it.
+    for other in Shard::all(SHARDS).filter(|s| *s != shard) {
+        assert_eq!(stock_on(&cluster, bad, other, "42").await, None);
+    }
+}
