@@ -106,6 +106,7 @@ mod tests {
                     .collect(),
                 error: None,
                 last_check: None,
+                shards: vec![],
             }],
             events: vec![],
         }

@@ -107,6 +107,7 @@ mod tests {
             lag_seconds: Some(lags[id as usize - 1]),
             last_seen_ms_ago: None,
             storage: None,
+            leads: vec![],
         };
         ServiceView {
             service: "stock".into(),
@@ -117,6 +118,7 @@ mod tests {
             coordinators: vec![],
             error: None,
             last_check: None,
+            shards: vec![],
         }
     }
 

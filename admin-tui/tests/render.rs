@@ -12,6 +12,8 @@ use cart_admin_tui::app::{App, Tab};
 use cart_admin_tui::keys::KEYS;
 use cart_admin_tui::views;
 use cart_admin_tui::views::chart;
+use cart_common::admin::ShardView;
+use cart_common::shard::Shard;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use fixtures::*;
 use ratatui::backend::TestBackend;
@@ -142,6 +144,44 @@ fn healthy_cluster_shows_every_node_up_and_every_leader() {
     let up = find_on_line(&screen, "node 2", "up");
     assert_eq!(fg(&screen, up), Color::Green);
     find(&screen, "◂console");
+}
+
+#[test]
+fn a_sharded_service_shows_each_shards_leader_and_what_each_node_leads() {
+    let mut view = healthy();
+    let order = view
+        .services
+        .iter_mut()
+        .find(|s| s.service == "order")
+        .unwrap();
+    order.shards = (0..3)
+        .map(|s| ShardView {
+            shard: Shard(s),
+            leader: Some(u64::from(s) + 1),
+            term: Some(3),
+        })
+        .collect();
+    order.shards[2].leader = None;
+    for node in &mut order.nodes {
+        node.leads = match node.id {
+            1 => vec![Shard(0)],
+            2 => vec![Shard(1)],
+            _ => vec![],
+        };
+    }
+    let screen = draw(&app(view), SMALL);
+    // Every shard's group counts: one of the 5 groups has no leader.
+    find(&screen, "leaders 4/5");
+    find(&screen, "order   3 shards, leaders 0→1 1→2 2→NONE · 3/3 up");
+    let missing = find(&screen, "2→NONE");
+    assert_eq!(fg(&screen, missing), Color::Red);
+    find_on_line(&screen, "node 2", "Leader 1");
+    find_on_line(&screen, "node 3", "Follower");
+    // Unsharded services keep their one leader and term.
+    find(
+        &screen,
+        &format!("{:<8}leader 1 · term 3 · 3/3 up", "payment"),
+    );
 }
 
 #[test]

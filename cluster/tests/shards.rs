@@ -79,6 +79,21 @@ async fn leaders_spread_over_the_nodes_at_start_and_again_after_a_node_returns()
     )
     .await;
 
+    // The coordinators' view shows the same, and what each node leads.
+    eventually(
+        "the admin view to show every shard's leader",
+        Duration::from_secs(10),
+        || async {
+            let view = common::service_view(&cluster, Service::Order).await?;
+            let shown: Vec<Option<u64>> = view.shards.iter().map(|s| s.leader).collect();
+            let leads: Vec<Vec<Shard>> = view.nodes.iter().map(|n| n.leads.clone()).collect();
+            (shown == vec![Some(1), Some(2), Some(3)]
+                && leads == vec![vec![Shard(0)], vec![Shard(1)], vec![Shard(2)]])
+            .then_some(())
+        },
+    )
+    .await;
+
     cluster.kill(Role::Node(Service::Order, 2)).unwrap();
     let taken_over = eventually(
         "shard 1 to elect another leader",

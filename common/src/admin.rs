@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::shard::Shard;
+
 use crate::spec::NodeId;
 
 /// How a coordinator sees a node.
@@ -59,6 +61,29 @@ pub struct NodeView {
     /// said.
     #[serde(default)]
     pub storage: Option<StorageStatus>,
+    /// The shards whose group this node leads, as it last said.
+    #[serde(default)]
+    pub leads: Vec<Shard>,
+}
+
+/// One shard's group as one of its nodes sees it (part of a node's status).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRole {
+    pub shard: Shard,
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_applied: Option<u64>,
+}
+
+/// One shard's group in a service's view: its leader as the nodes report
+/// it (the one of the highest term any up node names).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardView {
+    pub shard: Shard,
+    pub leader: Option<NodeId>,
+    pub term: Option<u64>,
 }
 
 /// What a node says about its storage.
@@ -94,6 +119,9 @@ pub struct ServiceView {
     /// The group's latest consistency check, from its log.
     #[serde(default)]
     pub last_check: Option<CheckReport>,
+    /// Every shard's group (`leader` and `term` above are shard 0's).
+    #[serde(default)]
+    pub shards: Vec<ShardView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -206,6 +206,7 @@ async fn service_view(c: &Coordinator, service: Service) -> ServiceView {
         nodes: vec![],
         coordinators: coordinator_views(c, service),
         last_check: None,
+        shards: Vec::new(),
         error: Some(format!(
             "no coordinator of {service} answered ({last_error})"
         )),
@@ -223,6 +224,7 @@ fn own_view(c: &Coordinator) -> ServiceView {
         coordinators: coordinator_views(c, c.service()),
         error: None,
         last_check: c.health().last_check(),
+        shards: c.health().shard_views(c.spec().shards(c.service())),
     }
 }
 

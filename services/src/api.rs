@@ -48,6 +48,9 @@ pub struct NodeStatus {
     /// the request; 0 without it).
     #[serde(default)]
     pub shard: cart_common::shard::Shard,
+    /// Every shard this node hosts, in brief (the node's other groups).
+    #[serde(default)]
+    pub shards: Vec<cart_common::admin::ShardRole>,
     pub id: u64,
     pub addr: String,
     /// Leader, Follower, Candidate or Learner.

@@ -82,7 +82,20 @@ fn summary(app: &App) -> Line<'static> {
     };
     let nodes: Vec<&NodeView> = view.services.iter().flat_map(|s| s.nodes.iter()).collect();
     let up = nodes.iter().filter(|n| n.status == NodeHealth::Up).count();
-    let leaders = view.services.iter().filter(|s| s.leader.is_some()).count();
+    // Every group: each shard of a sharded service, else the service's one.
+    let groups: Vec<bool> = view
+        .services
+        .iter()
+        .flat_map(|s| match s.shards.len() {
+            0 | 1 => vec![s.leader.is_some()],
+            _ => s
+                .shards
+                .iter()
+                .map(|shard| shard.leader.is_some())
+                .collect(),
+        })
+        .collect();
+    let leaders = groups.iter().filter(|l| **l).count();
     let coords: Vec<bool> = view
         .services
         .iter()
@@ -104,8 +117,8 @@ fn summary(app: &App) -> Line<'static> {
         ),
         sep(),
         Span::styled(
-            format!("leaders {leaders}/{}", view.services.len()),
-            good(leaders == view.services.len()),
+            format!("leaders {leaders}/{}", groups.len()),
+            good(leaders == groups.len()),
         ),
         sep(),
         Span::styled(
@@ -140,6 +153,18 @@ fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView, wid
             "UNAVAILABLE",
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         ));
+    } else if s.shards.len() > 1 {
+        // Sharded: each shard's leader ("shard 0→1 1→2 2→3").
+        facts.push(Span::raw(format!("{} shards, leaders", s.shards.len())));
+        for shard in &s.shards {
+            facts.push(match shard.leader {
+                Some(l) => Span::raw(format!(" {}→{l}", shard.shard)),
+                None => Span::styled(
+                    format!(" {}→NONE", shard.shard),
+                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                ),
+            });
+        }
     } else {
         facts.push(match s.leader {
             Some(l) => Span::raw(format!("leader {l}")),
@@ -149,6 +174,8 @@ fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView, wid
             ),
         });
         facts.push(Span::raw(format!(" · term {}", format::opt(s.term))));
+    }
+    if s.error.is_none() {
         let style = if up == s.nodes.len() {
             Style::new().fg(Color::Green)
         } else {
@@ -254,7 +281,7 @@ fn node_table(app: &App, s: &ServiceView, selected: Option<u64>, wide: bool) -> 
         Constraint::Length(8),
         // "catching up"; a wide screen also says why a node is down.
         Constraint::Length(if wide { 16 } else { 11 }),
-        Constraint::Length(10),
+        Constraint::Length(12),
         Constraint::Length(5),
         Constraint::Length(8),
         Constraint::Length(7),
@@ -280,8 +307,22 @@ fn node_table(app: &App, s: &ServiceView, selected: Option<u64>, wide: bool) -> 
         if let (true, Some(why)) = (wide && n.status == NodeHealth::Down, &n.down_reason) {
             status.push_span(Span::raw(format!(" ({why})")));
         }
-        let role = n.role.clone().unwrap_or_else(|| "-".into());
-        let role_style = match role.as_str() {
+        // Sharded: the shards it leads ("Leader 0,2"), else what it is in
+        // shard 0.
+        let role = match (s.shards.len() > 1, n.leads.as_slice()) {
+            (true, []) => n.role.clone().map(|_| "Follower".to_string()),
+            (true, leads) => Some(format!(
+                "Leader {}",
+                leads
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )),
+            (false, _) => n.role.clone(),
+        };
+        let role = role.unwrap_or_else(|| "-".into());
+        let role_style = match role.split(' ').next().unwrap_or_default() {
             "Leader" => Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
             "Candidate" => Style::new().fg(Color::Yellow),
             _ => Style::new(),

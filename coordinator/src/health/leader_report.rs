@@ -271,6 +271,7 @@ mod tests {
     /// Node 1's status, as the leader of term 3, as this round read it.
     fn leader_says(health: &Health, last: Option<CheckReport>, recent: Vec<CheckReport>) {
         let status = NodeStatus {
+            shards: Vec::new(),
             shard: Default::default(),
             service: "stock".into(),
             id: 1,

@@ -20,8 +20,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use cart_common::admin::{CheckReport, NodeHealth, NodeView};
+use cart_common::admin::{CheckReport, NodeHealth, NodeView, ShardRole, ShardView};
 use cart_common::http::InternalClient;
+use cart_common::shard::Shard;
 use cart_common::spec::{HealthSection, NodeId};
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::NodeStatus;
@@ -199,6 +200,42 @@ impl Health {
                     },
                     last_seen_ms_ago: t.last_ok.map(|i| i.elapsed().as_millis() as u64),
                     storage: s.map(|s| s.storage.clone()),
+                    leads: s
+                        .filter(|_| t.status != NodeHealth::Down)
+                        .map(|s| {
+                            s.shards
+                                .iter()
+                                .filter(|r| r.leader == Some(*id) && r.state == "Leader")
+                                .map(|r| r.shard)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Every shard's leader: of the shard roles the nodes not down last
+    /// reported, the leader named in the highest term.
+    pub fn shard_views(&self, shards: u16) -> Vec<ShardView> {
+        let state = self.read();
+        let roles: Vec<&ShardRole> = state
+            .nodes
+            .values()
+            .filter(|t| t.status != NodeHealth::Down)
+            .filter_map(|t| t.last_status.as_ref())
+            .flat_map(|s| s.shards.iter())
+            .collect();
+        Shard::all(shards)
+            .map(|shard| {
+                let newest = roles
+                    .iter()
+                    .filter(|r| r.shard == shard && r.leader.is_some())
+                    .max_by_key(|r| r.term);
+                ShardView {
+                    shard,
+                    leader: newest.and_then(|r| r.leader),
+                    term: newest.map(|r| r.term),
                 }
             })
             .collect()

@@ -241,8 +241,15 @@ pub(super) async fn ready(State(node): State<Arc<Node>>) -> Response {
         .into_response()
 }
 
-pub(super) async fn status(ShardMember(n): ShardMember) -> Json<NodeStatus> {
+/// The status of the shard the request names (shard 0 without one), with
+/// every shard's group in brief.
+pub(super) async fn status(
+    State(node): State<Arc<Node>>,
+    ShardMember(n): ShardMember,
+) -> Json<NodeStatus> {
     // May wait on the storage (or on another probe reading it): never on a
     // runtime worker, which Raft RPCs need.
-    Json(tokio::task::block_in_place(|| n.status()))
+    let mut status = tokio::task::block_in_place(|| n.status());
+    status.shards = node.members().iter().map(|m| m.role()).collect();
+    Json(status)
 }

@@ -390,6 +390,7 @@ impl Member {
         NodeStatus {
             service: self.service.to_string(),
             shard: self.shard,
+            shards: Vec::new(),
             id: self.id,
             addr: self.addr.clone(),
             state: format!("{:?}", m.state),
@@ -408,6 +409,18 @@ impl Member {
             recent_checks: stored.recent_checks,
             table_sizes: stored.table_sizes,
             storage: self.health.status(),
+        }
+    }
+
+    /// This member's group in brief, for the node's status.
+    pub(crate) fn role(&self) -> cart_common::admin::ShardRole {
+        let m = self.raft.metrics().borrow().clone();
+        cart_common::admin::ShardRole {
+            shard: self.shard,
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_applied: m.last_applied.map(|l| l.index),
         }
     }
 
