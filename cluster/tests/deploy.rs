@@ -211,3 +211,40 @@ fn the_dockerfile_is_well_formed_and_describes_a_slim_non_root_image() {
         .any(|i| i.starts_with("HEALTHCHECK") && i.contains("/ready")));
     assert!(runtime.iter().any(|i| i == "ENTRYPOINT [\"cart\"]"));
 }
+
+#[test]
+fn the_sharded_example_deploys_as_the_same_processes_carrying_its_shards() {
+    let path = repo().join("cluster-sharded.toml");
+    let sharded = ClusterSpec::load(&path).unwrap();
+    let default = ClusterSpec::from_toml(cart_cluster::harness::DEFAULT_SPEC).unwrap();
+    for service in Service::ALL {
+        assert_eq!(sharded.shards(service), 3, "{service}");
+        assert_eq!(sharded.nodes(service).len(), default.nodes(service).len());
+    }
+    // Compose: the same containers (shards live inside the node processes),
+    // the spec inside them carrying the shard counts.
+    let compose = |spec: &ClusterSpec| -> std::collections::HashMap<&str, String> {
+        cart_cluster::compose::files(spec).into_iter().collect()
+    };
+    let (ours, theirs) = (compose(&sharded), compose(&default));
+    let containers = |yml: &str| -> Vec<String> {
+        yml.lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        containers(&ours["docker-compose.yml"]),
+        containers(&theirs["docker-compose.yml"])
+    );
+    let inside = ClusterSpec::from_toml(&ours["cluster.toml"]).unwrap();
+    assert!(Service::ALL.iter().all(|s| inside.shards(*s) == 3));
+    // Kubernetes: the spec the pods load carries them too.
+    let k8s = cart_cluster::k8s::files(&sharded, &repo().join("dashboards")).unwrap();
+    let (name, spec_file) = k8s
+        .iter()
+        .find(|(name, _)| name.ends_with(".toml"))
+        .expect("the spec file of the pods' ConfigMap");
+    let pods = ClusterSpec::from_toml(spec_file).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(Service::ALL.iter().all(|s| pods.shards(*s) == 3), "{name}");
+}

@@ -460,15 +460,16 @@ impl Member {
 }
 
 /// Deletes a shard's data dir. Shard 0's is the node's own directory,
-/// which also holds the other shards' (`shard-k`): those stay.
+/// which also holds the other shards' (`shard-k`) and the node's shard
+/// count: those stay.
 fn remove_shard_dir(dir: &Path, shard: Shard) -> std::io::Result<()> {
     if shard.0 != 0 {
         return std::fs::remove_dir_all(dir);
     }
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let other_shard = entry.file_name().to_string_lossy().starts_with("shard-");
-        if other_shard {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("shard-") || name == super::shards::SHARDS_FILE {
             continue;
         }
         if entry.file_type()?.is_dir() {
