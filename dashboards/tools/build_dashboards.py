@@ -307,7 +307,9 @@ STORAGE_MAP = value_map({"1": ("healthy", "green"), "0": ("failing", "red")})
 
 def cluster_overview():
     node_up = f'max by (service, node) (cart_node_up{{{SVC}}})'
-    leaders = f'max by (service, node) (cart_raft_is_leader{{role="node", {SVC}}})'
+    # One series per shard's group a node hosts (a single-shard service's
+    # shard is "0").
+    leaders = f'max by (service, shard, node) (cart_raft_is_leader{{role="node", {SVC}}})'
     return dashboard(
         "cart-cluster-overview", "Cart / Cluster overview",
         "Nodes up and down, leaders, group members, leader changes, events, scrape targets.",
@@ -319,9 +321,9 @@ def cluster_overview():
                  desc="Nodes down or still catching up.",
                  thresholds=steps(("green", None), ("red", 1))),
             stat("Leaders", targets((
-                f'sum by (service) ({leaders}) or on (service) '
-                f'max by (service) (cart_group_members{{{SVC}}}) * 0', "{{service}}")),
-                desc="Nodes reporting themselves leader, per service: 1 expected, 0 while no node leads (also when every node is gone).",
+                f'sum by (service, shard) ({leaders}) or on (service) '
+                f'max by (service) (cart_group_members{{{SVC}}}) * 0', "{{service}} shard {{shard}}")),
+                desc="Nodes reporting themselves leader, per service and shard: 1 expected, 0 while no node leads (also when every node is gone).",
                 thresholds=steps(("red", None), ("green", 1), ("orange", 2))),
             stat("Group members", targets((
                 f"max by (service) (cart_group_members{{{SVC}}})", "{{service}}")),
@@ -330,7 +332,7 @@ def cluster_overview():
                        desc="1 while the node answers and is caught up; max over the service's coordinators.",
                        step=True, max_=1, mappings=UP_MAP),
             table("Current leaders", targets((leaders, ""), instant=True, table=True),
-                  desc="cart_raft_is_leader of every live node.",
+                  desc="cart_raft_is_leader of every live node, per shard it hosts.",
                   rename={"Value": "role"},
                   mappings=LEADER_MAP),
             timeseries("Leader changes", targets((
@@ -460,10 +462,10 @@ def replication_consistency():
             timeseries("Leader changes", targets((
                 f"max by (service) (increase(cart_leader_changes_total{{{SVC}}}{RI}))", "{{service}}")), w=8),
             timeseries("Raft term", targets((
-                f"max by (service, node) (cart_raft_term{{{NODE}}})", "{{service}} node {{node}}")),
+                f"max by (service, shard, node) (cart_raft_term{{{NODE}}})", "{{service}}/{{shard}} node {{node}}")),
                 step=True, w=8),
             timeseries("Leader", targets((
-                f"max by (service, node) (cart_raft_is_leader{{{NODE}}})", "{{service}} node {{node}}")),
+                f"max by (service, shard, node) (cart_raft_is_leader{{{NODE}}})", "{{service}}/{{shard}} node {{node}}")),
                 step=True, max_=1, mappings=LEADER_MAP, w=8),
             timeseries("Raft log indexes", targets(
                 (f"max by (service, node) (cart_raft_last_log_index{{{NODE}}})", "{{service}} node {{node}} last log"),
