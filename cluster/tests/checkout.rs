@@ -21,67 +21,131 @@ use common::scenario::{audit, check_out_all, scenario, total_credit};
 use common::{cluster, coordinator_admin, eventually, metric, Client};
 use futures::future::join_all;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_consistency_scenario_sells_exactly_the_stock() {
-    let cluster = cluster(&Service::ALL, |_| {});
-    let client = Client::gateway(&cluster);
-    let orders = scenario(&client).await;
-    let (paid, refused) = check_out_all(&client, &orders, 0, || {}).await;
-    assert_eq!((paid.len(), refused), (100, 900));
-    // Immediately: no settling time.
-    assert_eq!(client.stock("0").await, 0);
-    assert_eq!(total_credit(&client).await, 900);
-    audit(&client, &orders, &paid).await;
+/// Each listed test (taking a shard count) runs on the default cluster and,
+/// as `sharded::<name>`, with 3 shards per service (the one item on one
+/// stock shard, buyers and orders spread over the others; the leader
+/// killed or frozen is shard 0's).
+macro_rules! on_one_and_three_shards {
+    ($($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                self::shards::$test(1).await;
+            }
+        )*
+        mod sharded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::shards::$test(3).await;
+                }
+            )*
+        }
+    };
 }
 
-async fn saga_recoveries(cluster: &LocalCluster) -> Vec<Event> {
-    let addr = coordinator_admin(cluster, Service::Order, 0);
-    common::admin_get::<Vec<Event>>(&addr, &format!("{EVENTS_PATH}?service=order&limit=500"))
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.kind == "saga_recovery")
-        .collect()
+on_one_and_three_shards!(
+    the_consistency_scenario_sells_exactly_the_stock,
+    killing_the_order_leader_mid_run_loses_no_money_and_no_stock,
+    killing_a_stock_node_and_a_payment_coordinator_mid_run_loses_nothing,
+    freezing_the_order_leader_mid_run_loses_nothing,
+);
+
+/// A cluster of every service with `shards` shards each, adjusted by `tweak`.
+fn sharded_cluster(shards: u16, tweak: impl FnOnce(&mut cart_common::ClusterSpec)) -> LocalCluster {
+    cluster(&Service::ALL, |spec| {
+        for service in Service::ALL {
+            spec.size_mut(service).shards = shards;
+        }
+        tweak(spec);
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_order_leader_mid_run_loses_no_money_and_no_stock() {
-    let mut cluster = cluster(&Service::ALL, |_| {});
-    let client = Client::gateway(&cluster);
-    let orders = scenario(&client).await;
-    let leader = cluster.leader(Service::Order).expect("an order leader");
-    let (paid, _) = check_out_all(&client, &orders, 150, || {
-        cluster.kill(Role::Node(Service::Order, leader)).unwrap();
-    })
-    .await;
-    audit(&client, &orders, &paid).await;
-    // The new leader finished what the old one left open, without a client.
-    eventually("a saga_recovery event", Duration::from_secs(10), || async {
-        let found = saga_recoveries(&cluster).await;
-        (!found.is_empty()).then_some(found)
-    })
-    .await;
-}
+mod shards {
+    pub(super) use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_stock_node_and_a_payment_coordinator_mid_run_loses_nothing() {
-    // Through the coordinators, so the payment coordinator is on the path.
-    let mut cluster = cluster(&Service::ALL, |spec| {
-        spec.cluster.cross_service = CrossService::Coordinator;
-    });
-    let client = Client::gateway(&cluster);
-    let orders = scenario(&client).await;
-    let stock_leader = cluster.leader(Service::Stock).expect("a stock leader");
-    let (paid, _) = check_out_all(&client, &orders, 150, || {
-        cluster
-            .kill(Role::Node(Service::Stock, stock_leader))
-            .unwrap();
-        cluster
-            .kill(Role::Coordinator(Service::Payment, 0))
-            .unwrap();
-    })
-    .await;
-    audit(&client, &orders, &paid).await;
+    pub(super) async fn the_consistency_scenario_sells_exactly_the_stock(shards: u16) {
+        let cluster = sharded_cluster(shards, |_| {});
+        let client = Client::gateway(&cluster);
+        let orders = scenario(&client).await;
+        let (paid, refused) = check_out_all(&client, &orders, 0, || {}).await;
+        assert_eq!((paid.len(), refused), (100, 900));
+        // Immediately: no settling time.
+        assert_eq!(client.stock("0").await, 0);
+        assert_eq!(total_credit(&client).await, 900);
+        audit(&client, &orders, &paid).await;
+    }
+
+    async fn saga_recoveries(cluster: &LocalCluster) -> Vec<Event> {
+        let addr = coordinator_admin(cluster, Service::Order, 0);
+        common::admin_get::<Vec<Event>>(&addr, &format!("{EVENTS_PATH}?service=order&limit=500"))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == "saga_recovery")
+            .collect()
+    }
+
+    pub(super) async fn killing_the_order_leader_mid_run_loses_no_money_and_no_stock(shards: u16) {
+        let mut cluster = sharded_cluster(shards, |_| {});
+        let client = Client::gateway(&cluster);
+        let orders = scenario(&client).await;
+        let leader = cluster.leader(Service::Order).expect("an order leader");
+        let (paid, _) = check_out_all(&client, &orders, 150, || {
+            cluster.kill(Role::Node(Service::Order, leader)).unwrap();
+        })
+        .await;
+        audit(&client, &orders, &paid).await;
+        // The new leader finished what the old one left open, without a client.
+        eventually("a saga_recovery event", Duration::from_secs(10), || async {
+            let found = saga_recoveries(&cluster).await;
+            (!found.is_empty()).then_some(found)
+        })
+        .await;
+    }
+
+    pub(super) async fn killing_a_stock_node_and_a_payment_coordinator_mid_run_loses_nothing(
+        shards: u16,
+    ) {
+        // Through the coordinators, so the payment coordinator is on the path
+        // (with shards, a saga step names its shard to the coordinator).
+        let mut cluster = sharded_cluster(shards, |spec| {
+            spec.cluster.cross_service = CrossService::Coordinator;
+        });
+        let client = Client::gateway(&cluster);
+        let orders = scenario(&client).await;
+        let stock_leader = cluster.leader(Service::Stock).expect("a stock leader");
+        let (paid, _) = check_out_all(&client, &orders, 150, || {
+            cluster
+                .kill(Role::Node(Service::Stock, stock_leader))
+                .unwrap();
+            cluster
+                .kill(Role::Coordinator(Service::Payment, 0))
+                .unwrap();
+        })
+        .await;
+        audit(&client, &orders, &paid).await;
+    }
+
+    pub(super) async fn freezing_the_order_leader_mid_run_loses_nothing(shards: u16) {
+        let mut cluster = sharded_cluster(shards, |_| {});
+        let client = Client::gateway(&cluster);
+        let orders = scenario(&client).await;
+        let leader = cluster.leader(Service::Order).expect("an order leader");
+        let role = Role::Node(Service::Order, leader);
+        let (paid, _) = check_out_all(&client, &orders, 150, || {
+            cluster.freeze(role).unwrap();
+        })
+        .await;
+        // Everything was answered while it was frozen; it comes back as a
+        // follower and its stale drivers change nothing. (Right after the thaw
+        // it works off the requests that queued up while it was frozen; the
+        // audit's reads are retried like any client's, see `answered`.)
+        cluster.thaw(role).unwrap();
+        audit(&client, &orders, &paid).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        audit(&client, &orders, &paid).await;
+    }
 }
 
 /// A command written straight to a group through a coordinator's internal
@@ -197,27 +261,6 @@ async fn finished_transactions_are_forgotten_through_the_logs() {
     // Forgetting the records changed no balance.
     assert_eq!(client.stock("0").await, 9);
     assert_eq!(client.credit("0").await, 9);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn freezing_the_order_leader_mid_run_loses_nothing() {
-    let mut cluster = cluster(&Service::ALL, |_| {});
-    let client = Client::gateway(&cluster);
-    let orders = scenario(&client).await;
-    let leader = cluster.leader(Service::Order).expect("an order leader");
-    let role = Role::Node(Service::Order, leader);
-    let (paid, _) = check_out_all(&client, &orders, 150, || {
-        cluster.freeze(role).unwrap();
-    })
-    .await;
-    // Everything was answered while it was frozen; it comes back as a
-    // follower and its stale drivers change nothing. (Right after the thaw
-    // it works off the requests that queued up while it was frozen; the
-    // audit's reads are retried like any client's, see `answered`.)
-    cluster.thaw(role).unwrap();
-    audit(&client, &orders, &paid).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    audit(&client, &orders, &paid).await;
 }
 
 /// The order leader's admin address, and a reader of the last log index

@@ -413,3 +413,35 @@ async fn a_corrupted_key_is_found_and_repaired_by_its_own_shard_only() {
         assert_eq!(stock_on(&cluster, bad, other, "42").await, None);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_of_a_shard_reads_a_write_made_right_after_its_leader_changed() {
+    let mut cluster = cluster(&[Service::Payment], sharded);
+    let client = Client::gateway(&cluster);
+    let user = client.post("/payment/create_user").await.str("user_id");
+    let shard = cluster.spec.shard_of(Service::Payment, &user);
+    let leader = shard_leader(&cluster, Service::Payment, shard)
+        .await
+        .unwrap();
+    cluster.kill(Role::Node(Service::Payment, leader)).unwrap();
+    // Acknowledged once the shard's new leader has committed it.
+    let funded = client.post(&format!("/payment/add_funds/{user}/5")).await;
+    assert!(funded.ok(), "{:?}", funded.body);
+    for node in (1..=3).filter(|n| *n != leader) {
+        let addr = cluster.spec.node_addr(Service::Payment, node).unwrap();
+        let query = Query::FindUser {
+            user_id: user.clone(),
+        };
+        // A linearizable read at this replica (a follower's after a
+        // read-index round with the new leader).
+        let read: Outcome = InternalClient::for_cluster(&cluster.spec, Duration::from_secs(10))
+            .for_shard(shard)
+            .post_json(&addr, paths::READ_PATH, &ReadRequest { query })
+            .await
+            .unwrap_or_else(|e| panic!("node {node} read: {e}"));
+        match read {
+            Ok(Reply::User(u)) => assert_eq!(u.credit, 5, "node {node}"),
+            other => panic!("node {node}: {other:?}"),
+        }
+    }
+}
