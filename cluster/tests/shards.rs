@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use cart_cluster::harness::{LocalCluster, Role};
-use cart_common::admin::{CheckReport, CheckStarted};
+use cart_common::admin::{CheckReport, CheckStarted, Event};
 use cart_common::http::InternalClient;
 use cart_common::paths::{self, FAULT_PATH, LOCAL_READ_PATH, STATUS_PATH};
 use cart_common::shard::{Shard, SHARD_HEADER};
@@ -125,6 +125,25 @@ async fn leaders_spread_over_the_nodes_at_start_and_again_after_a_node_returns()
     )
     .await;
     assert_eq!(handed, Some(1.0), "node {taken_over} handed shard 1 over");
+    // Both changes of shard 1 are in the cluster's events.
+    let coord = coordinator_admin(&cluster, Service::Order, 0);
+    let events_path = format!("{}?service=order&limit=500", paths::EVENTS_PATH);
+    eventually(
+        "shard 1's leader changes in the events",
+        Duration::from_secs(10),
+        || async {
+            let events: Vec<Event> = common::admin_get(&coord, &events_path).await?;
+            let shard_1: Vec<(Option<u64>, u64)> = events
+                .iter()
+                .filter(|e| e.kind == "leader_change" && e.detail["shard"] == 1)
+                .map(|e| (e.node, e.detail["term"].as_u64().unwrap_or(0)))
+                .collect();
+            let to_other = shard_1.iter().any(|(n, _)| *n == Some(taken_over));
+            let back = shard_1.iter().any(|(n, t)| *n == Some(2) && *t > 1);
+            (to_other && back).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Creates items until one lives on every stock shard: their ids, in shard

@@ -3,8 +3,10 @@
 //! forgotten), how far behind each follower is and whether the leader can
 //! reach it, and the latest consistency check (as events).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use cart_common::shard::Shard;
 use cart_common::spec::NodeId;
 use serde_json::json;
 
@@ -20,6 +22,52 @@ const SEEN_CHECKS_KEPT: usize = 2 * cart_services::domain::checks::CHECKS_KEPT;
 impl Health {
     /// Finds the leader among this round's statuses, records a leader
     /// change, takes its membership and its replication report.
+    /// The leaders of a sharded service's other shards (shard 0's is
+    /// `follow_leader`'s, with its report), as the nodes in touch report
+    /// themselves: each change is a `leader_change` event naming the shard.
+    pub(super) fn follow_shard_leaders(&self, state: &mut State) {
+        let mut newest: BTreeMap<Shard, (NodeId, u64)> = BTreeMap::new();
+        let roles = state
+            .nodes
+            .values()
+            .filter(|t| t.failures == 0)
+            .filter_map(|t| t.last_status.as_ref())
+            .flat_map(|s| s.shards.iter());
+        for r in roles.filter(|r| r.shard.0 > 0 && r.state == "Leader") {
+            let Some(leader) = r.leader else { continue };
+            let known = newest.entry(r.shard).or_insert((leader, r.term));
+            if r.term > known.1 {
+                *known = (leader, r.term);
+            }
+        }
+        for (shard, (leader, term)) in newest {
+            let previous = state.shard_leaders.insert(shard, (leader, term));
+            if previous == Some((leader, term)) {
+                continue;
+            }
+            if previous.is_some() {
+                METRICS
+                    .leader_changes
+                    .with_label_values(&[self.service.name()])
+                    .inc();
+            }
+            let was = previous.map(|(l, _)| l);
+            let message = match was {
+                Some(p) if p != leader => {
+                    format!("node {leader} leads shard {shard} in term {term} (was node {p})")
+                }
+                _ => format!("node {leader} leads shard {shard} in term {term}"),
+            };
+            self.events.record(
+                self.service.name(),
+                "leader_change",
+                Some(leader),
+                message,
+                json!({ "shard": shard, "term": term, "previous": was }),
+            );
+        }
+    }
+
     pub(super) fn follow_leader(&self, state: &mut State) {
         let fresh = Duration::from_millis(self.cfg.interval_ms.max(self.cfg.timeout_ms) * 2);
         let leader_status = state

@@ -47,6 +47,8 @@ struct State {
     nodes: BTreeMap<NodeId, Tracked>,
     /// (leader, term) as last observed.
     leader: Option<(NodeId, u64)>,
+    /// The same for every other shard of a sharded service.
+    shard_leaders: BTreeMap<Shard, (NodeId, u64)>,
     /// Term of the last saga recovery recorded as an event.
     recovery_term: Option<u64>,
     /// The group's latest consistency check, as its leader reports it.
@@ -123,6 +125,7 @@ impl Health {
             state: RwLock::new(State {
                 nodes,
                 leader: None,
+                shard_leaders: BTreeMap::new(),
                 recovery_term: None,
                 last_check: None,
                 seen_checks: VecDeque::new(),

@@ -34,6 +34,7 @@ impl Health {
             self.record_probe(&mut state, id, result);
         }
         self.follow_leader(&mut state);
+        self.follow_shard_leaders(&mut state);
         self.apply_transitions(&mut state);
         self.export(&state);
     }
