@@ -12,7 +12,7 @@ use std::time::Duration;
 use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::admin::{CheckReport, CheckStarted, Event};
 use cart_common::http::InternalClient;
-use cart_common::paths::{self, FAULT_PATH, LOCAL_READ_PATH, STATUS_PATH};
+use cart_common::paths::{self, FAULT_PATH, STATUS_PATH};
 use cart_common::shard::{Shard, SHARD_HEADER};
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::{NodeStatus, ReadRequest};
@@ -345,16 +345,10 @@ async fn corrupt(cluster: &LocalCluster, node: u64, shard: Shard, key: &str) {
 }
 
 async fn stock_on(cluster: &LocalCluster, node: u64, shard: Shard, item: &str) -> Option<i64> {
-    let addr = cluster.spec.node_addr(Service::Stock, node)?;
     let query = Query::FindItem {
         item_id: item.to_string(),
     };
-    let read: Outcome = InternalClient::for_cluster(&cluster.spec, Duration::from_secs(5))
-        .for_shard(shard)
-        .post_json(&addr, LOCAL_READ_PATH, &ReadRequest { query })
-        .await
-        .ok()?;
-    match read {
+    match common::local_read_in(cluster, Service::Stock, node, shard, query).await? {
         Ok(Reply::Item(i)) => Some(i.stock),
         _ => None,
     }

@@ -12,6 +12,7 @@ use cart_cluster::mongo_server::MongoServer;
 use cart_common::admin_client::AdminClient;
 use cart_common::http::{InternalClient, REQUEST_ID};
 use cart_common::paths::{LOCAL_READ_PATH, METRICS_PATH};
+use cart_common::shard::Shard;
 use cart_common::spec::StorageBackend;
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::ReadRequest;
@@ -241,8 +242,20 @@ pub async fn local_read(
     id: u64,
     query: Query,
 ) -> Option<Outcome> {
+    local_read_in(cluster, service, id, Shard::default(), query).await
+}
+
+/// What one replica of `shard` holds (`local_read`).
+pub async fn local_read_in(
+    cluster: &LocalCluster,
+    service: Service,
+    id: u64,
+    shard: Shard,
+    query: Query,
+) -> Option<Outcome> {
     let addr = cluster.spec.node_addr(service, id)?;
     InternalClient::for_cluster(&cluster.spec, Duration::from_secs(5))
+        .for_shard(shard)
         .post_json(&addr, LOCAL_READ_PATH, &ReadRequest { query })
         .await
         .ok()

@@ -41,8 +41,17 @@ pub fn cart_load(args: &[&str], out: &Path) -> RunReport {
 /// A whole default cluster started by the test itself, for runs that
 /// target a gateway by URL as they would any implementation of the API.
 pub fn cluster() -> LocalCluster {
-    let mut cluster =
-        LocalCluster::start_temp(&cart_bin(), &Service::ALL, |_| {}).expect("cluster starts");
+    cluster_of_shards(1)
+}
+
+/// As `cluster`, with `shards` shards per service.
+pub fn cluster_of_shards(shards: u16) -> LocalCluster {
+    let mut cluster = LocalCluster::start_temp(&cart_bin(), &Service::ALL, |spec| {
+        for service in Service::ALL {
+            spec.size_mut(service).shards = shards;
+        }
+    })
+    .expect("cluster starts");
     cluster
         .wait_ready(Duration::from_secs(60))
         .expect("cluster ready");
