@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use cart_common::spec::NodeId;
 use cart_common::Service;
 
 use crate::harness::{node_ids, LocalCluster, Role};
@@ -81,7 +82,7 @@ fn print_summary(cluster: &LocalCluster, with_prometheus: bool, prometheus: Opti
         }
         for id in node_ids(spec, service) {
             let role = Role::Node(service, id);
-            let mark = if leader == Some(id) { " (leader)" } else { "" };
+            let mark = leader_mark(cluster, service, id, leader);
             println!(
                 "    node {id}  http://{}{mark}  log {}",
                 cluster.admin_addr(role),
@@ -102,4 +103,36 @@ fn print_summary(cluster: &LocalCluster, with_prometheus: bool, prometheus: Opti
     }
     println!();
     println!("Ctrl-C stops everything.");
+}
+
+/// " (leader)" after the leader of a single-shard service's node, or
+/// " (leads shard 0, 2)" after each node of a sharded one.
+fn leader_mark(
+    cluster: &LocalCluster,
+    service: Service,
+    id: NodeId,
+    leader: Option<NodeId>,
+) -> String {
+    if cluster.spec.shards(service) == 1 {
+        return if leader == Some(id) {
+            " (leader)".into()
+        } else {
+            String::new()
+        };
+    }
+    let leads: Vec<String> = cluster
+        .node_status(service, id)
+        .map(|s| {
+            s.shards
+                .iter()
+                .filter(|r| r.state == "Leader")
+                .map(|r| r.shard.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if leads.is_empty() {
+        String::new()
+    } else {
+        format!(" (leads shard {})", leads.join(", "))
+    }
 }
