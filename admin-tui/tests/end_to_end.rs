@@ -237,10 +237,11 @@ fn the_console_shows_a_dead_follower_a_mismatch_and_its_repair_and_survives_its_
     console.wait_for_text(&format!(
         "check of stock: MISMATCH on node {bad} (1 bucket)"
     ));
-    let screen = console.screen();
-    assert!(node_line(&screen, bad, "mismatch"), "{screen}");
-    assert!(screen.contains(" MISMATCH "), "{screen}");
-    eprintln!("after the check:\n{screen}");
+    // The view follows at its next refresh.
+    console.wait_for("the mismatch in the view", |s| {
+        node_line(s, bad, "mismatch") && s.contains(" MISMATCH ")
+    });
+    eprintln!("after the check:\n{}", console.screen());
 
     // The bad node repaired from the keyboard: select it (the last row is
     // node 3), `r`, Tab, Enter.

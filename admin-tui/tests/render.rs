@@ -159,6 +159,7 @@ fn a_sharded_service_shows_each_shards_leader_and_what_each_node_leads() {
             shard: Shard(s),
             leader: Some(u64::from(s) + 1),
             term: Some(3),
+            last_check: None,
         })
         .collect();
     order.shards[2].leader = None;
@@ -182,6 +183,36 @@ fn a_sharded_service_shows_each_shards_leader_and_what_each_node_leads() {
         &screen,
         &format!("{:<8}leader 1 · term 3 · 3/3 up", "payment"),
     );
+}
+
+#[test]
+fn a_sharded_services_consistency_shows_its_worst_shard_and_every_shards_verdict() {
+    let mut view = healthy();
+    let order = view
+        .services
+        .iter_mut()
+        .find(|s| s.service == "order")
+        .unwrap();
+    let mut bad = mismatch_check("order");
+    bad.shard = Shard(1);
+    order.shards = (0..3)
+        .map(|s| ShardView {
+            shard: Shard(s),
+            leader: Some(u64::from(s) + 1),
+            term: Some(3),
+            last_check: match s {
+                0 => Some(clean_check("order")),
+                1 => Some(bad.clone()),
+                _ => None,
+            },
+        })
+        .collect();
+    order.last_check = Some(bad);
+    let screen = draw(&on(app(view), Tab::Consistency), WIDE);
+    let verdicts = find(&screen, "shard 1 of 3: 0:clean 1:mismatch 2:none");
+    let mismatch = find_on_line(&screen, "shard 1 of 3", "1:mismatch");
+    assert_eq!(fg(&screen, mismatch), Color::White, "{verdicts:?}");
+    find_on_line(&screen, "shard 1 of 3", "MISMATCH");
 }
 
 #[test]

@@ -414,6 +414,32 @@ async fn a_corrupted_key_is_found_and_repaired_by_its_own_shard_only() {
         }
     }
 
+    // The service's view shows every shard's verdict, and the mismatching
+    // shard's report as the service's latest.
+    eventually(
+        "the view to show the mismatching shard",
+        Duration::from_secs(10),
+        || async {
+            let view = common::service_view(&cluster, Service::Stock).await?;
+            let worst = view.last_check?;
+            let verdicts: Vec<String> = view
+                .shards
+                .iter()
+                .map(|s| {
+                    s.last_check
+                        .as_ref()
+                        .map_or("none".into(), |r| r.verdict.clone())
+                })
+                .collect();
+            let expected: Vec<String> = Shard::all(SHARDS)
+                .map(|s| if s == shard { "mismatch" } else { "clean" }.to_string())
+                .collect();
+            (worst.shard == shard && worst.verdict == "mismatch" && verdicts == expected)
+                .then_some(())
+        },
+    )
+    .await;
+
     // That shard's repair fixes the row; the others are not touched.
     let repair = start(&cluster, &format!("repair?shard={shard}")).await;
     assert_eq!((repair.shard, repair.also.len()), (shard, 0));

@@ -75,6 +75,9 @@ pub struct ShardRole {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub last_applied: Option<u64>,
+    /// The shard's latest consistency check, as this replica holds it.
+    #[serde(default)]
+    pub last_check: Option<CheckReport>,
 }
 
 /// One shard's group in a service's view: its leader as the nodes report
@@ -84,6 +87,9 @@ pub struct ShardView {
     pub shard: Shard,
     pub leader: Option<NodeId>,
     pub term: Option<u64>,
+    /// The shard's latest consistency check, as its leader holds it.
+    #[serde(default)]
+    pub last_check: Option<CheckReport>,
 }
 
 /// What a node says about its storage.
@@ -228,6 +234,25 @@ pub struct CheckReport {
     /// The repair this check led to, if one was asked for.
     #[serde(default)]
     pub repair: Option<RepairReport>,
+    /// The shard whose group was checked.
+    #[serde(default)]
+    pub shard: Shard,
+}
+
+impl CheckReport {
+    /// Of several shards' latest checks, the one to show first: a
+    /// mismatch before anything else, anything before clean, the latest
+    /// finished among equals.
+    pub fn worst<'a>(
+        reports: impl IntoIterator<Item = &'a CheckReport>,
+    ) -> Option<&'a CheckReport> {
+        let rank = |r: &CheckReport| match r.verdict.as_str() {
+            "mismatch" => 2,
+            "clean" => 0,
+            _ => 1,
+        };
+        reports.into_iter().max_by_key(|r| (rank(r), r.finished_ms))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cart_common::admin::{
-    AddNode, CheckStarted, ClusterView, CoordinatorView, MembershipChanged, RepairRequest,
-    ServiceView,
+    AddNode, CheckReport, CheckStarted, ClusterView, CoordinatorView, MembershipChanged,
+    RepairRequest, ServiceView,
 };
 use cart_common::http as chttp;
 use cart_common::paths::{self, ADD_MEMBER_PATH, CONSISTENCY_PATH, REMOVE_MEMBER_PATH};
@@ -215,6 +215,15 @@ async fn service_view(c: &Coordinator, service: Service) -> ServiceView {
 
 fn own_view(c: &Coordinator) -> ServiceView {
     let leader = c.health().leader();
+    let shards = c.health().shard_views(c.spec().shards(c.service()));
+    // Sharded: the worst of the shards' latest checks (a mismatch in any
+    // shows), else the group's own.
+    let last_check = match shards.as_slice() {
+        [_, _, ..] => {
+            CheckReport::worst(shards.iter().filter_map(|s| s.last_check.as_ref())).cloned()
+        }
+        _ => c.health().last_check(),
+    };
     ServiceView {
         service: c.service().to_string(),
         reported_by: c.events().name.clone(),
@@ -223,8 +232,8 @@ fn own_view(c: &Coordinator) -> ServiceView {
         nodes: c.health().node_views(),
         coordinators: coordinator_views(c, c.service()),
         error: None,
-        last_check: c.health().last_check(),
-        shards: c.health().shard_views(c.spec().shards(c.service())),
+        last_check,
+        shards,
     }
 }
 

@@ -57,7 +57,30 @@ fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
         return;
     };
     let sep = || Span::styled(" · ", Style::new().fg(Color::DarkGray));
-    let mut facts = vec![
+    let mut facts = vec![];
+    if s.shards.len() > 1 {
+        // Sharded: the worst shard's report is shown; each shard's verdict
+        // is named.
+        facts.push(Span::raw(format!(
+            "shard {} of {}:",
+            report.shard,
+            s.shards.len()
+        )));
+        for shard in &s.shards {
+            let verdict = shard
+                .last_check
+                .as_ref()
+                .map_or("none", |r| r.verdict.as_str());
+            let style = match verdict {
+                "none" => Style::new().fg(Color::DarkGray),
+                v => verdict_style(v),
+            };
+            facts.push(Span::raw(" "));
+            facts.push(Span::styled(format!("{}:{verdict}", shard.shard), style));
+        }
+        facts.push(sep());
+    }
+    facts.extend([
         Span::raw(format!(
             "checked {} ago ({})",
             format::ago(app.now_ms, report.finished_ms),
@@ -68,7 +91,7 @@ fn render_service(frame: &mut Frame, area: Rect, app: &App, s: &ServiceView) {
             format!(" {} ", report.verdict.to_uppercase().replace('_', " ")),
             verdict_style(&report.verdict),
         ),
-    ];
+    ]);
     if let Some(recheck) = report
         .repair
         .as_ref()

@@ -239,6 +239,7 @@ impl Health {
                     shard,
                     leader: newest.and_then(|r| r.leader),
                     term: newest.map(|r| r.term),
+                    last_check: newest.and_then(|r| r.last_check.clone()),
                 }
             })
             .collect()

@@ -107,6 +107,7 @@ mod tests {
             majority_root: None,
             replicas: vec![],
             repair: None,
+            shard: Default::default(),
         }
     }
 

@@ -421,6 +421,7 @@ impl Member {
             leader: m.current_leader,
             term: m.current_term,
             last_applied: m.last_applied.map(|l| l.index),
+            last_check: self.stored_summary().last_check,
         }
     }
 

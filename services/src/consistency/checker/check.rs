@@ -119,6 +119,7 @@ impl Checker {
                 majority_root: majority.as_ref().map(|(root, _)| root.clone()),
                 replicas,
                 repair: None,
+                shard: self.shard,
             },
             leaves,
             good: majority.map(|(_, good)| good),

@@ -50,6 +50,7 @@ const WIPE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Checker {
     id: NodeId,
+    shard: Shard,
     raft: Raft,
     proposer: Proposer,
     /// Carries the internal secret; digests may take a while to compute.
@@ -82,6 +83,7 @@ impl Checker {
         init_node_series(spec.nodes(service).into_iter().map(|n| n.id));
         Self {
             id,
+            shard,
             raft,
             proposer,
             client: InternalClient::for_cluster(
