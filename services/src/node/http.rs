@@ -249,7 +249,9 @@ pub(super) async fn status(
 ) -> Json<NodeStatus> {
     // May wait on the storage (or on another probe reading it): never on a
     // runtime worker, which Raft RPCs need.
-    let mut status = tokio::task::block_in_place(|| n.status());
-    status.shards = node.members().iter().map(|m| m.role()).collect();
-    Json(status)
+    Json(tokio::task::block_in_place(|| {
+        let mut status = n.status();
+        status.shards = node.members().iter().map(|m| m.role()).collect();
+        status
+    }))
 }

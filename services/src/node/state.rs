@@ -412,7 +412,8 @@ impl Member {
         }
     }
 
-    /// This member's group in brief, for the node's status.
+    /// This member's group in brief, for the node's status. May wait on
+    /// the storage (its latest check): call it off the runtime's workers.
     pub(crate) fn role(&self) -> cart_common::admin::ShardRole {
         let m = self.raft.metrics().borrow().clone();
         cart_common::admin::ShardRole {
