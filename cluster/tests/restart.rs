@@ -167,7 +167,7 @@ async fn stock_follower_left_behind(
     cluster.kill(Role::Node(Service::Stock, follower)).unwrap();
     let added = futures::stream::iter(0..writes)
         .map(|_| async { client.post("/stock/add/0/1").await.ok() })
-        .buffer_unordered(200)
+        .buffer_unordered(1000)
         .filter(|ok| futures::future::ready(*ok))
         .count()
         .await;
@@ -261,8 +261,11 @@ async fn a_follower_far_behind_is_caught_up_in_appends_of_bounded_size() {
         spec.raft.heartbeat_ms = 25;
     });
     let client = Client::gateway(&cluster);
-    // Concurrent writes, so that entries carry many writes each: the
-    // missed entries are far more than one bounded append.
+    // Concurrent writes (1000 at once), so that entries carry many writes
+    // each: the missed entries are far more than one bounded append.
+    // (openraft sends at most 300 entries at once; with 200 writes at once
+    // on an idle machine, entries were small enough that 300 fit in one
+    // append and no split was needed: the test failed one run in three.)
     let writes = 4000usize;
     let (leader, follower) = stock_follower_left_behind(&mut cluster, &client, writes).await;
 
@@ -277,16 +280,22 @@ async fn a_follower_far_behind_is_caught_up_in_appends_of_bounded_size() {
         status.snapshot.is_none(),
         "caught up from a snapshot: {status:?}"
     );
-    let addr = cluster.spec.node_addr(Service::Stock, leader).unwrap();
-    let splits = metric(
-        &addr,
-        "cart_raft_append_splits_total",
-        &[("reason", "bytes")],
-    )
-    .await;
+    // Counted on whichever node led while the follower caught up: `leader`,
+    // or another one elected meanwhile on a busy machine.
+    let mut splits = Vec::new();
+    for node in (1..=3).filter(|n| *n != follower) {
+        let addr = cluster.spec.node_addr(Service::Stock, node).unwrap();
+        let at = metric(
+            &addr,
+            "cart_raft_append_splits_total",
+            &[("reason", "bytes")],
+        )
+        .await;
+        splits.push((node, at));
+    }
     assert!(
-        splits.is_some_and(|n| n >= 1.0),
-        "the leader sent the missed entries without bounding an append \
-         (cart_raft_append_splits_total{{reason=\"bytes\"}} = {splits:?})"
+        splits.iter().any(|(_, n)| n.is_some_and(|n| n >= 1.0)),
+        "the leader (node {leader} at first) sent the missed entries without bounding an \
+         append (cart_raft_append_splits_total{{reason=\"bytes\"}} by node: {splits:?})"
     );
 }

@@ -12,10 +12,10 @@ use std::time::Duration;
 use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::admin::{CheckReport, CheckStarted, Event};
 use cart_common::http::InternalClient;
-use cart_common::paths::{self, FAULT_PATH, STATUS_PATH};
+use cart_common::paths::{self, FAULT_PATH};
 use cart_common::shard::{Shard, SHARD_HEADER};
 use cart_common::{ClusterSpec, Service};
-use cart_services::api::{NodeStatus, ReadRequest};
+use cart_services::api::ReadRequest;
 use cart_services::domain::{Outcome, Query, Reply};
 use common::{admin_call, cluster, cluster_with, coordinator_admin, eventually, Client};
 use reqwest::Method;
@@ -29,42 +29,11 @@ fn sharded(spec: &mut ClusterSpec) {
     }
 }
 
-/// One shard's status at one node (`None`: the node does not answer).
-async fn shard_status(
-    cluster: &LocalCluster,
-    service: Service,
-    id: u64,
-    shard: Shard,
-) -> Option<NodeStatus> {
-    let addr = cluster.spec.node_addr(service, id)?;
-    InternalClient::new(Duration::from_secs(1), Duration::from_secs(2))
-        .for_shard(shard)
-        .get_json(&addr, STATUS_PATH)
-        .await
-        .ok()
-}
-
-/// The leader of `shard` as every answering node reports it, if they agree
-/// and at least two answer.
-async fn shard_leader(cluster: &LocalCluster, service: Service, shard: Shard) -> Option<u64> {
-    let mut seen = Vec::new();
-    for id in 1..=3 {
-        if let Some(s) = shard_status(cluster, service, id, shard).await {
-            assert_eq!(s.shard, shard, "a status of another shard");
-            seen.push(s.leader?);
-        }
-    }
-    let first = *seen.first()?;
-    (seen.len() >= 2 && seen.iter().all(|l| *l == first)).then_some(first)
-}
-
-/// Every shard's leader, once each shard has one every node agrees on.
-async fn leaders(cluster: &LocalCluster, service: Service) -> Option<Vec<u64>> {
-    let mut all = Vec::new();
-    for shard in Shard::all(SHARDS) {
-        all.push(shard_leader(cluster, service, shard).await?);
-    }
-    Some(all)
+/// Every shard's leader, once each shard has one a majority agrees on.
+fn leaders(cluster: &LocalCluster, service: Service) -> Option<Vec<u64>> {
+    Shard::all(SHARDS)
+        .map(|shard| cluster.shard_leader(service, shard))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +44,7 @@ async fn leaders_spread_over_the_nodes_at_start_and_again_after_a_node_returns()
     eventually(
         "each node to lead one shard",
         Duration::from_secs(20),
-        || async { (leaders(&cluster, Service::Order).await? == spread).then_some(()) },
+        || async { (leaders(&cluster, Service::Order)? == spread).then_some(()) },
     )
     .await;
 
@@ -99,8 +68,8 @@ async fn leaders_spread_over_the_nodes_at_start_and_again_after_a_node_returns()
         "shard 1 to elect another leader",
         Duration::from_secs(15),
         || async {
-            shard_leader(&cluster, Service::Order, Shard(1))
-                .await
+            cluster
+                .shard_leader(Service::Order, Shard(1))
                 .filter(|l| *l != 2)
         },
     )
@@ -114,7 +83,7 @@ async fn leaders_spread_over_the_nodes_at_start_and_again_after_a_node_returns()
     eventually(
         "node 2 to lead shard 1 again",
         Duration::from_secs(30),
-        || async { (leaders(&cluster, Service::Order).await? == spread).then_some(()) },
+        || async { (leaders(&cluster, Service::Order)? == spread).then_some(()) },
     )
     .await;
     let addr = cluster.spec.node_addr(Service::Order, taken_over).unwrap();
@@ -267,8 +236,8 @@ async fn killing_a_stock_shard_leader_mid_checkout_of_cross_shard_orders_loses_n
         users.push(user);
     }
     let victim_shard = cluster.spec.shard_of(Service::Stock, &items[1]);
-    let victim = shard_leader(&cluster, Service::Stock, victim_shard)
-        .await
+    let victim = cluster
+        .shard_leader(Service::Stock, victim_shard)
         .expect("the shard has a leader");
 
     let checkouts: Vec<_> = orders
@@ -380,7 +349,7 @@ async fn a_corrupted_key_is_found_and_repaired_by_its_own_shard_only() {
     let client = Client::gateway(&cluster);
     assert!(client.post("/stock/batch_init/300/7/1").await.ok());
     let shard = cluster.spec.shard_of(Service::Stock, "42");
-    let leader = shard_leader(&cluster, Service::Stock, shard).await.unwrap();
+    let leader = cluster.shard_leader(Service::Stock, shard).unwrap();
     let bad = (1..=3).find(|n| *n != leader).unwrap();
     // Once that replica has applied the batch: a row corrupted before
     // would be overwritten by it.
@@ -459,9 +428,7 @@ async fn every_replica_of_a_shard_reads_a_write_made_right_after_its_leader_chan
     let client = Client::gateway(&cluster);
     let user = client.post("/payment/create_user").await.str("user_id");
     let shard = cluster.spec.shard_of(Service::Payment, &user);
-    let leader = shard_leader(&cluster, Service::Payment, shard)
-        .await
-        .unwrap();
+    let leader = cluster.shard_leader(Service::Payment, shard).unwrap();
     cluster.kill(Role::Node(Service::Payment, leader)).unwrap();
     // Acknowledged once the shard's new leader has committed it.
     let funded = client.post(&format!("/payment/add_funds/{user}/5")).await;

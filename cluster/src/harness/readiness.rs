@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail};
 use cart_common::admin::{NodeHealth, ServiceView};
 use cart_common::http::InternalClient;
 use cart_common::paths::{self, READY_PATH, STATUS_PATH};
+use cart_common::shard::Shard;
 use cart_common::spec::NodeId;
 use cart_common::Service;
 use cart_services::api::NodeStatus;
@@ -60,20 +61,36 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// A node's status (of shard 0, for a sharded service).
     pub fn node_status(&self, service: Service, id: NodeId) -> Option<NodeStatus> {
+        self.shard_status(service, id, Shard::default())
+    }
+
+    /// A node's status of one shard's group.
+    pub fn shard_status(&self, service: Service, id: NodeId, shard: Shard) -> Option<NodeStatus> {
         let addr = self.spec.node_addr(service, id)?;
-        let (code, body) = http_get(&addr, STATUS_PATH, PROBE_TIMEOUT).ok()?;
+        let (code, body) = shard_get(&addr, STATUS_PATH, PROBE_TIMEOUT, Some(shard)).ok()?;
         (code == 200)
             .then(|| serde_json::from_str(&body).ok())
             .flatten()
     }
 
-    /// The leader as a majority of reachable nodes of the spec report it.
+    /// The leader as a majority of reachable nodes of the spec report it
+    /// (of shard 0, for a sharded service).
     pub fn leader(&self, service: Service) -> Option<NodeId> {
+        self.shard_leader(service, Shard::default())
+    }
+
+    /// The leader of one shard's group as a majority of the spec's nodes
+    /// report it.
+    pub fn shard_leader(&self, service: Service, shard: Shard) -> Option<NodeId> {
         let nodes = self.spec.nodes(service);
         let mut votes: BTreeMap<NodeId, usize> = BTreeMap::new();
         for n in &nodes {
-            if let Some(l) = self.node_status(service, n.id).and_then(|s| s.leader) {
+            if let Some(l) = self
+                .shard_status(service, n.id, shard)
+                .and_then(|s| s.leader)
+            {
                 *votes.entry(l).or_default() += 1;
             }
         }
@@ -158,10 +175,24 @@ static PROBE: LazyLock<Option<(tokio::runtime::Runtime, InternalClient)>> = Lazy
 /// their own: status and body. Any status is an answer; `Err` only when
 /// none came within `timeout`.
 pub fn http_get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+    shard_get(addr, path, timeout, None)
+}
+
+/// `http_get` of a node's route for one shard (the `cart-shard` header).
+fn shard_get(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+    shard: Option<Shard>,
+) -> anyhow::Result<(u16, String)> {
     let (runtime, client) = PROBE
         .as_ref()
         .ok_or_else(|| anyhow!("no runtime for the harness's HTTP calls"))?;
-    let request = client.get(addr, path).timeout(timeout);
+    let request = match shard {
+        Some(shard) => client.for_shard(shard).get(addr, path),
+        None => client.get(addr, path),
+    }
+    .timeout(timeout);
     let (tx, rx) = std::sync::mpsc::channel();
     runtime.spawn(async move {
         let answer = async {
