@@ -12,7 +12,7 @@ use cart_admin_tui::app::{App, Tab};
 use cart_admin_tui::keys::KEYS;
 use cart_admin_tui::views;
 use cart_admin_tui::views::chart;
-use cart_common::admin::ShardView;
+use cart_common::admin::{ClusterView, ServiceView, ShardView};
 use cart_common::shard::Shard;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use fixtures::*;
@@ -146,14 +146,18 @@ fn healthy_cluster_shows_every_node_up_and_every_leader() {
     find(&screen, "◂console");
 }
 
+/// One service's section of a fixture view, to change.
+fn service_mut<'a>(view: &'a mut ClusterView, name: &str) -> &'a mut ServiceView {
+    view.services
+        .iter_mut()
+        .find(|s| s.service == name)
+        .expect("a service of the fixture")
+}
+
 #[test]
 fn a_sharded_service_shows_each_shards_leader_and_what_each_node_leads() {
     let mut view = healthy();
-    let order = view
-        .services
-        .iter_mut()
-        .find(|s| s.service == "order")
-        .unwrap();
+    let order = service_mut(&mut view, "order");
     order.shards = (0..3)
         .map(|s| ShardView {
             shard: Shard(s),
@@ -188,11 +192,7 @@ fn a_sharded_service_shows_each_shards_leader_and_what_each_node_leads() {
 #[test]
 fn a_sharded_services_consistency_shows_its_worst_shard_and_every_shards_verdict() {
     let mut view = healthy();
-    let order = view
-        .services
-        .iter_mut()
-        .find(|s| s.service == "order")
-        .unwrap();
+    let order = service_mut(&mut view, "order");
     let mut bad = mismatch_check("order");
     bad.shard = Shard(1);
     order.shards = (0..3)
