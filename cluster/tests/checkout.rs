@@ -21,13 +21,9 @@ use common::scenario::{audit, check_out_all, scenario, total_credit};
 use common::{cluster, coordinator_admin, eventually, metric, Client};
 use futures::future::join_all;
 
-/// Each listed test (taking a shard count) runs on the default cluster.
-/// With 3 shards per service (`super::shards::$test(3)`) these
-/// 1000-buyer scenarios stalled past their 3-minute bound in about one run
-/// in five on 2026-12-07 (see that day's closing note); until that stall is
-/// found they are not run on shards here. The sharded checkout faults in CI
-/// are `cluster/tests/shards.rs` and `loadtest/tests/consistency.rs`.
-macro_rules! on_one_shard {
+/// Each listed scenario (taking a shard count) runs on the default cluster,
+/// and under `sharded::` on 3 shards per service, once leaders are spread.
+macro_rules! on_one_and_three_shards {
     ($($test:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,10 +31,18 @@ macro_rules! on_one_shard {
                 self::shards::$test(1).await;
             }
         )*
+        mod sharded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::shards::$test(3).await;
+                }
+            )*
+        }
     };
 }
 
-on_one_shard!(
+on_one_and_three_shards!(
     the_consistency_scenario_sells_exactly_the_stock,
     killing_the_order_leader_mid_run_loses_no_money_and_no_stock,
     killing_a_stock_node_and_a_payment_coordinator_mid_run_loses_nothing,

@@ -27,6 +27,7 @@ pub struct NodeMetrics {
     pub is_leader: IntGaugeVec,
     pub leader_cut_off: IntGaugeVec,
     pub cut_off_refusals: IntCounterVec,
+    pub entries_abandoned: IntCounterVec,
     pub votes_refused: IntCounter,
     pub log_flush_seconds: Histogram,
     pub log_flush_entries: Histogram,
@@ -125,6 +126,13 @@ pub static METRICS: LazyLock<NodeMetrics> =
         "Writes and reads a leader cut off from its group refused with 503, by kind (write, read).",
         &["kind"],
     ),
+    entries_abandoned: counter_vec(
+        "raft_entries_abandoned_total",
+        "Entries whose writers were answered before the entry was applied, by reason: cut_off \
+         (503, the leader lost its majority) or deposed (421, another node leads); a retry under \
+         the same request id finds the write if it committed.",
+        &["reason"],
+    ),
     log_flush_seconds: histogram(
         "raft_log_flush_duration_seconds",
         "Time to commit one group of queued Raft log writes (appends, vote, truncate, purge) \
@@ -201,6 +209,7 @@ pub fn init_series() {
         [[APPEND_PATH], [VOTE_PATH], [SNAPSHOT_PATH]],
     );
     precreate(&METRICS.raft_append_splits, [["bytes"], ["unanswered"]]);
+    precreate(&METRICS.entries_abandoned, [["cut_off"], ["deposed"]]);
     precreate(
         &METRICS.cut_off_refusals,
         crate::raft::lease::Refused::ALL.map(|k| [k.as_str()]),

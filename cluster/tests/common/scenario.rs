@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cart_common::rng::SplitMix64;
@@ -60,19 +60,33 @@ pub async fn check_out_all(
     during: impl FnOnce(),
 ) -> (BTreeSet<String>, usize) {
     let answered = Arc::new(AtomicUsize::new(0));
+    // The latest unanswered try of each checkout, for the failure message.
+    let last_try: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(vec![String::new(); orders.len()]));
     let all = orders.iter().enumerate().map(|(i, order)| {
-        let (client, answered) = (client.clone(), answered.clone());
+        let (client, answered, last_try) = (client.clone(), answered.clone(), last_try.clone());
         let order = order.clone();
         tokio::spawn(async move {
             let path = format!("/orders/checkout/{order}");
             let id = format!("checkout-{i}");
             loop {
-                match client.try_post(&path, Some(&id)).await {
+                let sent = tokio::time::Instant::now();
+                let tried = client.try_post(&path, Some(&id)).await;
+                let took = sent.elapsed();
+                match tried {
                     Ok(a) if a.status < 500 => {
                         answered.fetch_add(1, Ordering::Relaxed);
                         return (order, a.status);
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    other => {
+                        let what = match other {
+                            Ok(a) => format!("{} {}", a.status, a.body),
+                            Err(e) => format!("{e:?}"),
+                        };
+                        if let Ok(mut tries) = last_try.lock() {
+                            tries[i] = format!("{path} after {took:?}: {what}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
                 }
             }
         })
@@ -86,11 +100,21 @@ pub async fn check_out_all(
     let mut paid = BTreeSet::new();
     let mut refused = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    for t in tasks {
-        let (order, status) = tokio::time::timeout_at(deadline, t)
-            .await
-            .expect("every checkout answered within 3 minutes")
-            .unwrap();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let Ok(joined) = tokio::time::timeout_at(deadline, t).await else {
+            let unanswered = orders.len() - answered.load(Ordering::Relaxed);
+            let latest = last_try.lock().map(|t| t[i].clone()).unwrap_or_default();
+            let latest = if latest.is_empty() {
+                "none returned yet".to_string()
+            } else {
+                latest
+            };
+            panic!(
+                "every checkout answered within 3 minutes: {unanswered} were not; \
+                 checkout-{i}'s latest try: {latest:?}"
+            );
+        };
+        let (order, status) = joined.unwrap();
         match status {
             200..=299 => {
                 paid.insert(order);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
-use openraft::BasicNode;
+use openraft::{BasicNode, RaftMetrics, ServerState};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
@@ -174,14 +174,34 @@ async fn batch_writes(raft: Raft, fence: Fence, mut waiting: mpsc::Receiver<(Log
 /// writers at once (503) instead of at their timeouts: the entry may still
 /// commit if the partition heals first, which a retry under the same
 /// request id then finds.
+///
+/// A leader deposed while its entry is in flight answers its writers at
+/// once too (421, with the new leader): openraft 0.9 answers such an entry
+/// only once the new leader's log commits or overwrites its index, which
+/// waits for the new leader's next writes. Until then this entry would hold
+/// the proposer's only slot, and every later write to this node, also once
+/// it leads again, would queue behind it (a stall seen on 3 shards, where
+/// leaders change hands at start).
 async fn write_entry(raft: &Raft, fence: &Fence, batch: Vec<(LogCommand, Answer)>) {
     let (commands, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let count = commands.len();
+    // A node that does not lead gets its writers' answer (421) from
+    // openraft at once; only a leader's entry is watched.
+    let led = {
+        let m = raft.metrics().borrow().clone();
+        (m.state == ServerState::Leader).then_some(m.current_term)
+    };
     let written = tokio::select! {
         written = raft.client_write(Proposals(commands)) => written,
-        why = cut_off(raft, fence) => {
+        why = abandoned(raft, fence, led) => {
+            METRICS
+                .entries_abandoned
+                .with_label_values(&[why.label()])
+                .inc();
+            tracing::warn!(writes = count, reason = why.label(), "entry answered before it was applied");
+            let refusal = why.into_error();
             for answer in answers {
-                let _ = answer.send(Err(ProposeError::Unavailable(why.clone())));
+                let _ = answer.send(Err(refusal.clone()));
             }
             return;
         }
@@ -208,17 +228,71 @@ async fn write_entry(raft: &Raft, fence: &Fence, batch: Vec<(LogCommand, Answer)
     }
 }
 
-/// Returns once this node is a leader cut off from its group (never, if
-/// Raft stops first: the write then fails on its own), with why.
-async fn cut_off(raft: &Raft, fence: &Fence) -> String {
+/// Why an entry's writers were answered before it was applied.
+enum Abandoned {
+    /// This leader has not heard from a majority for longer than its fence.
+    CutOff(String),
+    /// Another node leads now (or an election is on).
+    Deposed(ForwardToLeader<NodeId, BasicNode>),
+}
+
+impl Abandoned {
+    fn label(&self) -> &'static str {
+        match self {
+            Abandoned::CutOff(_) => "cut_off",
+            Abandoned::Deposed(_) => "deposed",
+        }
+    }
+
+    fn into_error(self) -> ProposeError {
+        match self {
+            Abandoned::CutOff(why) => ProposeError::Unavailable(format!(
+                "{why}; the write may still commit: retry with the same request id"
+            )),
+            Abandoned::Deposed(hint) => ProposeError::NotLeader(hint),
+        }
+    }
+}
+
+/// Returns once this node is a leader cut off from its group, or no longer
+/// the leader of the term it `led` when the entry was written (never, if Raft stops first: the write then fails
+/// on its own). The term matters: the metrics watch keeps only the latest
+/// state, so a node deposed and elected again in between looks like a
+/// leader throughout.
+async fn abandoned(raft: &Raft, fence: &Fence, led: Option<u64>) -> Abandoned {
+    let Some(term) = led else {
+        return std::future::pending().await;
+    };
+    let deposed = |m: &RaftMetrics<NodeId, BasicNode>| {
+        m.state != ServerState::Leader || m.current_term != term
+    };
     let mut metrics = raft.metrics();
-    let cut = metrics
-        .wait_for(|m| fence.cut_off_ms(m).is_some())
+    let seen = metrics
+        .wait_for(|m| deposed(m) || fence.cut_off_ms(m).is_some())
         .await
-        .ok()
-        .and_then(|m| fence.refusal(&m, Refused::Write));
-    match cut {
-        Some(why) => format!("{why}; the write may still commit: retry with the same request id"),
+        .map(|m| m.clone());
+    let Ok(m) = seen else {
+        return std::future::pending().await;
+    };
+    if deposed(&m) {
+        return Abandoned::Deposed(forward_hint(&m));
+    }
+    match fence.refusal(&m, Refused::Write) {
+        Some(why) => Abandoned::CutOff(why),
         None => std::future::pending().await,
+    }
+}
+
+/// Where a node that does not lead sends its writers: the leader it knows
+/// of, if any.
+pub(crate) fn forward_hint(
+    m: &RaftMetrics<NodeId, BasicNode>,
+) -> ForwardToLeader<NodeId, BasicNode> {
+    let leader_node = m
+        .current_leader
+        .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+    ForwardToLeader {
+        leader_id: m.current_leader,
+        leader_node,
     }
 }

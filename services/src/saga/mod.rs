@@ -922,13 +922,8 @@ fn init_series() {
 pub(crate) fn leader_hint(
     raft: &Raft,
 ) -> Option<openraft::error::ForwardToLeader<NodeId, BasicNode>> {
-    let m = raft.metrics().borrow().clone();
-    let leader = m.current_leader?;
-    let node = m.membership_config.membership().get_node(&leader).cloned();
-    Some(openraft::error::ForwardToLeader {
-        leader_id: Some(leader),
-        leader_node: node,
-    })
+    let hint = crate::raft::proposer::forward_hint(&raft.metrics().borrow());
+    hint.leader_id.is_some().then_some(hint)
 }
 
 struct SagaMetrics {
