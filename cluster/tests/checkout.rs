@@ -11,10 +11,10 @@ use std::time::Duration;
 use cart_cluster::harness::{LocalCluster, Role};
 use cart_common::admin::Event;
 use cart_common::http::InternalClient;
-use cart_common::paths::{EVENTS_PATH, WRITE_PATH};
+use cart_common::paths::{CHECKOUT_PATH, EVENTS_PATH, WRITE_PATH};
 use cart_common::spec::CrossService;
 use cart_common::Service;
-use cart_services::api::WriteRequest;
+use cart_services::api::{CheckoutRequest, WriteRequest};
 use cart_services::domain::{Command, Outcome, Reply};
 use cart_services::request_key::RequestKey;
 use common::scenario::{audit, check_out_all, scenario, total_credit};
@@ -380,4 +380,123 @@ async fn checking_out_a_paid_order_again_writes_nothing_and_a_used_id_still_coun
     assert_eq!(reused.status, 409, "{reused:?}");
     assert_eq!(reused.body["error"], "request_id_conflict", "{reused:?}");
     assert_eq!((client.credit("0").await, client.stock("0").await), (4, 8));
+}
+
+/// A take waiting for its turn when its order leader is deposed gives up
+/// with the leadership: the checkouts ahead of it are driven by the new
+/// leader, so their turns would never end on the old one. A retry of that
+/// checkout reaching the old leader is then sent on to the new one (421)
+/// instead of joining a driver stuck there until the retry's bound (which
+/// pinned checkouts for minutes on 3 shards, 2026-12-07).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_order_leader_sends_a_checkout_waiting_for_its_turn_on_to_the_new_leader() {
+    let mut cluster = cluster(&Service::ALL, |_| {});
+    let client = Client::gateway(&cluster);
+    let item = client.post("/stock/item/create/1").await.str("item_id");
+    assert!(client.post(&format!("/stock/add/{item}/10")).await.ok());
+    let mut orders = Vec::new();
+    for _ in 0..2 {
+        let user = client.post("/payment/create_user").await.str("user_id");
+        assert!(client
+            .post(&format!("/payment/add_funds/{user}/10"))
+            .await
+            .ok());
+        let order = client
+            .post(&format!("/orders/create/{user}"))
+            .await
+            .str("order_id");
+        let added = client
+            .post(&format!("/orders/addItem/{order}/{item}/1"))
+            .await;
+        assert!(added.ok(), "{added:?}");
+        orders.push(order);
+    }
+    // Every payment node frozen: the first checkout's charge stays in doubt,
+    // so the second's take of the same item waits for its turn.
+    let payment_nodes: Vec<Role> = (1..=3).map(|id| Role::Node(Service::Payment, id)).collect();
+    for node in &payment_nodes {
+        cluster.freeze(*node).unwrap();
+    }
+    let check_out = |order: String, id: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let path = format!("/orders/checkout/{order}");
+            loop {
+                match client.try_post(&path, Some(id)).await {
+                    Ok(a) if a.status < 500 => return a.status,
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        })
+    };
+    let first = check_out(orders[0].clone(), "first");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = check_out(orders[1].clone(), "second");
+    let old = cluster.leader(Service::Order).expect("an order leader");
+    let old_addr = cluster.spec.node_addr(Service::Order, old).unwrap();
+    let old_admin = cluster.admin_addr(Role::Node(Service::Order, old));
+    eventually(
+        "the second take waiting for its turn",
+        Duration::from_secs(10),
+        || async {
+            let waiting = metric(&old_admin, "cart_saga_take_turn_wait_seconds_count", &[]).await;
+            // Not yet observed: a wait is counted when it ends. The saga is in
+            // flight once both checkouts are.
+            let in_flight = metric(&old_admin, "cart_sagas_in_flight", &[]).await;
+            (waiting == Some(1.0) && in_flight == Some(2.0)).then_some(())
+        },
+    )
+    .await;
+    // Depose the order leader: frozen until another node leads, then back.
+    let role = Role::Node(Service::Order, old);
+    cluster.freeze(role).unwrap();
+    cluster
+        .wait_until("another order leader", Duration::from_secs(30), |c| {
+            c.leader(Service::Order).filter(|l| *l != old)
+        })
+        .expect("a new order leader");
+    cluster.thaw(role).unwrap();
+    // The first checkout's driver there stops (its charge unanswered, the
+    // checkout still open), keeping its turn: the second's wait there
+    // would never end now, but for giving it up with the leadership.
+    eventually(
+        "the old leader's first driver stopped",
+        Duration::from_secs(30),
+        || async {
+            let in_flight = metric(&old_admin, "cart_sagas_in_flight", &[]).await;
+            in_flight.filter(|n| *n <= 1.0)
+        },
+    )
+    .await;
+    for node in &payment_nodes {
+        cluster.thaw(*node).unwrap();
+    }
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(second.await.unwrap(), 200);
+    // The second checkout's retry, straight to the old leader.
+    let fingerprint = cart_services::request_key::fingerprint(
+        "order",
+        "POST",
+        "/orders/checkout/{order_id}",
+        &[&orders[1]],
+    );
+    let retry = CheckoutRequest {
+        key: RequestKey::client("second", fingerprint),
+        order_id: orders[1].clone(),
+    };
+    let answer = InternalClient::for_cluster(&cluster.spec, Duration::from_secs(60))
+        .post(&old_addr, CHECKOUT_PATH, &retry)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status().as_u16(), 421, "{:?}", answer.text().await);
+    eventually(
+        "the old leader's wait given up",
+        Duration::from_secs(10),
+        || async {
+            let given_up = metric(&old_admin, "cart_saga_turns_given_up_total", &[]).await;
+            (given_up == Some(1.0)).then_some(())
+        },
+    )
+    .await;
 }

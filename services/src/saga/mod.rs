@@ -493,7 +493,7 @@ impl Sagas {
         let started = Instant::now();
         let span = tracing::info_span!("saga.take_turn", tx_id = %c.tx_id);
         async {
-            loop {
+            let term = loop {
                 // Read in place: the metrics hold the membership and the
                 // replication map, not worth a clone per checkout.
                 let (term, applied_this_term) = {
@@ -503,7 +503,7 @@ impl Sagas {
                     (self.leadership(&m)?, applied == Some(m.current_term))
                 };
                 if self.turns.loaded_for(term) {
-                    break;
+                    break term;
                 }
                 // The first take of a new term loads the open checkouts, once
                 // an entry of the term is applied here (and with it every
@@ -514,9 +514,21 @@ impl Sagas {
                     tracing::warn!(error = %e, "cannot list open checkouts; retrying");
                     tokio::time::sleep(MAX_BACKOFF).await;
                 }
+            };
+            // A turn is given up when this node stops leading the term it
+            // waited in: the checkouts ahead of it are driven elsewhere now,
+            // so their turns here would never end, and a driver left
+            // waiting here would hold every retry that joins it on this
+            // node (a follower joins a checkout it has applied) until
+            // the retry's bound.
+            let mut metrics = self.raft.metrics();
+            tokio::select! {
+                _ = self.turns.wait_turn(&c.tx_id, &c.items) => Some(()),
+                _ = metrics.wait_for(|m| self.leadership(m) != Some(term)) => {
+                    METRICS.turns_given_up.inc();
+                    None
+                }
             }
-            self.turns.wait_turn(&c.tx_id, &c.items).await;
-            Some(())
         }
         .instrument(span)
         .await?;
@@ -931,6 +943,7 @@ struct SagaMetrics {
     sagas_in_flight: IntGauge,
     oldest_in_flight: Gauge,
     sagas_recovered: IntCounter,
+    turns_given_up: IntCounter,
     sweeps: IntCounter,
     checkouts_handed_over: IntCounter,
     saga_duration: HistogramVec,
@@ -961,6 +974,11 @@ static METRICS: LazyLock<SagaMetrics> = LazyLock::new(|| SagaMetrics {
     sagas_recovered: counter(
         "sagas_recovered_total",
         "Open checkouts this node took over as leader without a client (after a leader change).",
+    ),
+    turns_given_up: counter(
+        "saga_turns_given_up_total",
+        "Takes that stopped waiting for their turn because this node stopped leading the order \
+         group; the new leader drives them.",
     ),
     sweeps: counter(
         "saga_sweeps_total",
