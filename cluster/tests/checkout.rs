@@ -396,20 +396,8 @@ async fn a_deposed_order_leader_sends_a_checkout_waiting_for_its_turn_on_to_the_
     assert!(client.post(&format!("/stock/add/{item}/10")).await.ok());
     let mut orders = Vec::new();
     for _ in 0..2 {
-        let user = client.post("/payment/create_user").await.str("user_id");
-        assert!(client
-            .post(&format!("/payment/add_funds/{user}/10"))
-            .await
-            .ok());
-        let order = client
-            .post(&format!("/orders/create/{user}"))
-            .await
-            .str("order_id");
-        let added = client
-            .post(&format!("/orders/addItem/{order}/{item}/1"))
-            .await;
-        assert!(added.ok(), "{added:?}");
-        orders.push(order);
+        let user = client.user_with(10).await;
+        orders.push(client.order_of(&user, &[(&item, 1)]).await);
     }
     // Every payment node frozen: the first checkout's charge stays in doubt,
     // so the second's take of the same item waits for its turn.

@@ -137,29 +137,6 @@ async fn one_item_per_shard(
     items.into_iter().flatten().collect()
 }
 
-async fn user_with(client: &Client, credit: i64) -> String {
-    let user = client.post("/payment/create_user").await.str("user_id");
-    assert!(client
-        .post(&format!("/payment/add_funds/{user}/{credit}"))
-        .await
-        .ok());
-    user
-}
-
-async fn order_of(client: &Client, user: &str, items: &[(&str, i64)]) -> String {
-    let order = client
-        .post(&format!("/orders/create/{user}"))
-        .await
-        .str("order_id");
-    for (item, quantity) in items {
-        let a = client
-            .post(&format!("/orders/addItem/{order}/{item}/{quantity}"))
-            .await;
-        assert!(a.ok(), "{:?}", a.body);
-    }
-    order
-}
-
 async fn paid(client: &Client, order: &str) -> bool {
     let a = client.get(&format!("/orders/find/{order}")).await;
     assert_eq!(a.status, 200, "{:?}", a.body);
@@ -179,11 +156,11 @@ async fn an_order_with_items_on_every_stock_shard_checks_out_all_or_nothing() {
     let cluster = cluster(&Service::ALL, sharded);
     let client = Client::gateway(&cluster);
     let items = one_item_per_shard(&client, &cluster.spec, 5, 10).await;
-    let user = user_with(&client, 1000).await;
+    let user = client.user_with(1000).await;
     let [a, b, c] = [&items[0], &items[1], &items[2]].map(String::as_str);
 
     // One shard is short (6 of c, 5 in stock): nothing moves anywhere.
-    let short = order_of(&client, &user, &[(a, 1), (b, 1), (c, 6)]).await;
+    let short = client.order_of(&user, &[(a, 1), (b, 1), (c, 6)]).await;
     let refused = client.post(&format!("/orders/checkout/{short}")).await;
     assert_eq!(refused.status, 400, "{:?}", refused.body);
     assert_eq!(
@@ -197,7 +174,7 @@ async fn an_order_with_items_on_every_stock_shard_checks_out_all_or_nothing() {
     assert!(!paid(&client, &short).await);
 
     // Every shard has enough: each gives its item, the user pays once.
-    let fine = order_of(&client, &user, &[(a, 1), (b, 2), (c, 3)]).await;
+    let fine = client.order_of(&user, &[(a, 1), (b, 2), (c, 3)]).await;
     for _ in 0..2 {
         let done = client.post(&format!("/orders/checkout/{fine}")).await;
         assert_eq!(done.status, 200, "{:?}", done.body);
@@ -207,8 +184,8 @@ async fn an_order_with_items_on_every_stock_shard_checks_out_all_or_nothing() {
     assert!(paid(&client, &fine).await);
 
     // A user who cannot pay: no shard gives anything.
-    let poor = user_with(&client, 5).await;
-    let unpaid = order_of(&client, &poor, &[(a, 1), (b, 1), (c, 1)]).await;
+    let poor = client.user_with(5).await;
+    let unpaid = client.order_of(&poor, &[(a, 1), (b, 1), (c, 1)]).await;
     let refused = client.post(&format!("/orders/checkout/{unpaid}")).await;
     assert_eq!(
         refused.str("error"),
@@ -230,9 +207,9 @@ async fn killing_a_stock_shard_leader_mid_checkout_of_cross_shard_orders_loses_n
     let mut orders = Vec::new();
     let mut users = Vec::new();
     for _ in 0..BUYERS {
-        let user = user_with(&client, 3).await;
+        let user = client.user_with(3).await;
         let lines: Vec<(&str, i64)> = items.iter().map(|i| (i.as_str(), 1)).collect();
-        orders.push(order_of(&client, &user, &lines).await);
+        orders.push(client.order_of(&user, &lines).await);
         users.push(user);
     }
     let victim_shard = cluster.spec.shard_of(Service::Stock, &items[1]);

@@ -439,4 +439,29 @@ impl Client {
             .ok());
         order
     }
+
+    /// A new user with `credit`; its id.
+    pub async fn user_with(&self, credit: i64) -> String {
+        let user = self.post("/payment/create_user").await.str("user_id");
+        assert!(self
+            .post(&format!("/payment/add_funds/{user}/{credit}"))
+            .await
+            .ok());
+        user
+    }
+
+    /// A new order of `user` for `items` (id, quantity); its id.
+    pub async fn order_of(&self, user: &str, items: &[(&str, i64)]) -> String {
+        let order = self
+            .post(&format!("/orders/create/{user}"))
+            .await
+            .str("order_id");
+        for (item, quantity) in items {
+            let a = self
+                .post(&format!("/orders/addItem/{order}/{item}/{quantity}"))
+                .await;
+            assert!(a.ok(), "{:?}", a.body);
+        }
+        order
+    }
 }
