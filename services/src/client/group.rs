@@ -185,12 +185,17 @@ impl GroupClient {
         ))
     }
 
-    /// Resolves once the health watcher marks `addr` down; never without one.
+    /// Resolves once the health watcher has `addr` down and another node
+    /// up; never without a watcher. While every node is down a request goes
+    /// to one anyway, and is left as soon as another node is back: a leader
+    /// that froze can make the watcher mark its followers down too (its
+    /// last report said it could not reach them), and a request sent to
+    /// the frozen one then would wait its whole bound.
     async fn marked_down(&self, addr: &str) {
-        if self.health.is_none() {
+        let Some(health) = &self.health else {
             return std::future::pending().await;
-        }
-        while !self.is_down(addr) {
+        };
+        while !left_behind(health.as_ref(), addr) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -300,12 +305,11 @@ impl GroupClient {
                     .instrument(attempt.clone())
             });
             // A node marked down while we wait (frozen, partitioned) is left
-            // behind at once; the retry carries the same request id.
-            // (Unless every node is down and we are trying one anyway.)
-            let watch_down = !self.is_down(&target);
+            // behind at once for one that is up; the retry carries the same
+            // request id.
             let sent = tokio::select! {
                 sent = request => Some(sent),
-                _ = self.marked_down(&target), if watch_down => None,
+                _ = self.marked_down(&target) => None,
             };
             let mut wait = true;
             let Some(sent) = sent else {
@@ -389,6 +393,12 @@ enum Route {
     AnyReplica,
 }
 
+/// Whether a request at `addr` should be left for another node: `addr`
+/// is down and some node is not.
+fn left_behind(health: &dyn RouteFilter, addr: &str) -> bool {
+    health.is_down(addr) && !health.routable().is_empty()
+}
+
 /// Reads and writes are built by the coordinator itself: a node refusing one
 /// as malformed is a bug here, not the client's fault.
 fn refusal_is_a_bug(e: ApiError) -> ApiError {
@@ -469,5 +479,22 @@ mod tests {
             assert_ne!(group.target(), down);
             group.rotate("unreachable");
         }
+    }
+
+    #[test]
+    fn a_request_at_a_node_marked_down_is_left_once_another_node_is_up() {
+        let (all, filter, _group) = stock_group();
+        assert!(!left_behind(filter.as_ref(), &all[0]), "not down");
+        filter.0.write().unwrap().extend(all.iter().cloned());
+        assert!(
+            !left_behind(filter.as_ref(), &all[0]),
+            "every node down: nowhere better to go"
+        );
+        filter.0.write().unwrap().remove(&all[1]);
+        assert!(
+            left_behind(filter.as_ref(), &all[0]),
+            "another node is back"
+        );
+        assert!(!left_behind(filter.as_ref(), &all[1]), "the one back stays");
     }
 }
