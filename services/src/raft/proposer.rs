@@ -186,9 +186,11 @@ async fn write_entry(raft: &Raft, fence: &Fence, batch: Vec<(LogCommand, Answer)
     let (commands, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let count = commands.len();
     // A node that does not lead gets its writers' answer (421) from
-    // openraft at once; only a leader's entry is watched.
+    // openraft at once; only a leader's entry is watched. (Read in place:
+    // the metrics hold the membership, not worth a clone per entry.)
     let led = {
-        let m = raft.metrics().borrow().clone();
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
         (m.state == ServerState::Leader).then_some(m.current_term)
     };
     let written = tokio::select! {
@@ -255,10 +257,10 @@ impl Abandoned {
 }
 
 /// Returns once this node is a leader cut off from its group, or no longer
-/// the leader of the term it `led` when the entry was written (never, if Raft stops first: the write then fails
-/// on its own). The term matters: the metrics watch keeps only the latest
-/// state, so a node deposed and elected again in between looks like a
-/// leader throughout.
+/// the leader of the term it `led` when the entry was written (never, if
+/// Raft stops first: the write then fails on its own). The term matters:
+/// the metrics watch keeps only the latest state, so a node deposed and
+/// elected again in between looks like a leader throughout.
 async fn abandoned(raft: &Raft, fence: &Fence, led: Option<u64>) -> Abandoned {
     let Some(term) = led else {
         return std::future::pending().await;
