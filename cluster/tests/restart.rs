@@ -267,17 +267,19 @@ async fn entries_no_longer_in_memory_are_read_back_from_the_log_files() {
 async fn a_follower_far_behind_is_caught_up_in_appends_of_bounded_size() {
     // No snapshot meanwhile: the follower must be sent the entries. A short
     // heartbeat interval, so that an unbounded catch-up append would take
-    // longer than openraft waits for it.
+    // longer than openraft waits for it. A byte bound well under what 300
+    // entries (openraft's most per append) of the writes below encode to,
+    // however the leader batches them: with the default 256 KiB, whether
+    // the catch-up needed a split depended on how many writes each entry
+    // carried, and the test failed now and then.
     let mut cluster = cluster(&[Service::Stock], |spec| {
         spec.raft.snapshot_every = 100_000;
         spec.raft.heartbeat_ms = 25;
+        spec.raft.max_append_kib = 16;
     });
     let client = Client::gateway(&cluster);
     // Concurrent writes (1000 at once), so that entries carry many writes
     // each: the missed entries are far more than one bounded append.
-    // (openraft sends at most 300 entries at once; with 200 writes at once
-    // on an idle machine, entries were small enough that 300 fit in one
-    // append and no split was needed: the test failed one run in three.)
     let writes = 4000usize;
     let (leader, follower) = stock_follower_left_behind(&mut cluster, &client, writes).await;
 

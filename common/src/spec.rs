@@ -143,6 +143,10 @@ pub struct RaftSection {
     /// KiB of the newest log entries (encoded) a node keeps in memory; older
     /// ones are read back from its log files when a follower needs them.
     pub resident_log_kib: u64,
+    /// KiB an AppendEntries to a follower may carry encoded (unless it has a
+    /// single entry): a follower far behind is caught up in pieces each
+    /// answerable within the heartbeat interval.
+    pub max_append_kib: u64,
     /// Reads go to any replica, which first learns its leader's read index
     /// (a leadership-confirming round) and waits until it has applied that
     /// far, so they stay linearizable; `false`: only the leader reads.
@@ -157,6 +161,7 @@ impl Default for RaftSection {
             snapshot_every: 20_000,
             request_id_window_secs: 600,
             resident_log_kib: 8 * 1024,
+            max_append_kib: 256,
             follower_reads: true,
         }
     }
@@ -474,6 +479,10 @@ impl ClusterSpec {
         anyhow::ensure!(
             self.raft.election_timeout_ms > 2 * self.raft.heartbeat_ms,
             "election_timeout_ms must exceed twice heartbeat_ms"
+        );
+        anyhow::ensure!(
+            self.raft.max_append_kib > 0,
+            "raft max_append_kib must be at least 1"
         );
         Ok(())
     }

@@ -128,7 +128,12 @@ impl Member {
         let raft = Raft::new(
             id,
             Arc::new(config),
-            Network::new(&spec.cluster.internal_secret, shard, progress.clone()),
+            Network::new(
+                &spec.cluster.internal_secret,
+                shard,
+                progress.clone(),
+                (spec.raft.max_append_kib as usize).saturating_mul(1024),
+            ),
             LogStore::open(
                 &dir,
                 (spec.raft.resident_log_kib as usize).saturating_mul(1024),

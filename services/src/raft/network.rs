@@ -36,17 +36,25 @@ pub struct Network {
     /// Records whether each peer answered, for the leader's report of
     /// followers it cannot reach.
     progress: Arc<Progress>,
+    /// The spec's bound on one encoded append (`raft.max_append_kib`).
+    max_append_bytes: usize,
 }
 
 impl Network {
     /// The RPCs of `shard`'s group (every shard's group has its own).
-    pub fn new(secret: &str, shard: Shard, progress: Arc<Progress>) -> Self {
+    pub fn new(
+        secret: &str,
+        shard: Shard,
+        progress: Arc<Progress>,
+        max_append_bytes: usize,
+    ) -> Self {
         Self {
             // Per-RPC deadlines come from openraft's RPCOption.
             client: InternalClient::new(Duration::from_millis(500), Duration::from_secs(60))
                 .with_secret(secret)
                 .for_shard(shard),
             progress,
+            max_append_bytes,
         }
     }
 }
@@ -171,8 +179,10 @@ impl Connection {
         let sending = self.budget.sending(entries);
         let sent_at = Instant::now();
         let result = self.call_encoded(APPEND_PATH, body, option).await;
-        if is_answer(&result) {
-            sending.answered();
+        match &result {
+            Err(RPCError::Unreachable(_)) => sending.unreached(),
+            r if is_answer(r) => sending.answered(),
+            _ => {} // timed out or broke: dropped unsettled, it halves the budget
         }
         let success = matches!(result, Ok(AppendEntriesResponse::Success));
         self.commit_push.sent(req, success, sent_at);
@@ -209,7 +219,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             net: self.clone(),
             target,
             addr: node.addr.clone(),
-            budget: AppendBudget::default(),
+            budget: AppendBudget::new(self.max_append_bytes),
             commit_push: CommitPush::default(),
         }
     }
