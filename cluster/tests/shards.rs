@@ -3,7 +3,8 @@
 //! Leaders spread over the nodes at start and again after a node returns;
 //! a checkout whose items live on every stock shard takes all or nothing,
 //! also with one shard's leader killed mid-checkout; a corrupted key shows
-//! up in its own shard's check only, and that shard's repair fixes it.
+//! up in its own shard's check only, and that shard's repair fixes it; a
+//! node's shards share one log, and a rebuild of one shard keeps the others.
 
 mod common;
 
@@ -397,6 +398,88 @@ async fn a_corrupted_key_is_found_and_repaired_by_its_own_shard_only() {
     for other in Shard::all(SHARDS).filter(|s| *s != shard) {
         assert_eq!(stock_on(&cluster, bad, other, "42").await, None);
     }
+}
+
+/// A node keeps one Raft log for all its shards (one `raft-log` directory,
+/// none per shard). Rebuilding its replica of one shard wipes that shard
+/// only (its records leave the node's log: `log_engine`'s reset, tested
+/// there) and restarts the node process: the rebuilt shard is filled again
+/// from its group, the node's other shards restart from the same log, and
+/// all take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_rebuilt_in_one_shard_keeps_its_other_shards_in_their_shared_log() {
+    let cluster = cluster(&[Service::Stock], sharded);
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/300/7/1").await.ok());
+    let rebuilt = Shard(1);
+    let leader = cluster.shard_leader(Service::Stock, rebuilt).unwrap();
+    let node = (1..=3).find(|n| *n != leader).unwrap();
+    let item_of = |shard: Shard| {
+        (0..300)
+            .map(|i| i.to_string())
+            .find(|key| cluster.spec.shard_of(Service::Stock, key) == shard)
+            .unwrap()
+    };
+    let items: Vec<(Shard, String)> = Shard::all(SHARDS).map(|s| (s, item_of(s))).collect();
+    let holds = |stock: i64| {
+        let items = items.clone();
+        let cluster = &cluster;
+        move || {
+            let items = items.clone();
+            async move {
+                for (shard, item) in &items {
+                    if stock_on(cluster, node, *shard, item).await != Some(stock) {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        }
+    };
+    eventually(
+        "the node to apply the batch in every shard",
+        Duration::from_secs(10),
+        holds(7),
+    )
+    .await;
+    let dir = cluster.spec.node_data_dir(Service::Stock, node);
+    assert!(dir.join("raft-log").is_dir(), "the node's one log");
+    for shard in Shard::all(SHARDS).skip(1) {
+        let own = dir.join(format!("shard-{}", shard.0)).join("raft-log");
+        assert!(!own.exists(), "{} exists", own.display());
+    }
+    let started = start(&cluster, &format!("nodes/{node}/rebuild?shard={rebuilt}")).await;
+    assert_eq!((started.shard, started.also.len()), (rebuilt, 0));
+    let found = common::check_report(
+        &cluster,
+        Service::Stock,
+        &started.check_id,
+        Duration::from_secs(60),
+    )
+    .await;
+    let repair = found.repair.expect("a repair report");
+    assert_eq!(repair.nodes[0].action, "rebuilt", "{repair:#?}");
+    assert_eq!(
+        repair.recheck_verdict.as_deref(),
+        Some("clean"),
+        "{repair:#?}"
+    );
+
+    eventually(
+        "every shard of the rebuilt node to hold the batch",
+        Duration::from_secs(30),
+        holds(7),
+    )
+    .await;
+    for (_, item) in &items {
+        assert!(client.post(&format!("/stock/add/{item}/1")).await.ok());
+    }
+    eventually(
+        "the writes on the rebuilt node",
+        Duration::from_secs(10),
+        holds(8),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,8 +140,9 @@ pub struct RaftSection {
     pub snapshot_every: u64,
     /// How long a node remembers a request id, so a retry applies once.
     pub request_id_window_secs: u64,
-    /// KiB of the newest log entries (encoded) a node keeps in memory; older
-    /// ones are read back from its log files when a follower needs them.
+    /// KiB of the newest log entries (encoded) each shard's group keeps in
+    /// memory on a node; older ones are read back from the node's log files
+    /// when a follower needs them.
     pub resident_log_kib: u64,
     /// KiB an AppendEntries to a follower may carry encoded (unless it has a
     /// single entry): a follower far behind is caught up in pieces each

@@ -1,6 +1,7 @@
 //! A node process's members: one per shard of its service, each its own
 //! Raft group with its own log, snapshots, digests and repairs, behind the
-//! process's one HTTP server. Internal calls name their shard in the
+//! process's one HTTP server and over its one log engine (`NodeLog`: every
+//! shard's entries in the same segment files, synced together). Internal calls name their shard in the
 //! `cart-shard` header (`cart_common::shard`); the `ShardMember` extractor
 //! hands a handler the member it names.
 
@@ -16,6 +17,7 @@ use cart_common::{ApiError, ClusterSpec, Service};
 
 use super::state::Member;
 use super::NodeOptions;
+use crate::raft::log_store::NodeLog;
 
 pub(crate) struct Node {
     /// Indexed by shard.
@@ -31,10 +33,15 @@ impl Node {
         addr: String,
         options: NodeOptions,
     ) -> anyhow::Result<Arc<Node>> {
-        keep_shard_count(&spec.node_data_dir(service, id), spec.shards(service))?;
+        let dir = spec.node_data_dir(service, id);
+        let shards = spec.shards(service);
+        keep_shard_count(&dir, shards)?;
+        let resident = (spec.raft.resident_log_kib as usize).saturating_mul(1024);
+        let log = Arc::new(NodeLog::open(&dir, shards, resident)?);
         let mut members = Vec::new();
-        for shard in Shard::all(spec.shards(service)) {
-            members.push(Member::open(spec, service, id, shard, addr.clone(), options).await?);
+        for shard in Shard::all(shards) {
+            let member = Member::open(spec, service, id, shard, addr.clone(), options, log.clone());
+            members.push(member.await?);
         }
         Ok(Arc::new(Node { members }))
     }

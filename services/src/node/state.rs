@@ -23,7 +23,7 @@ use crate::domain::{self, Command, Outcome, Query, StoreError, Table};
 use crate::metrics::METRICS;
 use crate::raft::handover::{preferred_leader, Handover};
 use crate::raft::lease::{Fence, Refused};
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{NodeLog, LOG_DIR};
 use crate::raft::network::Network;
 use crate::raft::progress::Progress;
 use crate::raft::proposer::{ProposeError, Proposer};
@@ -44,6 +44,9 @@ pub(crate) struct Member {
     backend: Arc<dyn Backend>,
     health: Arc<Health>,
     dir: PathBuf,
+    /// The node's Raft log, which this member's group shares with the
+    /// node's other shards.
+    log: Arc<NodeLog>,
     replica: Arc<Replica>,
     checker: Arc<Checker>,
     fault_injection: bool,
@@ -86,11 +89,12 @@ impl Member {
         shard: Shard,
         addr: String,
         options: NodeOptions,
+        log: Arc<NodeLog>,
     ) -> anyhow::Result<Arc<Member>> {
         let dir = spec.shard_data_dir(service, id, shard);
         // The Raft log always lives in the node's directory; the replicated
         // state in the backend the spec chooses (the embedded store by default).
-        let fresh = LogStore::is_new(&dir);
+        let fresh = log.is_empty(shard);
         let health = Arc::new(Health::default());
         let backend = storage::open(spec, service, id, shard, fresh, health.clone()).await?;
         let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
@@ -134,11 +138,7 @@ impl Member {
                 progress.clone(),
                 (spec.raft.max_append_kib as usize).saturating_mul(1024),
             ),
-            LogStore::open(
-                &dir,
-                (spec.raft.resident_log_kib as usize).saturating_mul(1024),
-                progress.clone(),
-            )?,
+            log.store(shard, progress.clone())?,
             sm.clone(),
         )
         .await?;
@@ -213,6 +213,7 @@ impl Member {
             backend,
             health,
             dir,
+            log,
             replica,
             checker,
             fault_injection: options.fault_injection,
@@ -357,6 +358,9 @@ impl Member {
         if let Err(e) = self.backend.wipe() {
             tracing::error!(error = %e, "wiping the storage backend");
         }
+        if let Err(e) = self.log.reset(self.shard).await {
+            tracing::error!(error = %e.0, "wiping the shard's Raft log");
+        }
         if let Err(e) = remove_shard_dir(&self.dir, self.shard) {
             tracing::error!(error = %e, "wiping the data dir");
         }
@@ -467,8 +471,8 @@ impl Member {
 }
 
 /// Deletes a shard's data dir. Shard 0's is the node's own directory,
-/// which also holds the other shards' (`shard-k`) and the node's shard
-/// count: those stay.
+/// which also holds the other shards' (`shard-k`), the node's shard count
+/// and the node's Raft log (reset for the shard instead): those stay.
 fn remove_shard_dir(dir: &Path, shard: Shard) -> std::io::Result<()> {
     if shard.0 != 0 {
         return std::fs::remove_dir_all(dir);
@@ -476,7 +480,7 @@ fn remove_shard_dir(dir: &Path, shard: Shard) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("shard-") || name == super::shards::SHARDS_FILE {
+        if name.starts_with("shard-") || name == super::shards::SHARDS_FILE || name == LOG_DIR {
             continue;
         }
         if entry.file_type()?.is_dir() {

@@ -1,5 +1,8 @@
 //! The Raft log on disk: append-only segment files of checksummed records,
-//! replayed into memory when the node starts.
+//! replayed into memory when the node starts. A node keeps one log for all
+//! the shards it hosts: every record names its shard, so one group commit
+//! (one `write`, one `fdatasync`) carries whatever every shard's group has
+//! queued, rather than one sync per group.
 //!
 //! Why not a database: a log is only ever appended to, cut at its tail
 //! (a conflicting suffix) or dropped at its head (after a snapshot). A
@@ -8,22 +11,29 @@
 //! `fdatasync`, and a purge deletes whole files.
 //!
 //! A segment is `<number>.seg`: a 12-byte header (magic, format) and then
-//! records, each `len: u32 | crc32: u32 | kind: u8 | payload` (little
-//! endian; the length and checksum cover kind and payload). Cuts and purges
-//! are records too, so replaying every segment in order rebuilds the log.
-//! A new segment starts with the newest vote, committed id and purge
-//! record, so that deleting older segments never loses them.
+//! records, each `len: u32 | crc32: u32 | kind: u8 | shard: u16 | payload`
+//! (little endian; the length and checksum cover kind, shard and payload).
+//! Cuts, purges and resets are records too, so replaying every segment in
+//! order rebuilds every shard's log. A new segment starts with every
+//! shard's newest vote, committed id and purge record, so that deleting
+//! older segments never loses them. A segment is deleted once every entry
+//! in it is purged by its own shard. Segments of format 1 (before a node
+//! shared its log among shards) have no shard field: their records are
+//! shard 0's, as that node had only shard 0; a node opening one goes on in
+//! a new segment of the current format.
 //!
 //! A crash can tear only the tail of the last segment (records are
 //! appended, and a segment is closed only after its last write was synced):
 //! replay cuts a torn or half-written tail off there. A bad record anywhere
 //! else is corruption, and the node refuses to start.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use cart_common::shard::Shard;
 use openraft::{Entry, LogId, Vote};
 use serde::de::DeserializeOwned;
 
@@ -36,10 +46,14 @@ use crate::storage::io;
 pub const SEGMENT_BYTES: u64 = 32 << 20;
 const MAGIC: &[u8; 8] = b"CARTRLOG";
 /// The segment format; a node refuses segments of a newer one.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
+/// The format whose records carry no shard (all of them shard 0's).
+const FORMAT_ONE_GROUP: u32 = 1;
 const HEADER_LEN: usize = 12;
 /// Length and checksum before each record's kind and payload.
 const FRAME_LEN: usize = 8;
+/// The shard field after a record's kind (from format 2).
+const SHARD_LEN: usize = 2;
 const SUFFIX: &str = "seg";
 
 /// What one record says.
@@ -53,6 +67,8 @@ enum Kind {
     Truncate = 4,
     /// Removes the entries up to a log id, which becomes the last purged.
     Purge = 5,
+    /// Removes everything of its shard: its member was wiped to be rebuilt.
+    Reset = 6,
 }
 
 impl Kind {
@@ -63,6 +79,7 @@ impl Kind {
             Self::Committed,
             Self::Truncate,
             Self::Purge,
+            Self::Reset,
         ]
         .into_iter()
         .find(|k| *k as u8 == byte)
@@ -72,6 +89,7 @@ impl Kind {
 /// One record, framed and checksummed, ready to be written.
 pub struct Encoded {
     kind: Kind,
+    shard: Shard,
     /// Entry: its index; truncate: the first index removed; purge: the last.
     index: u64,
     /// An entry's id, reported back once it is written.
@@ -80,38 +98,40 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    pub fn entry(entry: &Entry<TypeConfig>) -> Result<Self, StoreError> {
+    pub fn entry(shard: Shard, entry: &Entry<TypeConfig>) -> Result<Self, StoreError> {
         let payload = serde_json::to_vec(entry).map_err(io)?;
-        let mut record = Self::frame(Kind::Entry, entry.log_id.index, &payload);
+        let mut record = Self::frame(Kind::Entry, shard, entry.log_id.index, &payload);
         record.log_id = Some(entry.log_id);
         Ok(record)
     }
 
-    pub fn vote(vote: &Vote<NodeId>) -> Result<Self, StoreError> {
-        Ok(Self::frame(
-            Kind::Vote,
-            0,
-            &serde_json::to_vec(vote).map_err(io)?,
-        ))
+    pub fn vote(shard: Shard, vote: &Vote<NodeId>) -> Result<Self, StoreError> {
+        let payload = serde_json::to_vec(vote).map_err(io)?;
+        Ok(Self::frame(Kind::Vote, shard, 0, &payload))
     }
 
-    pub fn committed(committed: Option<LogId<NodeId>>) -> Result<Self, StoreError> {
+    pub fn committed(shard: Shard, committed: Option<LogId<NodeId>>) -> Result<Self, StoreError> {
         let payload = serde_json::to_vec(&committed).map_err(io)?;
-        Ok(Self::frame(Kind::Committed, 0, &payload))
+        Ok(Self::frame(Kind::Committed, shard, 0, &payload))
     }
 
-    pub fn truncate(from: u64) -> Self {
-        Self::frame(Kind::Truncate, from, &from.to_le_bytes())
+    pub fn truncate(shard: Shard, from: u64) -> Self {
+        Self::frame(Kind::Truncate, shard, from, &from.to_le_bytes())
     }
 
-    pub fn purge(upto: LogId<NodeId>) -> Result<Self, StoreError> {
+    pub fn purge(shard: Shard, upto: LogId<NodeId>) -> Result<Self, StoreError> {
         let payload = serde_json::to_vec(&upto).map_err(io)?;
-        Ok(Self::frame(Kind::Purge, upto.index, &payload))
+        Ok(Self::frame(Kind::Purge, shard, upto.index, &payload))
     }
 
-    fn frame(kind: Kind, index: u64, payload: &[u8]) -> Self {
-        let mut body = Vec::with_capacity(1 + payload.len());
+    pub fn reset(shard: Shard) -> Self {
+        Self::frame(Kind::Reset, shard, 0, &[])
+    }
+
+    fn frame(kind: Kind, shard: Shard, index: u64, payload: &[u8]) -> Self {
+        let mut body = Vec::with_capacity(1 + SHARD_LEN + payload.len());
         body.push(kind as u8);
+        body.extend_from_slice(&shard.0.to_le_bytes());
         body.extend_from_slice(payload);
         let mut bytes = Vec::with_capacity(FRAME_LEN + body.len());
         bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -119,6 +139,7 @@ impl Encoded {
         bytes.extend_from_slice(&body);
         Self {
             kind,
+            shard,
             index,
             log_id: None,
             bytes,
@@ -161,145 +182,277 @@ impl Location {
 /// An entry the writer put on disk, and where.
 #[derive(Clone, Copy, Debug)]
 pub struct Written {
+    pub shard: Shard,
     pub log_id: LogId<NodeId>,
     pub location: Location,
 }
 
-/// Applies one replayed record to `state`; an entry's index.
-fn replay_record(
-    state: &mut LogState,
+/// One record read from a segment.
+struct Record<'a> {
     kind: Kind,
-    payload: &[u8],
-    location: Location,
-) -> Result<Option<u64>, StoreError> {
-    match kind {
-        Kind::Entry => {
-            let entry: Entry<TypeConfig> = decode(payload)?;
-            let index = entry.log_id.index;
-            state.replayed(entry, location);
-            return Ok(Some(index));
-        }
-        Kind::Vote => state.vote = Some(decode(payload)?),
-        Kind::Committed => state.committed = decode(payload)?,
-        Kind::Truncate => {
-            let bytes: [u8; 8] = payload
-                .try_into()
-                .map_err(|_| StoreError("a truncate record of the wrong size".into()))?;
-            state.truncate(u64::from_le_bytes(bytes));
-        }
-        Kind::Purge => state.purge(decode(payload)?),
-    }
-    Ok(None)
+    shard: Shard,
+    payload: &'a [u8],
+    /// Where the next record starts.
+    end: usize,
 }
 
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(payload).map_err(io)
 }
 
-/// A segment on disk: its number and the highest entry index ever written
-/// to it (a purge past that index frees it).
+/// A segment on disk: its number and, per shard, the highest entry index
+/// ever written to it (once every shard has purged past its own, the
+/// segment is freed).
 #[derive(Debug)]
 struct Segment {
     number: u64,
-    max_index: Option<u64>,
+    max_index: BTreeMap<Shard, u64>,
 }
 
-/// The newest vote, committed and purge records written, in their framing:
-/// every new segment starts with them.
+impl Segment {
+    fn new(number: u64) -> Self {
+        Self {
+            number,
+            max_index: BTreeMap::new(),
+        }
+    }
+
+    fn holds_entry(&mut self, shard: Shard, index: u64) {
+        let max = self.max_index.entry(shard).or_insert(index);
+        *max = (*max).max(index);
+    }
+
+    /// Whether every entry in it is purged by its shard.
+    fn is_purged(&self, purged: &BTreeMap<Shard, u64>) -> bool {
+        self.max_index
+            .iter()
+            .all(|(shard, max)| purged.get(shard).is_some_and(|p| max <= p))
+    }
+}
+
+/// The newest vote, committed and purge records of each shard, framed in
+/// the current format: every new segment starts with them.
 #[derive(Default)]
 struct Heads {
-    vote: Option<Vec<u8>>,
-    committed: Option<Vec<u8>>,
-    purge: Option<Vec<u8>>,
+    by_shard: BTreeMap<Shard, [Option<Vec<u8>>; 3]>,
 }
 
 impl Heads {
-    fn note(&mut self, kind: Kind, bytes: &[u8]) {
+    fn note(&mut self, kind: Kind, shard: Shard, framed: impl FnOnce() -> Vec<u8>) {
         let slot = match kind {
-            Kind::Vote => &mut self.vote,
-            Kind::Committed => &mut self.committed,
-            Kind::Purge => &mut self.purge,
+            Kind::Vote => 0,
+            Kind::Committed => 1,
+            Kind::Purge => 2,
             Kind::Entry | Kind::Truncate => return,
+            Kind::Reset => {
+                self.by_shard.remove(&shard);
+                return;
+            }
         };
-        *slot = Some(bytes.to_vec());
+        self.by_shard.entry(shard).or_default()[slot] = Some(framed());
     }
 
     fn bytes(&self) -> Vec<u8> {
-        [&self.vote, &self.committed, &self.purge]
-            .into_iter()
+        self.by_shard
+            .values()
+            .flatten()
             .flatten()
             .flat_map(|b| b.iter().copied())
             .collect()
     }
 }
 
-/// The segment files of one log; only the writer thread holds it.
+/// What a node's log holds across its shards, besides each shard's own
+/// `LogState`: kept by replay, then by every write.
+struct Books {
+    /// Closed segments, oldest first, then the active one.
+    segments: Vec<Segment>,
+    heads: Heads,
+    /// Each shard's last purged index.
+    purged: BTreeMap<Shard, u64>,
+}
+
+impl Books {
+    /// The active segment's number (open makes one before any record).
+    fn active_number(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.number)
+    }
+
+    /// Notes a record written to (or replayed from) the active segment;
+    /// `framed` gives its bytes in the current format.
+    fn record(&mut self, kind: Kind, shard: Shard, index: u64, framed: impl FnOnce() -> Vec<u8>) {
+        match kind {
+            Kind::Entry => {
+                if let Some(active) = self.segments.last_mut() {
+                    active.holds_entry(shard, index);
+                }
+            }
+            Kind::Purge => {
+                let p = self.purged.entry(shard).or_insert(index);
+                *p = (*p).max(index);
+            }
+            Kind::Reset => {
+                // Its entries anywhere are gone: they keep no segment.
+                for segment in &mut self.segments {
+                    segment.max_index.remove(&shard);
+                }
+                self.purged.remove(&shard);
+            }
+            Kind::Vote | Kind::Committed | Kind::Truncate => {}
+        }
+        self.heads.note(kind, shard, framed);
+    }
+
+    /// How many of the oldest closed segments hold nothing live.
+    fn freeable(&self) -> usize {
+        let closed = &self.segments[..self.segments.len().saturating_sub(1)];
+        closed
+            .iter()
+            .take_while(|s| s.is_purged(&self.purged))
+            .count()
+    }
+}
+
+/// Every shard's log state, replayed.
+struct Replay {
+    states: Vec<LogState>,
+    resident_bytes: usize,
+    books: Books,
+}
+
+impl Replay {
+    /// Applies one replayed record to its shard's state and the books;
+    /// `current`: its bytes if they are framed in the current format.
+    fn record(
+        &mut self,
+        record: &Record,
+        location: Location,
+        current: Option<&[u8]>,
+        path: &Path,
+    ) -> Result<(), StoreError> {
+        let Some(state) = self.states.get_mut(record.shard.index()) else {
+            return Err(StoreError(format!(
+                "Raft log segment {} holds a record of shard {}, but this node hosts {} \
+                 shard(s): start it with the spec its data was made with",
+                path.display(),
+                record.shard,
+                self.states.len()
+            )));
+        };
+        let mut index = 0;
+        match record.kind {
+            Kind::Entry => {
+                let entry: Entry<TypeConfig> = decode(record.payload)?;
+                index = entry.log_id.index;
+                state.replayed(entry, location);
+            }
+            Kind::Vote => state.vote = Some(decode(record.payload)?),
+            Kind::Committed => state.committed = decode(record.payload)?,
+            Kind::Truncate => {
+                let bytes: [u8; 8] = record
+                    .payload
+                    .try_into()
+                    .map_err(|_| StoreError("a truncate record of the wrong size".into()))?;
+                state.truncate(u64::from_le_bytes(bytes));
+            }
+            Kind::Purge => {
+                let upto: LogId<NodeId> = decode(record.payload)?;
+                index = upto.index;
+                state.purge(upto);
+            }
+            Kind::Reset => *state = LogState::with_resident_limit(self.resident_bytes),
+        }
+        let framed = || match current {
+            Some(bytes) => bytes.to_vec(),
+            None => Encoded::frame(record.kind, record.shard, index, record.payload).bytes,
+        };
+        self.books.record(record.kind, record.shard, index, framed);
+        Ok(())
+    }
+}
+
+/// The segment files of a node's log; only the writer thread holds it.
 pub struct Segments {
     dir: PathBuf,
-    /// Closed segments, oldest first.
-    closed: Vec<Segment>,
-    active: Segment,
+    books: Books,
+    /// The active (last) segment's file.
     file: File,
     /// Bytes of the active segment known to be good.
     len: u64,
-    heads: Heads,
     /// A failed write could not be undone: refuse every later one rather
     /// than append behind a torn record.
     broken: bool,
 }
 
 impl Segments {
-    /// Opens the log in `dir` (creating it if absent) and replays it,
-    /// keeping the newest `resident_bytes` of entries in memory.
-    pub fn open(dir: &Path, resident_bytes: usize) -> Result<(Self, LogState), StoreError> {
+    /// Opens the log in `dir` (creating it if absent) and replays it into
+    /// one state per shard of `shards`, each keeping its newest
+    /// `resident_bytes` of entries in memory.
+    pub fn open(
+        dir: &Path,
+        shards: u16,
+        resident_bytes: usize,
+    ) -> Result<(Self, Vec<LogState>), StoreError> {
         fs::create_dir_all(dir).map_err(io)?;
         let numbers = segment_numbers(dir)?;
-        let mut state = LogState::with_resident_limit(resident_bytes);
-        let mut heads = Heads::default();
-        let mut segments = Vec::new();
+        let mut replay = Replay {
+            states: (0..shards.max(1))
+                .map(|_| LogState::with_resident_limit(resident_bytes))
+                .collect(),
+            resident_bytes,
+            books: Books {
+                segments: Vec::new(),
+                heads: Heads::default(),
+                purged: BTreeMap::new(),
+            },
+        };
         let mut good_len = HEADER_LEN as u64;
+        let mut last_format = FORMAT;
         for (i, &number) in numbers.iter().enumerate() {
             let last = i + 1 == numbers.len();
+            replay.books.segments.push(Segment::new(number));
             let path = segment_path(dir, number);
-            let (max_index, len) = replay_segment(&path, number, last, &mut state, &mut heads)?;
-            segments.push(Segment { number, max_index });
-            good_len = len;
+            (good_len, last_format) = replay_segment(&path, number, last, &mut replay)?;
         }
-        let (active, file, len) = match segments.pop() {
-            Some(cut_short) if good_len < HEADER_LEN as u64 => {
+        let Replay {
+            states, mut books, ..
+        } = replay;
+        let last = books.segments.last().map(|s| s.number);
+        let (file, len) = match last {
+            Some(number) if good_len < HEADER_LEN as u64 => {
                 // Its creation (a rotation) was cut short: it holds nothing,
                 // so it is made again, header and heads included.
-                fs::remove_file(segment_path(dir, cut_short.number)).map_err(io)?;
-                let (file, len) = create_segment(dir, cut_short.number, &heads)?;
-                (cut_short, file, len)
+                fs::remove_file(segment_path(dir, number)).map_err(io)?;
+                create_segment(dir, number, &books.heads)?
             }
-            Some(active) => {
-                let path = segment_path(dir, active.number);
+            Some(number) => {
+                let path = segment_path(dir, number);
                 let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
                 // Cut a torn tail so that new records follow good ones.
                 file.set_len(good_len).map_err(io)?;
                 file.sync_all().map_err(io)?;
-                (active, file, good_len)
+                if last_format == FORMAT {
+                    (file, good_len)
+                } else {
+                    // Written by an earlier version: kept as it is, and the
+                    // log goes on in a segment of the current format.
+                    books.segments.push(Segment::new(number + 1));
+                    create_segment(dir, number + 1, &books.heads)?
+                }
             }
             None => {
-                let (file, len) = create_segment(dir, 1, &heads)?;
-                let active = Segment {
-                    number: 1,
-                    max_index: None,
-                };
-                (active, file, len)
+                books.segments.push(Segment::new(1));
+                create_segment(dir, 1, &books.heads)?
             }
         };
         let segments = Self {
             dir: dir.to_path_buf(),
-            closed: segments,
-            active,
+            books,
             file,
             len,
-            heads,
             broken: false,
         };
-        Ok((segments, state))
+        Ok((segments, states))
     }
 
     /// Writes `records` in order, durably (one write, one fdatasync), then
@@ -315,8 +468,8 @@ impl Segments {
     /// Writes `records` as `write` does, but with `Flush::Buffered` into the
     /// page cache only: they survive a crash of the process, and become
     /// durable with the next durable write. For records nobody waits on
-    /// (the commit index). A purge among them is written durably all the
-    /// same, since the segments it frees are deleted at once.
+    /// (the commit index). A purge or reset among them is written durably
+    /// all the same, since the segments it frees are deleted at once.
     pub fn write_with<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a Encoded>,
@@ -329,23 +482,23 @@ impl Segments {
         }
         let records: Vec<&Encoded> = records.into_iter().collect();
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.bytes.len()).sum());
-        let mut purged = None;
-        let mut max_index = self.active.max_index;
+        let mut frees = false;
         let mut written = Vec::new();
+        let number = self.books.active_number();
         for record in &records {
             if let Some(log_id) = record.log_id {
                 let offset = self.len + buf.len() as u64;
-                let location = Location::new(self.active.number, offset, record.size());
-                written.push(Written { log_id, location });
+                let location = Location::new(number, offset, record.size());
+                written.push(Written {
+                    shard: record.shard,
+                    log_id,
+                    location,
+                });
             }
             buf.extend_from_slice(&record.bytes);
-            match record.kind {
-                Kind::Entry => max_index = max_index.max(Some(record.index)),
-                Kind::Purge => purged = purged.max(Some(record.index)),
-                _ => {}
-            }
+            frees |= matches!(record.kind, Kind::Purge | Kind::Reset);
         }
-        let durable = flush == Flush::Durable || purged.is_some();
+        let durable = flush == Flush::Durable || frees;
         if let Err(e) = self.file.write_all(&buf).and_then(|()| {
             if durable {
                 self.file.sync_data()
@@ -360,12 +513,14 @@ impl Segments {
             return Err(io(e));
         }
         self.len += buf.len() as u64;
-        self.active.max_index = max_index;
         for record in &records {
-            self.heads.note(record.kind, &record.bytes);
+            self.books
+                .record(record.kind, record.shard, record.index, || {
+                    record.bytes.clone()
+                });
         }
-        if let Some(upto) = purged {
-            self.free_through(upto);
+        if frees {
+            self.free();
         }
         // Only the last segment may end torn at a restart, so a segment is
         // closed only after a write that synced everything in it.
@@ -377,29 +532,18 @@ impl Segments {
 
     /// Closes the active segment and starts the next one.
     fn rotate(&mut self) -> Result<(), StoreError> {
-        let number = self.active.number + 1;
-        let (file, len) = create_segment(&self.dir, number, &self.heads)?;
-        let closed = std::mem::replace(
-            &mut self.active,
-            Segment {
-                number,
-                max_index: None,
-            },
-        );
-        self.closed.push(closed);
+        let number = self.books.active_number() + 1;
+        let (file, len) = create_segment(&self.dir, number, &self.books.heads)?;
+        self.books.segments.push(Segment::new(number));
         self.file = file;
         self.len = len;
         Ok(())
     }
 
-    /// Deletes the oldest closed segments whose every entry is purged.
-    fn free_through(&mut self, upto: u64) {
-        let freeable = self
-            .closed
-            .iter()
-            .take_while(|s| s.max_index.is_none_or(|m| m <= upto))
-            .count();
-        for segment in self.closed.drain(..freeable) {
+    /// Deletes the oldest closed segments that hold nothing live.
+    fn free(&mut self) {
+        let freeable = self.books.freeable();
+        for segment in self.books.segments.drain(..freeable) {
             // A segment that survives a failed delete is replayed and purged
             // again at the next start: harmless.
             if let Err(e) = fs::remove_file(segment_path(&self.dir, segment.number)) {
@@ -410,7 +554,7 @@ impl Segments {
 
     #[cfg(test)]
     fn segment_count(&self) -> usize {
-        self.closed.len() + 1
+        self.books.segments.len()
     }
 }
 
@@ -427,7 +571,8 @@ pub enum Flush {
 /// opened (a read is usually a run of neighbouring entries).
 pub struct SegmentReader<'a> {
     dir: &'a Path,
-    open: Option<(u64, File)>,
+    /// The open segment: its number, file and format.
+    open: Option<(u64, File, u32)>,
 }
 
 impl<'a> SegmentReader<'a> {
@@ -438,30 +583,35 @@ impl<'a> SegmentReader<'a> {
     /// The entry at `location`; `None` if its segment was deleted (a purge
     /// overtook the read).
     pub fn read(&mut self, location: Location) -> Result<Option<Entry<TypeConfig>>, StoreError> {
-        let file = match &self.open {
-            Some((number, file)) if *number == location.segment => file,
+        let path = segment_path(self.dir, location.segment);
+        let (file, format) = match &self.open {
+            Some((number, file, format)) if *number == location.segment => (file, *format),
             _ => {
-                let path = segment_path(self.dir, location.segment);
-                match File::open(&path) {
-                    Ok(file) => &self.open.insert((location.segment, file)).1,
+                let file = match File::open(&path) {
+                    Ok(file) => file,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(io(e)),
-                }
+                };
+                let mut header = [0; HEADER_LEN];
+                file.read_exact_at(&mut header, 0).map_err(io)?;
+                let format = u32::from_le_bytes(frame_field(&header, 8));
+                let (_, file, format) = self.open.insert((location.segment, file, format));
+                (&*file, *format)
             }
         };
         let mut bytes = vec![0; location.size()];
         file.read_exact_at(&mut bytes, location.offset)
             .map_err(io)?;
-        match record_at(&bytes, 0) {
-            Ok((Kind::Entry, payload, _)) => decode(payload).map(Some),
+        match record_at(&bytes, 0, format) {
+            Ok(Record {
+                kind: Kind::Entry,
+                payload,
+                ..
+            }) => decode(payload).map(Some),
             Ok(_) => Err(StoreError(format!(
                 "log record at {location:?} is not an entry"
             ))),
-            Err(what) => Err(corrupt(
-                &segment_path(self.dir, location.segment),
-                what,
-                location.offset,
-            )),
+            Err(what) => Err(corrupt(&path, what, location.offset)),
         }
     }
 }
@@ -522,21 +672,21 @@ fn create_segment(dir: &Path, number: u64, heads: &Heads) -> Result<(File, u64),
     Ok((file, bytes.len() as u64))
 }
 
-/// Replays one segment into `state`: the highest entry index in it and the
-/// length of its good part. Only the last segment may end in a torn record.
+/// Replays one segment (the last of `replay.books.segments`): the length
+/// of its good part and its format. Only the last segment may end in a
+/// torn record.
 fn replay_segment(
     path: &Path,
     number: u64,
     last: bool,
-    state: &mut LogState,
-    heads: &mut Heads,
-) -> Result<(Option<u64>, u64), StoreError> {
+    replay: &mut Replay,
+) -> Result<(u64, u32), StoreError> {
     let bytes = fs::read(path).map_err(io)?;
     let at_fault = |what: &str, offset: usize| corrupt(path, what, offset as u64);
     if bytes.len() < HEADER_LEN {
         // A segment whose creation was cut short holds nothing yet.
         return if last {
-            Ok((None, 0))
+            Ok((0, FORMAT))
         } else {
             Err(at_fault("a short header", 0))
         };
@@ -553,15 +703,14 @@ fn replay_segment(
         )));
     }
     let mut at = HEADER_LEN;
-    let mut max_index = None;
     while at < bytes.len() {
-        let torn = match record_at(&bytes, at) {
-            Ok((kind, payload, end)) => {
-                let location = Location::new(number, at as u64, end - at);
-                let index = replay_record(state, kind, payload, location)?;
-                max_index = max_index.max(index);
-                heads.note(kind, &bytes[at..end]);
-                at = end;
+        let torn = match record_at(&bytes, at, format) {
+            Ok(record) => {
+                let location = Location::new(number, at as u64, record.end - at);
+                // Heads are kept framed in the current format.
+                let current = (format == FORMAT).then(|| &bytes[at..record.end]);
+                replay.record(&record, location, current, path)?;
+                at = record.end;
                 continue;
             }
             Err(what) => what,
@@ -572,19 +721,24 @@ fn replay_segment(
         }
         return Err(at_fault(torn, at));
     }
-    Ok((max_index, at as u64))
+    Ok((at as u64, format))
 }
 
-/// The record at `at`: its kind, payload and end, or why it is unreadable.
-fn record_at(bytes: &[u8], at: usize) -> Result<(Kind, &[u8], usize), &'static str> {
-    if bytes.len() - at < FRAME_LEN + 1 {
+/// The record at `at` in a segment of `format`, or why it is unreadable.
+fn record_at(bytes: &[u8], at: usize, format: u32) -> Result<Record<'_>, &'static str> {
+    let shard_len = if format == FORMAT_ONE_GROUP {
+        0
+    } else {
+        SHARD_LEN
+    };
+    if bytes.len() - at < FRAME_LEN + 1 + shard_len {
         return Err("a short frame");
     }
     let len = u32::from_le_bytes(frame_field(bytes, at)) as usize;
     let crc = u32::from_le_bytes(frame_field(bytes, at + 4));
     let start = at + FRAME_LEN;
     let end = start.checked_add(len).ok_or("a bad length")?;
-    if len == 0 || end > bytes.len() {
+    if len < 1 + shard_len || end > bytes.len() {
         return Err("a short record");
     }
     let body = &bytes[start..end];
@@ -592,7 +746,16 @@ fn record_at(bytes: &[u8], at: usize) -> Result<(Kind, &[u8], usize), &'static s
         return Err("a checksum mismatch");
     }
     let kind = Kind::of(body[0]).ok_or("an unknown record kind")?;
-    Ok((kind, &body[1..], end))
+    let shard = match shard_len {
+        0 => Shard(0),
+        _ => Shard(u16::from_le_bytes([body[1], body[2]])),
+    };
+    Ok(Record {
+        kind,
+        shard,
+        payload: &body[1 + shard_len..],
+        end,
+    })
 }
 
 #[cfg(test)]
@@ -605,7 +768,7 @@ mod tests {
         let records: Vec<_> = range
             .map(|i| {
                 let e = entry(term, i);
-                let r = Encoded::entry(&e).unwrap();
+                let r = Encoded::entry(S0, &e).unwrap();
                 state.append(e, r.size());
                 r
             })
@@ -614,9 +777,17 @@ mod tests {
         state.written(&written);
     }
 
-    /// Opens a log keeping every entry in memory.
+    const S0: Shard = Shard(0);
+
+    /// Opens a log of one shard keeping every entry in memory.
     fn open(dir: &Path) -> Result<(Segments, LogState), StoreError> {
-        Segments::open(dir, usize::MAX)
+        open_keeping(dir, usize::MAX)
+    }
+
+    /// Opens a log of one shard keeping `resident` bytes of entries.
+    fn open_keeping(dir: &Path, resident: usize) -> Result<(Segments, LogState), StoreError> {
+        let (log, mut states) = Segments::open(dir, 1, resident)?;
+        Ok((log, states.remove(0)))
     }
 
     fn indexes(state: &LogState) -> Vec<u64> {
@@ -642,8 +813,8 @@ mod tests {
         let (mut log, mut state) = open(dir.path()).unwrap();
         append(&mut log, &mut state, 1..6, 1);
         let vote = Vote::new(2, 3);
-        log.write([&Encoded::vote(&vote).unwrap()]).unwrap();
-        log.write([&Encoded::committed(Some(id(1, 4))).unwrap()])
+        log.write([&Encoded::vote(S0, &vote).unwrap()]).unwrap();
+        log.write([&Encoded::committed(S0, Some(id(1, 4))).unwrap()])
             .unwrap();
         drop(log);
         let (_, replayed) = open(dir.path()).unwrap();
@@ -659,7 +830,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, mut state) = open(dir.path()).unwrap();
         append(&mut log, &mut state, 1..6, 1);
-        log.write([&Encoded::truncate(3)]).unwrap();
+        log.write([&Encoded::truncate(S0, 3)]).unwrap();
         append(&mut log, &mut state, 3..4, 2);
         drop(log);
         let (_, replayed) = open(dir.path()).unwrap();
@@ -676,7 +847,7 @@ mod tests {
         let path = segment_path(dir.path(), 1);
         let full = fs::read(&path).unwrap();
         // Half of a fourth record, as a crash mid-write leaves it.
-        let torn = Encoded::entry(&entry(1, 4)).unwrap();
+        let torn = Encoded::entry(S0, &entry(1, 4)).unwrap();
         let mut bytes = full.clone();
         bytes.extend_from_slice(&torn.bytes[..torn.bytes.len() / 2]);
         fs::write(&path, &bytes).unwrap();
@@ -726,7 +897,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, mut state) = open(dir.path()).unwrap();
         let vote = Vote::new(1, 1);
-        log.write([&Encoded::vote(&vote).unwrap()]).unwrap();
+        log.write([&Encoded::vote(S0, &vote).unwrap()]).unwrap();
         append(&mut log, &mut state, 1..4, 1);
         log.rotate().unwrap();
         append(&mut log, &mut state, 4..7, 1);
@@ -736,7 +907,7 @@ mod tests {
 
         // Segment 1 holds 1..=3, segment 2 4..=6: purging through 5 frees 1.
         state.purge(id(1, 5));
-        log.write([&Encoded::purge(id(1, 5)).unwrap()]).unwrap();
+        log.write([&Encoded::purge(S0, id(1, 5)).unwrap()]).unwrap();
         assert_eq!(log.segment_count(), 2);
         assert!(!segment_path(dir.path(), 1).exists());
         drop(log);
@@ -748,7 +919,7 @@ mod tests {
         // Past the active segment's start, every closed one goes; the purge
         // record itself lives on in the new segment's head.
         log.rotate().unwrap();
-        log.write([&Encoded::purge(id(1, 8)).unwrap()]).unwrap();
+        log.write([&Encoded::purge(S0, id(1, 8)).unwrap()]).unwrap();
         assert_eq!(log.segment_count(), 1);
         drop(log);
         let (_, replayed) = open(dir.path()).unwrap();
@@ -763,7 +934,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, mut state) = open(dir.path()).unwrap();
         let vote = Vote::new(4, 2);
-        log.write([&Encoded::vote(&vote).unwrap()]).unwrap();
+        log.write([&Encoded::vote(S0, &vote).unwrap()]).unwrap();
         append(&mut log, &mut state, 1..3, 1);
         log.rotate().unwrap();
         drop(log);
@@ -799,7 +970,7 @@ mod tests {
         append(&mut log, &mut state, 1..3, 1);
         log.len = SEGMENT_BYTES;
         log.write_with(
-            [&Encoded::committed(Some(id(1, 2))).unwrap()],
+            [&Encoded::committed(S0, Some(id(1, 2))).unwrap()],
             Flush::Buffered,
         )
         .unwrap();
@@ -819,7 +990,7 @@ mod tests {
         append(&mut log, &mut state, 1..3, 1);
         log.rotate().unwrap();
         append(&mut log, &mut state, 3..5, 1);
-        log.write_with([&Encoded::purge(id(1, 2)).unwrap()], Flush::Buffered)
+        log.write_with([&Encoded::purge(S0, id(1, 2)).unwrap()], Flush::Buffered)
             .unwrap();
         assert_eq!(log.segment_count(), 1);
         assert!(!segment_path(dir.path(), 1).exists());
@@ -851,7 +1022,7 @@ mod tests {
         assert_eq!(read_all(dir.path(), &state), expected);
         drop(log);
         // A replay at start keeps no more in memory, and reads back the same.
-        let (_, replayed) = Segments::open(dir.path(), 0).unwrap();
+        let (_, replayed) = open_keeping(dir.path(), 0).unwrap();
         assert_eq!(replayed.resident_count(), 0);
         assert_eq!(read_all(dir.path(), &replayed), expected);
     }
@@ -866,7 +1037,7 @@ mod tests {
             panic!("entry 1 is on disk only");
         };
         log.rotate().unwrap();
-        log.write([&Encoded::purge(id(1, 2)).unwrap()]).unwrap();
+        log.write([&Encoded::purge(S0, id(1, 2)).unwrap()]).unwrap();
         assert!(SegmentReader::new(dir.path())
             .read(first)
             .unwrap()
@@ -891,5 +1062,184 @@ mod tests {
             .read(at)
             .expect_err("refused");
         assert!(err.0.contains("corrupt"), "{}", err.0);
+    }
+
+    /// Appends entries `range` of `term` to shard `shard` of a node log.
+    fn append_to(
+        log: &mut Segments,
+        states: &mut [LogState],
+        shard: u16,
+        range: std::ops::Range<u64>,
+        term: u64,
+    ) {
+        let state = &mut states[shard as usize];
+        let records: Vec<_> = range
+            .map(|i| {
+                let e = entry(term, i);
+                let r = Encoded::entry(Shard(shard), &e).unwrap();
+                state.append(e, r.size());
+                r
+            })
+            .collect();
+        let written = log.write(&records).unwrap();
+        assert!(written.iter().all(|w| w.shard == Shard(shard)));
+        state.written(&written);
+    }
+
+    #[test]
+    fn every_shards_records_replay_into_its_own_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut states) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        // The same indexes in both shards, interleaved in one segment.
+        append_to(&mut log, &mut states, 0, 1..4, 1);
+        append_to(&mut log, &mut states, 1, 1..6, 2);
+        append_to(&mut log, &mut states, 0, 4..5, 1);
+        log.write([
+            &Encoded::vote(Shard(0), &Vote::new(1, 1)).unwrap(),
+            &Encoded::vote(Shard(1), &Vote::new(2, 3)).unwrap(),
+            &Encoded::truncate(Shard(1), 4),
+            &Encoded::committed(Shard(1), Some(id(2, 3))).unwrap(),
+        ])
+        .unwrap();
+        drop(log);
+
+        let (_, replayed) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        assert_eq!(indexes(&replayed[0]), vec![1, 2, 3, 4]);
+        assert_eq!(indexes(&replayed[1]), vec![1, 2, 3], "shard 1's cut only");
+        assert_eq!(read_all(dir.path(), &replayed[0])[1], entry(1, 2));
+        assert_eq!(read_all(dir.path(), &replayed[1])[1], entry(2, 2));
+        assert_eq!(replayed[0].vote, Some(Vote::new(1, 1)));
+        assert_eq!(replayed[1].vote, Some(Vote::new(2, 3)));
+        assert_eq!(replayed[0].committed, None);
+        assert_eq!(replayed[1].committed, Some(id(2, 3)));
+    }
+
+    #[test]
+    fn a_segment_is_freed_only_once_every_shard_has_purged_its_entries_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut states) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        append_to(&mut log, &mut states, 0, 1..4, 1);
+        append_to(&mut log, &mut states, 1, 1..3, 1);
+        log.rotate().unwrap();
+        append_to(&mut log, &mut states, 0, 4..6, 1);
+        append_to(&mut log, &mut states, 1, 3..5, 1);
+        log.rotate().unwrap();
+        assert_eq!(log.segment_count(), 3);
+
+        // Shard 0 purges all of segment 1's share; shard 1 still has 1..=2.
+        log.write([&Encoded::purge(Shard(0), id(1, 3)).unwrap()])
+            .unwrap();
+        assert_eq!(log.segment_count(), 3, "shard 1's entries keep it");
+        log.write([&Encoded::purge(Shard(1), id(1, 2)).unwrap()])
+            .unwrap();
+        assert_eq!(log.segment_count(), 2);
+        assert!(!segment_path(dir.path(), 1).exists());
+        drop(log);
+
+        let (_, replayed) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        assert_eq!(indexes(&replayed[0]), vec![4, 5]);
+        assert_eq!(indexes(&replayed[1]), vec![3, 4]);
+        assert_eq!(replayed[0].last_purged, Some(id(1, 3)));
+        assert_eq!(replayed[1].last_purged, Some(id(1, 2)));
+    }
+
+    #[test]
+    fn a_reset_shard_holds_nothing_and_keeps_no_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut states) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        log.write([&Encoded::vote(Shard(1), &Vote::new(3, 2)).unwrap()])
+            .unwrap();
+        append_to(&mut log, &mut states, 1, 1..4, 3);
+        append_to(&mut log, &mut states, 0, 1..3, 1);
+        log.rotate().unwrap();
+        append_to(&mut log, &mut states, 0, 3..4, 1);
+        log.rotate().unwrap();
+
+        log.write([&Encoded::reset(Shard(1))]).unwrap();
+        assert_eq!(
+            log.segment_count(),
+            3,
+            "shard 0's entries keep segments 1, 2"
+        );
+        log.write([&Encoded::purge(Shard(0), id(1, 3)).unwrap()])
+            .unwrap();
+        assert_eq!(log.segment_count(), 1, "shard 1's old entries keep none");
+        // The reset shard starts again (a member rebuilt from its group).
+        append_to(&mut log, &mut states, 1, 7..9, 4);
+        drop(log);
+
+        let (_, replayed) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        assert_eq!(indexes(&replayed[1]), vec![7, 8]);
+        assert_eq!(replayed[1].vote, None, "its vote went with the reset");
+        assert_eq!(replayed[0].last_purged, Some(id(1, 3)));
+    }
+
+    #[test]
+    fn a_record_of_a_shard_the_node_does_not_host_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut states) = Segments::open(dir.path(), 3, usize::MAX).unwrap();
+        append_to(&mut log, &mut states, 2, 1..2, 1);
+        drop(log);
+        let err = Segments::open(dir.path(), 2, usize::MAX)
+            .err()
+            .expect("refused");
+        assert!(err.0.contains("shard 2"), "{}", err.0);
+    }
+
+    /// A record framed as format 1 wrote it: no shard field.
+    fn format_one_record(kind: Kind, payload: &[u8]) -> Vec<u8> {
+        let mut body = vec![kind as u8];
+        body.extend_from_slice(payload);
+        let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+
+    #[test]
+    fn a_segment_of_format_one_is_shard_0s_and_the_log_goes_on_in_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&FORMAT_ONE_GROUP.to_le_bytes());
+        let vote = Vote::new(5, 2);
+        bytes.extend(format_one_record(
+            Kind::Vote,
+            &serde_json::to_vec(&vote).unwrap(),
+        ));
+        for i in 1..4 {
+            let e = serde_json::to_vec(&entry(5, i)).unwrap();
+            bytes.extend(format_one_record(Kind::Entry, &e));
+        }
+        let first = segment_path(dir.path(), 1);
+        fs::write(&first, &bytes).unwrap();
+
+        let (mut log, mut states) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        assert_eq!(indexes(&states[0]), vec![1, 2, 3]);
+        assert_eq!(states[0].vote, Some(vote));
+        assert_eq!(states[1].vote, None);
+        assert_eq!(
+            fs::read(&first).unwrap(),
+            bytes,
+            "the old segment is left as it was"
+        );
+        assert_eq!(log.segment_count(), 2);
+        append_to(&mut log, &mut states, 0, 4..5, 5);
+        append_to(&mut log, &mut states, 1, 1..2, 6);
+        drop(log);
+
+        let (_, replayed) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        assert_eq!(indexes(&replayed[0]), vec![1, 2, 3, 4]);
+        assert_eq!(indexes(&replayed[1]), vec![1]);
+        assert_eq!(replayed[0].vote, Some(vote));
+        // Entries of both formats read back from disk alike.
+        let (_, on_disk) = Segments::open(dir.path(), 2, 0).unwrap();
+        let expected: Vec<_> = (1..5).map(|i| entry(5, i)).collect();
+        assert_eq!(read_all(dir.path(), &on_disk[0]), expected);
+        // Once purged past it, the old segment goes like any other.
+        let (mut log, _) = Segments::open(dir.path(), 2, usize::MAX).unwrap();
+        log.rotate().unwrap();
+        log.write([&Encoded::purge(Shard(0), id(5, 4)).unwrap()])
+            .unwrap();
+        assert!(!first.exists());
     }
 }

@@ -211,6 +211,7 @@ mod tests {
     fn written(term: u64, indexes: std::ops::Range<u64>) -> Vec<Written> {
         indexes
             .map(|i| Written {
+                shard: cart_common::shard::Shard(0),
                 log_id: id(term, i),
                 location: Location::new(1, i * 100, 100),
             })

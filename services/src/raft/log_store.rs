@@ -1,14 +1,16 @@
 //! openraft's `RaftLogStorage` over the node's segment log
-//! (`log_engine`): every change is applied in memory at once (openraft
+//! (`log_engine`), one `LogStore` per shard over the node's one log
+//! (`NodeLog`): every change is applied in memory at once (openraft
 //! requires appended entries to be readable before they are durable) and
-//! queued to the writer thread; a read takes the newest entries from memory
-//! and older ones from the segment files (`log_state`).
+//! queued to the node's writer thread; a read takes the newest entries
+//! from memory and older ones from the segment files (`log_state`).
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use cart_common::shard::Shard;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, Vote};
 
@@ -24,8 +26,72 @@ use crate::metrics::METRICS;
 /// The directory of a node's Raft log, inside its data directory.
 pub const LOG_DIR: &str = "raft-log";
 
+/// A node's one Raft log, shared by the groups of every shard it hosts.
+pub struct NodeLog {
+    /// Indexed by shard.
+    states: Vec<Arc<Mutex<log_state::LogState>>>,
+    dir: Arc<PathBuf>,
+    writer: LogWriter,
+}
+
+impl NodeLog {
+    /// Opens the log in `dir/raft-log` for `shards` shards, first moving
+    /// in the logs of earlier versions (a redb file in `dir`; each shard's
+    /// own segment log in its `shard-k` directory), and starts its writer
+    /// thread. Each shard keeps the newest `resident_bytes` of its entries
+    /// (encoded) in memory.
+    pub fn open(dir: &Path, shards: u16, resident_bytes: usize) -> Result<Self, StoreError> {
+        let log_dir = dir.join(LOG_DIR);
+        log_import::import_redb_log(dir, &log_dir)?;
+        log_import::import_shard_logs(dir, &log_dir, shards)?;
+        let (segments, states) = Segments::open(&log_dir, shards, resident_bytes)?;
+        let states: Vec<_> = states
+            .into_iter()
+            .map(|s| Arc::new(Mutex::new(s)))
+            .collect();
+        Ok(Self {
+            writer: LogWriter::start(segments, states.clone())?,
+            states,
+            dir: Arc::new(log_dir),
+        })
+    }
+
+    /// Whether `shard`'s log holds nothing (a new member, or one wiped).
+    pub fn is_empty(&self, shard: Shard) -> bool {
+        self.states.get(shard.index()).is_none_or(|s| {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            s.vote.is_none() && s.last_log_id().is_none()
+        })
+    }
+
+    /// `shard`'s log, for its Raft member.
+    pub fn store(&self, shard: Shard, progress: Arc<Progress>) -> Result<LogStore, StoreError> {
+        let state = self.states.get(shard.index()).cloned().ok_or_else(|| {
+            StoreError(format!(
+                "this node's log holds {} shard(s), not shard {shard}",
+                self.states.len()
+            ))
+        })?;
+        Ok(LogStore {
+            shard,
+            state,
+            dir: self.dir.clone(),
+            writer: self.writer.clone(),
+            progress,
+        })
+    }
+
+    /// Removes everything of `shard` from the log, durably: its member is
+    /// wiped to be rebuilt from its group (the other shards' stay).
+    pub async fn reset(&self, shard: Shard) -> Result<(), StoreError> {
+        self.writer.write_durably(Encoded::reset(shard)).await
+    }
+}
+
+/// One shard's log within its node's `NodeLog`.
 #[derive(Clone)]
 pub struct LogStore {
+    shard: Shard,
     state: Arc<Mutex<log_state::LogState>>,
     /// The segment files, for entries no longer in memory.
     dir: Arc<PathBuf>,
@@ -37,27 +103,6 @@ impl LogStore {
     /// Whether `dir` holds no log yet (a new node, or a lost directory).
     pub fn is_new(dir: &Path) -> bool {
         !dir.join(LOG_DIR).exists() && !log_import::has_old_log(dir)
-    }
-
-    /// Opens the log in `dir/raft-log`, importing the log an earlier version
-    /// kept in `dir`'s redb file if there is one, and starts its writer
-    /// thread. The newest `resident_bytes` of entries (encoded) stay in
-    /// memory.
-    pub fn open(
-        dir: &Path,
-        resident_bytes: usize,
-        progress: Arc<Progress>,
-    ) -> Result<Self, StoreError> {
-        let log_dir = dir.join(LOG_DIR);
-        log_import::import_redb_log(dir, &log_dir)?;
-        let (segments, state) = Segments::open(&log_dir, resident_bytes)?;
-        let state = Arc::new(Mutex::new(state));
-        Ok(Self {
-            writer: LogWriter::start(segments, state.clone())?,
-            state,
-            dir: Arc::new(log_dir),
-            progress,
-        })
     }
 
     fn state(&self) -> MutexGuard<'_, log_state::LogState> {
@@ -124,7 +169,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        let record = Encoded::vote(vote).map_err(vote_err(ErrorVerb::Write))?;
+        let record = Encoded::vote(self.shard, vote).map_err(vote_err(ErrorVerb::Write))?;
         self.writer
             .write_durably(record)
             .await
@@ -145,7 +190,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.state().committed = committed;
         // Only an optimisation for restart (apply up to here without waiting
         // for the leader), so it rides along with the next write.
-        let record = Encoded::committed(committed).map_err(logs_err(ErrorVerb::Write))?;
+        let record =
+            Encoded::committed(self.shard, committed).map_err(logs_err(ErrorVerb::Write))?;
         self.writer
             .write_later(record)
             .map_err(logs_err(ErrorVerb::Write))
@@ -167,7 +213,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<_> = entries.into_iter().collect();
         let records: Vec<Encoded> = entries
             .iter()
-            .map(Encoded::entry)
+            .map(|e| Encoded::entry(self.shard, e))
             .collect::<Result<Vec<_>, _>>()
             .map_err(logs_err(ErrorVerb::Write))?;
         self.progress
@@ -187,13 +233,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.progress.truncated(log_id.index);
         self.state().truncate(log_id.index);
         self.writer
-            .write_durably(Encoded::truncate(log_id.index))
+            .write_durably(Encoded::truncate(self.shard, log_id.index))
             .await
             .map_err(logs_err(ErrorVerb::Delete))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        let record = Encoded::purge(log_id).map_err(logs_err(ErrorVerb::Delete))?;
+        let record = Encoded::purge(self.shard, log_id).map_err(logs_err(ErrorVerb::Delete))?;
         self.state().purge(log_id);
         self.writer
             .write_durably(record)

@@ -1,6 +1,6 @@
-//! Group commit for the Raft log: one thread owns the segment files and
-//! writes whatever has queued up since its last write with one `write` and
-//! one `fdatasync`.
+//! Group commit for a node's Raft log: one thread owns the segment files
+//! and writes whatever every shard's group has queued up since its last
+//! write with one `write` and one `fdatasync`.
 //!
 //! openraft hands `append` a few entries at a time and wants it to return at
 //! once, signalling durability later through a callback. Syncing each call
@@ -19,7 +19,7 @@ use std::time::Instant;
 use openraft::storage::LogFlushed;
 use tokio::sync::oneshot;
 
-use super::log_engine::{Encoded, Flush, Segments};
+use super::log_engine::{Encoded, Flush, Segments, Written};
 use super::log_state::LogState;
 use super::TypeConfig;
 use crate::domain::StoreError;
@@ -48,13 +48,16 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Starts the writer thread of `segments`, which tells `state` where
-    /// each entry it wrote went.
-    pub fn start(segments: Segments, state: Arc<Mutex<LogState>>) -> Result<Self, StoreError> {
+    /// Starts the writer thread of `segments`, which tells each shard's
+    /// state (indexed by shard) where each of its entries went.
+    pub fn start(
+        segments: Segments,
+        states: Vec<Arc<Mutex<LogState>>>,
+    ) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || run(segments, state, jobs))
+            .spawn(move || run(segments, states, jobs))
             .map_err(io)?;
         Ok(Self { queue })
     }
@@ -101,7 +104,7 @@ fn stopped() -> StoreError {
 /// The writer thread: takes every job queued so far, writes them in one
 /// durable write, then tells each job's waiter. Ends when every sender is
 /// gone (the node shuts down).
-fn run(mut segments: Segments, state: Arc<Mutex<LogState>>, jobs: Receiver<Job>) {
+fn run(mut segments: Segments, states: Vec<Arc<Mutex<LogState>>>, jobs: Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
@@ -135,10 +138,19 @@ fn run(mut segments: Segments, state: Arc<Mutex<LogState>>, jobs: Receiver<Job>)
         }
         let result = match result {
             Ok(written) => {
-                state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .written(&written);
+                for (shard, state) in states.iter().enumerate() {
+                    let theirs: Vec<Written> = written
+                        .iter()
+                        .filter(|w| w.shard.index() == shard)
+                        .copied()
+                        .collect();
+                    if !theirs.is_empty() {
+                        state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .written(&theirs);
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -165,6 +177,7 @@ fn run(mut segments: Segments, state: Arc<Mutex<LogState>>, jobs: Receiver<Job>)
 mod tests {
     use super::*;
     use crate::raft::test_entries::id;
+    use cart_common::shard::Shard;
 
     fn flushes() -> u64 {
         METRICS.log_flush_seconds.get_sample_count()
@@ -175,7 +188,7 @@ mod tests {
     async fn drain(writer: &LogWriter) {
         let vote = openraft::Vote::new(1, 1);
         writer
-            .write_durably(Encoded::vote(&vote).unwrap())
+            .write_durably(Encoded::vote(Shard(0), &vote).unwrap())
             .await
             .unwrap();
     }
@@ -185,12 +198,16 @@ mod tests {
     #[tokio::test]
     async fn a_commit_index_nobody_waits_on_gets_no_fsync_of_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let (segments, state) = Segments::open(dir.path(), usize::MAX).unwrap();
-        let writer = LogWriter::start(segments, Arc::new(Mutex::new(state))).unwrap();
+        let (segments, states) = Segments::open(dir.path(), 1, usize::MAX).unwrap();
+        let states = states
+            .into_iter()
+            .map(|s| Arc::new(Mutex::new(s)))
+            .collect();
+        let writer = LogWriter::start(segments, states).unwrap();
         drain(&writer).await;
         let (synced, buffered) = (flushes(), METRICS.log_buffered_writes.get());
         writer
-            .write_later(Encoded::committed(Some(id(1, 1))).unwrap())
+            .write_later(Encoded::committed(Shard(0), Some(id(1, 1))).unwrap())
             .unwrap();
         // Let the writer take the commit index on its own, then count.
         let taken = async {
