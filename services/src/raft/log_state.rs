@@ -46,6 +46,9 @@ pub struct LogState {
     evicted_below: u64,
     /// At most this many encoded bytes stay resident.
     resident_limit: usize,
+    /// What this state last added to the node's resident-bytes gauge,
+    /// which sums every shard's.
+    reported: usize,
     pub vote: Option<Vote<NodeId>>,
     pub committed: Option<LogId<NodeId>>,
     pub last_purged: Option<LogId<NodeId>>,
@@ -58,6 +61,7 @@ impl LogState {
             resident_bytes: 0,
             evicted_below: 0,
             resident_limit,
+            reported: 0,
             vote: None,
             committed: None,
             last_purged: None,
@@ -141,8 +145,10 @@ impl LogState {
         }
     }
 
-    fn note_resident(&self) {
-        METRICS.log_resident_bytes.set(self.resident_bytes as i64);
+    fn note_resident(&mut self) {
+        let change = self.resident_bytes as i64 - self.reported as i64;
+        METRICS.log_resident_bytes.add(change);
+        self.reported = self.resident_bytes;
     }
 
     /// Removes the entries from `from` on (a conflicting suffix).
@@ -200,6 +206,13 @@ impl LogState {
     #[cfg(test)]
     pub fn resident(&self, index: u64) -> Option<&Entry<TypeConfig>> {
         self.slots.get(&index).and_then(|s| s.entry.as_ref())
+    }
+}
+
+impl Drop for LogState {
+    /// A shard's state replaced (a reset replayed) leaves the gauge too.
+    fn drop(&mut self) {
+        METRICS.log_resident_bytes.sub(self.reported as i64);
     }
 }
 
@@ -287,5 +300,23 @@ mod tests {
         assert_eq!(state.resident_count(), 2);
         assert_eq!(state.indexes().collect::<Vec<_>>(), vec![3, 4]);
         assert_eq!(state.last_purged, Some(id(1, 2)));
+    }
+
+    // Run in a process of its own (nextest), so that no other test moves
+    // the node's global gauge meanwhile.
+    #[test]
+    fn the_resident_gauge_sums_every_shards_state() {
+        let gauge = || METRICS.log_resident_bytes.get();
+        let before = gauge();
+        let mut shard_0 = LogState::with_resident_limit(1000);
+        let mut shard_1 = LogState::with_resident_limit(1000);
+        shard_0.append(entry(1, 1), 100);
+        shard_1.append(entry(1, 1), 50);
+        shard_1.append(entry(1, 2), 50);
+        assert_eq!(gauge() - before, 200);
+        shard_1.truncate(2);
+        assert_eq!(gauge() - before, 150);
+        drop(shard_0);
+        assert_eq!(gauge() - before, 50, "a state replaced leaves the sum");
     }
 }
