@@ -7,7 +7,9 @@
 #   cargo build --release -p cart-cluster -p cart-loadtest
 #   loadtest/scaling.sh [OUT_DIR]          # default target/scaling
 #
-# RATES (default 100,300) and STEP_SECS (default 30) change the steps.
+# RATES (default 100,300) and STEP_SECS (default 30) change the steps;
+# BIN (default target/release) is the directory of the built binaries, e.g.
+# a copy of an earlier commit's to measure it against this one.
 # Each run starts its own cluster on the spec's ports (8000...) in a
 # temporary data directory, removed afterwards; nothing else may hold those
 # ports.
@@ -16,7 +18,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/target/scaling}
 rates=${RATES:-100,300}
 step=${STEP_SECS:-30}
-load=$root/target/release/cart-load
+load=${BIN:-$root/target/release}/cart-load
 [ -x "$load" ] || { echo "build first: cargo build --release -p cart-cluster -p cart-loadtest" >&2; exit 1; }
 mkdir -p "$out"
 tmp=$(mktemp -d)

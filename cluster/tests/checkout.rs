@@ -49,30 +49,14 @@ on_one_and_three_shards!(
     freezing_the_order_leader_mid_run_loses_nothing,
 );
 
-/// A cluster of every service with `shards` shards each, adjusted by `tweak`.
+/// A cluster of every service with `shards` shards each, adjusted by
+/// `tweak`, its leaders spread.
 fn sharded_cluster(shards: u16, tweak: impl FnOnce(&mut cart_common::ClusterSpec)) -> LocalCluster {
     let cluster = cluster(&Service::ALL, |spec| {
-        for service in Service::ALL {
-            spec.size_mut(service).shards = shards;
-        }
+        common::with_shards(spec, shards);
         tweak(spec);
     });
-    // Leaders spread before the load: a handover mid-run is not the fault
-    // these tests are about.
-    if shards > 1 {
-        for service in Service::ALL {
-            for shard in cart_common::shard::Shard::all(shards) {
-                let preferred = u64::from(shard.0 % 3) + 1;
-                cluster
-                    .wait_until(
-                        &format!("{service} shard {shard} led by node {preferred}"),
-                        Duration::from_secs(30),
-                        |c| (c.shard_leader(service, shard) == Some(preferred)).then_some(()),
-                    )
-                    .expect("leaders spread");
-            }
-        }
-    }
+    common::wait_leaders_spread(&cluster, shards);
     cluster
 }
 
@@ -129,11 +113,11 @@ mod shards {
         });
         let client = Client::gateway(&cluster);
         let orders = scenario(&client).await;
-        // Shard 0's stock leader. With 3 shards the one item lives on
-        // shard 2, whose leader is another node: killing that one instead
-        // took longer than the 3-minute bound on 2026-12-07 (the unsharded
-        // run, which kills the item's leader, takes about 110 s here).
-        let stock_leader = cluster.leader(Service::Stock).expect("a stock leader");
+        // The leader of the one item's stock shard: every take goes to it.
+        let item_shard = cluster.spec.shard_of(Service::Stock, "0");
+        let stock_leader = cluster
+            .shard_leader(Service::Stock, item_shard)
+            .expect("a stock leader of the item's shard");
         let (paid, _) = check_out_all(&client, &orders, 150, || {
             cluster
                 .kill(Role::Node(Service::Stock, stock_leader))

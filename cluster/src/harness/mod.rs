@@ -207,6 +207,11 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// The services this cluster runs.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
     /// Every process of this cluster: nodes, coordinators, then the gateway.
     pub fn roles(&self) -> Vec<Role> {
         let mut roles = Vec::new();

@@ -58,6 +58,34 @@ pub fn test_timings(spec: &mut ClusterSpec) {
     spec.raft.election_timeout_ms = 1000;
 }
 
+/// Every service split into `shards` shards (`tweak` for a test cluster).
+pub fn with_shards(spec: &mut ClusterSpec, shards: u16) {
+    for service in Service::ALL {
+        spec.size_mut(service).shards = shards;
+    }
+}
+
+/// Waits until every shard of every service in `cluster` is led by its
+/// preferred node (shard `s` by node `s mod 3 + 1`): a handover in the
+/// middle of a load is not the fault a test is about.
+pub fn wait_leaders_spread(cluster: &LocalCluster, shards: u16) {
+    if shards < 2 {
+        return;
+    }
+    for &service in cluster.services() {
+        for shard in Shard::all(shards) {
+            let preferred = u64::from(shard.0 % 3) + 1;
+            cluster
+                .wait_until(
+                    &format!("{service} shard {shard} led by node {preferred}"),
+                    Duration::from_secs(30),
+                    |c| (c.shard_leader(service, shard) == Some(preferred)).then_some(()),
+                )
+                .expect("leaders spread");
+        }
+    }
+}
+
 /// `cluster` once it serves, every coordinator sees a leader and every
 /// node is up.
 pub fn settled(mut cluster: LocalCluster) -> LocalCluster {
