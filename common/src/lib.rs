@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod checkout;
 pub mod http;
 pub mod metrics;
+pub mod metrics_page;
 pub mod paths;
 pub mod process;
 pub mod rng;

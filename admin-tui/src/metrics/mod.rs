@@ -3,11 +3,11 @@
 //! rates and p99s from the difference between two scrapes of the same
 //! process, kept for the last few minutes, and each node's latest gauges.
 //!
-//! `page` parses a page; `series` keeps the history; `Traffic` turns rounds
-//! of scrapes into both.
+//! `page` (`cart_common::metrics_page`, shared with the load tests) parses
+//! a page; `Traffic` turns rounds of scrapes into rates and p99s.
 
-pub mod page;
 mod traffic;
 
+pub use cart_common::metrics_page as page;
 pub use page::{quantile, Page};
 pub use traffic::{CheckoutOutcome, Metric, NodeKey, NodeLoad, Point, Traffic, HISTORY};

@@ -238,7 +238,8 @@ impl Traffic {
                 }
                 _ => None,
             };
-            let gauge = |name| now.page.value(name).unwrap_or(0.0);
+            // Summed over the node's shards (each its own Raft group).
+            let gauge = |name| now.page.sum(name, everything);
             self.load.insert(
                 key.clone(),
                 NodeLoad {
@@ -340,7 +341,8 @@ fn public_rates(round: &mut Round, now: &Page, before: &Page, secs: f64) {
 /// One node's rates since its previous scrape.
 fn node_rates(round: &mut Round, service: &str, now: &Page, before: &Page, secs: f64) {
     let counter = |name: &str| {
-        let value = |p: &Page| p.value(name).unwrap_or(0.0);
+        // Summed over the node's shards (each its own Raft group).
+        let value = |p: &Page| p.sum(name, everything);
         increase(value(now), value(before)) / secs
     };
     round.add(service, Metric::WritesProposed, counter(BATCH_SUM));
@@ -403,8 +405,10 @@ mod tests {
              cart_raft_log_flush_duration_seconds_bucket{{le=\"+Inf\"}} {writes}\n\
              cart_raft_proposal_queue_writes 12\n\
              cart_raft_proposals_in_flight 1\n\
-             cart_raft_last_log_index 105\n\
-             cart_raft_committed_index 100\n"
+             cart_raft_last_log_index{{shard=\"0\"}} 105\n\
+             cart_raft_committed_index{{shard=\"0\"}} 100\n\
+             cart_raft_last_log_index{{shard=\"1\"}} 7\n\
+             cart_raft_committed_index{{shard=\"1\"}} 7\n"
         )
     }
 

@@ -11,6 +11,7 @@ use cart_cluster::harness::{cart_binary, LocalCluster};
 use cart_cluster::mongo_server::MongoServer;
 use cart_common::admin_client::AdminClient;
 use cart_common::http::{InternalClient, REQUEST_ID};
+use cart_common::metrics_page::Page;
 use cart_common::paths::{LOCAL_READ_PATH, METRICS_PATH};
 use cart_common::shard::Shard;
 use cart_common::spec::StorageBackend;
@@ -438,17 +439,11 @@ pub async fn metric(addr: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         .text(addr, METRICS_PATH, Duration::from_secs(5))
         .await
         .ok()?;
-    text.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (series_name, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if series_name != name {
-            return None;
-        }
-        let all = labels
-            .iter()
-            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-        all.then(|| value.parse().ok()).flatten()
-    })
+    Page::parse(&text)
+        .samples(name)
+        .iter()
+        .find(|s| labels.iter().all(|(k, v)| s.label(k) == Some(*v)))
+        .map(|s| s.value)
 }
 
 impl Client {

@@ -1,5 +1,7 @@
 //! One `/metrics` page (Prometheus text exposition), parsed into samples,
-//! with the sums and histogram buckets the views need.
+//! with the sums and histogram buckets that readers of the cluster's pages
+//! need: the admin console's views, and the load tests' counts of what the
+//! nodes did.
 
 use std::collections::BTreeMap;
 
