@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Tables for docs/scaling.md from `cart-load open-loop` reports (loadtest/scaling.sh):
 per run and rate, the CPU per first-time checkout and the latency; per run,
-each node process's share of the cluster's CPU over the load."""
+each node process's share of the cluster's CPU over the load, and what each
+service's nodes did per first-time checkout (entries, log syncs, requests
+served, from the nodes' own counters)."""
 import json
 import sys
 
@@ -36,6 +38,26 @@ def main(paths):
             cells.append(" / ".join(f"{cores.get(f'{s}-node-{i}', 0):.2f}" for i in (1, 2, 3)))
         coords = sum(v for k, v in cores.items() if "coordinator" in k)
         print(f"| {r['label']} | " + " | ".join(cells) + f" | {coords:.2f} | {cores.get('gateway', 0):.2f} |")
+
+    worked = [r for r in runs if r.get("work")]
+    if worked:
+        print()
+        print("Per first-time checkout over the whole load, each service's nodes summed: "
+              "Raft entries / log syncs (fdatasyncs) / requests served:\n")
+        names = services + ["all"]
+        print("| run | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for r in worked:
+            work = {s["service"]: s for s in r["work"]["services"]}
+            work["all"] = r["work"]["total"]
+            cells = []
+            for s in names:
+                per = (work.get(s) or {}).get("per_first_time_ok")
+                cells.append(
+                    f"{per['entries']:.2f} / {per['log_syncs']:.2f} / {per['requests']:.1f}"
+                    if per else "–"
+                )
+            print(f"| {r['label']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ pub mod rng;
 pub mod run;
 pub mod scenarios;
 pub mod stats;
+pub mod work;
 
 use cli::{Cli, Command};
 use run::Scenario;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuAccount;
 use crate::machine::meminfo_kib;
+use crate::work::WorkWatch;
 
 /// Resident memory of a live process, in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
@@ -69,10 +70,14 @@ pub enum Phase {
 }
 
 /// Samples every process of a launched cluster now and then: memory per
-/// role, CPU per process (see `CpuAccount`).
+/// role, CPU per process (see `CpuAccount`), and at load start and end
+/// what the nodes did (see `WorkWatch`).
 pub struct ProcessWatch {
     memory: BTreeMap<Role, ProcessMemory>,
     pub cpu: CpuAccount,
+    /// The nodes' own counts of entries, log syncs and requests, read at
+    /// load start and end only (an HTTP scrape of every node).
+    pub work: WorkWatch,
 }
 
 impl ProcessWatch {
@@ -80,6 +85,7 @@ impl ProcessWatch {
         Self {
             memory: BTreeMap::new(),
             cpu: CpuAccount::new(crate::cpu::clock_ticks_per_s()),
+            work: WorkWatch::default(),
         }
     }
 
@@ -94,6 +100,9 @@ impl ProcessWatch {
             }
         }
         self.cpu.mark(t_s);
+        if phase != Phase::During {
+            self.work.read(cluster, phase == Phase::LoadStart);
+        }
     }
 
     fn record_memory(&mut self, role: Role, phase: Phase, kib: u64) {

@@ -1,7 +1,7 @@
 //! The report of one run, as a JSON file: settings, machine, whole-run
 //! summaries per operation, per-second series, fault events, process
-//! memory and CPU, and what the scenario adds (steady state, steps,
-//! verdict).
+//! memory and CPU, what the nodes did (entries, log syncs, requests), and
+//! what the scenario adds (steady state, steps, verdict).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::cpu::CpuSection;
 use crate::machine::Machine;
 use crate::procs::{ProcessMemory, ProcessWatch};
+use crate::scenarios::stress::FIRST;
 use crate::scenarios::Outcome;
 use crate::stats::{Event, SecondPoint, Stats, Summary, ALL};
+use crate::work::WorkSection;
 
 /// Bumped when a field changes meaning, so `compare` can refuse old files.
 pub const FORMAT: u32 = 1;
@@ -44,6 +46,10 @@ pub struct RunReport {
     /// cluster (absent too from reports older than the section).
     #[serde(default)]
     pub cpu: Option<CpuSection>,
+    /// What the nodes did during the load (entries, log syncs, requests);
+    /// only when this tool started the cluster.
+    #[serde(default)]
+    pub work: Option<WorkSection>,
 }
 
 impl RunReport {
@@ -74,6 +80,10 @@ impl RunReport {
             ops.insert(ALL.to_string(), Summary::default());
         }
         let cpu = watch.map(|w| CpuSection::build(&w.cpu, stats, &ops, &outcome.steps));
+        let work = watch.map(|w| {
+            let answered = ops.get(ALL).map_or(0, Summary::answered);
+            w.work.section(answered, ops.get(FIRST).map(|s| s.ok))
+        });
         Self {
             format: FORMAT,
             label,
@@ -89,6 +99,7 @@ impl RunReport {
             events: stats.events(),
             memory: watch.map(ProcessWatch::memory).unwrap_or_default(),
             cpu,
+            work,
         }
     }
 

@@ -27,6 +27,7 @@ use crate::scenarios::open_loop::OpenLoopArgs;
 use crate::scenarios::stress::StressArgs;
 use crate::scenarios::{self, Ctx, Outcome};
 use crate::stats::{Stats, ALL};
+use crate::work::WorkSection;
 
 pub enum Scenario {
     Stress(StressArgs),
@@ -285,6 +286,9 @@ fn print_summary(r: &RunReport) {
     if let Some(cpu) = &r.cpu {
         print_cpu(cpu);
     }
+    if let Some(work) = &r.work {
+        print_work(work);
+    }
     if let Some(v) = &r.outcome.verdict {
         let [a, b, c, d] = v.numbers();
         println!(
@@ -302,6 +306,22 @@ fn print_summary(r: &RunReport) {
 
 fn ms_text(ms: Option<f64>) -> String {
     ms.map_or_else(|| "–".into(), |v| format!("{v:.2} ms"))
+}
+
+/// Entries, log syncs and requests per first-time checkout (or per
+/// answer), by service.
+fn print_work(w: &WorkSection) {
+    for s in w.services.iter().chain([&w.total]) {
+        let (per, what) = match (&s.per_first_time_ok, &s.per_answer) {
+            (Some(per), _) => (per, "first-time checkout"),
+            (None, Some(per)) => (per, "answer"),
+            (None, None) => continue,
+        };
+        println!(
+            "  {} nodes per {what}: {:.2} entries, {:.2} log syncs, {:.2} requests served",
+            s.service, per.entries, per.log_syncs, per.requests
+        );
+    }
 }
 
 /// The CPU totals, cores by kind, and each open-loop step's figures.

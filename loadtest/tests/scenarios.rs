@@ -83,6 +83,27 @@ fn stress_with_a_follower_killed_and_restarted_reports_checkouts_faults_memory_a
     assert!(per_answer.is_finite() && per_answer > 0.0, "{t:?}");
     assert_eq!(t.first_time_ok, Some(first.ok));
     assert!(t.cpu_ms_per_first_time_ok.is_some_and(|v| v >= per_answer));
+
+    // What the nodes did, read from their own counters: every service's
+    // nodes wrote entries, synced their logs and served requests (the
+    // restarted follower counted from its restart).
+    let work = r.work.as_ref().expect("a work section");
+    let services: Vec<&str> = work.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(services, ["order", "payment", "stock"]);
+    for s in &work.services {
+        let c = &s.counts;
+        assert!(
+            c.entries > 0.0 && c.log_syncs > 0.0 && c.requests > 0.0,
+            "{s:?}"
+        );
+    }
+    let syncs: f64 = work.services.iter().map(|s| s.counts.log_syncs).sum();
+    assert_eq!(work.total.counts.log_syncs, syncs);
+    let per = work
+        .total
+        .per_first_time_ok
+        .expect("per first-time checkout");
+    assert!(per.log_syncs > 0.0 && per.log_syncs.is_finite(), "{per:?}");
 }
 
 #[test]
