@@ -18,7 +18,7 @@ use cart_common::shard::{Shard, SHARD_HEADER};
 use cart_common::{ClusterSpec, Service};
 use cart_services::api::ReadRequest;
 use cart_services::domain::{Outcome, Query, Reply};
-use common::{admin_call, cluster, cluster_with, coordinator_admin, eventually, Client};
+use common::{admin_call, cluster, cluster_with, coordinator_admin, eventually, metric, Client};
 use reqwest::Method;
 use serde_json::json;
 
@@ -442,6 +442,21 @@ async fn a_node_rebuilt_in_one_shard_keeps_its_other_shards_in_their_shared_log(
         holds(7),
     )
     .await;
+    // Each shard's group counts its own applies (the `shard` label).
+    let addr = cluster.spec.node_addr(Service::Stock, node).unwrap();
+    for shard in Shard::all(SHARDS) {
+        let label = shard.to_string();
+        let applied = metric(
+            &addr,
+            "cart_raft_applied_writes_total",
+            &[("shard", label.as_str())],
+        )
+        .await;
+        assert!(
+            applied.is_some_and(|n| n >= 1.0),
+            "shard {shard}'s applies on node {node}: {applied:?}"
+        );
+    }
     let dir = cluster.spec.node_data_dir(Service::Stock, node);
     assert!(dir.join("raft-log").is_dir(), "the node's one log");
     for shard in Shard::all(SHARDS).skip(1) {

@@ -82,6 +82,7 @@ impl Under {
             600_000,
             1,
             Arc::default(),
+            cart_services::metrics::GroupMetrics::of(cart_common::shard::Shard(0)),
         );
         sm.restore().expect("restores");
         (sm, backend)

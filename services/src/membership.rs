@@ -63,9 +63,8 @@ fn finish(change: &str, n: &Member, result: Result<Changed, Failure>) -> Respons
         }
         Err(_) => "failed",
     };
-    METRICS
-        .membership_changes
-        .with_label_values(&[change, outcome])
+    n.metrics()
+        .of_family(&METRICS.membership_changes, &[change, outcome])
         .inc();
     match result {
         Ok((log_index, did)) => Json(changed(n, log_index, did)).into_response(),

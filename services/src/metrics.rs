@@ -1,24 +1,32 @@
-//! Node metrics, declared once through the common helper.
+//! Node metrics, declared once through the common helper. A node process
+//! hosts one Raft group per shard of its service: the series of one
+//! group's work carry its `shard` label (bound once per member in
+//! `GroupMetrics`), and the node's shared resources (its one log, its HTTP
+//! server) do not.
 
 use std::sync::LazyLock;
 
 use cart_common::metrics::{
-    counter, counter_vec, gauge, gauge_vec, histogram, precreate, LATENCY_BUCKETS,
+    counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, precreate, LATENCY_BUCKETS,
 };
 use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use cart_common::shard::Shard;
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+
+/// The label of a series of one shard's group.
+const SHARD: &[&str] = &["shard"];
 
 pub struct NodeMetrics {
-    pub applied_entries: IntCounter,
-    pub applied_writes: IntCounter,
-    pub duplicate_requests: IntCounter,
-    pub request_id_conflicts: IntCounter,
-    pub proposals_refused: IntCounter,
-    pub snapshots_built: IntCounter,
-    pub snapshots_installed: IntCounter,
+    pub applied_entries: IntCounterVec,
+    pub applied_writes: IntCounterVec,
+    pub duplicate_requests: IntCounterVec,
+    pub request_id_conflicts: IntCounterVec,
+    pub proposals_refused: IntCounterVec,
+    pub snapshots_built: IntCounterVec,
+    pub snapshots_installed: IntCounterVec,
     pub raft_rpc_failures: IntCounterVec,
     pub raft_append_splits: IntCounterVec,
-    pub raft_commit_pushes_folded: IntCounter,
+    pub raft_commit_pushes_folded: IntCounterVec,
     pub term: IntGaugeVec,
     pub last_applied: IntGaugeVec,
     pub committed: IntGaugeVec,
@@ -28,70 +36,78 @@ pub struct NodeMetrics {
     pub leader_cut_off: IntGaugeVec,
     pub cut_off_refusals: IntCounterVec,
     pub entries_abandoned: IntCounterVec,
-    pub votes_refused: IntCounter,
+    pub votes_refused: IntCounterVec,
     pub log_flush_seconds: Histogram,
     pub log_flush_entries: Histogram,
     pub log_buffered_writes: IntCounter,
     pub log_resident_bytes: IntGauge,
     pub log_entries_evicted: IntCounter,
     pub log_disk_reads: IntCounter,
-    pub proposal_batch_writes: Histogram,
-    pub proposal_queue: IntGauge,
-    pub proposals_in_flight: IntGauge,
-    pub write_seconds: Histogram,
+    pub proposal_batch_writes: HistogramVec,
+    pub proposal_queue: IntGaugeVec,
+    pub proposals_in_flight: IntGaugeVec,
+    pub write_seconds: HistogramVec,
     pub follower_reads: IntCounterVec,
-    pub follower_read_seconds: Histogram,
+    pub follower_read_seconds: HistogramVec,
 }
 
 pub static METRICS: LazyLock<NodeMetrics> =
     LazyLock::new(|| {
         NodeMetrics {
-    applied_entries: counter(
+    applied_entries: counter_vec(
         "raft_applied_entries_total",
         "Log entries applied to this replica's state machine.",
+        SHARD,
     ),
-    applied_writes: counter(
+    applied_writes: counter_vec(
         "raft_applied_writes_total",
         "Client writes applied to this replica's state machine (an entry may carry several).",
+        SHARD,
     ),
-    duplicate_requests: counter(
+    duplicate_requests: counter_vec(
         "raft_duplicate_requests_total",
         "Writes whose request id was already applied; answered from memory, not applied again.",
+        SHARD,
     ),
-    request_id_conflicts: counter(
+    request_id_conflicts: counter_vec(
         "raft_request_id_conflicts_total",
         "Writes refused because their request id was already used for another operation \
          (409 request_id_conflict); nothing applied.",
+        SHARD,
     ),
-    proposals_refused: counter(
+    proposals_refused: counter_vec(
         "raft_proposals_refused_total",
         "Writes refused with 429 because the leader's queue of writes waiting for an entry was \
          full.",
+        SHARD,
     ),
-    snapshots_built: counter(
+    snapshots_built: counter_vec(
         "raft_snapshots_built_total",
         "Snapshots this replica built (each lets the log before it be purged).",
+        SHARD,
     ),
-    snapshots_installed: counter(
+    snapshots_installed: counter_vec(
         "raft_snapshots_installed_total",
         "Snapshots this replica received from a leader and installed.",
+        SHARD,
     ),
     raft_rpc_failures: counter_vec(
         "raft_rpc_failures_total",
         "Raft RPCs to a peer that failed (unreachable, timeout, bad status), by RPC path.",
-        &["rpc"],
+        &["shard", "rpc"],
     ),
-    raft_commit_pushes_folded: counter(
+    raft_commit_pushes_folded: counter_vec(
         "raft_commit_pushes_folded_total",
         "Commit-index pushes to a follower answered by the leader's replication stream without \
          an RPC, because they followed an append the follower had just acknowledged; the index \
          rides with the next append or heartbeat.",
+        SHARD,
     ),
     raft_append_splits: counter_vec(
         "raft_append_splits_total",
-        "AppendEntries to a follower sent in smaller pieces, by reason: bytes (larger than 256 \
-         KiB encoded), unanswered (an earlier append to it got no answer in time).",
-        &["reason"],
+        "AppendEntries to a follower sent in smaller pieces, by reason: bytes (larger than \
+         raft.max_append_kib encoded), unanswered (an earlier append to it got no answer in time).",
+        &["shard", "reason"],
     ),
     term: gauge_vec("raft_term", "Current Raft term of this node.", &["shard"]),
     last_applied: gauge_vec(
@@ -104,7 +120,7 @@ pub static METRICS: LazyLock<NodeMetrics> =
         "raft_membership_changes_total",
         "Membership changes asked of this node, by change (add, remove) and result \
          (ok, not_leader, failed).",
-        &["change", "result"],
+        &["shard", "change", "result"],
     ),
     last_log_index: gauge_vec(
         "raft_last_log_index",
@@ -116,22 +132,23 @@ pub static METRICS: LazyLock<NodeMetrics> =
         "raft_leader_cut_off",
         "1 while this node is leader but no majority of its group has acknowledged it for twice \
          the election timeout (it refuses writes and reads meanwhile), else 0.", &["shard"]),
-    votes_refused: counter(
+    votes_refused: counter_vec(
         "raft_votes_refused_total",
         "Higher-term vote requests this leader refused while a majority still acknowledged it \
          (a candidate that cannot hear it, e.g. behind a one-way partition).",
+        SHARD,
     ),
     cut_off_refusals: counter_vec(
         "raft_cut_off_refusals_total",
         "Writes and reads a leader cut off from its group refused with 503, by kind (write, read).",
-        &["kind"],
+        &["shard", "kind"],
     ),
     entries_abandoned: counter_vec(
         "raft_entries_abandoned_total",
         "Entries whose writers were answered before the entry was applied, by reason: cut_off \
          (503, the leader lost its majority) or deposed (421, another node leads); a retry under \
          the same request id finds the write if it committed.",
-        &["reason"],
+        &["shard", "reason"],
     ),
     log_flush_seconds: histogram(
         "raft_log_flush_duration_seconds",
@@ -163,26 +180,30 @@ pub static METRICS: LazyLock<NodeMetrics> =
         "Raft log entries read back from the segment files (for a follower behind, or a replay \
          after a restart) because they were no longer in memory.",
     ),
-    proposal_queue: gauge(
+    proposal_queue: gauge_vec(
         "raft_proposal_queue_writes",
         "Writes waiting in the leader's queue for the next Raft entry (refused with 429 beyond \
          10000): a queue that stays long is a leader that cannot keep up.",
+        SHARD,
     ),
-    proposals_in_flight: gauge(
+    proposals_in_flight: gauge_vec(
         "raft_proposals_in_flight",
         "Entries of batched writes the leader handed to Raft and has not yet seen applied (at \
          most 1: see raft/proposer.rs).",
+        SHARD,
     ),
-    write_seconds: histogram(
+    write_seconds: histogram_vec(
         "raft_write_duration_seconds",
         "Time of one write on the leader, from joining the queue to its applied outcome (queue \
          wait, append, replication to a majority, fsync, apply); remembered request ids are not \
          counted.",
+        SHARD,
         LATENCY_BUCKETS,
     ),
-    proposal_batch_writes: histogram(
+    proposal_batch_writes: histogram_vec(
         "raft_proposal_batch_writes",
         "Client writes the leader put into one Raft entry (concurrent writes share an entry).",
+        SHARD,
         &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 256.0],
     ),
     follower_reads: counter_vec(
@@ -191,33 +212,97 @@ pub static METRICS: LazyLock<NodeMetrics> =
          after catching up with the leader's read index, not_leader (421 with the leader's hint), \
          unavailable (the leader could not be asked or confirm itself), behind (not applied that \
          far within the election timeout; 503).",
-        &["outcome"],
+        &["shard", "outcome"],
     ),
-    follower_read_seconds: histogram(
+    follower_read_seconds: histogram_vec(
         "raft_follower_read_wait_seconds",
         "Time a follower read waits before its query: the read-index round with the leader and \
          the wait until this replica has applied that index.",
+        SHARD,
         LATENCY_BUCKETS,
     ),
 }
     });
 
-/// Series operators alert on exist at 0 from start-up.
-pub fn init_series() {
-    precreate(
-        &METRICS.raft_rpc_failures,
-        [[APPEND_PATH], [VOTE_PATH], [SNAPSHOT_PATH]],
-    );
-    precreate(&METRICS.raft_append_splits, [["bytes"], ["unanswered"]]);
-    precreate(&METRICS.entries_abandoned, [["cut_off"], ["deposed"]]);
-    precreate(
-        &METRICS.cut_off_refusals,
-        crate::raft::lease::Refused::ALL.map(|k| [k.as_str()]),
-    );
-    precreate(
-        &METRICS.membership_changes,
-        ["add", "remove"]
-            .into_iter()
-            .flat_map(|change| ["ok", "not_leader", "failed"].map(|result| [change, result])),
-    );
+/// One shard's group's series on this node: the families of `METRICS`
+/// that carry a `shard` label, with this shard's bound (the hot ones), and
+/// the label itself for the families labelled further.
+#[derive(Clone)]
+pub struct GroupMetrics {
+    /// The `shard` label's value.
+    pub shard: String,
+    pub applied_entries: IntCounter,
+    pub applied_writes: IntCounter,
+    pub duplicate_requests: IntCounter,
+    pub request_id_conflicts: IntCounter,
+    pub proposals_refused: IntCounter,
+    pub snapshots_built: IntCounter,
+    pub snapshots_installed: IntCounter,
+    pub commit_pushes_folded: IntCounter,
+    pub votes_refused: IntCounter,
+    pub proposal_queue: IntGauge,
+    pub proposals_in_flight: IntGauge,
+    pub write_seconds: Histogram,
+    pub proposal_batch_writes: Histogram,
+    pub follower_read_seconds: Histogram,
+}
+
+impl GroupMetrics {
+    /// `shard`'s series, its alerting ones created at 0.
+    pub fn of(shard: Shard) -> Self {
+        let label = shard.to_string();
+        let m = &*METRICS;
+        let one = [label.as_str()];
+        let group = Self {
+            applied_entries: m.applied_entries.with_label_values(&one),
+            applied_writes: m.applied_writes.with_label_values(&one),
+            duplicate_requests: m.duplicate_requests.with_label_values(&one),
+            request_id_conflicts: m.request_id_conflicts.with_label_values(&one),
+            proposals_refused: m.proposals_refused.with_label_values(&one),
+            snapshots_built: m.snapshots_built.with_label_values(&one),
+            snapshots_installed: m.snapshots_installed.with_label_values(&one),
+            commit_pushes_folded: m.raft_commit_pushes_folded.with_label_values(&one),
+            votes_refused: m.votes_refused.with_label_values(&one),
+            proposal_queue: m.proposal_queue.with_label_values(&one),
+            proposals_in_flight: m.proposals_in_flight.with_label_values(&one),
+            write_seconds: m.write_seconds.with_label_values(&one),
+            proposal_batch_writes: m.proposal_batch_writes.with_label_values(&one),
+            follower_read_seconds: m.follower_read_seconds.with_label_values(&one),
+            shard: label,
+        };
+        group.init_series();
+        group
+    }
+
+    /// The series of `family` for this shard and the further `labels`.
+    pub fn of_family(&self, family: &IntCounterVec, labels: &[&str]) -> IntCounter {
+        let mut all = Vec::with_capacity(1 + labels.len());
+        all.push(self.shard.as_str());
+        all.extend_from_slice(labels);
+        family.with_label_values(&all)
+    }
+
+    /// Series operators alert on exist at 0 from start-up.
+    fn init_series(&self) {
+        let s = self.shard.as_str();
+        precreate(
+            &METRICS.raft_rpc_failures,
+            [[s, APPEND_PATH], [s, VOTE_PATH], [s, SNAPSHOT_PATH]],
+        );
+        precreate(
+            &METRICS.raft_append_splits,
+            [[s, "bytes"], [s, "unanswered"]],
+        );
+        precreate(&METRICS.entries_abandoned, [[s, "cut_off"], [s, "deposed"]]);
+        precreate(
+            &METRICS.cut_off_refusals,
+            crate::raft::lease::Refused::ALL.map(|k| [s, k.as_str()]),
+        );
+        precreate(
+            &METRICS.membership_changes,
+            ["add", "remove"].into_iter().flat_map(|change| {
+                ["ok", "not_leader", "failed"].map(|result| [s, change, result])
+            }),
+        );
+    }
 }

@@ -20,7 +20,7 @@ use super::NodeOptions;
 use crate::api::{FollowerProgress, NodeStatus};
 use crate::consistency::{checker::Checker, replica::Replica, wire::Operation};
 use crate::domain::{self, Command, Outcome, Query, StoreError, Table};
-use crate::metrics::METRICS;
+use crate::metrics::{GroupMetrics, METRICS};
 use crate::raft::handover::{preferred_leader, Handover};
 use crate::raft::lease::{Fence, Refused};
 use crate::raft::log_store::{NodeLog, LOG_DIR};
@@ -62,6 +62,8 @@ pub(crate) struct Member {
     handover: Handover,
     /// Reads served here as a follower; `None` when the spec turns them off.
     follower_reads: Option<FollowerReads>,
+    /// This shard's series of the node's metrics.
+    metrics: GroupMetrics,
     /// What `/status` reports from the storage; from a MongoDB server read
     /// at most every `STORED_SUMMARY_TTL` (coordinators probe several times
     /// a second).
@@ -100,8 +102,15 @@ impl Member {
         let window_ms = spec.raft.request_id_window_secs.saturating_mul(1000);
         let replica = Arc::new(Replica::default());
         Replica::init_metrics();
-        crate::metrics::init_series();
-        let sm = StateMachine::new(backend.clone(), dir.clone(), window_ms, id, replica.clone());
+        let metrics = GroupMetrics::of(shard);
+        let sm = StateMachine::new(
+            backend.clone(),
+            dir.clone(),
+            window_ms,
+            id,
+            replica.clone(),
+            metrics.clone(),
+        );
         // Before Raft asks what is applied: the embedded state starts from the
         // last snapshot, and Raft re-applies the log from there.
         sm.restore()?;
@@ -137,6 +146,7 @@ impl Member {
                 shard,
                 progress.clone(),
                 (spec.raft.max_append_kib as usize).saturating_mul(1024),
+                metrics.clone(),
             ),
             log.store(shard, progress.clone())?,
             sm.clone(),
@@ -160,8 +170,8 @@ impl Member {
             }
         }
 
-        let fence = Fence::new(spec.raft.election_timeout_ms);
-        let proposer = Proposer::start(raft.clone(), sm.clone(), fence.clone());
+        let fence = Fence::new(spec.raft.election_timeout_ms, metrics.clone());
+        let proposer = Proposer::start(raft.clone(), sm.clone(), fence.clone(), metrics.clone());
         let reads = Arc::new(ReadBarrier::new(raft.clone()));
         let sagas = (service == Service::Order).then(|| {
             Arc::new(Sagas::new(
@@ -224,7 +234,8 @@ impl Member {
             sagas,
             reads,
             handover,
-            follower_reads: FollowerReads::new(spec, shard),
+            follower_reads: FollowerReads::new(spec, shard, metrics.clone()),
+            metrics,
             stored: Mutex::new(None),
         }))
     }
@@ -258,6 +269,10 @@ impl Member {
     }
 
     /// How this node serves reads as a follower; `None`: it does not.
+    pub(crate) fn metrics(&self) -> &GroupMetrics {
+        &self.metrics
+    }
+
     pub(crate) fn follower_reads(&self) -> Option<&FollowerReads> {
         self.follower_reads.as_ref()
     }

@@ -43,25 +43,27 @@ use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 
 use super::NodeId;
-use crate::metrics::METRICS;
+use crate::metrics::{GroupMetrics, METRICS};
 
 /// How long a leader may go without a majority's acknowledgement.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Fence {
     after: Duration,
     /// A majority's acknowledgement within this keeps a leader sticky.
     sticky: Duration,
     /// Set while this leader hands its leadership over (`handover`).
     handing_over: Arc<AtomicBool>,
+    metrics: GroupMetrics,
 }
 
 impl Fence {
     /// The lease of a group whose election timeout is `election_timeout_ms`.
-    pub fn new(election_timeout_ms: u64) -> Self {
+    pub fn new(election_timeout_ms: u64, metrics: GroupMetrics) -> Self {
         Self {
             after: Duration::from_millis(election_timeout_ms.saturating_mul(2)),
             sticky: Duration::from_millis(election_timeout_ms),
             handing_over: Arc::default(),
+            metrics,
         }
     }
 
@@ -92,7 +94,7 @@ impl Fence {
         if !sticky {
             return None;
         }
-        METRICS.votes_refused.inc();
+        self.metrics.votes_refused.inc();
         tracing::info!(
             candidate = %req.vote,
             acked_ms_ago = acked,
@@ -119,23 +121,23 @@ impl Fence {
     /// Why a request is refused, when it is (and counts it).
     pub fn refusal(&self, m: &RaftMetrics<NodeId, BasicNode>, kind: Refused) -> Option<String> {
         if self.is_handing_over() && m.state == ServerState::Leader {
-            METRICS
-                .cut_off_refusals
-                .with_label_values(&[kind.as_str()])
-                .inc();
+            self.count_refusal(kind);
             return Some(
                 "this leader is handing its leadership to another node; retry there".into(),
             );
         }
         let ms = self.cut_off_ms(m)?;
-        METRICS
-            .cut_off_refusals
-            .with_label_values(&[kind.as_str()])
-            .inc();
+        self.count_refusal(kind);
         Some(format!(
             "this leader has not heard from a majority of its group for {ms} ms; \
              it serves again once it does"
         ))
+    }
+
+    fn count_refusal(&self, kind: Refused) {
+        self.metrics
+            .of_family(&METRICS.cut_off_refusals, &[kind.as_str()])
+            .inc();
     }
 }
 
@@ -170,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_leader_is_cut_off_only_past_twice_the_election_timeout() {
-        let fence = Fence::new(1000);
+        let fence = Fence::new(1000, GroupMetrics::of(cart_common::shard::Shard(0)));
         assert_eq!(
             fence.cut_off_ms(&metrics(ServerState::Leader, Some(150))),
             None
@@ -198,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_leader_in_touch_with_its_group_refuses_a_higher_term_vote() {
-        let fence = Fence::new(1000);
+        let fence = Fence::new(1000, GroupMetrics::of(cart_common::shard::Shard(0)));
         let request = |term| {
             VoteRequest::new(
                 openraft::Vote::new(term, 2),
@@ -224,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_refusal_says_how_long_the_leader_has_been_cut_off() {
-        let fence = Fence::new(1000);
+        let fence = Fence::new(1000, GroupMetrics::of(cart_common::shard::Shard(0)));
         let why = fence
             .refusal(&metrics(ServerState::Leader, Some(4321)), Refused::Write)
             .expect("refused");

@@ -28,7 +28,7 @@ use super::append_budget::{AppendBudget, Split};
 use super::commit_push::CommitPush;
 use super::progress::Progress;
 use super::{NodeId, TypeConfig};
-use crate::metrics::METRICS;
+use crate::metrics::{GroupMetrics, METRICS};
 
 #[derive(Clone)]
 pub struct Network {
@@ -38,6 +38,7 @@ pub struct Network {
     progress: Arc<Progress>,
     /// The spec's bound on one encoded append (`raft.max_append_kib`).
     max_append_bytes: usize,
+    metrics: GroupMetrics,
 }
 
 impl Network {
@@ -47,6 +48,7 @@ impl Network {
         shard: Shard,
         progress: Arc<Progress>,
         max_append_bytes: usize,
+        metrics: GroupMetrics,
     ) -> Self {
         Self {
             // Per-RPC deadlines come from openraft's RPCOption.
@@ -55,6 +57,7 @@ impl Network {
                 .for_shard(shard),
             progress,
             max_append_bytes,
+            metrics,
         }
     }
 }
@@ -118,7 +121,10 @@ impl Connection {
         let answered = is_answer(&result);
         self.net.progress.rpc_result(self.target, answered);
         if !answered {
-            METRICS.raft_rpc_failures.with_label_values(&[path]).inc();
+            self.net
+                .metrics
+                .of_family(&METRICS.raft_rpc_failures, &[path])
+                .inc();
         }
         result
     }
@@ -164,16 +170,16 @@ impl Connection {
         option: &RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         if self.commit_push.folds(req, Instant::now()) {
-            METRICS.raft_commit_pushes_folded.inc();
+            self.net.metrics.commit_pushes_folded.inc();
             return Ok(AppendEntriesResponse::Success);
         }
         let entries = req.entries.len();
         if let Some(fit) = self.budget.before_encoding(entries) {
-            return Err(too_large(fit));
+            return Err(too_large(fit, &self.net.metrics));
         }
         let body = encode(req).map_err(RPCError::Network)?;
         if let Some(fit) = self.budget.after_encoding(entries, body.len()) {
-            return Err(too_large(fit));
+            return Err(too_large(fit, &self.net.metrics));
         }
         // Dropped unanswered when openraft's timeout fires first.
         let sending = self.budget.sending(entries);
@@ -202,10 +208,10 @@ fn encode<T: Serialize>(req: &T) -> Result<Vec<u8>, NetworkError> {
 /// openraft retries at once with `entries` entries.
 fn too_large<E: std::error::Error>(
     (entries, why): (u64, Split),
+    metrics: &GroupMetrics,
 ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
-    METRICS
-        .raft_append_splits
-        .with_label_values(&[why.label()])
+    metrics
+        .of_family(&METRICS.raft_append_splits, &[why.label()])
         .inc();
     tracing::debug!(entries, reason = why.label(), "append split");
     RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries))

@@ -25,7 +25,7 @@ use super::lease::{Fence, Refused};
 use super::state_machine::StateMachine;
 use super::{now_ms, LogCommand, NodeId, Proposals, Raft, LOG_FORMAT_VERSION};
 use crate::domain::{Command, Outcome};
-use crate::metrics::METRICS;
+use crate::metrics::{GroupMetrics, METRICS};
 use crate::request_key::RequestKey;
 
 /// Most writes in one entry: bounds an entry's size and its apply time.
@@ -55,19 +55,22 @@ pub struct Proposer {
     sm: StateMachine,
     fence: Fence,
     queue: mpsc::Sender<(LogCommand, Answer)>,
+    metrics: GroupMetrics,
 }
 
 impl Proposer {
     /// Starts the batching task of `raft`'s group; a leader cut off from
     /// its group for longer than `fence` takes no writes (`lease`).
-    pub fn start(raft: Raft, sm: StateMachine, fence: Fence) -> Self {
+    pub fn start(raft: Raft, sm: StateMachine, fence: Fence, metrics: GroupMetrics) -> Self {
         let (queue, waiting) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(batch_writes(raft.clone(), fence.clone(), waiting));
+        let batching = batch_writes(raft.clone(), fence.clone(), metrics.clone(), waiting);
+        tokio::spawn(batching);
         Self {
             raft,
             sm,
             fence,
             queue,
+            metrics,
         }
     }
 
@@ -98,19 +101,19 @@ impl Proposer {
             .try_send((command(key, cmd), answer))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    METRICS.proposals_refused.inc();
+                    self.metrics.proposals_refused.inc();
                     ProposeError::Overloaded
                 }
                 mpsc::error::TrySendError::Closed(_) => {
                     ProposeError::Unavailable("the proposer has stopped".into())
                 }
             })?;
-        METRICS.proposal_queue.inc();
+        self.metrics.proposal_queue.inc();
         let outcome = heard
             .instrument(span)
             .await
             .unwrap_or_else(|_| Err(ProposeError::Unavailable("the write was dropped".into())));
-        METRICS
+        self.metrics
             .write_seconds
             .observe(started.elapsed().as_secs_f64());
         outcome
@@ -139,7 +142,12 @@ fn command(key: &RequestKey, cmd: Command) -> LogCommand {
 
 /// Takes whatever has queued as one entry whenever fewer than `IN_FLIGHT`
 /// entries are in Raft; ends when every `Proposer` is gone.
-async fn batch_writes(raft: Raft, fence: Fence, mut waiting: mpsc::Receiver<(LogCommand, Answer)>) {
+async fn batch_writes(
+    raft: Raft,
+    fence: Fence,
+    metrics: GroupMetrics,
+    mut waiting: mpsc::Receiver<(LogCommand, Answer)>,
+) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = waiting.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -152,16 +160,17 @@ async fn batch_writes(raft: Raft, fence: Fence, mut waiting: mpsc::Receiver<(Log
                 Err(_) => break,
             }
         }
-        METRICS.proposal_queue.sub(batch.len() as i64);
-        METRICS.proposal_batch_writes.observe(batch.len() as f64);
-        METRICS.proposals_in_flight.inc();
+        metrics.proposal_queue.sub(batch.len() as i64);
+        metrics.proposal_batch_writes.observe(batch.len() as f64);
+        metrics.proposals_in_flight.inc();
         let raft = raft.clone();
         let fence = fence.clone();
+        let metrics = metrics.clone();
         let span = tracing::info_span!("raft.entry", writes = batch.len());
         tokio::spawn(
             async move {
-                write_entry(&raft, &fence, batch).await;
-                METRICS.proposals_in_flight.dec();
+                write_entry(&raft, &fence, &metrics, batch).await;
+                metrics.proposals_in_flight.dec();
                 drop(slot);
             }
             .instrument(span),
@@ -182,7 +191,12 @@ async fn batch_writes(raft: Raft, fence: Fence, mut waiting: mpsc::Receiver<(Log
 /// the proposer's only slot, and every later write to this node, also once
 /// it leads again, would queue behind it (a stall seen on 3 shards, where
 /// leaders change hands at start).
-async fn write_entry(raft: &Raft, fence: &Fence, batch: Vec<(LogCommand, Answer)>) {
+async fn write_entry(
+    raft: &Raft,
+    fence: &Fence,
+    metrics: &GroupMetrics,
+    batch: Vec<(LogCommand, Answer)>,
+) {
     let (commands, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let count = commands.len();
     // A node that does not lead gets its writers' answer (421) from
@@ -196,9 +210,8 @@ async fn write_entry(raft: &Raft, fence: &Fence, batch: Vec<(LogCommand, Answer)
     let written = tokio::select! {
         written = raft.client_write(Proposals(commands)) => written,
         why = abandoned(raft, fence, led) => {
-            METRICS
-                .entries_abandoned
-                .with_label_values(&[why.label()])
+            metrics
+                .of_family(&METRICS.entries_abandoned, &[why.label()])
                 .inc();
             tracing::warn!(writes = count, reason = why.label(), "entry answered before it was applied");
             let refusal = why.into_error();

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use super::Raft;
 use crate::api::{NotLeader, ReadIndex};
-use crate::metrics::METRICS;
+use crate::metrics::{GroupMetrics, METRICS};
 
 /// How a follower read ended, as the `outcome` metric label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,14 +83,15 @@ pub struct FollowerReads {
     client: InternalClient,
     /// The read-index round and the wait for the applies, together.
     bound: Duration,
+    metrics: GroupMetrics,
 }
 
 impl FollowerReads {
     /// `None` when the spec's `raft.follower_reads` is off.
-    pub fn new(spec: &ClusterSpec, shard: Shard) -> Option<Self> {
+    pub fn new(spec: &ClusterSpec, shard: Shard, metrics: GroupMetrics) -> Option<Self> {
         precreate(
             &METRICS.follower_reads,
-            FollowerReadOutcome::ALL.map(|o| [o.as_str()]),
+            FollowerReadOutcome::ALL.map(|o| [metrics.shard.as_str(), o.as_str()]),
         );
         // A leader that cannot confirm itself within an election timeout is
         // about to be replaced; the coordinator has other replicas to ask.
@@ -98,6 +99,7 @@ impl FollowerReads {
         spec.raft.follower_reads.then(|| Self {
             client: InternalClient::for_cluster(spec, bound).for_shard(shard),
             bound,
+            metrics,
         })
     }
 
@@ -110,7 +112,7 @@ impl FollowerReads {
             .round(raft, leader_addr, started)
             .instrument(span)
             .await;
-        METRICS
+        self.metrics
             .follower_read_seconds
             .observe(started.elapsed().as_secs_f64());
         let outcome = match &result {
@@ -120,9 +122,8 @@ impl FollowerReads {
                 e.outcome()
             }
         };
-        METRICS
-            .follower_reads
-            .with_label_values(&[outcome.as_str()])
+        self.metrics
+            .of_family(&METRICS.follower_reads, &[outcome.as_str()])
             .inc();
         result
     }
@@ -169,9 +170,9 @@ mod tests {
             spec.raft.follower_reads,
             "on unless the spec says otherwise"
         );
-        assert!(FollowerReads::new(&spec, Shard(0)).is_some());
+        assert!(FollowerReads::new(&spec, Shard(0), GroupMetrics::of(Shard(0))).is_some());
         spec.raft.follower_reads = false;
-        assert!(FollowerReads::new(&spec, Shard(0)).is_none());
+        assert!(FollowerReads::new(&spec, Shard(0), GroupMetrics::of(Shard(0))).is_none());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::domain::{
     self, get_value, put_value, Command, Outcome, Rejection, RejectionCode, Reply, StoreError,
 };
 use crate::domain::{StateStore, Table};
-use crate::metrics::METRICS;
+use crate::metrics::GroupMetrics;
 use crate::request_key::{self, RequestKey};
 use crate::storage::{io, Backend, LAST_APPLIED, MEMBERSHIP};
 use cart_common::spec::StorageBackend;
@@ -43,12 +43,12 @@ struct Remembered {
 impl Remembered {
     /// The answer to `key` from this memory: the first answer again for the
     /// same operation, a conflict for another one.
-    fn answer(self, key: &RequestKey) -> Outcome {
+    fn answer(self, key: &RequestKey, metrics: &GroupMetrics) -> Outcome {
         if key.conflicts_with(self.fingerprint) {
-            METRICS.request_id_conflicts.inc();
+            metrics.request_id_conflicts.inc();
             Err(request_key::conflict())
         } else {
-            METRICS.duplicate_requests.inc();
+            metrics.duplicate_requests.inc();
             self.outcome
         }
     }
@@ -65,6 +65,7 @@ pub struct StateMachine {
     id: NodeId,
     /// Digest captures and repairs of this replica.
     replica: Arc<Replica>,
+    metrics: GroupMetrics,
 }
 
 impl StateMachine {
@@ -74,6 +75,7 @@ impl StateMachine {
         request_window_ms: u64,
         id: NodeId,
         replica: Arc<Replica>,
+        metrics: GroupMetrics,
     ) -> Self {
         Self {
             backend,
@@ -81,6 +83,7 @@ impl StateMachine {
             request_window_ms,
             id,
             replica,
+            metrics,
         }
     }
 
@@ -90,7 +93,7 @@ impl StateMachine {
     pub fn remembered(&self, key: &RequestKey) -> Result<Option<Outcome>, StoreError> {
         let view = self.backend.reader()?;
         let found: Option<Remembered> = get_value(view.as_ref(), Table::Requests, &key.request_id)?;
-        Ok(found.map(|r| r.answer(key)))
+        Ok(found.map(|r| r.answer(key, &self.metrics)))
     }
 
     fn applied(&self) -> Result<(Option<LogId<NodeId>>, Membership), StoreError> {
@@ -167,8 +170,8 @@ impl StateMachine {
             let _forgotten = forget_before(view, Table::Requests, Table::RequestTimes, cutoff)?;
             Ok(())
         })?;
-        METRICS.applied_entries.inc_by(replies.len() as u64);
-        METRICS.applied_writes.inc_by(writes as u64);
+        self.metrics.applied_entries.inc_by(replies.len() as u64);
+        self.metrics.applied_writes.inc_by(writes as u64);
         Ok(replies)
     }
 
@@ -189,7 +192,7 @@ impl StateMachine {
         }
         let seen: Option<Remembered> = get_value(view, Table::Requests, &req.request_id)?;
         if let Some(seen) = seen {
-            return Ok(seen.answer(&req.key()));
+            return Ok(seen.answer(&req.key(), &self.metrics));
         }
         let outcome = self.apply_command(view, req)?;
         let remembered = Remembered {
@@ -230,14 +233,14 @@ impl StateMachine {
             }
             Ok(())
         })?;
-        METRICS.snapshots_built.inc();
+        self.metrics.snapshots_built.inc();
         Ok(meta)
     }
 
     fn install(&self, meta: &Meta, data: &[u8]) -> Result<(), StoreError> {
         self.load(meta, data)?;
         snapshot::save(&self.dir, meta, data)?;
-        METRICS.snapshots_installed.inc();
+        self.metrics.snapshots_installed.inc();
         Ok(())
     }
 
@@ -439,6 +442,7 @@ mod tests {
             window_ms,
             1,
             Arc::default(),
+            GroupMetrics::of(cart_common::shard::Shard(0)),
         )
     }
 
