@@ -478,6 +478,11 @@ def replication_consistency():
             timeseries("Entries applied", targets((
                 f"sum by (service, node) (rate(cart_raft_applied_entries_total{{{NODE}}}{RI}))",
                 "{{service}} node {{node}}")), unit="ops", w=8),
+            timeseries("Writes applied per shard", targets((
+                f"max by (service, shard) (rate(cart_raft_applied_writes_total{{{NODE}}}{RI}))",
+                "{{service}} shard {{shard}}")), unit="ops", w=8,
+                desc="Client writes each shard's group applies (its furthest replica): a shard far above "
+                     "the others of its service holds hot keys, which more shards do not spread."),
             timeseries("Snapshots", targets(
                 (f"sum by (service, node) (increase(cart_raft_snapshots_built_total{{{NODE}}}{RI}))", "{{service}} node {{node}} built"),
                 (f"sum by (service, node) (increase(cart_raft_snapshots_installed_total{{{NODE}}}{RI}))", "{{service}} node {{node}} installed"),
