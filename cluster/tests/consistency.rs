@@ -362,13 +362,7 @@ async fn a_node_that_lost_its_data_is_rebuilt_with_one_call() {
     assert_eq!(status, 200, "{body}");
     let id = body["check_id"].as_str().unwrap().to_string();
     let r = report(&cluster, &id, Duration::from_secs(120)).await;
-    let repair = r.repair.expect("a repair report");
-    assert_eq!(repair.nodes[0].action, "rebuilt", "{repair:#?}");
-    assert_eq!(
-        repair.recheck_verdict.as_deref(),
-        Some("clean"),
-        "{repair:#?}"
-    );
+    common::assert_rebuilt(&r);
     // The data is back on it, and a fresh check agrees.
     assert_eq!(stock_on(&cluster, lost, "4999").await, Some(3));
     let again = start(&cluster, "check", None).await;

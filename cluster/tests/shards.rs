@@ -472,13 +472,7 @@ async fn a_node_rebuilt_in_one_shard_keeps_its_other_shards_in_their_shared_log(
         Duration::from_secs(60),
     )
     .await;
-    let repair = found.repair.expect("a repair report");
-    assert_eq!(repair.nodes[0].action, "rebuilt", "{repair:#?}");
-    assert_eq!(
-        repair.recheck_verdict.as_deref(),
-        Some("clean"),
-        "{repair:#?}"
-    );
+    common::assert_rebuilt(&found);
 
     eventually(
         "every shard of the rebuilt node to hold the batch",

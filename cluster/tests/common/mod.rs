@@ -59,6 +59,18 @@ pub fn test_timings(spec: &mut ClusterSpec) {
     spec.raft.election_timeout_ms = 1000;
 }
 
+/// Asserts that a rebuild's report says the node was rebuilt and the
+/// check after it found every replica alike.
+pub fn assert_rebuilt(report: &cart_common::admin::CheckReport) {
+    let repair = report.repair.as_ref().expect("a repair report");
+    assert_eq!(repair.nodes[0].action, "rebuilt", "{repair:#?}");
+    assert_eq!(
+        repair.recheck_verdict.as_deref(),
+        Some("clean"),
+        "{repair:#?}"
+    );
+}
+
 /// Every service split into `shards` shards (`tweak` for a test cluster).
 pub fn with_shards(spec: &mut ClusterSpec, shards: u16) {
     for service in Service::ALL {
@@ -455,12 +467,7 @@ impl Client {
             .await
             .ok());
         assert!(self.post("/payment/batch_init/1/10").await.ok());
-        let order = self.post("/orders/create/0").await.str("order_id");
-        assert!(self
-            .post(&format!("/orders/addItem/{order}/0/1"))
-            .await
-            .ok());
-        order
+        self.order_of("0", &[("0", 1)]).await
     }
 
     /// A new user with `credit`; its id.

@@ -1,9 +1,10 @@
 //! A node process's members: one per shard of its service, each its own
 //! Raft group with its own log, snapshots, digests and repairs, behind the
 //! process's one HTTP server and over its one log engine (`NodeLog`: every
-//! shard's entries in the same segment files, synced together). Internal calls name their shard in the
-//! `cart-shard` header (`cart_common::shard`); the `ShardMember` extractor
-//! hands a handler the member it names.
+//! shard's entries in the same segment files, synced together). Internal
+//! calls name their shard in the `cart-shard` header
+//! (`cart_common::shard`); the `ShardMember` extractor hands a handler the
+//! member it names.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,7 +75,7 @@ fn keep_shard_count(dir: &Path, shards: u16) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => anyhow::bail!("reading {}: {e}", file.display()),
     };
-    let had_data = !crate::raft::log_store::LogStore::is_new(dir);
+    let had_data = !NodeLog::is_new(dir);
     let was = recorded.or(had_data.then_some(1));
     match was {
         Some(was) if was != shards => anyhow::bail!(

@@ -268,11 +268,12 @@ impl Member {
         &self.handover
     }
 
-    /// How this node serves reads as a follower; `None`: it does not.
+    /// This shard's series of the node's metrics.
     pub(crate) fn metrics(&self) -> &GroupMetrics {
         &self.metrics
     }
 
+    /// How this node serves reads as a follower; `None`: it does not.
     pub(crate) fn follower_reads(&self) -> Option<&FollowerReads> {
         self.follower_reads.as_ref()
     }

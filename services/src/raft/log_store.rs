@@ -35,6 +35,12 @@ pub struct NodeLog {
 }
 
 impl NodeLog {
+    /// Whether node directory `dir` holds no log yet (a new node, or a lost
+    /// directory).
+    pub fn is_new(dir: &Path) -> bool {
+        !dir.join(LOG_DIR).exists() && !log_import::has_old_log(dir)
+    }
+
     /// Opens the log in `dir/raft-log` for `shards` shards, first moving
     /// in the logs of earlier versions (a redb file in `dir`; each shard's
     /// own segment log in its `shard-k` directory), and starts its writer
@@ -100,11 +106,6 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Whether `dir` holds no log yet (a new node, or a lost directory).
-    pub fn is_new(dir: &Path) -> bool {
-        !dir.join(LOG_DIR).exists() && !log_import::has_old_log(dir)
-    }
-
     fn state(&self) -> MutexGuard<'_, log_state::LogState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

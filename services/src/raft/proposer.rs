@@ -203,8 +203,8 @@ async fn write_entry(
     // openraft at once; only a leader's entry is watched. (Read in place:
     // the metrics hold the membership, not worth a clone per entry.)
     let led = {
-        let metrics = raft.metrics();
-        let m = metrics.borrow();
+        let watch = raft.metrics();
+        let m = watch.borrow();
         (m.state == ServerState::Leader).then_some(m.current_term)
     };
     let written = tokio::select! {
