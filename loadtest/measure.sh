@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the figures of docs/loadtest.md on this machine: release
 # build, 100- and 1000-user stress runs, the consistency scenario (healthy
-# and with the order leader killed), an open-loop knee search, open-loop
-# runs at a fixed 5/s (the idle checkout), 100/s and 300/s (the CPU
+# and with the order leader killed), an open-loop knee search, the cluster
+# with no load (its idle CPU), open-loop runs at a fixed 5/s (the idle checkout), 100/s and 300/s (the CPU
 # figures), a 5-minute 1000-user
 # run for the memory figures, and the comparison table and plots (also
 # copied into docs/loadtest.md between its markers). Every run starts its
@@ -43,6 +43,10 @@ $load consistency --temp-cluster --kill order-leader@0.5 --restart-after 5 \
   --label "consistency, order leader killed" --out "$out/consistency-leader-killed.json"
 $load open-loop --temp-cluster --start-rate 100 --step-rate 100 --max-rate 5000 --step-secs 10 \
   --label "open loop" --out "$out/open-loop.json" || true
+# No load at all: what the cluster burns on probes, heartbeats and event
+# pulls (the report's cpu.steps[0].cores).
+$load open-loop --temp-cluster --rates 0 --step-secs "$secs" \
+  --label "no load" --out "$out/idle.json"
 # The idle checkout: 5 a second, so each meets an otherwise idle cluster.
 $load open-loop --temp-cluster --rates 5 --step-secs "$secs" \
   --label "open loop 5/s (idle)" --out "$out/open-loop-5.json"

@@ -242,8 +242,10 @@ async fn killing_the_leader_under_writes_is_a_leader_change_and_loses_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_coordinator_shows_the_whole_cluster_and_the_same_history() {
-    let mut cluster = cluster(&Service::ALL, |_| {});
+async fn every_coordinator_shows_the_whole_cluster_and_the_same_history_by_long_polls() {
+    // Pulls wait up to 30 s at the peer: the history below arrives sooner
+    // only because a new event answers the pulls waiting for it.
+    let mut cluster = cluster(&Service::ALL, |spec| spec.health.event_wait_ms = 30_000);
     // One address is enough: the order coordinator reports every service.
     let order = coordinator_admin(&cluster, Service::Order, 1);
     let view: ClusterView = eventually(
@@ -258,6 +260,25 @@ async fn every_coordinator_shows_the_whole_cluster_and_the_same_history() {
         },
     )
     .await;
+    // Idle, a coordinator asks each peer for events about once per wait,
+    // not every `event_sync_ms` (ten times in 5 s): at most two answered
+    // pulls, in case an event of the cluster's start arrives meanwhile.
+    let peer = coordinator_admin(&cluster, Service::Stock, 0);
+    let pulls = || async {
+        metric(
+            &order,
+            "cart_coordinator_event_pulls_total",
+            &[("peer", &peer)],
+        )
+        .await
+        .expect("the pulls series")
+    };
+    let before = pulls().await;
+    assert!(before >= 1.0, "reachable, so pulled at least once");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = pulls().await - before;
+    assert!(idle <= 2.0, "{idle} pulls of one peer in 5 idle seconds");
+
     assert_eq!(view.services.len(), 3);
     for s in &view.services {
         assert_eq!(s.error, None, "{s:?}");
@@ -287,7 +308,7 @@ async fn every_coordinator_shows_the_whole_cluster_and_the_same_history() {
     }
 
     // A payment follower dies: every coordinator, of every service, ends up
-    // with the same history, including that event.
+    // with the same history, including that event, well within one wait.
     let leader = cluster.leader(Service::Payment).expect("a leader");
     let follower = (1..=3).find(|n| *n != leader).unwrap();
     cluster

@@ -242,7 +242,12 @@ pub struct HealthSection {
     pub caught_up_lag_entries: u64,
     /// Events each coordinator keeps (merged from every coordinator).
     pub events_kept: usize,
-    /// How often a coordinator pulls new events from every other coordinator.
+    /// How long a coordinator's pull of another's events waits there for a
+    /// new one (a long poll: an idle cluster pulls once per this, and an
+    /// event still arrives at once). 0: every pull is answered at once.
+    pub event_wait_ms: u64,
+    /// The pause before pulling again from a coordinator that failed to
+    /// answer, or that answered nothing before `event_wait_ms`.
     pub event_sync_ms: u64,
 }
 
@@ -255,6 +260,7 @@ impl Default for HealthSection {
             max_backoff_ms: 2000,
             caught_up_lag_entries: 10,
             events_kept: 500,
+            event_wait_ms: 5_000,
             event_sync_ms: 500,
         }
     }

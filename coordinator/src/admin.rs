@@ -95,6 +95,9 @@ struct OwnQuery {
     #[serde(default)]
     after: u64,
     incarnation: Option<String>,
+    /// With nothing new yet, wait up to this long for an event (capped).
+    #[serde(default)]
+    wait_ms: u64,
 }
 
 fn parse_service(name: &str) -> Result<Service, ApiError> {
@@ -177,7 +180,12 @@ async fn events(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>)
 }
 
 async fn own_events(State(c): State<Arc<Coordinator>>, Query(q): Query<OwnQuery>) -> Response {
-    Json(c.events().own_after(q.after, q.incarnation.as_deref())).into_response()
+    let wait = Duration::from_millis(q.wait_ms);
+    let own = c
+        .events()
+        .own_after_waiting(q.after, q.incarnation.as_deref(), wait)
+        .await;
+    Json(own).into_response()
 }
 
 /// This coordinator's own service from its own probes; another service from

@@ -1,6 +1,8 @@
 //! The cluster's event history as this coordinator knows it: the events it
 //! observed itself, merged with those every other coordinator observed
-//! (pulled by `sync_loop`). Two coordinators usually observe the same
+//! (pulled by `sync_loop`, one long poll per peer: a pull waits at the peer
+//! until it has a new event or `event_wait_ms` has passed, so an idle cluster
+//! pulls seldom and an event still travels at once). Two coordinators usually observe the same
 //! occurrence (both see node 2 go down); `history` folds such observations
 //! into one event, deterministically, so every coordinator that holds the
 //! same observations shows the same history.
@@ -15,8 +17,13 @@ use cart_common::paths::OWN_EVENTS_PATH;
 use cart_common::spec::NodeId;
 use cart_common::ClusterSpec;
 use serde_json::Value;
+use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::metrics::METRICS;
+
+/// The longest a pull may ask its peer to wait for a new event.
+pub const MAX_EVENT_WAIT: Duration = Duration::from_secs(30);
 
 /// Observations of the same kind of event on the same node this close in
 /// time are one occurrence (unless they name it: a term or a check id).
@@ -29,6 +36,12 @@ pub struct EventLog {
     pub incarnation: String,
     kept: usize,
     inner: Mutex<Inner>,
+    /// The sequence number of this coordinator's newest own event, for the
+    /// pulls waiting on it.
+    newest: watch::Sender<u64>,
+    /// Set when the process stops: waiting pulls are answered at once, so
+    /// they do not hold up the server's drain.
+    closing: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -51,6 +64,8 @@ impl EventLog {
             incarnation,
             kept: kept.max(1),
             inner: Mutex::new(Inner::default()),
+            newest: watch::Sender::new(0),
+            closing: watch::Sender::new(false),
         }
     }
 
@@ -85,17 +100,15 @@ impl EventLog {
         }
         inner.all.insert(event.id.clone(), event.clone());
         self.trim(&mut inner);
+        drop(inner);
+        self.newest.send_replace(seq);
         event
     }
 
     /// This coordinator's own events after `after`; all of them if the asker
     /// knew an older incarnation.
     pub fn own_after(&self, after: u64, incarnation: Option<&str>) -> OwnEvents {
-        let after = if incarnation == Some(self.incarnation.as_str()) {
-            after
-        } else {
-            0
-        };
+        let after = self.resume_after(after, incarnation);
         let inner = self.lock();
         OwnEvents {
             incarnation: self.incarnation.clone(),
@@ -105,6 +118,47 @@ impl EventLog {
                 .filter(|(seq, _)| *seq > after)
                 .cloned()
                 .collect(),
+        }
+    }
+
+    /// `own_after`, but with nothing to give yet it waits up to `wait` (at
+    /// most `MAX_EVENT_WAIT`) for this coordinator's next event. An asker
+    /// that does not know this incarnation is answered at once: it learns
+    /// the incarnation (and that this coordinator is reachable) now.
+    pub async fn own_after_waiting(
+        &self,
+        after: u64,
+        incarnation: Option<&str>,
+        wait: Duration,
+    ) -> OwnEvents {
+        if incarnation != Some(self.incarnation.as_str()) {
+            return self.own_after(after, incarnation);
+        }
+        let from = after;
+        let (mut newest, mut closing) = (self.newest.subscribe(), self.closing.subscribe());
+        // `wait_for` looks at the current value first: an event recorded
+        // before the subscription is not missed.
+        let waited =
+            tokio::time::timeout(wait.min(MAX_EVENT_WAIT), newest.wait_for(|seq| *seq > from));
+        tokio::select! {
+            _ = waited => {}
+            _ = closing.wait_for(|closing| *closing) => {}
+        }
+        self.own_after(after, incarnation)
+    }
+
+    /// Answers every waiting pull now and every later one at once.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// The last sequence number the asker has of this incarnation: none if
+    /// it knew another one.
+    fn resume_after(&self, after: u64, incarnation: Option<&str>) -> u64 {
+        if incarnation == Some(self.incarnation.as_str()) {
+            after
+        } else {
+            0
         }
     }
 
@@ -221,12 +275,15 @@ fn same_occurrence(seen: &Event, new: &Event) -> bool {
     }
 }
 
-/// Pulls every other coordinator's new events, forever.
+/// Pulls every other coordinator's new events, forever: one long poll per
+/// peer at a time, each peer on its own so a frozen one holds up no other.
 pub async fn sync_loop(log: std::sync::Arc<EventLog>, spec: ClusterSpec, own_admin: String) {
-    let interval = Duration::from_millis(spec.health.event_sync_ms);
+    let wait = Duration::from_millis(spec.health.event_wait_ms).min(MAX_EVENT_WAIT);
+    let pause = Duration::from_millis(spec.health.event_sync_ms);
+    // A pull is answered within its wait; beyond that, the usual timeout.
     let client = InternalClient::new(
         Duration::from_millis(spec.health.timeout_ms),
-        Duration::from_millis(spec.health.timeout_ms.max(1000)),
+        wait + Duration::from_millis(spec.health.timeout_ms.max(1000)),
     );
     let peers: Vec<String> = cart_common::Service::ALL
         .into_iter()
@@ -234,25 +291,50 @@ pub async fn sync_loop(log: std::sync::Arc<EventLog>, spec: ClusterSpec, own_adm
         .map(|c| c.admin)
         .filter(|a| *a != own_admin)
         .collect();
-    cart_common::metrics::precreate(
-        &METRICS.event_sync_failures,
-        peers.iter().map(|peer| [peer.as_str()]),
-    );
-    loop {
-        let pulls = peers.iter().map(|peer| pull(&log, &client, peer));
-        futures::future::join_all(pulls).await;
-        tokio::time::sleep(interval).await;
+    for series in [&METRICS.event_sync_failures, &METRICS.event_pulls] {
+        cart_common::metrics::precreate(series, peers.iter().map(|peer| [peer.as_str()]));
     }
+    let follows = peers.into_iter().map(|peer| {
+        let (log, client) = (log.clone(), client.clone());
+        async move {
+            loop {
+                let asked = tokio::time::Instant::now();
+                let span = tracing::debug_span!("events.pull", %peer);
+                let got = pull(&log, &client, &peer, wait).instrument(span).await;
+                // New events: ask again at once. A failure, or nothing
+                // and early (`event_wait_ms` 0, or a peer that does not
+                // wait): pause, so no peer is asked in a tight loop.
+                let early_and_empty = got == Some(0) && asked.elapsed() < (wait / 2).max(pause);
+                if got.is_none() || early_and_empty {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    });
+    futures::future::join_all(follows).await;
 }
 
-async fn pull(log: &EventLog, client: &InternalClient, peer: &str) {
+/// One pull from `peer`, waiting there up to `wait`: how many events it
+/// brought, or `None` if it failed.
+async fn pull(
+    log: &EventLog,
+    client: &InternalClient,
+    peer: &str,
+    wait: Duration,
+) -> Option<usize> {
     let (incarnation, after) = log.cursor(peer).unwrap_or_default();
     // Incarnations are `<service>-coordinator-<i>@<ms>`: query-safe.
-    let path = format!("{OWN_EVENTS_PATH}?after={after}&incarnation={incarnation}");
+    let path = format!(
+        "{OWN_EVENTS_PATH}?after={after}&incarnation={incarnation}&wait_ms={}",
+        wait.as_millis()
+    );
     match client.get_json::<OwnEvents>(peer, &path).await {
         Ok(batch) => {
+            METRICS.event_pulls.with_label_values(&[peer]).inc();
             log.set_reachable(peer, true);
+            let brought = batch.events.len();
             log.merge(peer, batch);
+            Some(brought)
         }
         Err(e) => {
             if log.reachable(peer) != Some(false) {
@@ -260,12 +342,15 @@ async fn pull(log: &EventLog, client: &InternalClient, peer: &str) {
             }
             log.set_reachable(peer, false);
             METRICS.event_sync_failures.with_label_values(&[peer]).inc();
+            None
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn observed(log: &EventLog, kind: &str, node: u64) -> Event {
@@ -307,6 +392,71 @@ mod tests {
         assert_eq!(a.own_after(seq, Some(&inc)).events.len(), 1);
         // An unknown incarnation gets everything.
         assert_eq!(a.own_after(seq, Some("a@0")).events.len(), 2);
+    }
+
+    /// A pull of `log` by someone holding everything up to `after` of its
+    /// current incarnation, waiting up to `wait`: what it got and how long
+    /// it took (in paused time, so exact).
+    async fn pull_of(log: &Arc<EventLog>, after: u64, wait: u64) -> (usize, Duration) {
+        let started = tokio::time::Instant::now();
+        let inc = log.incarnation.clone();
+        let got = log
+            .own_after_waiting(after, Some(&inc), Duration::from_secs(wait))
+            .await;
+        (got.events.len(), started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_pull_is_answered_by_the_next_event_not_its_timeout() {
+        let log = Arc::new(EventLog::new("a".into(), 100));
+        observed(&log, "node_down", 1);
+        let recorder = log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            observed(&recorder, "node_up", 1);
+        });
+        assert_eq!(pull_of(&log, 1, 10).await, (1, Duration::from_secs(2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pull_with_nothing_new_waits_its_whole_time_then_answers_empty() {
+        let log = Arc::new(EventLog::new("a".into(), 100));
+        observed(&log, "node_down", 1);
+        assert_eq!(pull_of(&log, 1, 5).await, (0, Duration::from_secs(5)));
+        // Never longer than the cap, whatever the asker asks.
+        assert_eq!(pull_of(&log, 1, 3600).await, (0, MAX_EVENT_WAIT));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_already_there_or_of_another_incarnation_are_answered_at_once() {
+        let log = Arc::new(EventLog::new("a".into(), 100));
+        // A first pull learns the incarnation even with no events yet.
+        let started = tokio::time::Instant::now();
+        let first = log
+            .own_after_waiting(0, None, Duration::from_secs(10))
+            .await;
+        assert_eq!((first.events.len(), started.elapsed()), (0, Duration::ZERO));
+        assert_eq!(first.incarnation, log.incarnation);
+        observed(&log, "node_down", 1);
+        observed(&log, "node_up", 1);
+        assert_eq!(pull_of(&log, 1, 10).await, (1, Duration::ZERO));
+        let started = tokio::time::Instant::now();
+        let stale = log
+            .own_after_waiting(2, Some("a@0"), Duration::from_secs(10))
+            .await;
+        assert_eq!((stale.events.len(), started.elapsed()), (2, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_answers_waiting_pulls_and_every_later_one_at_once() {
+        let log = Arc::new(EventLog::new("a".into(), 100));
+        let closer = log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            closer.close();
+        });
+        assert_eq!(pull_of(&log, 0, 10).await, (0, Duration::from_secs(1)));
+        assert_eq!(pull_of(&log, 0, 10).await, (0, Duration::ZERO));
     }
 
     #[test]

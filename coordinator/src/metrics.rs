@@ -24,6 +24,7 @@ pub struct CoordinatorMetrics {
     pub events: IntCounterVec,
     pub last_clean_check_age: GaugeVec,
     pub event_sync_failures: IntCounterVec,
+    pub event_pulls: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(|| CoordinatorMetrics {
@@ -104,6 +105,12 @@ pub static METRICS: LazyLock<CoordinatorMetrics> = LazyLock::new(|| CoordinatorM
     event_sync_failures: counter_vec(
         "coordinator_event_sync_failures_total",
         "Failed pulls of another coordinator's events, by that coordinator's admin address.",
+        &["peer"],
+    ),
+    event_pulls: counter_vec(
+        "coordinator_event_pulls_total",
+        "Answered pulls of another coordinator's events (long polls: about one per \
+         event_wait_ms while no events happen), by that coordinator's admin address.",
         &["peer"],
     ),
 });

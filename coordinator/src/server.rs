@@ -41,6 +41,11 @@ pub async fn run(spec: ClusterSpec, service: Service, index: u16) -> anyhow::Res
         spec.clone(),
         me.admin.clone(),
     ));
+    let (stop, events) = (chttp::Shutdown::on_signals(), state.events().clone());
+    tokio::spawn(async move {
+        stop.wait().await;
+        events.close();
+    });
     let labels = ServerLabels {
         service: service.name(),
         role: "coordinator",
