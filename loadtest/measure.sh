@@ -2,9 +2,9 @@
 # Regenerates the figures of docs/loadtest.md on this machine: release
 # build, 100- and 1000-user stress runs, the consistency scenario (healthy
 # and with the order leader killed), an open-loop knee search, the cluster
-# with no load (its idle CPU), open-loop runs at a fixed 5/s (the idle checkout), 100/s and 300/s (the CPU
-# figures), a 5-minute 1000-user
-# run for the memory figures, and the comparison table and plots (also
+# with no load (its idle CPU), open-loop runs at a fixed 5/s (the idle
+# checkout), 100/s and 300/s (the CPU figures), a 5-minute 1000-user run
+# for the memory figures, and the comparison table and plots (also
 # copied into docs/loadtest.md between its markers). Every run starts its
 # own default cluster (3 nodes and 2 coordinators per service) in a
 # temporary directory.
