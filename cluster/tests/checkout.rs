@@ -366,6 +366,57 @@ async fn checking_out_a_paid_order_again_writes_nothing_and_a_used_id_still_coun
     assert_eq!((client.credit("0").await, client.stock("0").await), (4, 8));
 }
 
+/// A checkout is answered paid once both its steps applied, before its
+/// commit is logged, and the commit waits (`raft.lazy_write_ms`, 200 ms
+/// here) for another write to share its entry: back-to-back checkouts cost
+/// the order group about one entry each, not two. A read of the order right
+/// after the answer still shows it paid, from whichever replica serves it:
+/// it waits for the decision (here the whole lazy wait, since nothing else
+/// is written meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_answered_before_their_commits_share_entries_and_read_paid() {
+    let cluster = cluster(&Service::ALL, |spec| spec.raft.lazy_write_ms = 200);
+    let client = Client::gateway(&cluster);
+    assert!(client.post("/stock/batch_init/1/100/1").await.ok());
+    assert!(client.post("/payment/batch_init/1/100").await.ok());
+    for round in 0..10 {
+        let order = client.order_of("0", &[("0", 1)]).await;
+        let paid = client.post(&format!("/orders/checkout/{order}")).await;
+        assert!(paid.ok(), "{paid:?}");
+        let read = client.get(&format!("/orders/find/{order}")).await;
+        assert_eq!(read.body["paid"], true, "round {round}: {read:?}");
+    }
+
+    let mut orders = Vec::new();
+    for _ in 0..20 {
+        orders.push(client.order_of("0", &[("0", 1)]).await);
+    }
+    let (addr, applied) = order_leader(&cluster);
+    let before = applied();
+    for order in &orders {
+        let paid = client.post(&format!("/orders/checkout/{order}")).await;
+        assert!(paid.ok(), "{paid:?}");
+    }
+    let entries = applied() - before;
+    // Before lazy commits: a begin and a commit each, 40 entries.
+    assert!(entries <= 25, "20 checkouts took {entries} order entries");
+    let joined = metric(
+        &addr,
+        "cart_raft_lazy_write_wait_seconds_count",
+        &[("shard", "0"), ("outcome", "joined")],
+    )
+    .await;
+    assert!(joined >= Some(15.0), "{joined:?} commits shared an entry");
+    for order in &orders {
+        let read = client.get(&format!("/orders/find/{order}")).await;
+        assert_eq!(read.body["paid"], true, "{read:?}");
+    }
+    assert_eq!(
+        (client.credit("0").await, client.stock("0").await),
+        (70, 70)
+    );
+}
+
 /// A take waiting for its turn when its order leader is deposed gives up
 /// with the leadership: the checkouts ahead of it are driven by the new
 /// leader, so their turns would never end on the old one. A retry of that

@@ -49,6 +49,7 @@ pub struct NodeMetrics {
     pub write_seconds: HistogramVec,
     pub follower_reads: IntCounterVec,
     pub follower_read_seconds: HistogramVec,
+    pub lazy_write_wait: HistogramVec,
 }
 
 pub static METRICS: LazyLock<NodeMetrics> =
@@ -213,6 +214,14 @@ pub static METRICS: LazyLock<NodeMetrics> =
          unavailable (the leader could not be asked or confirm itself), behind (not applied that \
          far within the election timeout; 503).",
         &["shard", "outcome"],
+    ),
+    lazy_write_wait: histogram_vec(
+        "raft_lazy_write_wait_seconds",
+        "Time a lazy write (a checkout's commit, its client answered) waited in the leader's \
+         queue for another write to share its entry (raft.lazy_write_ms), by how the wait \
+         ended: joined (it shares the next entry) or alone (none came in time).",
+        &["shard", "outcome"],
+        LATENCY_BUCKETS,
     ),
     follower_read_seconds: histogram_vec(
         "raft_follower_read_wait_seconds",

@@ -167,6 +167,14 @@ pub fn answerable_as_paid(
     Ok(paid && store.get(Table::Requests, request_id)?.is_none())
 }
 
+/// Whether `order_id` has a checkout begun and not yet decided: its order
+/// may be marked paid any moment. The saga answers a checkout whose steps
+/// both applied before its commit is logged (docs/design.md), so a read of
+/// the order waits while this holds (`saga::decided_read`).
+pub fn undecided(store: &dyn StateStore, order_id: &str) -> Result<bool, StoreError> {
+    Ok(open_checkout(store, order_id)?.is_some_and(|c| c.state == CheckoutState::Started))
+}
+
 /// The open checkout of an order, if any.
 pub(super) fn open_checkout(
     store: &dyn StateStore,
@@ -374,6 +382,32 @@ mod tests {
         // An id the group remembers goes through the log.
         s.put(Table::Requests, "c:used", b"{}").unwrap();
         assert!(!answerable(&s, "o", "c:used"));
+    }
+
+    #[test]
+    fn an_order_is_undecided_from_its_begin_to_its_commit_or_abort() {
+        let mut s = with_order();
+        let undecided = |s: &MemoryStore| undecided(s, "o").expect("readable store");
+        assert!(!undecided(&s), "no checkout");
+        assert!(!undecided(&MemoryStore::default()), "no order");
+        run(&mut s, begin("t1")).unwrap();
+        assert!(undecided(&s));
+        let abort = Command::AbortCheckout {
+            tx_id: "t1".into(),
+            failed: SagaStep::Charge,
+            error: RejectionCode::InsufficientCredit,
+            message: "poor".into(),
+        };
+        run(&mut s, abort).unwrap();
+        assert!(
+            !undecided(&s),
+            "aborting is decided: the order stays unpaid"
+        );
+        run(&mut s, Command::FinishCheckout { tx_id: "t1".into() }).unwrap();
+        run(&mut s, begin("t2")).unwrap();
+        assert!(undecided(&s));
+        run(&mut s, Command::CommitCheckout { tx_id: "t2".into() }).unwrap();
+        assert!(!undecided(&s));
     }
 
     #[test]

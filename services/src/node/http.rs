@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use super::shards::{Node, ShardMember};
 use super::state::Member;
 use crate::api::{CheckoutRequest, NodeStatus, NotLeader, ReadIndex, ReadRequest, WriteRequest};
-use crate::domain::Outcome;
+use crate::domain::{Outcome, Query};
 use crate::raft::handover::HandoverRequest;
 use crate::raft::proposer::ProposeError;
 use crate::raft::read_index::CatchUpError;
@@ -156,11 +156,11 @@ pub(super) async fn read(ShardMember(n): ShardMember, Json(req): Json<ReadReques
         return ApiError::unavailable(why).into_response();
     }
     match n.reads().confirm().await {
-        Ok(_) => local_query(&n, &req),
+        Ok(_) => decided_query(&n, &req).await,
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
             match (n.follower_reads(), &f.leader_node) {
                 (Some(reads), Some(leader)) => match reads.catch_up(n.raft(), &leader.addr).await {
-                    Ok(()) => local_query(&n, &req),
+                    Ok(()) => decided_query(&n, &req).await,
                     Err(CatchUpError::NotLeader(hint)) => {
                         (StatusCode::MISDIRECTED_REQUEST, Json(hint)).into_response()
                     }
@@ -202,6 +202,15 @@ pub(super) async fn local_read(
     Json(req): Json<ReadRequest>,
 ) -> Response {
     local_query(&n, &req)
+}
+
+/// `local_query` after a linearizable read's round; an order's read waits
+/// first for its checkout's decision (`saga::decided_read`).
+async fn decided_query(n: &Member, req: &ReadRequest) -> Response {
+    if let Query::FindOrder { order_id } = &req.query {
+        n.wait_for_decision(order_id).await;
+    }
+    local_query(n, req)
 }
 
 fn local_query(n: &Member, req: &ReadRequest) -> Response {

@@ -171,7 +171,13 @@ impl Member {
         }
 
         let fence = Fence::new(spec.raft.election_timeout_ms, metrics.clone());
-        let proposer = Proposer::start(raft.clone(), sm.clone(), fence.clone(), metrics.clone());
+        let proposer = Proposer::start(
+            raft.clone(),
+            sm.clone(),
+            fence.clone(),
+            metrics.clone(),
+            Duration::from_millis(spec.raft.lazy_write_ms),
+        );
         let reads = Arc::new(ReadBarrier::new(raft.clone()));
         let sagas = (service == Service::Order).then(|| {
             Arc::new(Sagas::new(
@@ -306,6 +312,14 @@ impl Member {
         self.backend
             .reader()
             .and_then(|view| domain::query(view.as_ref(), query))
+    }
+
+    /// Waits, on an order node, until `order_id` has no undecided checkout
+    /// here (`saga::decided_read`): before a linearizable read of it.
+    pub(crate) async fn wait_for_decision(&self, order_id: &str) {
+        if self.service == Service::Order {
+            crate::saga::decided_read::wait(&self.raft, self.backend.as_ref(), order_id).await;
+        }
     }
 
     /// Why this node, a leader cut off from its group, refuses a read

@@ -52,6 +52,7 @@ use crate::request_key::RequestKey;
 use crate::storage::{Backend, Health};
 use cart_common::backoff::Backoff;
 
+pub(crate) mod decided_read;
 mod turns;
 use turns::TakeTurns;
 
@@ -64,10 +65,32 @@ const SWEEP_BATCH: usize = 10_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
+/// How a read's wait for a checkout's decision ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadWait {
+    Decided,
+    /// Still undecided after the longest wait: read as it stands.
+    Expired,
+}
+
+impl ReadWait {
+    const ALL: [Self; 2] = [Self::Decided, Self::Expired];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Decided => "decided",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 /// Where a checkout stands, as its driver publishes it.
 #[derive(Clone, Debug)]
 enum Progress {
     Running,
+    /// Both steps applied: the checkout commits whoever leads, so it is
+    /// answered paid now, while its commit is logged (`decided_read`).
+    Paid,
     Finished(Checkout),
     /// This node stopped being leader; the new leader takes over.
     Stopped,
@@ -239,7 +262,8 @@ impl Sagas {
             loop {
                 let now = progress.borrow_and_update().clone();
                 match now {
-                    Progress::Finished(c) => return Some(c),
+                    Progress::Paid => return Some(Some(CheckoutReply::Paid)),
+                    Progress::Finished(c) => return Some(c.reply()),
                     Progress::Stopped => return None,
                     Progress::Running => {}
                 }
@@ -253,7 +277,7 @@ impl Sagas {
             tx_id: checkout.tx_id.clone(),
         };
         match ended {
-            Ok(Some(c)) => Ok(c.reply().unwrap_or_else(unfinished)),
+            Ok(Some(reply)) => Ok(reply.unwrap_or_else(unfinished)),
             Ok(None) => match leader_hint(&self.raft) {
                 Some(f) => Err(ProposeError::NotLeader(f)),
                 // Begun: hand over what the coordinator can follow.
@@ -332,13 +356,13 @@ impl Sagas {
         let span = tracing::info_span!("saga", tx_id = %tx_id);
         tokio::spawn(
             async move {
-                let end = sagas.run(&tx_id).await;
+                let end = sagas.run(&tx_id, &tx).await;
                 // A driver stopped by a leader change keeps its turn: should
                 // this node lead again, the take-over reloads it anyway.
                 if matches!(end, Progress::Finished(_)) || !sagas.is_open(&tx_id) {
                     sagas.turns.finish(&tx_id);
                 }
-                let _ = tx.send(end);
+                tx.send_replace(end);
                 let mut running = sagas.running.lock().unwrap_or_else(|p| p.into_inner());
                 running.remove(&tx_id);
                 METRICS.sagas_in_flight.set(running.len() as i64);
@@ -361,8 +385,9 @@ impl Sagas {
             .set(oldest.map_or(0.0, |s| s.elapsed().as_secs_f64()));
     }
 
-    /// Drives one checkout to its end, or until this node is not leader.
-    async fn run(&self, tx_id: &str) -> Progress {
+    /// Drives one checkout to its end, or until this node is not leader,
+    /// publishing `Progress::Paid` on the way when both steps applied.
+    async fn run(&self, tx_id: &str, progress: &watch::Sender<Progress>) -> Progress {
         loop {
             if !self.is_leader() {
                 return Progress::Stopped;
@@ -391,6 +416,13 @@ impl Sagas {
             let Some(decision) = next else {
                 return Progress::Stopped;
             };
+            // Every step applied, each with its record kept while the
+            // checkout is open: any leader driving it from here gets the
+            // same answers again and commits, so the client hears the
+            // outcome now, one round before the commit is logged.
+            if matches!(decision, Command::CommitCheckout { .. }) {
+                progress.send_replace(Progress::Paid);
+            }
             if !self.decide(tx_id, decision).await {
                 return Progress::Stopped;
             }
@@ -630,8 +662,16 @@ impl Sagas {
         });
         let decide = StepKind::Decide.as_str();
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
+        // A commit's client has its answer (`Progress::Paid`): it may wait
+        // to share an entry with the next write.
+        let lazy = matches!(cmd, Command::CommitCheckout { .. });
         loop {
-            match self.proposer.propose(&key, cmd.clone()).await {
+            let proposed = if lazy {
+                self.proposer.propose_lazy(&key, cmd.clone()).await
+            } else {
+                self.proposer.propose(&key, cmd.clone()).await
+            };
+            match proposed {
                 Ok(_) => return true,
                 Err(ProposeError::NotLeader(_)) => return false,
                 Err(ProposeError::Overloaded) => {
@@ -911,6 +951,7 @@ fn init_series() {
     METRICS.oldest_in_flight.set(0.0);
     precreate(&METRICS.forget_runs, [["ok"], ["failed"]]);
     precreate(&METRICS.paid_checks, PaidCheck::ALL.map(|r| [r.as_str()]));
+    precreate(&METRICS.read_wait, ReadWait::ALL.map(|r| [r.as_str()]));
     precreate(&METRICS.step_retries, StepKind::ALL.map(|s| [s.as_str()]));
     precreate(
         &METRICS.saga_duration,
@@ -949,6 +990,7 @@ struct SagaMetrics {
     saga_duration: HistogramVec,
     compensations: IntCounterVec,
     take_turn_wait: Histogram,
+    read_wait: HistogramVec,
     paid_checks: IntCounterVec,
     step_retries: IntCounterVec,
     forget_runs: IntCounterVec,
@@ -1006,6 +1048,14 @@ static METRICS: LazyLock<SagaMetrics> = LazyLock::new(|| SagaMetrics {
         "Time a checkout's take of stock waited for its turn: for this leader to load the open \
          checkouts after an election, and for earlier checkouts sharing an item to have their \
          charge answered (their stock is in doubt until then).",
+        LATENCY_BUCKETS,
+    ),
+    read_wait: histogram_vec(
+        "saga_read_wait_seconds",
+        "Time a read of an order waited for its checkout's decision (only reads of an order \
+         whose checkout is begun and undecided wait), by how the wait ended: decided, or \
+         expired (read as it stood after 3 s).",
+        &["outcome"],
         LATENCY_BUCKETS,
     ),
     paid_checks: counter_vec(

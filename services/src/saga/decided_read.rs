@@ -1,0 +1,71 @@
+//! Reads of an order wait for its checkout's decision.
+//!
+//! The saga answers a checkout as soon as both its steps applied, before
+//! its commit is logged (one consensus round less on the answer's path;
+//! docs/design.md argues why the outcome is then fixed). So for a moment
+//! after the client hears "paid", a replica may still hold the order unpaid
+//! with its checkout begun. A linearizable read of an order whose checkout
+//! is begun and undecided therefore waits here until this replica has
+//! applied the decision, and a client that heard "paid" never reads the
+//! order unpaid. The wait is bounded: a checkout that cannot be decided (a
+//! participant unreachable) is read as it stands after `MAX_WAIT`.
+
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use super::{ReadWait, METRICS};
+use crate::domain;
+use crate::raft::Raft;
+use crate::storage::Backend;
+
+/// The longest a read waits for a decision.
+const MAX_WAIT: Duration = Duration::from_secs(3);
+/// A look at the state this often besides every apply, in case an apply's
+/// notice came before its state was visible.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Returns once `order_id` has no undecided checkout on this replica, or
+/// after `MAX_WAIT`.
+pub async fn wait(raft: &Raft, backend: &dyn Backend, order_id: &str) {
+    let undecided = || {
+        backend
+            .reader()
+            .and_then(|view| domain::checkout::undecided(view.as_ref(), order_id))
+            // Unreadable: the read itself reports the storage failure.
+            .unwrap_or(false)
+    };
+    let mut applied = raft.metrics();
+    applied.borrow_and_update();
+    if !undecided() {
+        return;
+    }
+    let started = Instant::now();
+    let outcome = async {
+        loop {
+            match tokio::time::timeout(POLL, applied.changed()).await {
+                // Raft is shutting down: no more notices, look every POLL.
+                Ok(Err(_)) => tokio::time::sleep(POLL).await,
+                Ok(Ok(())) | Err(_) => {}
+            }
+            if !undecided() {
+                return ReadWait::Decided;
+            }
+            if started.elapsed() >= MAX_WAIT {
+                return ReadWait::Expired;
+            }
+        }
+    }
+    .instrument(tracing::info_span!("saga.read_wait", order_id))
+    .await;
+    if outcome == ReadWait::Expired {
+        tracing::info!(
+            order_id,
+            "read of an order with an undecided checkout, after the wait"
+        );
+    }
+    METRICS
+        .read_wait
+        .with_label_values(&[outcome.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+}
