@@ -43,10 +43,9 @@ pub async fn wait(raft: &Raft, backend: &dyn Backend, order_id: &str) {
     let started = Instant::now();
     let outcome = async {
         loop {
-            match tokio::time::timeout(POLL, applied.changed()).await {
-                // Raft is shutting down: no more notices, look every POLL.
-                Ok(Err(_)) => tokio::time::sleep(POLL).await,
-                Ok(Ok(())) | Err(_) => {}
+            // Raft is shutting down: no more notices, look every POLL.
+            if let Ok(Err(_)) = tokio::time::timeout(POLL, applied.changed()).await {
+                tokio::time::sleep(POLL).await;
             }
             if !undecided() {
                 return ReadWait::Decided;
