@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,10 +20,10 @@ use serde::de::DeserializeOwned;
 use super::shards::{Node, ShardMember};
 use super::state::Member;
 use crate::api::{CheckoutRequest, NodeStatus, NotLeader, ReadIndex, ReadRequest, WriteRequest};
-use crate::domain::{Outcome, Query};
+use crate::domain::{self, Outcome};
 use crate::raft::handover::HandoverRequest;
 use crate::raft::proposer::ProposeError;
-use crate::raft::read_index::CatchUpError;
+use crate::raft::read_index::{CatchUpError, ReadIndexQuery};
 use crate::raft::TypeConfig;
 
 /// A Raft RPC's JSON body. Decoded straight from the bytes: axum's `Json`
@@ -156,23 +156,25 @@ pub(super) async fn read(ShardMember(n): ShardMember, Json(req): Json<ReadReques
         return ApiError::unavailable(why).into_response();
     }
     match n.reads().confirm().await {
-        Ok(_) => decided_query(&n, &req).await,
+        Ok(_) => decided_query(&n, &req, None).await,
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
             match (n.follower_reads(), &f.leader_node) {
-                (Some(reads), Some(leader)) => match reads.catch_up(n.raft(), &leader.addr).await {
-                    Ok(()) => decided_query(&n, &req).await,
-                    Err(CatchUpError::NotLeader(hint)) => {
-                        (StatusCode::MISDIRECTED_REQUEST, Json(hint)).into_response()
+                (Some(reads), Some(leader)) => {
+                    match reads.catch_up(n.raft(), &leader.addr, false).await {
+                        Ok(()) => decided_query(&n, &req, Some(&leader.addr)).await,
+                        Err(CatchUpError::NotLeader(hint)) => {
+                            (StatusCode::MISDIRECTED_REQUEST, Json(hint)).into_response()
+                        }
+                        Err(CatchUpError::Unavailable(e)) => {
+                            ApiError::unavailable(format!("cannot learn the read index: {e}"))
+                                .into_response()
+                        }
+                        Err(CatchUpError::Behind { index }) => ApiError::unavailable(format!(
+                            "this replica has not applied the leader's read index {index} in time"
+                        ))
+                        .into_response(),
                     }
-                    Err(CatchUpError::Unavailable(e)) => {
-                        ApiError::unavailable(format!("cannot learn the read index: {e}"))
-                            .into_response()
-                    }
-                    Err(CatchUpError::Behind { index }) => ApiError::unavailable(format!(
-                        "this replica has not applied the leader's read index {index} in time"
-                    ))
-                    .into_response(),
-                },
+                }
                 _ => not_leader(f),
             }
         }
@@ -183,9 +185,15 @@ pub(super) async fn read(ShardMember(n): ShardMember, Json(req): Json<ReadReques
 /// The leader's read index for a follower's read, after confirming with a
 /// majority that it still leads (a round shared with the reads that arrived
 /// before it); 421 (with the leader it knows) elsewhere.
-pub(super) async fn read_index(ShardMember(n): ShardMember) -> Response {
+pub(super) async fn read_index(
+    ShardMember(n): ShardMember,
+    Query(q): Query<ReadIndexQuery>,
+) -> Response {
     if let Some(why) = n.read_refusal() {
         return ApiError::unavailable(why).into_response();
+    }
+    if q.hurry {
+        n.hurry_lazy_writes();
     }
     match n.reads().read_index().await {
         Ok(read) => Json(ReadIndex {
@@ -204,11 +212,12 @@ pub(super) async fn local_read(
     local_query(&n, &req)
 }
 
-/// `local_query` after a linearizable read's round; an order's read waits
-/// first for its checkout's decision (`saga::decided_read`).
-async fn decided_query(n: &Member, req: &ReadRequest) -> Response {
-    if let Query::FindOrder { order_id } = &req.query {
-        n.wait_for_decision(order_id).await;
+/// `local_query` after a linearizable read's round (at a follower, with
+/// the `leader` asked); an order's read waits first for its checkout's
+/// decision (`saga::decided_read`).
+async fn decided_query(n: &Member, req: &ReadRequest, leader: Option<&str>) -> Response {
+    if let domain::Query::FindOrder { order_id } = &req.query {
+        n.wait_for_decision(order_id, leader).await;
     }
     local_query(n, req)
 }

@@ -315,11 +315,30 @@ impl Member {
     }
 
     /// Waits, on an order node, until `order_id` has no undecided checkout
-    /// here (`saga::decided_read`): before a linearizable read of it.
-    pub(crate) async fn wait_for_decision(&self, order_id: &str) {
-        if self.service == Service::Order {
-            crate::saga::decided_read::wait(&self.raft, self.backend.as_ref(), order_id).await;
+    /// here (`saga::decided_read`): before a linearizable read of it. A
+    /// follower names its `leader`, whose commit index it asks for again
+    /// while it waits.
+    pub(crate) async fn wait_for_decision(&self, order_id: &str, leader: Option<&str>) {
+        if self.service != Service::Order {
+            return;
         }
+        // The decision may be a commit waiting for company in the leader's
+        // queue (`raft.lazy_write_ms`): a read waits on it, so it goes now.
+        let refresh = || async {
+            match (&self.follower_reads, leader) {
+                (Some(reads), Some(leader)) => {
+                    // A failed round only means waiting for the next one.
+                    let _ = reads.catch_up(&self.raft, leader, true).await;
+                }
+                _ => self.hurry_lazy_writes(),
+            }
+        };
+        crate::saga::decided_read::wait(&self.raft, self.backend.as_ref(), order_id, refresh).await;
+    }
+
+    /// Writes the lazy writes waiting in this leader's queue at once.
+    pub(crate) fn hurry_lazy_writes(&self) {
+        self.proposer.hurry();
     }
 
     /// Why this node, a leader cut off from its group, refuses a read

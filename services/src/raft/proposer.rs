@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tracing::Instrument;
 
 use super::lease::{Fence, Refused};
@@ -71,6 +71,8 @@ pub struct Proposer {
     fence: Fence,
     queue: mpsc::Sender<Queued>,
     metrics: GroupMetrics,
+    /// Ends a lazy write's wait for company at once (`hurry`).
+    hurry: Arc<Notify>,
 }
 
 impl Proposer {
@@ -89,11 +91,13 @@ impl Proposer {
             &METRICS.lazy_write_wait,
             LazyEnd::ALL.map(|end| [metrics.shard.as_str(), end.as_str()]),
         );
+        let hurry = Arc::new(Notify::new());
         let batching = Batching {
             raft: raft.clone(),
             fence: fence.clone(),
             metrics: metrics.clone(),
             lazy_wait,
+            hurry: hurry.clone(),
         };
         let batching = batching.run(waiting);
         tokio::spawn(batching);
@@ -103,7 +107,14 @@ impl Proposer {
             fence,
             queue,
             metrics,
+            hurry,
         }
+    }
+
+    /// Someone waits on the lazy writes after all (a read of an order whose
+    /// commit is one of them): the one waiting for company goes now.
+    pub fn hurry(&self) {
+        self.hurry.notify_one();
     }
 
     /// Writes a command under `key`: answered from memory if its id was
@@ -201,6 +212,7 @@ struct Batching {
     fence: Fence,
     metrics: GroupMetrics,
     lazy_wait: Duration,
+    hurry: Arc<Notify>,
 }
 
 impl Batching {
@@ -247,7 +259,11 @@ impl Batching {
         let waited = Instant::now();
         let deadline = tokio::time::Instant::now() + self.lazy_wait;
         let joined = loop {
-            match tokio::time::timeout_at(deadline, waiting.recv()).await {
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(deadline, waiting.recv()) => next,
+                () = self.hurry.notified() => break LazyEnd::Hurried,
+            };
+            match next {
                 Ok(Some(next)) => {
                     let eager = !next.lazy;
                     batch.push(next);
@@ -274,15 +290,18 @@ enum LazyEnd {
     Joined,
     /// None came within `lazy_write_ms`: the entry goes without one.
     Alone,
+    /// A read waits on it (`Proposer::hurry`): the entry goes now.
+    Hurried,
 }
 
 impl LazyEnd {
-    const ALL: [Self; 2] = [Self::Joined, Self::Alone];
+    const ALL: [Self; 3] = [Self::Joined, Self::Alone, Self::Hurried];
 
     fn as_str(self) -> &'static str {
         match self {
             Self::Joined => "joined",
             Self::Alone => "alone",
+            Self::Hurried => "hurried",
         }
     }
 }

@@ -23,11 +23,23 @@ use cart_common::metrics::precreate;
 use cart_common::paths::READ_INDEX_PATH;
 use cart_common::shard::Shard;
 use cart_common::ClusterSpec;
+use serde::Deserialize;
 use tracing::Instrument;
 
 use super::Raft;
 use crate::api::{NotLeader, ReadIndex};
 use crate::metrics::{GroupMetrics, METRICS};
+
+/// The query of a read-index request that hurries the leader's lazy writes.
+const HURRY_QUERY: &str = "hurry=true";
+
+/// The query a leader's read-index handler takes.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadIndexQuery {
+    /// A read waits on the leader's lazy writes: write them now.
+    #[serde(default)]
+    pub hurry: bool,
+}
 
 /// How a follower read ended, as the `outcome` metric label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,11 +117,18 @@ impl FollowerReads {
 
     /// Returns once this replica has applied everything the leader at
     /// `leader_addr` had committed when asked; counts and times the round.
-    pub async fn catch_up(&self, raft: &Raft, leader_addr: &str) -> Result<(), CatchUpError> {
+    /// With `hurry` the leader also writes its lazy writes at once (a read
+    /// waits on one: `saga::decided_read`).
+    pub async fn catch_up(
+        &self,
+        raft: &Raft,
+        leader_addr: &str,
+        hurry: bool,
+    ) -> Result<(), CatchUpError> {
         let started = Instant::now();
-        let span = tracing::info_span!("raft.follower_read", leader = leader_addr);
+        let span = tracing::info_span!("raft.follower_read", leader = leader_addr, hurry);
         let result = self
-            .round(raft, leader_addr, started)
+            .round(raft, leader_addr, hurry, started)
             .instrument(span)
             .await;
         self.metrics
@@ -132,11 +151,17 @@ impl FollowerReads {
         &self,
         raft: &Raft,
         leader_addr: &str,
+        hurry: bool,
         started: Instant,
     ) -> Result<(), CatchUpError> {
+        let path = if hurry {
+            format!("{READ_INDEX_PATH}?{HURRY_QUERY}")
+        } else {
+            READ_INDEX_PATH.to_string()
+        };
         let asked = self
             .client
-            .post_json::<_, ReadIndex>(leader_addr, READ_INDEX_PATH, &())
+            .post_json::<_, ReadIndex>(leader_addr, &path, &())
             .await;
         let index = match asked {
             Ok(ReadIndex { index }) => index,

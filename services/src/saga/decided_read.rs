@@ -10,6 +10,7 @@
 //! order unpaid. The wait is bounded: a checkout that cannot be decided (a
 //! participant unreachable) is read as it stands after `MAX_WAIT`.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -23,11 +24,23 @@ use crate::storage::Backend;
 const MAX_WAIT: Duration = Duration::from_secs(3);
 /// A look at the state this often besides every apply, in case an apply's
 /// notice came before its state was visible.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(2);
+/// How often a waiting read refreshes what it knows of the leader's commit
+/// (the first time at once).
+const REFRESH: Duration = Duration::from_millis(2);
 
 /// Returns once `order_id` has no undecided checkout on this replica, or
-/// after `MAX_WAIT`.
-pub async fn wait(raft: &Raft, backend: &dyn Backend, order_id: &str) {
+/// after `MAX_WAIT`. At once and every `REFRESH` while undecided it runs
+/// `refresh`: the leader writes its lazy writes now (the decision may be a
+/// commit waiting for company), and on a follower a new read-index round,
+/// whose heartbeats carry the leader's commit index (a follower otherwise
+/// learns it with the next append or heartbeat, up to `heartbeat_ms` later
+/// on an idle group).
+pub async fn wait<F, R>(raft: &Raft, backend: &dyn Backend, order_id: &str, refresh: F)
+where
+    F: Fn() -> R,
+    R: Future<Output = ()>,
+{
     let undecided = || {
         backend
             .reader()
@@ -41,8 +54,13 @@ pub async fn wait(raft: &Raft, backend: &dyn Backend, order_id: &str) {
         return;
     }
     let started = Instant::now();
+    let mut refreshed: Option<Instant> = None;
     let outcome = async {
         loop {
+            if refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
+                refresh().await;
+                refreshed = Some(Instant::now());
+            }
             // Raft is shutting down: no more notices, look every POLL.
             if let Ok(Err(_)) = tokio::time::timeout(POLL, applied.changed()).await {
                 tokio::time::sleep(POLL).await;

@@ -7,10 +7,12 @@
 //! 1. charge the user (payment) and take the stock of every item, all or
 //!    none (stock), both at once: one consensus round in a row instead of
 //!    two;
-//! 2. when both have a definite answer: if both applied, commit (the order
-//!    is marked paid in the same log entry); if either was refused, abort,
-//!    undo the other one (refund the charge, or give the stock back), then
-//!    finish the checkout as aborted.
+//! 2. when both have a definite answer: if both applied, the client is
+//!    answered paid and the commit is logged (the order is marked paid in
+//!    the same log entry; it may wait to share an entry with the next
+//!    write, and reads of the order wait for it: `decided_read`); if either
+//!    was refused, abort, undo the other one (refund the charge, or give
+//!    the stock back), then finish the checkout as aborted and answer.
 //!
 //! Every step carries the transaction id and is retried with it until it
 //! has a definite answer, never guessed as failed; the participants apply
