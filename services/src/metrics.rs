@@ -219,7 +219,8 @@ pub static METRICS: LazyLock<NodeMetrics> =
         "raft_lazy_write_wait_seconds",
         "Time a lazy write (a checkout's commit, its client answered) waited in the leader's \
          queue for another write to share its entry (raft.lazy_write_ms), by how the wait \
-         ended: joined (it shares the next entry) or alone (none came in time).",
+         ended: joined (it shares the next entry), alone (none came in time) or hurried (a read \
+         of its order waits on it).",
         &["shard", "outcome"],
         LATENCY_BUCKETS,
     ),
