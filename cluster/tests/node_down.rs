@@ -278,6 +278,13 @@ async fn every_coordinator_shows_the_whole_cluster_and_the_same_history_by_long_
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = pulls().await - before;
     assert!(idle <= 2.0, "{idle} pulls of one peer in 5 idle seconds");
+    // A pull with a wait that is no number is a JSON 400, not a hang.
+    let bad = reqwest::get(format!("http://{order}/admin/events/own?wait_ms=soon"))
+        .await
+        .expect("answered");
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.expect("a JSON error");
+    assert_eq!(body["error"], "bad_query", "{body}");
 
     assert_eq!(view.services.len(), 3);
     for s in &view.services {

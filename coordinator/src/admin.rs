@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
@@ -179,7 +180,14 @@ async fn events(State(c): State<Arc<Coordinator>>, Query(q): Query<EventsQuery>)
     .into_response()
 }
 
-async fn own_events(State(c): State<Arc<Coordinator>>, Query(q): Query<OwnQuery>) -> Response {
+async fn own_events(
+    State(c): State<Arc<Coordinator>>,
+    q: Result<Query<OwnQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return ApiError::bad_request("bad_query", e.body_text()).into_response(),
+    };
     let wait = Duration::from_millis(q.wait_ms);
     let own = c
         .events()

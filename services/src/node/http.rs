@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -187,8 +188,11 @@ pub(super) async fn read(ShardMember(n): ShardMember, Json(req): Json<ReadReques
 /// before it); 421 (with the leader it knows) elsewhere.
 pub(super) async fn read_index(
     ShardMember(n): ShardMember,
-    Query(q): Query<ReadIndexQuery>,
+    q: Result<Query<ReadIndexQuery>, QueryRejection>,
 ) -> Response {
+    let Ok(Query(q)) = q else {
+        return ApiError::bad_request("bad_query", "hurry=true or nothing").into_response();
+    };
     if let Some(why) = n.read_refusal() {
         return ApiError::unavailable(why).into_response();
     }

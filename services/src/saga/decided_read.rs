@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use super::{ReadWait, METRICS};
+use super::METRICS;
 use crate::domain;
 use crate::raft::Raft;
 use crate::storage::Backend;
@@ -28,6 +28,25 @@ const POLL: Duration = Duration::from_millis(2);
 /// How often a waiting read refreshes what it knows of the leader's commit
 /// (the first time at once).
 const REFRESH: Duration = Duration::from_millis(2);
+
+/// How a read's wait for a checkout's decision ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReadWait {
+    Decided,
+    /// Still undecided after the longest wait: read as it stands.
+    Expired,
+}
+
+impl ReadWait {
+    pub(super) const ALL: [Self; 2] = [Self::Decided, Self::Expired];
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Decided => "decided",
+            Self::Expired => "expired",
+        }
+    }
+}
 
 /// Returns once `order_id` has no undecided checkout on this replica, or
 /// after `MAX_WAIT`. At once and every `REFRESH` while undecided it runs

@@ -56,6 +56,7 @@ use cart_common::backoff::Backoff;
 
 pub(crate) mod decided_read;
 mod turns;
+use decided_read::ReadWait;
 use turns::TakeTurns;
 
 /// How often the leader looks for open checkouts nobody drives.
@@ -66,25 +67,6 @@ const FORGET_EVERY: Duration = Duration::from_secs(30);
 const SWEEP_BATCH: usize = 10_000;
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
-
-/// How a read's wait for a checkout's decision ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ReadWait {
-    Decided,
-    /// Still undecided after the longest wait: read as it stands.
-    Expired,
-}
-
-impl ReadWait {
-    const ALL: [Self; 2] = [Self::Decided, Self::Expired];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Decided => "decided",
-            Self::Expired => "expired",
-        }
-    }
-}
 
 /// Where a checkout stands, as its driver publishes it.
 #[derive(Clone, Debug)]
