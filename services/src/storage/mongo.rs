@@ -354,6 +354,13 @@ impl Inner {
             by_table.entry(row.0).or_default().push(row);
         }
         let n = redo.index as i64;
+        // Readers may see an entry's tables written in part, so they are
+        // written in `Table::ALL` order: a checkout's order row before its
+        // checkout record before its open-checkout row. A read that finds
+        // the checkout decided or no longer open then finds the order as
+        // the decision left it (`saga::decided_read`).
+        let mut by_table: Vec<(Table, Vec<&RedoRow>)> = by_table.into_iter().collect();
+        by_table.sort_by_key(|(table, _)| Table::ALL.iter().position(|t| t == table));
         for (table, rows) in by_table {
             for chunk in rows.chunks(CHUNK_ROWS) {
                 let coll = self.table(table);
