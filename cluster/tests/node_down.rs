@@ -279,12 +279,14 @@ async fn every_coordinator_shows_the_whole_cluster_and_the_same_history_by_long_
     let idle = pulls().await - before;
     assert!(idle <= 2.0, "{idle} pulls of one peer in 5 idle seconds");
     // A pull with a wait that is no number is a JSON 400, not a hang.
-    let bad = reqwest::get(format!("http://{order}/admin/events/own?wait_ms=soon"))
-        .await
-        .expect("answered");
-    assert_eq!(bad.status(), 400);
-    let body: serde_json::Value = bad.json().await.expect("a JSON error");
-    assert_eq!(body["error"], "bad_query", "{body}");
+    let bad_wait = format!("{}?wait_ms=soon", cart_common::paths::OWN_EVENTS_PATH);
+    let (status, body) =
+        common::admin_call(reqwest::Method::GET, &order, &bad_wait, None, None).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &"bad_query".into()),
+        "{body}"
+    );
 
     assert_eq!(view.services.len(), 3);
     for s in &view.services {

@@ -1,11 +1,12 @@
 //! The cluster's event history as this coordinator knows it: the events it
 //! observed itself, merged with those every other coordinator observed
-//! (pulled by `sync_loop`, one long poll per peer: a pull waits at the peer
-//! until it has a new event or `event_wait_ms` has passed, so an idle cluster
-//! pulls seldom and an event still travels at once). Two coordinators usually observe the same
-//! occurrence (both see node 2 go down); `history` folds such observations
-//! into one event, deterministically, so every coordinator that holds the
-//! same observations shows the same history.
+//! (pulled by `sync_loop`, one long poll per peer: a pull waits at the
+//! peer until it has a new event or `event_wait_ms` has passed, so an idle
+//! cluster pulls seldom and an event still travels at once). Two
+//! coordinators usually observe the same occurrence (both see node 2 go
+//! down); `history` folds such observations into one event,
+//! deterministically, so every coordinator that holds the same observations
+//! shows the same history.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -108,7 +109,11 @@ impl EventLog {
     /// This coordinator's own events after `after`; all of them if the asker
     /// knew an older incarnation.
     pub fn own_after(&self, after: u64, incarnation: Option<&str>) -> OwnEvents {
-        let after = self.resume_after(after, incarnation);
+        let after = if self.is_current(incarnation) {
+            after
+        } else {
+            0
+        };
         let inner = self.lock();
         OwnEvents {
             incarnation: self.incarnation.clone(),
@@ -131,15 +136,16 @@ impl EventLog {
         incarnation: Option<&str>,
         wait: Duration,
     ) -> OwnEvents {
-        if incarnation != Some(self.incarnation.as_str()) {
+        if !self.is_current(incarnation) {
             return self.own_after(after, incarnation);
         }
-        let from = after;
         let (mut newest, mut closing) = (self.newest.subscribe(), self.closing.subscribe());
         // `wait_for` looks at the current value first: an event recorded
         // before the subscription is not missed.
-        let waited =
-            tokio::time::timeout(wait.min(MAX_EVENT_WAIT), newest.wait_for(|seq| *seq > from));
+        let waited = tokio::time::timeout(
+            wait.min(MAX_EVENT_WAIT),
+            newest.wait_for(|seq| *seq > after),
+        );
         tokio::select! {
             _ = waited => {}
             _ = closing.wait_for(|closing| *closing) => {}
@@ -152,14 +158,10 @@ impl EventLog {
         self.closing.send_replace(true);
     }
 
-    /// The last sequence number the asker has of this incarnation: none if
-    /// it knew another one.
-    fn resume_after(&self, after: u64, incarnation: Option<&str>) -> u64 {
-        if incarnation == Some(self.incarnation.as_str()) {
-            after
-        } else {
-            0
-        }
+    /// Whether the asker names this incarnation (else it knew an earlier
+    /// one, or none, and gets everything).
+    fn is_current(&self, incarnation: Option<&str>) -> bool {
+        incarnation == Some(self.incarnation.as_str())
     }
 
     /// Where to resume pulling from `peer`: (incarnation, last seq).
