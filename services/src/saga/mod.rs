@@ -55,8 +55,10 @@ use crate::storage::{Backend, Health};
 use cart_common::backoff::Backoff;
 
 pub(crate) mod decided_read;
+mod recovery;
 mod turns;
 use decided_read::ReadWait;
+use recovery::Recoveries;
 use turns::TakeTurns;
 
 /// How often the leader looks for open checkouts nobody drives.
@@ -99,7 +101,8 @@ pub struct Sagas {
     wait: Duration,
     /// Finished transactions are forgotten after this long.
     window_ms: u64,
-    recovery: Mutex<Option<SagaRecovery>>,
+    /// What each new leadership took over (for the node's status).
+    recoveries: Recoveries,
     /// Which checkout may take stock next (stock in doubt is waited for).
     turns: TakeTurns,
 }
@@ -200,12 +203,12 @@ impl Sagas {
             running: Mutex::new(HashMap::new()),
             wait: Duration::from_millis(spec.limits.checkout_timeout_ms),
             window_ms: spec.raft.request_id_window_secs.saturating_mul(1000),
-            recovery: Mutex::new(None),
+            recoveries: Recoveries::default(),
         }
     }
 
     pub fn last_recovery(&self) -> Option<SagaRecovery> {
-        self.recovery.lock().ok().and_then(|r| r.clone())
+        self.recoveries.last()
     }
 
     /// Begins (or joins) the checkout of `order_id` and waits for its end.
@@ -704,8 +707,10 @@ impl Sagas {
 
     /// The term this node leads, if it leads.
     fn leadership(&self, m: &openraft::RaftMetrics<NodeId, BasicNode>) -> Option<u64> {
-        (m.state == ServerState::Leader && m.current_leader == Some(self.id))
-            .then_some(m.current_term)
+        let term = (m.state == ServerState::Leader && m.current_leader == Some(self.id))
+            .then_some(m.current_term)?;
+        self.recoveries.saw_leading(term, now_ms());
+        Some(term)
     }
 
     /// While leader: take over open checkouts nobody drives, and forget
@@ -764,36 +769,24 @@ impl Sagas {
     /// False if the open checkouts could not be listed (the sweeper tries
     /// again at its next round).
     fn take_over(self: &Arc<Self>, term: u64) -> bool {
-        let open = match self.load_turns(term) {
-            Ok(open) => open,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list open checkouts");
-                return false;
-            }
-        };
+        if let Err(e) = self.load_turns(term) {
+            tracing::error!(error = %e, "cannot list open checkouts");
+            return false;
+        }
         self.drive_undriven(Duration::ZERO);
-        if open == 0 {
-            return true;
-        }
-        tracing::info!(term, open, "resuming open checkouts after a leader change");
-        METRICS.sagas_recovered.inc_by(open);
-        if let Ok(mut r) = self.recovery.lock() {
-            *r = Some(SagaRecovery {
-                term,
-                at_ms: now_ms(),
-                resumed: open,
-            });
-        }
         true
     }
 
     /// Registers, once per leadership term, every open checkout whose stock
-    /// may be in doubt, before any take of the term (`turns`); returns how
-    /// many checkouts are open. Whoever comes first in a new term loads:
-    /// the sweeper's take-over, or a checkout about to take stock (whose own
-    /// begin, or join, committed in this term was applied, and with it every
-    /// checkout begun before).
-    fn load_turns(&self, term: u64) -> Result<u64, String> {
+    /// may be in doubt, before any take of the term (`turns`), and records
+    /// those begun in earlier terms as taken over (`recovery`). Whoever
+    /// comes first in a new term loads: the sweeper's take-over, or a
+    /// checkout about to take stock (whose own begin, or join, committed in
+    /// this term was applied, and with it every checkout begun before).
+    fn load_turns(&self, term: u64) -> Result<(), String> {
+        if self.turns.loaded_for(term) {
+            return Ok(());
+        }
         let mut open = self.open_checkouts()?;
         // An abort for a refused take holds no stock.
         open.sort_by_key(|c| c.started_ms);
@@ -806,11 +799,22 @@ impl Sagas {
                 }
             )
         });
-        self.turns.load(
+        let loaded = self.turns.load(
             term,
             in_doubt.map(|c| (c.tx_id.as_str(), c.items.as_slice())),
         );
-        Ok(open.len() as u64)
+        if loaded {
+            let resumed = self.recoveries.took_over(term, &open, now_ms());
+            if resumed > 0 {
+                tracing::info!(
+                    term,
+                    resumed,
+                    "resuming open checkouts after a leader change"
+                );
+                METRICS.sagas_recovered.inc_by(resumed);
+            }
+        }
+        Ok(())
     }
 
     /// Starts drivers for open checkouts older than `min_age` that have none.

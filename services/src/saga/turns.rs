@@ -84,15 +84,15 @@ impl TakeTurns {
 
     /// A new leader's start: every open checkout, in the order given, before
     /// anything registered under an earlier term. Once per term: a second
-    /// load for the same term changes nothing.
+    /// load for the same term changes nothing (and returns false).
     pub fn load<'a>(
         &self,
         term: u64,
         open: impl IntoIterator<Item = (&'a str, &'a [(String, i64)])>,
-    ) {
+    ) -> bool {
         let mut q = self.queue();
         if q.loaded_for == Some(term) {
-            return;
+            return false;
         }
         *q = Queue {
             loaded_for: Some(term),
@@ -106,6 +106,7 @@ impl TakeTurns {
         }
         drop(q);
         self.changed.notify_waiters();
+        true
     }
 
     /// Whether the open checkouts were loaded for leadership term `term`.
@@ -237,7 +238,7 @@ mod tests {
     async fn a_checkout_loaded_by_a_new_leader_is_not_released_by_a_refused_charge() {
         let turns = TakeTurns::default();
         let open = items(&["1"]);
-        turns.load(3, [("old", &open[..])]);
+        assert!(turns.load(3, [("old", &open[..])]));
         turns.register("new", &items(&["1"]));
         // An earlier leader may have sent its take.
         turns.release_unheld("old");
@@ -260,13 +261,13 @@ mod tests {
         // Registered under the old term: forgotten by the load.
         turns.register("new", &items(&["1"]));
         let open = items(&["1"]);
-        turns.load(7, [("old", &open[..])]);
+        assert!(turns.load(7, [("old", &open[..])]));
         assert!(turns.loaded_for(7));
         assert!(!turns.loaded_for(8));
         turns.register("new", &items(&["1"]));
         assert!(!turn_comes(&turns, "new", &["1"]).await);
         // The sweeper's load after a checkout's own, in the same term.
-        turns.load(7, []);
+        assert!(!turns.load(7, []), "loaded once per term");
         assert!(!turn_comes(&turns, "new", &["1"]).await, "not reset");
         turns.finish("old");
         assert!(turn_comes(&turns, "new", &["1"]).await);
