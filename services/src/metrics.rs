@@ -50,6 +50,7 @@ pub struct NodeMetrics {
     pub follower_reads: IntCounterVec,
     pub follower_read_seconds: HistogramVec,
     pub lazy_write_wait: HistogramVec,
+    pub hurry_wait: HistogramVec,
 }
 
 pub static METRICS: LazyLock<NodeMetrics> =
@@ -224,6 +225,13 @@ pub static METRICS: LazyLock<NodeMetrics> =
         &["shard", "outcome"],
         LATENCY_BUCKETS,
     ),
+    hurry_wait: histogram_vec(
+        "raft_hurry_wait_seconds",
+        "Time a read that hurried the lazy writes (one of its order's checkout's commit) waited \
+         at the leader for their entry to be written, before its read index (at most 1 s).",
+        SHARD,
+        LATENCY_BUCKETS,
+    ),
     follower_read_seconds: histogram_vec(
         "raft_follower_read_wait_seconds",
         "Time a follower read waits before its query: the read-index round with the leader and \
@@ -255,6 +263,7 @@ pub struct GroupMetrics {
     pub write_seconds: Histogram,
     pub proposal_batch_writes: Histogram,
     pub follower_read_seconds: Histogram,
+    pub hurry_wait: Histogram,
 }
 
 impl GroupMetrics {
@@ -278,6 +287,7 @@ impl GroupMetrics {
             write_seconds: m.write_seconds.with_label_values(&one),
             proposal_batch_writes: m.proposal_batch_writes.with_label_values(&one),
             follower_read_seconds: m.follower_read_seconds.with_label_values(&one),
+            hurry_wait: m.hurry_wait.with_label_values(&one),
             shard: label,
         };
         group.init_series();

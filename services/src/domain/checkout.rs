@@ -175,6 +175,15 @@ pub fn undecided(store: &dyn StateStore, order_id: &str) -> Result<bool, StoreEr
     Ok(open_checkout(store, order_id)?.is_some_and(|c| c.state == CheckoutState::Started))
 }
 
+/// Whether this replica, possibly behind its leader, cannot rule out an
+/// undecided checkout of `order_id` at the leader: unless it holds the order
+/// paid, its checkout may have begun there and not yet be applied here. A
+/// follower's read of such an order hurries the leader's lazy writes in
+/// its one read-index round (`saga::decided_read`).
+pub fn maybe_undecided(store: &dyn StateStore, order_id: &str) -> Result<bool, StoreError> {
+    Ok(!get_value::<Order>(store, Table::Orders, order_id)?.is_some_and(|o| o.paid))
+}
+
 /// The open checkout of an order, if any.
 pub(super) fn open_checkout(
     store: &dyn StateStore,
@@ -408,6 +417,18 @@ mod tests {
         assert!(undecided(&s));
         run(&mut s, Command::CommitCheckout { tx_id: "t2".into() }).unwrap();
         assert!(!undecided(&s));
+    }
+
+    #[test]
+    fn a_replica_rules_out_an_undecided_checkout_only_for_an_order_it_holds_paid() {
+        let mut s = with_order();
+        let maybe = |s: &MemoryStore| maybe_undecided(s, "o").expect("readable store");
+        assert!(maybe(&s), "unpaid: it may have begun at the leader");
+        assert!(maybe(&MemoryStore::default()), "unknown here: the same");
+        run(&mut s, begin("t1")).unwrap();
+        assert!(maybe(&s));
+        run(&mut s, Command::CommitCheckout { tx_id: "t1".into() }).unwrap();
+        assert!(!maybe(&s), "paid is decided for good");
     }
 
     #[test]

@@ -161,7 +161,8 @@ pub(super) async fn read(ShardMember(n): ShardMember, Json(req): Json<ReadReques
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
             match (n.follower_reads(), &f.leader_node) {
                 (Some(reads), Some(leader)) => {
-                    match reads.catch_up(n.raft(), &leader.addr, false).await {
+                    let hurry = n.awaits_decision(&req.query);
+                    match reads.catch_up(n.raft(), &leader.addr, hurry).await {
                         Ok(()) => decided_query(&n, &req, Some(&leader.addr)).await,
                         Err(CatchUpError::NotLeader(hint)) => {
                             (StatusCode::MISDIRECTED_REQUEST, Json(hint)).into_response()
@@ -197,7 +198,7 @@ pub(super) async fn read_index(
         return ApiError::unavailable(why).into_response();
     }
     if q.hurry {
-        n.hurry_lazy_writes();
+        n.hurry_lazy_writes().await;
     }
     match n.reads().read_index().await {
         Ok(read) => Json(ReadIndex {

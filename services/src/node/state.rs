@@ -78,6 +78,9 @@ struct StoredSummary {
 }
 
 const STORED_SUMMARY_TTL: Duration = Duration::from_secs(2);
+/// The longest a hurried read waits for the lazy writes it hurried: an
+/// entry that cannot commit (no majority) fails the read's round anyway.
+const HURRY_WAIT: Duration = Duration::from_secs(1);
 
 impl Member {
     /// Opens the shard's storage, starts this node's member of the shard's
@@ -314,6 +317,20 @@ impl Member {
             .and_then(|view| domain::query(view.as_ref(), query))
     }
 
+    /// Whether `query` reads an order this replica does not hold paid (its
+    /// checkout may be undecided at the leader, begun after what this
+    /// follower applied): the follower's read round then hurries the
+    /// leader's lazy writes, and its read index covers the decision (one
+    /// round, not a plain one and then a hurried one).
+    pub(crate) fn awaits_decision(&self, query: &Query) -> bool {
+        match query {
+            Query::FindOrder { order_id } if self.service == Service::Order => {
+                crate::saga::decided_read::maybe_undecided(self.backend.as_ref(), order_id)
+            }
+            _ => false,
+        }
+    }
+
     /// Waits, on an order node, until `order_id` has no undecided checkout
     /// here (`saga::decided_read`): before a linearizable read of it. A
     /// follower names its `leader`, whose commit index it asks for again
@@ -330,15 +347,17 @@ impl Member {
                     // A failed round only means waiting for the next one.
                     let _ = reads.catch_up(&self.raft, leader, true).await;
                 }
-                _ => self.hurry_lazy_writes(),
+                _ => self.hurry_lazy_writes().await,
             }
         };
         crate::saga::decided_read::wait(&self.raft, self.backend.as_ref(), order_id, refresh).await;
     }
 
-    /// Writes the lazy writes waiting in this leader's queue at once.
-    pub(crate) fn hurry_lazy_writes(&self) {
-        self.proposer.hurry();
+    /// Writes the lazy writes waiting in this leader's queue at once;
+    /// returns once they are written (or after `HURRY_WAIT`), so a read
+    /// index taken next covers them.
+    pub(crate) async fn hurry_lazy_writes(&self) {
+        self.proposer.hurry(HURRY_WAIT).await;
     }
 
     /// Why this node, a leader cut off from its group, refuses a read

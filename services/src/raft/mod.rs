@@ -4,6 +4,7 @@
 mod append_budget;
 mod commit_push;
 pub mod handover;
+mod lazy_hurry;
 pub mod lease;
 pub mod log_engine;
 mod log_import;

@@ -17,16 +17,18 @@
 //! checkout's commit, answered once its steps applied) that would go out
 //! alone waits up to `lazy_write_ms` for another write to share its entry:
 //! at a steady checkout rate each commit rides with the next checkout's
-//! begin, one entry per checkout on the order group instead of two.
+//! begin, one entry per checkout on the order group instead of two. A
+//! read waiting on it hurries it (`lazy_hurry`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
+use super::lazy_hurry::LazyHurry;
 use super::lease::{Fence, Refused};
 use super::state_machine::StateMachine;
 use super::{now_ms, LogCommand, NodeId, Proposals, Raft, LOG_FORMAT_VERSION};
@@ -72,7 +74,7 @@ pub struct Proposer {
     queue: mpsc::Sender<Queued>,
     metrics: GroupMetrics,
     /// Ends a lazy write's wait for company at once (`hurry`).
-    hurry: Arc<Notify>,
+    lazy: Arc<LazyHurry>,
 }
 
 impl Proposer {
@@ -91,13 +93,13 @@ impl Proposer {
             &METRICS.lazy_write_wait,
             LazyEnd::ALL.map(|end| [metrics.shard.as_str(), end.as_str()]),
         );
-        let hurry = Arc::new(Notify::new());
+        let lazy = Arc::new(LazyHurry::default());
         let batching = Batching {
             raft: raft.clone(),
             fence: fence.clone(),
             metrics: metrics.clone(),
             lazy_wait,
-            hurry: hurry.clone(),
+            lazy: lazy.clone(),
         };
         let batching = batching.run(waiting);
         tokio::spawn(batching);
@@ -107,14 +109,25 @@ impl Proposer {
             fence,
             queue,
             metrics,
-            hurry,
+            lazy,
         }
     }
 
     /// Someone waits on the lazy writes after all (a read of an order whose
-    /// commit is one of them): the one waiting for company goes now.
-    pub fn hurry(&self) {
-        self.hurry.notify_one();
+    /// commit is one of them): the batch waiting for company goes now, and
+    /// this returns once its entry is written, or after `bound`.
+    pub async fn hurry(&self, bound: Duration) {
+        let Some(id) = self.lazy.hurry() else {
+            return;
+        };
+        let started = Instant::now();
+        let span = tracing::info_span!("raft.hurry_wait", batch = id);
+        let _ = tokio::time::timeout(bound, self.lazy.until_written(id))
+            .instrument(span)
+            .await;
+        self.metrics
+            .hurry_wait
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Writes a command under `key`: answered from memory if its id was
@@ -212,7 +225,7 @@ struct Batching {
     fence: Fence,
     metrics: GroupMetrics,
     lazy_wait: Duration,
-    hurry: Arc<Notify>,
+    lazy: Arc<LazyHurry>,
 }
 
 impl Batching {
@@ -220,9 +233,17 @@ impl Batching {
     /// `IN_FLIGHT` entries are in Raft; ends when every `Proposer` is gone.
     async fn run(self, mut waiting: mpsc::Receiver<Queued>) {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut lazy_batches = 0;
         while let Some(first) = waiting.recv().await {
             let mut batch = vec![first];
-            self.keep_company(&mut batch, &mut waiting).await;
+            let lazy_id = if self.waits_for_company(&batch) {
+                lazy_batches += 1;
+                self.keep_company(lazy_batches, &mut batch, &mut waiting)
+                    .await;
+                Some(lazy_batches)
+            } else {
+                None
+            };
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
@@ -237,11 +258,15 @@ impl Batching {
             metrics.proposal_batch_writes.observe(batch.len() as f64);
             metrics.proposals_in_flight.inc();
             let (raft, fence, metrics) = (self.raft.clone(), self.fence.clone(), metrics.clone());
+            let lazy = self.lazy.clone();
             let span = tracing::info_span!("raft.entry", writes = batch.len());
             let batch = batch.into_iter().map(|q| (q.cmd, q.answer)).collect();
             tokio::spawn(
                 async move {
                     write_entry(&raft, &fence, &metrics, batch).await;
+                    if let Some(id) = lazy_id {
+                        lazy.written(id);
+                    }
                     metrics.proposals_in_flight.dec();
                     drop(slot);
                 }
@@ -250,18 +275,27 @@ impl Batching {
         }
     }
 
-    /// A batch of lazy writes only waits up to `lazy_wait` for a write
-    /// someone waits on, which then shares its entry.
-    async fn keep_company(&self, batch: &mut Vec<Queued>, waiting: &mut mpsc::Receiver<Queued>) {
-        if self.lazy_wait.is_zero() || !batch.iter().all(|q| q.lazy) {
-            return;
-        }
+    /// Whether `batch` is lazy writes only, which wait for company.
+    fn waits_for_company(&self, batch: &[Queued]) -> bool {
+        !self.lazy_wait.is_zero() && batch.iter().all(|q| q.lazy)
+    }
+
+    /// A batch of lazy writes (the `id`th) waits up to `lazy_wait` for a
+    /// write someone waits on, which then shares its entry.
+    async fn keep_company(
+        &self,
+        id: u64,
+        batch: &mut Vec<Queued>,
+        waiting: &mut mpsc::Receiver<Queued>,
+    ) {
         let waited = Instant::now();
         let deadline = tokio::time::Instant::now() + self.lazy_wait;
+        let hurried = self.lazy.waiting(id);
+        tokio::pin!(hurried);
         let joined = loop {
             let next = tokio::select! {
                 next = tokio::time::timeout_at(deadline, waiting.recv()) => next,
-                () = self.hurry.notified() => break LazyEnd::Hurried,
+                () = &mut hurried => break LazyEnd::Hurried,
             };
             match next {
                 Ok(Some(next)) => {
@@ -276,6 +310,7 @@ impl Batching {
                 Err(_) => break LazyEnd::Alone,
             }
         };
+        self.lazy.went();
         METRICS
             .lazy_write_wait
             .with_label_values(&[self.metrics.shard.as_str(), joined.as_str()])

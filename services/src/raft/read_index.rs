@@ -117,8 +117,9 @@ impl FollowerReads {
 
     /// Returns once this replica has applied everything the leader at
     /// `leader_addr` had committed when asked; counts and times the round.
-    /// With `hurry` the leader also writes its lazy writes at once (a read
-    /// waits on one: `saga::decided_read`).
+    /// With `hurry` the leader also writes its lazy writes at once and
+    /// answers once they are written, so what it answers covers them (a
+    /// read waits on one: `saga::decided_read`).
     pub async fn catch_up(
         &self,
         raft: &Raft,

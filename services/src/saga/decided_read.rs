@@ -48,6 +48,24 @@ impl ReadWait {
     }
 }
 
+/// Whether `order_id`'s checkout is begun and undecided on this replica.
+pub fn undecided(backend: &dyn Backend, order_id: &str) -> bool {
+    backend
+        .reader()
+        .and_then(|view| domain::checkout::undecided(view.as_ref(), order_id))
+        // Unreadable: the read itself reports the storage failure.
+        .unwrap_or(false)
+}
+
+/// Whether a follower's read of `order_id` should hurry the leader's lazy
+/// writes (`domain::checkout::maybe_undecided`).
+pub fn maybe_undecided(backend: &dyn Backend, order_id: &str) -> bool {
+    backend
+        .reader()
+        .and_then(|view| domain::checkout::maybe_undecided(view.as_ref(), order_id))
+        .unwrap_or(true)
+}
+
 /// Returns once `order_id` has no undecided checkout on this replica, or
 /// after `MAX_WAIT`. At once and every `REFRESH` while undecided it runs
 /// `refresh`: the leader writes its lazy writes now (the decision may be a
@@ -60,13 +78,7 @@ where
     F: Fn() -> R,
     R: Future<Output = ()>,
 {
-    let undecided = || {
-        backend
-            .reader()
-            .and_then(|view| domain::checkout::undecided(view.as_ref(), order_id))
-            // Unreadable: the read itself reports the storage failure.
-            .unwrap_or(false)
-    };
+    let undecided = || undecided(backend, order_id);
     let mut applied = raft.metrics();
     applied.borrow_and_update();
     if !undecided() {
