@@ -638,6 +638,21 @@ def transactions():
             timeseries("Saga cross-service calls", targets((
                 f"sum by (target, result) (rate(cart_cross_service_calls_total{{{INST}}}{RI})) or on() vector(0)",
                 "to {{target}} {{result}}")), unit="ops", w=8),
+            timeseries("Commits by how their wait for company ended", targets((
+                f"sum by (outcome) (rate(cart_raft_lazy_write_wait_seconds_count{{{o}}}{RI})) or on() vector(0)",
+                "{{outcome}}")), unit="ops", stack=True, w=8,
+                desc="A checkout answered paid has its commit wait (raft.lazy_write_ms) to share the next "
+                     "write's entry: joined it, went alone, or was hurried by a read of its order."),
+            timeseries("Order reads waiting for a checkout's decision", quantiles(
+                "cart_saga_read_wait_seconds", o, ["outcome"], "{{outcome}} ", fallback=True),
+                unit="s", w=8,
+                desc="A read of an order whose checkout is answered but not yet committed waits for the "
+                     "commit (at most 3 s; expired: read as it stands)."),
+            timeseries("Hurried reads' wait for the commit", quantiles(
+                "cart_raft_hurry_wait_seconds", o, [], "", fallback=True),
+                unit="s", w=8,
+                desc="At the order leader: a read that hurried the waiting commit waits until it is "
+                     "written (a follower's read index then covers it)."),
         ])
 
 
