@@ -379,8 +379,8 @@ async fn checkouts_answered_before_their_commits_share_entries_and_read_paid() {
     assert!(client.post("/stock/batch_init/1/100/1").await.ok());
     assert!(client.post("/payment/batch_init/1/100").await.ok());
     let leader = cluster.leader(Service::Order).expect("an order leader");
-    let followers: Vec<String> = (1..=3)
-        .filter(|id| *id != leader)
+    let followers: Vec<String> = common::followers(&cluster, Service::Order, leader)
+        .into_iter()
         .map(|id| cluster.admin_addr(Role::Node(Service::Order, id)))
         .collect();
     // Reads served at the followers, and their read-index rounds.

@@ -14,7 +14,7 @@ use cart_common::paths::READ_PATH;
 use cart_common::Service;
 use cart_services::api::{NotLeader, ReadRequest};
 use cart_services::domain::{Outcome, Query, Reply};
-use common::{cluster, eventually, metric, Client};
+use common::{cluster, eventually, followers, metric, Client};
 use futures::future::join_all;
 
 /// A linearizable read of item "0" sent to stock node `id` itself: its
@@ -38,16 +38,6 @@ async fn read_at(cluster: &LocalCluster, id: u64) -> (u16, Option<i64>, String) 
     (status, stock, body)
 }
 
-fn followers(cluster: &LocalCluster, leader: u64) -> Vec<u64> {
-    cluster
-        .spec
-        .nodes(Service::Stock)
-        .into_iter()
-        .map(|n| n.id)
-        .filter(|n| *n != leader)
-        .collect()
-}
-
 /// Every write acknowledged through the gateway is seen by a read sent to
 /// either follower at once: each write is one entry whose commit index the
 /// followers would otherwise learn only with the next append or heartbeat.
@@ -59,7 +49,7 @@ async fn a_follower_read_sees_every_write_acknowledged_before_it() {
     let leader = cluster.leader(Service::Stock).expect("a leader");
     for written in 1..=20 {
         assert!(client.post("/stock/add/0/1").await.ok());
-        for node in followers(&cluster, leader) {
+        for node in followers(&cluster, Service::Stock, leader) {
             let (status, stock, body) = read_at(&cluster, node).await;
             assert_eq!(status, 200, "follower {node} answers the read: {body}");
             assert_eq!(
@@ -69,7 +59,7 @@ async fn a_follower_read_sees_every_write_acknowledged_before_it() {
             );
         }
     }
-    for node in followers(&cluster, leader) {
+    for node in followers(&cluster, Service::Stock, leader) {
         let addr = cluster.spec.node_addr(Service::Stock, node).unwrap();
         let served = metric(
             &addr,
@@ -118,7 +108,7 @@ async fn with_follower_reads_off_a_follower_sends_the_reader_to_its_leader() {
     assert_eq!(client.stock("0").await, 3);
     let leader = cluster.leader(Service::Stock).expect("a leader");
     let leader_addr = cluster.spec.node_addr(Service::Stock, leader).unwrap();
-    for node in followers(&cluster, leader) {
+    for node in followers(&cluster, Service::Stock, leader) {
         let (status, _, body) = read_at(&cluster, node).await;
         assert_eq!(status, 421, "follower {node} refers the read: {body}");
         let hint: NotLeader = serde_json::from_str(&body).unwrap();

@@ -323,6 +323,17 @@ where
 }
 
 /// The admin address of coordinator `index` of `service`.
+/// The ids of `service`'s nodes other than `leader`.
+pub fn followers(cluster: &LocalCluster, service: Service, leader: u64) -> Vec<u64> {
+    cluster
+        .spec
+        .nodes(service)
+        .into_iter()
+        .map(|n| n.id)
+        .filter(|n| *n != leader)
+        .collect()
+}
+
 pub fn coordinator_admin(cluster: &LocalCluster, service: Service, index: u16) -> String {
     cluster
         .spec
