@@ -2,7 +2,10 @@
 //! `cart_checkouts_total`, which the order coordinators count and the admin
 //! console reads back.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+use strum::{IntoStaticStr, VariantArray};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum CheckoutOutcome {
     Paid,
     AlreadyPaid,
@@ -15,26 +18,6 @@ pub enum CheckoutOutcome {
 }
 
 impl CheckoutOutcome {
-    pub const ALL: [Self; 6] = [
-        Self::Paid,
-        Self::AlreadyPaid,
-        Self::InsufficientCredit,
-        Self::InsufficientStock,
-        Self::Rejected,
-        Self::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Paid => "paid",
-            Self::AlreadyPaid => "already_paid",
-            Self::InsufficientCredit => "insufficient_credit",
-            Self::InsufficientStock => "insufficient_stock",
-            Self::Rejected => "rejected",
-            Self::Failed => "failed",
-        }
-    }
-
     /// Whether the checkout was refused: a business answer, not a failure.
     pub fn is_refusal(self) -> bool {
         matches!(

@@ -103,9 +103,26 @@ impl LabelledFamily for HistogramVec {
     }
 }
 
+/// A metric label whose values are an enum's variants, named in
+/// snake_case: derive `strum::VariantArray` and `strum::IntoStaticStr` with
+/// `#[strum(serialize_all = "snake_case")]`, and this comes with them.
+pub trait Label: Copy + Into<&'static str> + strum::VariantArray + 'static {
+    /// The label value.
+    fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Every value, in declaration order (for `precreate`).
+    fn all() -> std::iter::Copied<std::slice::Iter<'static, Self>> {
+        Self::VARIANTS.iter().copied()
+    }
+}
+
+impl<T: Copy + Into<&'static str> + strum::VariantArray + 'static> Label for T {}
+
 /// Pre-creates one series per label set, so that alerts and dashboards see
 /// every series at 0 from start-up rather than from its first event:
-/// `precreate(&m.retries, Step::ALL.map(|s| [s.as_str()]))`.
+/// `precreate(&m.retries, Step::all().map(|s| [s.as_str()]))` (`Label`).
 pub fn precreate<'a, L: AsRef<[&'a str]>>(
     family: &impl LabelledFamily,
     label_sets: impl IntoIterator<Item = L>,

@@ -12,6 +12,7 @@
 //! still unfinished after the coordinator's whole wait is a 503
 //! (`checkout_pending`, retry with the same id).
 
+use cart_common::metrics::Label;
 use std::time::{Duration, Instant};
 
 use cart_common::backoff::Backoff;
@@ -44,7 +45,7 @@ fn refused(code: RejectionCode) -> CheckoutOutcome {
 pub fn init_series() {
     precreate(
         &METRICS.checkouts,
-        CheckoutOutcome::ALL.map(|o| [o.as_str()]),
+        CheckoutOutcome::all().map(|o| [o.as_str()]),
     );
 }
 

@@ -2,6 +2,7 @@
 //! shape the JSON answer. Business rejections become 400s with the
 //! rejection's code; cluster failures keep their own status.
 
+use cart_common::metrics::Label;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, MatchedPath, State};

@@ -4,6 +4,7 @@
 //! `GroupMetrics`), and the node's shared resources (its one log, its HTTP
 //! server) do not.
 
+use cart_common::metrics::Label;
 use std::sync::LazyLock;
 
 use cart_common::metrics::{
@@ -316,7 +317,7 @@ impl GroupMetrics {
         precreate(&METRICS.entries_abandoned, [[s, "cut_off"], [s, "deposed"]]);
         precreate(
             &METRICS.cut_off_refusals,
-            crate::raft::lease::Refused::ALL.map(|k| [s, k.as_str()]),
+            crate::raft::lease::Refused::all().map(|k| [s, k.as_str()]),
         );
         precreate(
             &METRICS.membership_changes,

@@ -10,6 +10,7 @@
 //! the payment and stock nodes themselves, so only the nodes see that
 //! traffic.
 
+use cart_common::metrics::Label;
 use std::collections::{BTreeMap, VecDeque};
 
 pub use cart_common::checkout::CheckoutOutcome;
@@ -331,7 +332,7 @@ fn public_rates(round: &mut Round, now: &Page, before: &Page, secs: f64) {
     if now.samples(CHECKOUTS).is_empty() {
         return;
     }
-    for outcome in CheckoutOutcome::ALL {
+    for outcome in CheckoutOutcome::all() {
         let of = |s: &Sample| s.label("outcome") == Some(outcome.as_str());
         let n = increase(now.sum(CHECKOUTS, of), before.sum(CHECKOUTS, of));
         round.add(ORDER, Metric::Checkouts(outcome), n / secs);

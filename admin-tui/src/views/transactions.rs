@@ -4,6 +4,7 @@
 //! order nodes), and the sagas a new leader took over after each leader
 //! change (the `saga_recovery` events, beside the `leader_change` ones).
 
+use cart_common::metrics::Label;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -53,9 +54,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
 fn summary_line(app: &App) -> Vec<Line<'static>> {
     let t = &app.traffic;
     let rate = |o: CheckoutOutcome| t.last(ORDER, Metric::Checkouts(o)).unwrap_or(0.0);
-    let total: f64 = CheckoutOutcome::ALL.into_iter().map(rate).sum();
-    let refused: f64 = CheckoutOutcome::ALL
-        .into_iter()
+    let total: f64 = CheckoutOutcome::all().map(rate).sum();
+    let refused: f64 = CheckoutOutcome::all()
         .filter(|o| o.is_refusal())
         .map(rate)
         .sum();

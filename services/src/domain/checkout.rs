@@ -14,6 +14,7 @@
 //! a checkout is open the order's items cannot change.
 
 use serde::{Deserialize, Serialize};
+use strum::{IntoStaticStr, VariantArray};
 
 use super::order::Order;
 use super::steps::{forget_before, time_key};
@@ -46,23 +47,14 @@ impl Checkout {
 
 /// The saga's steps (sent at once). Part of the log format
 /// (`AbortCheckout::failed`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, VariantArray, IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SagaStep {
     Charge,
     TakeStock,
-}
-
-impl SagaStep {
-    pub const ALL: [Self; 2] = [Self::Charge, Self::TakeStock];
-
-    /// As in step ids (`{tx_id}:{step}`) and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Charge => "charge",
-            Self::TakeStock => "take_stock",
-        }
-    }
 }
 
 /// The order leader's answer to a checkout, on the wire from node to

@@ -10,9 +10,11 @@ pub mod payment;
 pub mod steps;
 pub mod stock;
 
+use cart_common::metrics::Label;
 use cart_common::shard::ShardPart;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use strum::{IntoStaticStr, VariantArray};
 
 pub use checkout::{Checkout, CheckoutReply, CheckoutState, SagaStep};
 pub use checks::RepairRow;
@@ -325,8 +327,11 @@ pub enum Reply {
 
 /// The code of a business refusal, as answers (`error`), the log and metric
 /// labels spell it (`as_str`, identical to its serde form).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, VariantArray, IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RejectionCode {
     Exists,
     WrongService,
@@ -350,52 +355,6 @@ pub enum RejectionCode {
     RequestIdConflict,
     /// A log entry from a newer release.
     UnsupportedVersion,
-}
-
-impl RejectionCode {
-    pub const ALL: [Self; 18] = [
-        Self::Exists,
-        Self::WrongService,
-        Self::InvalidNumber,
-        Self::OutOfRange,
-        Self::InsufficientCredit,
-        Self::InsufficientStock,
-        Self::TooManyItems,
-        Self::AlreadyPaid,
-        Self::CheckoutInProgress,
-        Self::Conflict,
-        Self::TransactionAborted,
-        Self::ItemNotFound,
-        Self::UserNotFound,
-        Self::OrderNotFound,
-        Self::TransactionNotFound,
-        Self::StepNotFound,
-        Self::RequestIdConflict,
-        Self::UnsupportedVersion,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Exists => "exists",
-            Self::WrongService => "wrong_service",
-            Self::InvalidNumber => "invalid_number",
-            Self::OutOfRange => "out_of_range",
-            Self::InsufficientCredit => "insufficient_credit",
-            Self::InsufficientStock => "insufficient_stock",
-            Self::TooManyItems => "too_many_items",
-            Self::AlreadyPaid => "already_paid",
-            Self::CheckoutInProgress => "checkout_in_progress",
-            Self::Conflict => "conflict",
-            Self::TransactionAborted => "transaction_aborted",
-            Self::ItemNotFound => "item_not_found",
-            Self::UserNotFound => "user_not_found",
-            Self::OrderNotFound => "order_not_found",
-            Self::TransactionNotFound => "transaction_not_found",
-            Self::StepNotFound => "step_not_found",
-            Self::RequestIdConflict => "request_id_conflict",
-            Self::UnsupportedVersion => "unsupported_version",
-        }
-    }
 }
 
 impl std::fmt::Display for RejectionCode {
@@ -685,7 +644,7 @@ mod tests {
 
     #[test]
     fn rejection_codes_serialize_as_their_names_and_back() {
-        for code in RejectionCode::ALL {
+        for code in RejectionCode::all() {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
             assert_eq!(serde_json::from_str::<RejectionCode>(&json).unwrap(), code);

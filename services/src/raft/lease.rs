@@ -35,9 +35,11 @@
 //! until the handover ends, so that its followers' leases run out and the
 //! chosen node can win an election.
 
+use cart_common::metrics::Label;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use strum::{IntoStaticStr, VariantArray};
 
 use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::{BasicNode, RaftMetrics, ServerState};
@@ -142,21 +144,11 @@ impl Fence {
 }
 
 /// What a cut-off leader refused, as the `kind` metric label names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Refused {
     Write,
     Read,
-}
-
-impl Refused {
-    pub const ALL: [Self; 2] = [Self::Write, Self::Read];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Write => "write",
-            Self::Read => "read",
-        }
-    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,10 @@
 //! begin, one entry per checkout on the order group instead of two. A
 //! read waiting on it hurries it (`lazy_hurry`).
 
+use cart_common::metrics::Label;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strum::{IntoStaticStr, VariantArray};
 
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
@@ -91,7 +93,7 @@ impl Proposer {
         let (queue, waiting) = mpsc::channel(MAX_QUEUED);
         precreate(
             &METRICS.lazy_write_wait,
-            LazyEnd::ALL.map(|end| [metrics.shard.as_str(), end.as_str()]),
+            LazyEnd::all().map(|end| [metrics.shard.as_str(), end.as_str()]),
         );
         let lazy = Arc::new(LazyHurry::default());
         let batching = Batching {
@@ -319,7 +321,8 @@ impl Batching {
 }
 
 /// How a lazy write's wait for company ended.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 enum LazyEnd {
     /// Another write someone waits on came, and shares the entry.
     Joined,
@@ -327,18 +330,6 @@ enum LazyEnd {
     Alone,
     /// A read waits on it (`Proposer::hurry`): the entry goes now.
     Hurried,
-}
-
-impl LazyEnd {
-    const ALL: [Self; 3] = [Self::Joined, Self::Alone, Self::Hurried];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Joined => "joined",
-            Self::Alone => "alone",
-            Self::Hurried => "hurried",
-        }
-    }
 }
 
 /// Writes one entry and hands each writer its own outcome. A leader cut

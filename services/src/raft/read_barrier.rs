@@ -11,8 +11,10 @@
 //! started is served by it, as etcd batches its read-index requests: under
 //! load a round serves many reads; alone, a read costs one round as before.
 
+use cart_common::metrics::Label;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
+use strum::{IntoStaticStr, VariantArray};
 
 use cart_common::metrics::{counter_vec, precreate};
 use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
@@ -40,7 +42,7 @@ struct Latest {
 
 impl ReadBarrier {
     pub fn new(raft: Raft) -> Self {
-        precreate(&METRICS.reads, ReadRound::ALL.map(|r| [r.as_str()]));
+        precreate(&METRICS.reads, ReadRound::all().map(|r| [r.as_str()]));
         Self {
             raft,
             latest: tokio::sync::Mutex::new(Latest {
@@ -101,7 +103,8 @@ impl ReadBarrier {
 }
 
 /// How a read was confirmed, as the `round` metric label names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 enum ReadRound {
     /// By a round another read started after this one arrived.
     Shared,
@@ -109,18 +112,6 @@ enum ReadRound {
     Own,
     /// The round that covered it did not confirm the leadership.
     Failed,
-}
-
-impl ReadRound {
-    const ALL: [Self; 3] = [Self::Shared, Self::Own, Self::Failed];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Shared => "shared",
-            Self::Own => "own",
-            Self::Failed => "failed",
-        }
-    }
 }
 
 fn count(round: ReadRound) {

@@ -16,7 +16,9 @@
 //! replica) answers 503 and the coordinator reads elsewhere; one whose
 //! leader says it no longer leads passes the hint on as a 421.
 
+use cart_common::metrics::Label;
 use std::time::{Duration, Instant};
+use strum::{IntoStaticStr, VariantArray};
 
 use cart_common::http::{CallError, InternalClient};
 use cart_common::metrics::precreate;
@@ -42,7 +44,8 @@ pub struct ReadIndexQuery {
 }
 
 /// How a follower read ended, as the `outcome` metric label names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum FollowerReadOutcome {
     /// Caught up with the read index and answered from this replica.
     Served,
@@ -52,24 +55,6 @@ pub enum FollowerReadOutcome {
     Unavailable,
     /// Not applied up to the read index within the bound.
     Behind,
-}
-
-impl FollowerReadOutcome {
-    pub const ALL: [Self; 4] = [
-        Self::Served,
-        Self::NotLeader,
-        Self::Unavailable,
-        Self::Behind,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Served => "served",
-            Self::NotLeader => "not_leader",
-            Self::Unavailable => "unavailable",
-            Self::Behind => "behind",
-        }
-    }
 }
 
 /// Why a follower may not serve a read.
@@ -103,7 +88,7 @@ impl FollowerReads {
     pub fn new(spec: &ClusterSpec, shard: Shard, metrics: GroupMetrics) -> Option<Self> {
         precreate(
             &METRICS.follower_reads,
-            FollowerReadOutcome::ALL.map(|o| [metrics.shard.as_str(), o.as_str()]),
+            FollowerReadOutcome::all().map(|o| [metrics.shard.as_str(), o.as_str()]),
         );
         // A leader that cannot confirm itself within an election timeout is
         // about to be replaced; the coordinator has other replicas to ask.
@@ -203,10 +188,9 @@ mod tests {
 
     #[test]
     fn every_outcome_has_its_own_label() {
-        let labels: std::collections::BTreeSet<_> = FollowerReadOutcome::ALL
-            .iter()
-            .map(|o| o.as_str())
-            .collect();
-        assert_eq!(labels.len(), FollowerReadOutcome::ALL.len());
+        let labels: std::collections::BTreeSet<_> =
+            FollowerReadOutcome::all().map(|o| o.as_str()).collect();
+        assert_eq!(labels.len(), FollowerReadOutcome::all().count());
+        assert!(labels.contains("not_leader"), "{labels:?}");
     }
 }

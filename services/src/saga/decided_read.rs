@@ -10,8 +10,10 @@
 //! order unpaid. The wait is bounded: a checkout that cannot be decided (a
 //! participant unreachable) is read as it stands after `MAX_WAIT`.
 
+use cart_common::metrics::Label;
 use std::future::Future;
 use std::time::{Duration, Instant};
+use strum::{IntoStaticStr, VariantArray};
 
 use tracing::Instrument;
 
@@ -30,22 +32,12 @@ const POLL: Duration = Duration::from_millis(2);
 const REFRESH: Duration = Duration::from_millis(2);
 
 /// How a read's wait for a checkout's decision ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub(super) enum ReadWait {
     Decided,
     /// Still undecided after the longest wait: read as it stands.
     Expired,
-}
-
-impl ReadWait {
-    pub(super) const ALL: [Self; 2] = [Self::Decided, Self::Expired];
-
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Self::Decided => "decided",
-            Self::Expired => "expired",
-        }
-    }
 }
 
 /// Whether `order_id`'s checkout is begun and undecided on this replica.

@@ -28,9 +28,11 @@
 //! as soon as its node is no longer leader. The sweeper also garbage-collects
 //! finished checkouts and the participants' step records through the logs.
 
+use cart_common::metrics::Label;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+use strum::{IntoStaticStr, VariantArray};
 
 use cart_common::metrics::{
     counter, counter_vec, float_gauge, gauge, histogram, histogram_vec, precreate, LATENCY_BUCKETS,
@@ -109,7 +111,8 @@ pub struct Sagas {
 
 /// What a saga sends to a participant or logs, as its request ids
 /// (`{tx_id}:{step}`) and the `step` metric label name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum StepKind {
     Charge,
     TakeStock,
@@ -122,61 +125,24 @@ pub enum StepKind {
 }
 
 impl StepKind {
-    pub const ALL: [Self; 5] = [
-        Self::Charge,
-        Self::TakeStock,
-        Self::Refund,
-        Self::ReturnStock,
-        Self::Decide,
-    ];
     pub const COMPENSATIONS: [Self; 2] = [Self::Refund, Self::ReturnStock];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Charge => SagaStep::Charge.as_str(),
-            Self::TakeStock => SagaStep::TakeStock.as_str(),
-            Self::Refund => "refund",
-            Self::ReturnStock => "return_stock",
-            Self::Decide => "decide",
-        }
-    }
 }
 
 /// How a finished saga ended, as the `outcome` metric label names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum SagaOutcome {
     Committed,
     Aborted,
 }
 
-impl SagaOutcome {
-    pub const ALL: [Self; 2] = [Self::Committed, Self::Aborted];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Committed => "committed",
-            Self::Aborted => "aborted",
-        }
-    }
-}
-
 /// How a check of an order seen paid ended, as the `result` metric label
 /// names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, VariantArray, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 enum PaidCheck {
     Answered,
     ThroughLog,
-}
-
-impl PaidCheck {
-    const ALL: [Self; 2] = [Self::Answered, Self::ThroughLog];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Answered => "answered",
-            Self::ThroughLog => "through_log",
-        }
-    }
 }
 
 impl Sagas {
@@ -938,12 +904,12 @@ fn init_series() {
     METRICS.sagas_in_flight.set(0);
     METRICS.oldest_in_flight.set(0.0);
     precreate(&METRICS.forget_runs, [["ok"], ["failed"]]);
-    precreate(&METRICS.paid_checks, PaidCheck::ALL.map(|r| [r.as_str()]));
-    precreate(&METRICS.read_wait, ReadWait::ALL.map(|r| [r.as_str()]));
-    precreate(&METRICS.step_retries, StepKind::ALL.map(|s| [s.as_str()]));
+    precreate(&METRICS.paid_checks, PaidCheck::all().map(|r| [r.as_str()]));
+    precreate(&METRICS.read_wait, ReadWait::all().map(|r| [r.as_str()]));
+    precreate(&METRICS.step_retries, StepKind::all().map(|s| [s.as_str()]));
     precreate(
         &METRICS.saga_duration,
-        SagaOutcome::ALL.map(|o| [o.as_str()]),
+        SagaOutcome::all().map(|o| [o.as_str()]),
     );
     precreate(
         &METRICS.compensations,
