@@ -12,11 +12,11 @@
 //! still unfinished after the coordinator's whole wait is a 503
 //! (`checkout_pending`, retry with the same id).
 
-use cart_common::metrics::Label;
 use std::time::{Duration, Instant};
 
 use cart_common::backoff::Backoff;
 use cart_common::metrics::precreate;
+use cart_common::metrics::Label;
 use cart_common::ApiError;
 use cart_services::api::CheckoutReply;
 use cart_services::domain::RejectionCode;

@@ -2,7 +2,6 @@
 //! shape the JSON answer. Business rejections become 400s with the
 //! rejection's code; cluster failures keep their own status.
 
-use cart_common::metrics::Label;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, MatchedPath, State};
@@ -10,6 +9,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cart_common::metrics::Label;
 use cart_common::{ApiError, Service};
 use cart_services::domain::{
     Command, Outcome, Query, Rejection, RejectionCode, Reply, MAX_BATCH_INIT,

@@ -4,9 +4,9 @@
 //! `GroupMetrics`), and the node's shared resources (its one log, its HTTP
 //! server) do not.
 
-use cart_common::metrics::Label;
 use std::sync::LazyLock;
 
+use cart_common::metrics::Label;
 use cart_common::metrics::{
     counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, precreate, LATENCY_BUCKETS,
 };

@@ -10,10 +10,10 @@
 //! the payment and stock nodes themselves, so only the nodes see that
 //! traffic.
 
-use cart_common::metrics::Label;
 use std::collections::{BTreeMap, VecDeque};
 
 pub use cart_common::checkout::CheckoutOutcome;
+use cart_common::metrics::Label;
 
 use super::page::{add_increase, increase, quantile, Buckets, Page, Sample};
 

@@ -35,14 +35,14 @@
 //! until the handover ends, so that its followers' leases run out and the
 //! chosen node can win an election.
 
-use cart_common::metrics::Label;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use strum::{IntoStaticStr, VariantArray};
 
+use cart_common::metrics::Label;
 use openraft::raft::{VoteRequest, VoteResponse};
 use openraft::{BasicNode, RaftMetrics, ServerState};
+use strum::{IntoStaticStr, VariantArray};
 
 use super::NodeId;
 use crate::metrics::{GroupMetrics, METRICS};

@@ -20,13 +20,13 @@
 //! begin, one entry per checkout on the order group instead of two. A
 //! read waiting on it hurries it (`lazy_hurry`).
 
-use cart_common::metrics::Label;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use strum::{IntoStaticStr, VariantArray};
 
+use cart_common::metrics::Label;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
+use strum::{IntoStaticStr, VariantArray};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 

@@ -11,15 +11,15 @@
 //! started is served by it, as etcd batches its read-index requests: under
 //! load a round serves many reads; alone, a read costs one round as before.
 
-use cart_common::metrics::Label;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
-use strum::{IntoStaticStr, VariantArray};
 
+use cart_common::metrics::Label;
 use cart_common::metrics::{counter_vec, precreate};
 use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
 use openraft::{BasicNode, LogId};
 use prometheus::IntCounterVec;
+use strum::{IntoStaticStr, VariantArray};
 
 use super::{NodeId, Raft};
 

@@ -16,16 +16,16 @@
 //! replica) answers 503 and the coordinator reads elsewhere; one whose
 //! leader says it no longer leads passes the hint on as a 421.
 
-use cart_common::metrics::Label;
 use std::time::{Duration, Instant};
-use strum::{IntoStaticStr, VariantArray};
 
 use cart_common::http::{CallError, InternalClient};
 use cart_common::metrics::precreate;
+use cart_common::metrics::Label;
 use cart_common::paths::READ_INDEX_PATH;
 use cart_common::shard::Shard;
 use cart_common::ClusterSpec;
 use serde::Deserialize;
+use strum::{IntoStaticStr, VariantArray};
 use tracing::Instrument;
 
 use super::Raft;

@@ -10,11 +10,11 @@
 //! order unpaid. The wait is bounded: a checkout that cannot be decided (a
 //! participant unreachable) is read as it stands after `MAX_WAIT`.
 
-use cart_common::metrics::Label;
 use std::future::Future;
 use std::time::{Duration, Instant};
-use strum::{IntoStaticStr, VariantArray};
 
+use cart_common::metrics::Label;
+use strum::{IntoStaticStr, VariantArray};
 use tracing::Instrument;
 
 use super::METRICS;

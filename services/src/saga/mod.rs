@@ -28,12 +28,11 @@
 //! as soon as its node is no longer leader. The sweeper also garbage-collects
 //! finished checkouts and the participants' step records through the logs.
 
-use cart_common::metrics::Label;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
-use strum::{IntoStaticStr, VariantArray};
 
+use cart_common::metrics::Label;
 use cart_common::metrics::{
     counter, counter_vec, float_gauge, gauge, histogram, histogram_vec, precreate, LATENCY_BUCKETS,
 };
@@ -41,6 +40,7 @@ use cart_common::shard::Shard;
 use cart_common::{ClusterSpec, Service};
 use openraft::{BasicNode, ServerState};
 use prometheus::{Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use strum::{IntoStaticStr, VariantArray};
 use tokio::sync::watch;
 use tracing::Instrument;
 
