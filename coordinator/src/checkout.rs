@@ -15,8 +15,7 @@
 use std::time::{Duration, Instant};
 
 use cart_common::backoff::Backoff;
-use cart_common::metrics::precreate;
-use cart_common::metrics::Label;
+use cart_common::metrics::{precreate, Label};
 use cart_common::ApiError;
 use cart_services::api::CheckoutReply;
 use cart_services::domain::RejectionCode;

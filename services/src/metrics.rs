@@ -6,9 +6,9 @@
 
 use std::sync::LazyLock;
 
-use cart_common::metrics::Label;
 use cart_common::metrics::{
-    counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, precreate, LATENCY_BUCKETS,
+    counter, counter_vec, gauge, gauge_vec, histogram, histogram_vec, precreate, Label,
+    LATENCY_BUCKETS,
 };
 use cart_common::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use cart_common::shard::Shard;

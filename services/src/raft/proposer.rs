@@ -23,7 +23,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cart_common::metrics::Label;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState};
 use strum::{IntoStaticStr, VariantArray};
@@ -37,7 +36,7 @@ use super::{now_ms, LogCommand, NodeId, Proposals, Raft, LOG_FORMAT_VERSION};
 use crate::domain::{Command, Outcome};
 use crate::metrics::{GroupMetrics, METRICS};
 use crate::request_key::RequestKey;
-use cart_common::metrics::precreate;
+use cart_common::metrics::{precreate, Label};
 
 /// Most writes in one entry: bounds an entry's size and its apply time.
 const MAX_BATCH: usize = 256;

@@ -14,8 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
-use cart_common::metrics::Label;
-use cart_common::metrics::{counter_vec, precreate};
+use cart_common::metrics::{counter_vec, precreate, Label};
 use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
 use openraft::{BasicNode, LogId};
 use prometheus::IntCounterVec;

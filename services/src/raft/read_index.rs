@@ -19,8 +19,7 @@
 use std::time::{Duration, Instant};
 
 use cart_common::http::{CallError, InternalClient};
-use cart_common::metrics::precreate;
-use cart_common::metrics::Label;
+use cart_common::metrics::{precreate, Label};
 use cart_common::paths::READ_INDEX_PATH;
 use cart_common::shard::Shard;
 use cart_common::ClusterSpec;

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::METRICS;
 use crate::domain;
 use crate::raft::Raft;
-use crate::storage::Backend;
+use crate::storage::{Backend, StateStore, StoreError};
 
 /// The longest a read waits for a decision.
 const MAX_WAIT: Duration = Duration::from_secs(3);
@@ -40,22 +40,26 @@ pub(super) enum ReadWait {
     Expired,
 }
 
-/// Whether `order_id`'s checkout is begun and undecided on this replica.
-pub fn undecided(backend: &dyn Backend, order_id: &str) -> bool {
+type OrderCheck = fn(&dyn StateStore, &str) -> Result<bool, StoreError>;
+
+/// `check` of `order_id` on this replica's state; `unreadable` if the state
+/// cannot be read (the read itself then reports the storage failure).
+fn check(backend: &dyn Backend, order_id: &str, check: OrderCheck, unreadable: bool) -> bool {
     backend
         .reader()
-        .and_then(|view| domain::checkout::undecided(view.as_ref(), order_id))
-        // Unreadable: the read itself reports the storage failure.
-        .unwrap_or(false)
+        .and_then(|view| check(view.as_ref(), order_id))
+        .unwrap_or(unreadable)
+}
+
+/// Whether `order_id`'s checkout is begun and undecided on this replica.
+pub fn undecided(backend: &dyn Backend, order_id: &str) -> bool {
+    check(backend, order_id, domain::checkout::undecided, false)
 }
 
 /// Whether a follower's read of `order_id` should hurry the leader's lazy
 /// writes (`domain::checkout::maybe_undecided`).
 pub fn maybe_undecided(backend: &dyn Backend, order_id: &str) -> bool {
-    backend
-        .reader()
-        .and_then(|view| domain::checkout::maybe_undecided(view.as_ref(), order_id))
-        .unwrap_or(true)
+    check(backend, order_id, domain::checkout::maybe_undecided, true)
 }
 
 /// Returns once `order_id` has no undecided checkout on this replica, or

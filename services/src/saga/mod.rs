@@ -32,9 +32,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use cart_common::metrics::Label;
 use cart_common::metrics::{
-    counter, counter_vec, float_gauge, gauge, histogram, histogram_vec, precreate, LATENCY_BUCKETS,
+    counter, counter_vec, float_gauge, gauge, histogram, histogram_vec, precreate, Label,
+    LATENCY_BUCKETS,
 };
 use cart_common::shard::Shard;
 use cart_common::{ClusterSpec, Service};

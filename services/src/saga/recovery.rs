@@ -5,10 +5,13 @@
 //! comes first). Counting at the sweeper's take-over alone missed them
 //! when clients' retries, joined on the new leader, finished every inherited
 //! checkout before the sweeper had confirmed its leadership. Checkouts begun
-//! in this term are not counted: a begin is stamped by the proposing leader,
-//! so one begun here is stamped no earlier than this node first saw itself
-//! lead the term, and one begun by a predecessor earlier (before the
-//! election that ended its term).
+//! in this term are not counted: a begin is stamped when its leader
+//! proposes it, so a predecessor's begins are stamped before the election
+//! that ended its term, and this node's after it first saw itself lead
+//! (in `Sagas::leadership`, which the sweeper runs as soon as the
+//! leadership changes). Not exactly: a begin proposed here before that
+//! first sighting (the sweeper not yet scheduled) counts as taken over.
+//! Only the event's count can be off by that; nothing is driven by it.
 
 use std::sync::Mutex;
 
