@@ -152,6 +152,12 @@ pub struct RaftSection {
     /// (a leadership-confirming round) and waits until it has applied that
     /// far, so they stay linearizable; `false`: only the leader reads.
     pub follower_reads: bool,
+    /// A leader confirms a read by its lease (a majority accepted its
+    /// appends within the election timeout) instead of a heartbeat round
+    /// of its own; restarted nodes then hold their votes for the election
+    /// timeout's upper bound. `false`: a round for every read (or shared
+    /// batch of reads).
+    pub lease_reads: bool,
     /// A write no request waits on (a checkout's commit, answered once its
     /// steps applied) waits up to this long for another write to share its
     /// entry, saving an entry, an fsync on every replica and an append to
@@ -169,6 +175,7 @@ impl Default for RaftSection {
             resident_log_kib: 8 * 1024,
             max_append_kib: 256,
             follower_reads: true,
+            lease_reads: true,
             lazy_write_ms: 10,
         }
     }

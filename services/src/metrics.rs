@@ -38,6 +38,7 @@ pub struct NodeMetrics {
     pub cut_off_refusals: IntCounterVec,
     pub entries_abandoned: IntCounterVec,
     pub votes_refused: IntCounterVec,
+    pub votes_held: IntCounterVec,
     pub log_flush_seconds: Histogram,
     pub log_flush_entries: Histogram,
     pub log_buffered_writes: IntCounter,
@@ -139,6 +140,13 @@ pub static METRICS: LazyLock<NodeMetrics> =
         "raft_votes_refused_total",
         "Higher-term vote requests this leader refused while a majority still acknowledged it \
          (a candidate that cannot hear it, e.g. behind a one-way partition).",
+        SHARD,
+    ),
+    votes_held: counter_vec(
+        "raft_votes_held_total",
+        "Vote requests this node refused in its restart hold: it held Raft state when it \
+         started, and neither votes nor campaigns for the election timeout's upper bound after \
+         (its leader's read lease may still count on it).",
         SHARD,
     ),
     cut_off_refusals: counter_vec(
@@ -259,6 +267,7 @@ pub struct GroupMetrics {
     pub snapshots_installed: IntCounter,
     pub commit_pushes_folded: IntCounter,
     pub votes_refused: IntCounter,
+    pub votes_held: IntCounter,
     pub proposal_queue: IntGauge,
     pub proposals_in_flight: IntGauge,
     pub write_seconds: Histogram,
@@ -283,6 +292,7 @@ impl GroupMetrics {
             snapshots_installed: m.snapshots_installed.with_label_values(&one),
             commit_pushes_folded: m.raft_commit_pushes_folded.with_label_values(&one),
             votes_refused: m.votes_refused.with_label_values(&one),
+            votes_held: m.votes_held.with_label_values(&one),
             proposal_queue: m.proposal_queue.with_label_values(&one),
             proposals_in_flight: m.proposals_in_flight.with_label_values(&one),
             write_seconds: m.write_seconds.with_label_values(&one),

@@ -200,7 +200,7 @@ pub(super) async fn read_index(
     if q.hurry {
         n.hurry_lazy_writes().await;
     }
-    match n.reads().read_index().await {
+    match n.reads().follower_read_index().await {
         Ok(read) => Json(ReadIndex {
             index: read.map(|id| id.index),
         })

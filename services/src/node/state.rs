@@ -22,13 +22,14 @@ use crate::consistency::{checker::Checker, replica::Replica, wire::Operation};
 use crate::domain::{self, Command, Outcome, Query, StoreError, Table};
 use crate::metrics::{GroupMetrics, METRICS};
 use crate::raft::handover::{preferred_leader, Handover};
-use crate::raft::lease::{Fence, Refused};
+use crate::raft::lease::{Fence, Refused, RestartHold};
 use crate::raft::log_store::{NodeLog, LOG_DIR};
 use crate::raft::network::Network;
 use crate::raft::progress::Progress;
 use crate::raft::proposer::{ProposeError, Proposer};
 use crate::raft::read_barrier::ReadBarrier;
 use crate::raft::read_index::FollowerReads;
+use crate::raft::read_lease::ReadLease;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::Raft;
 use crate::request_key::RequestKey;
@@ -123,11 +124,14 @@ impl Member {
         // each, from landing on the machine at once.
         let snapshot_every =
             spec.raft.snapshot_every + spec.raft.snapshot_every / 10 * ((id - 1) % 5);
+        let election_timeout_max = et + et / 2;
         let config = Config {
             cluster_name: format!("{service}/{shard}"),
             heartbeat_interval: spec.raft.heartbeat_ms,
             election_timeout_min: et,
-            election_timeout_max: et + et / 2,
+            election_timeout_max,
+            // Until the restart hold is known to be over (`allow_campaigns`).
+            enable_elect: false,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
             max_in_snapshot_log_to_keep: spec.raft.snapshot_every / 2,
             // A follower further behind than this gets a snapshot instead of
@@ -141,6 +145,10 @@ impl Member {
         }
         .validate()?;
         let progress = Arc::new(Progress::default());
+        let lease = spec
+            .raft
+            .lease_reads
+            .then(|| Arc::new(ReadLease::new(Duration::from_millis(et))));
         let raft = Raft::new(
             id,
             Arc::new(config),
@@ -150,6 +158,7 @@ impl Member {
                 progress.clone(),
                 (spec.raft.max_append_kib as usize).saturating_mul(1024),
                 metrics.clone(),
+                lease.clone(),
             ),
             log.store(shard, progress.clone())?,
             sm.clone(),
@@ -161,7 +170,15 @@ impl Member {
         // campaigns first. Once formed, the membership in the log wins over
         // the spec.
         let former = preferred_leader(spec.nodes(service).into_iter().map(|n| n.id), shard);
-        if former == Some(id) && !options.join && !raft.is_initialized().await? {
+        let had_state = raft.is_initialized().await?;
+        // A node that may have accepted a leader's appends before it
+        // restarted holds its votes for as long as it would have refused
+        // them then (`raft::lease`, `raft::read_lease`).
+        let hold = lease.is_some().then(|| RestartHold {
+            until: Instant::now() + Duration::from_millis(election_timeout_max),
+            had_state,
+        });
+        if former == Some(id) && !options.join && !had_state {
             let members: BTreeMap<NodeId, BasicNode> = spec
                 .nodes(service)
                 .into_iter()
@@ -173,7 +190,7 @@ impl Member {
             }
         }
 
-        let fence = Fence::new(spec.raft.election_timeout_ms, metrics.clone());
+        let fence = Fence::new(spec.raft.election_timeout_ms, hold, metrics.clone());
         let proposer = Proposer::start(
             raft.clone(),
             sm.clone(),
@@ -181,7 +198,7 @@ impl Member {
             metrics.clone(),
             Duration::from_millis(spec.raft.lazy_write_ms),
         );
-        let reads = Arc::new(ReadBarrier::new(raft.clone()));
+        let reads = Arc::new(ReadBarrier::new(raft.clone(), id, lease));
         let sagas = (service == Service::Order).then(|| {
             Arc::new(Sagas::new(
                 spec,
@@ -221,7 +238,17 @@ impl Member {
             fence.clone(),
             shard,
         ));
-        tokio::spawn(follow_storage_health(raft.clone(), health.clone()));
+        tokio::spawn(allow_campaigns(
+            raft.clone(),
+            fence.clone(),
+            health.clone(),
+            Duration::from_millis(et / 4 * (id % 3)),
+        ));
+        tokio::spawn(follow_storage_health(
+            raft.clone(),
+            fence.clone(),
+            health.clone(),
+        ));
         tokio::spawn(ping_storage(backend.clone()));
         Ok(Arc::new(Member {
             service,
@@ -621,9 +648,22 @@ async fn ping_storage(backend: Arc<dyn Backend>) {
     }
 }
 
+/// Lets the node campaign once its restart hold (if any) is over: it
+/// starts with elections off (`Config::enable_elect`). The replicas of a
+/// group restarted together would all campaign the moment their holds end
+/// (openraft campaigns at once after a restart) and split the vote; each
+/// waits `stagger` more, by its id.
+async fn allow_campaigns(raft: Raft, fence: Fence, health: Arc<Health>, stagger: Duration) {
+    if let Some(until) = fence.held_until() {
+        tokio::time::sleep_until((until + stagger).into()).await;
+    }
+    raft.runtime_config()
+        .elect(fence.may_campaign(health.is_healthy()));
+}
+
 /// While its storage fails a node neither campaigns nor sends heartbeats:
 /// as leader it could not apply, so its followers elect another leader.
-async fn follow_storage_health(raft: Raft, health: Arc<Health>) {
+async fn follow_storage_health(raft: Raft, fence: Fence, health: Arc<Health>) {
     let mut watch = health.watch();
     while watch.changed().await.is_ok() {
         let healthy = *watch.borrow_and_update();
@@ -632,6 +672,6 @@ async fn follow_storage_health(raft: Raft, health: Arc<Health>) {
             "storage health changed; elections and heartbeats follow it"
         );
         raft.runtime_config().heartbeat(healthy);
-        raft.runtime_config().elect(healthy);
+        raft.runtime_config().elect(fence.may_campaign(healthy));
     }
 }

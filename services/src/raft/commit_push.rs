@@ -26,9 +26,9 @@
 //! leader's time of its follower's last acknowledgement (openraft takes an
 //! append's send time), by less than `FOLD_WITHIN`, and that feeds only
 //! liveness decisions (the lease's sticky leader and fence, `lease`), never
-//! safety. Reads confirm leadership with
-//! a quorum round that openraft sends on connections of its own, which
-//! never fold. At most one push is folded per answered append, so the next
+//! safety. The read lease (`read_lease`) counts only appends really sent
+//! and answered, and reads without it confirm leadership with a quorum
+//! round that openraft sends on connections of its own, which never fold. At most one push is folded per answered append, so the next
 //! heartbeat always goes out.
 
 use std::time::{Duration, Instant};

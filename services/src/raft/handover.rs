@@ -267,7 +267,8 @@ impl Handover {
         tokio::spawn(async move {
             if request.to == me.id {
                 tokio::time::sleep(lease + Duration::from_millis(200)).await;
-                if me.health.is_healthy() && me.raft.metrics().borrow().state != ServerState::Leader
+                if me.fence.may_campaign(me.health.is_healthy())
+                    && me.raft.metrics().borrow().state != ServerState::Leader
                 {
                     tracing::info!(shard = %me.shard, "campaigning: the leader hands its leadership here");
                     if let Err(e) = me.raft.trigger().elect().await {
@@ -277,7 +278,9 @@ impl Handover {
             } else {
                 me.raft.runtime_config().elect(false);
                 tokio::time::sleep(lease * 2).await;
-                me.raft.runtime_config().elect(me.health.is_healthy());
+                me.raft
+                    .runtime_config()
+                    .elect(me.fence.may_campaign(me.health.is_healthy()));
             }
         });
     }

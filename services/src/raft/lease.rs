@@ -30,6 +30,13 @@
 //! visible. The fence lifts as soon as a majority answers again, or the
 //! node learns of the new term and becomes a follower.
 //!
+//! **Restart hold.** For the election timeout's upper bound after it
+//! starts, a node neither campaigns nor votes: it forgot when it last
+//! heard its leader, whose read lease may still count on it
+//! (`read_lease`). A node with no Raft state (a new group forming, or one
+//! that lost its data) still grants votes of term 1: no leader came before
+//! that term, and the group's first election is not delayed.
+//!
 //! **Handing over.** A leader handing its shard's leadership to another
 //! node (`handover`) refuses writes and reads and no longer refuses votes
 //! until the handover ends, so that its followers' leases run out and the
@@ -37,7 +44,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cart_common::metrics::Label;
 use openraft::raft::{VoteRequest, VoteResponse};
@@ -55,18 +62,37 @@ pub struct Fence {
     sticky: Duration,
     /// Set while this leader hands its leadership over (`handover`).
     handing_over: Arc<AtomicBool>,
+    /// This node's restart hold, when lease reads are on.
+    hold: Option<RestartHold>,
     metrics: GroupMetrics,
 }
 
 impl Fence {
-    /// The lease of a group whose election timeout is `election_timeout_ms`.
-    pub fn new(election_timeout_ms: u64, metrics: GroupMetrics) -> Self {
+    /// The lease of a group whose election timeout is `election_timeout_ms`,
+    /// with this node's restart hold if it has one.
+    pub fn new(election_timeout_ms: u64, hold: Option<RestartHold>, metrics: GroupMetrics) -> Self {
         Self {
             after: Duration::from_millis(election_timeout_ms.saturating_mul(2)),
             sticky: Duration::from_millis(election_timeout_ms),
             handing_over: Arc::default(),
+            hold,
             metrics,
         }
+    }
+
+    /// When this node's restart hold ends, if it has one.
+    pub fn held_until(&self) -> Option<Instant> {
+        self.hold.map(|h| h.until)
+    }
+
+    fn holding(&self) -> Option<RestartHold> {
+        self.hold.filter(|h| Instant::now() < h.until)
+    }
+
+    /// Whether this node may campaign: its storage is `healthy` and its
+    /// restart hold is over.
+    pub fn may_campaign(&self, healthy: bool) -> bool {
+        healthy && self.holding().is_none()
     }
 
     /// Starts or ends a handover of this node's leadership.
@@ -78,9 +104,9 @@ impl Fence {
         self.handing_over.load(Ordering::SeqCst)
     }
 
-    /// The refusal of `req`, for a leader a majority acknowledged within
-    /// the election timeout and a request of a higher term; `None`: let
-    /// Raft decide. The answer carries this node's vote (lower than the
+    /// The refusal of `req`: any request during this node's restart hold;
+    /// for a leader a majority acknowledged within the election timeout, a
+    /// request of a higher term. `None`: let Raft decide. The answer carries this node's vote (lower than the
     /// candidate's: not granted) and last applied log id (so a candidate
     /// behind it waits longer before its next campaign).
     pub fn refuse_vote(
@@ -88,6 +114,14 @@ impl Fence {
         m: &RaftMetrics<NodeId, BasicNode>,
         req: &VoteRequest<NodeId>,
     ) -> Option<VoteResponse<NodeId>> {
+        if self
+            .holding()
+            .is_some_and(|h| h.had_state || req.vote.leader_id().term > 1)
+        {
+            self.metrics.votes_held.inc();
+            tracing::info!(candidate = %req.vote, "refused a vote: restarted less than the lease ago");
+            return Some(refusal(m));
+        }
         let acked = m.millis_since_quorum_ack?;
         let sticky = !self.is_handing_over()
             && m.state == ServerState::Leader
@@ -102,11 +136,7 @@ impl Fence {
             acked_ms_ago = acked,
             "refused a vote: a majority still acknowledges this leader"
         );
-        Some(VoteResponse {
-            vote: m.vote,
-            vote_granted: false,
-            last_log_id: m.last_applied,
-        })
+        Some(refusal(m))
     }
 
     /// Milliseconds since a majority last acknowledged this leader, when
@@ -143,6 +173,26 @@ impl Fence {
     }
 }
 
+/// A node's restart hold (`Fence`).
+#[derive(Clone, Copy, Debug)]
+pub struct RestartHold {
+    /// It ends here: the node's start plus the election timeout's upper
+    /// bound (the longest a follower refuses votes after hearing its leader).
+    pub until: Instant,
+    /// The node held Raft state (a log or a vote) when it started.
+    pub had_state: bool,
+}
+
+/// A vote not granted: it carries this node's vote (lower than the
+/// candidate's) and last applied log id.
+fn refusal(m: &RaftMetrics<NodeId, BasicNode>) -> VoteResponse<NodeId> {
+    VoteResponse {
+        vote: m.vote,
+        vote_granted: false,
+        last_log_id: m.last_applied,
+    }
+}
+
 /// What a cut-off leader refused, as the `kind` metric label names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, VariantArray, IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -164,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_leader_is_cut_off_only_past_twice_the_election_timeout() {
-        let fence = Fence::new(1000, GroupMetrics::of(cart_common::shard::Shard(0)));
+        let fence = Fence::new(1000, None, GroupMetrics::of(cart_common::shard::Shard(0)));
         assert_eq!(
             fence.cut_off_ms(&metrics(ServerState::Leader, Some(150))),
             None
@@ -192,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_leader_in_touch_with_its_group_refuses_a_higher_term_vote() {
-        let fence = Fence::new(1000, GroupMetrics::of(cart_common::shard::Shard(0)));
+        let fence = Fence::new(1000, None, GroupMetrics::of(cart_common::shard::Shard(0)));
         let request = |term| {
             VoteRequest::new(
                 openraft::Vote::new(term, 2),
@@ -217,8 +267,48 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_node_holds_its_votes_and_campaigns_until_its_hold_ends() {
+        let request = |term| VoteRequest::new(openraft::Vote::new(term, 2), None);
+        let follower = metrics(ServerState::Follower, None);
+        let metrics = || GroupMetrics::of(cart_common::shard::Shard(0));
+        let later = Instant::now() + Duration::from_secs(60);
+        let held = |had_state| {
+            Fence::new(
+                1000,
+                Some(RestartHold {
+                    until: later,
+                    had_state,
+                }),
+                metrics(),
+            )
+        };
+        // With Raft state from before: every vote is refused, and no campaign.
+        let restarted = held(true);
+        assert!(restarted.refuse_vote(&follower, &request(1)).is_some());
+        assert!(restarted.refuse_vote(&follower, &request(7)).is_some());
+        assert!(!restarted.may_campaign(true));
+        // Without: a new group's first election (term 1) goes ahead.
+        let pristine = held(false);
+        assert!(pristine.refuse_vote(&follower, &request(1)).is_none());
+        assert!(pristine.refuse_vote(&follower, &request(2)).is_some());
+        // Once the hold is over (or with none), Raft decides.
+        let over = Fence::new(
+            1000,
+            Some(RestartHold {
+                until: Instant::now(),
+                had_state: true,
+            }),
+            metrics(),
+        );
+        assert!(over.refuse_vote(&follower, &request(7)).is_none());
+        assert!(over.may_campaign(true));
+        assert!(!over.may_campaign(false));
+        assert!(Fence::new(1000, None, metrics()).may_campaign(true));
+    }
+
+    #[test]
     fn a_refusal_says_how_long_the_leader_has_been_cut_off() {
-        let fence = Fence::new(1000, GroupMetrics::of(cart_common::shard::Shard(0)));
+        let fence = Fence::new(1000, None, GroupMetrics::of(cart_common::shard::Shard(0)));
         let why = fence
             .refusal(&metrics(ServerState::Leader, Some(4321)), Refused::Write)
             .expect("refused");

@@ -16,6 +16,7 @@ pub mod progress;
 pub mod proposer;
 pub mod read_barrier;
 pub mod read_index;
+pub mod read_lease;
 pub mod snapshot;
 pub mod state_machine;
 

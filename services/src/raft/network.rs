@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::append_budget::{AppendBudget, Split};
 use super::commit_push::CommitPush;
 use super::progress::Progress;
+use super::read_lease::ReadLease;
 use super::{NodeId, TypeConfig};
 use crate::metrics::{GroupMetrics, METRICS};
 
@@ -39,6 +40,8 @@ pub struct Network {
     /// The spec's bound on one encoded append (`raft.max_append_kib`).
     max_append_bytes: usize,
     metrics: GroupMetrics,
+    /// Told of every append a follower accepted (`None`: no lease reads).
+    lease: Option<Arc<ReadLease>>,
 }
 
 impl Network {
@@ -49,6 +52,7 @@ impl Network {
         progress: Arc<Progress>,
         max_append_bytes: usize,
         metrics: GroupMetrics,
+        lease: Option<Arc<ReadLease>>,
     ) -> Self {
         Self {
             // Per-RPC deadlines come from openraft's RPCOption.
@@ -58,6 +62,7 @@ impl Network {
             progress,
             max_append_bytes,
             metrics,
+            lease,
         }
     }
 }
@@ -192,6 +197,19 @@ impl Connection {
         }
         let success = matches!(result, Ok(AppendEntriesResponse::Success));
         self.commit_push.sent(req, success, sent_at);
+        // The follower took this leader's vote as its own, and so started its
+        // lease (`read_lease`). A conflict would mean that too; not counted,
+        // to lean on nothing but a plain acceptance.
+        let accepted = matches!(
+            result,
+            Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+        );
+        if let (true, Some(lease)) = (accepted, &self.net.lease) {
+            lease.acknowledged(self.target, &req.vote, sent_at);
+            if let Some(committed) = req.leader_commit {
+                lease.commit_sent(self.target, committed.index);
+            }
+        }
         result
     }
 }
