@@ -73,6 +73,8 @@ async fn a_follower_read_sees_every_write_acknowledged_before_it() {
             served.is_some_and(|n| n >= 20.0),
             "follower {node} counted its reads as served: {served:?}"
         );
+        // Its own check of whether it leads is no leader read, and no failure.
+        assert_eq!(confirmed(&addr, "failed").await, 0.0, "follower {node}");
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use cart_common::metrics::{counter_vec, precreate, Label};
-use openraft::error::{CheckIsLeaderError, Fatal, RaftError};
+use openraft::error::{CheckIsLeaderError, Fatal, ForwardToLeader, RaftError};
 use openraft::{BasicNode, LogId, ServerState, Vote};
 use prometheus::IntCounterVec;
 use strum::{IntoStaticStr, VariantArray};
@@ -110,6 +110,9 @@ impl ReadBarrier {
     }
 
     async fn round(&self) -> Result<Option<LogId<NodeId>>, ReadError> {
+        if let Some(forward) = self.known_follower() {
+            return Err(forward);
+        }
         let arrived_after = self.started.load(Ordering::SeqCst);
         let mut latest = self.latest.lock().await;
         if latest.round > arrived_after {
@@ -134,6 +137,28 @@ impl ReadBarrier {
             outcome: outcome.clone(),
         };
         outcome
+    }
+
+    /// A follower that knows its leader says so without asking its Raft
+    /// core or queueing behind a round: every follower read asks this
+    /// first. Not counted as a leader read. Taken from the metrics, which
+    /// may lag: a node that has just become leader is sent back to its
+    /// predecessor, which answers 421 — a retry, never a wrong answer.
+    fn known_follower(&self) -> Option<ReadError> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.state == ServerState::Leader {
+            return None;
+        }
+        let leader = m.current_leader.filter(|l| *l != self.id)?;
+        let node = m
+            .membership_config
+            .nodes()
+            .find(|(id, _)| **id == leader)?
+            .1;
+        Some(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(
+            ForwardToLeader::new(leader, node.clone()),
+        )))
     }
 
     /// The leader's state for a read without a round, while this node
