@@ -104,11 +104,12 @@ impl Fence {
         self.handing_over.load(Ordering::SeqCst)
     }
 
-    /// The refusal of `req`: any request during this node's restart hold;
-    /// for a leader a majority acknowledged within the election timeout, a
-    /// request of a higher term. `None`: let Raft decide. The answer carries this node's vote (lower than the
-    /// candidate's: not granted) and last applied log id (so a candidate
-    /// behind it waits longer before its next campaign).
+    /// The refusal of `req`: any request during this node's restart hold
+    /// (but one of term 1 to a node with no Raft state); for a leader a
+    /// majority acknowledged within the election timeout, a request of a
+    /// higher term. `None`: let Raft decide. The answer carries this
+    /// node's vote and last applied log id (so a candidate behind it waits
+    /// longer before its next campaign).
     pub fn refuse_vote(
         &self,
         m: &RaftMetrics<NodeId, BasicNode>,
@@ -183,8 +184,7 @@ pub struct RestartHold {
     pub had_state: bool,
 }
 
-/// A vote not granted: it carries this node's vote (lower than the
-/// candidate's) and last applied log id.
+/// A vote not granted, with this node's vote and last applied log id.
 fn refusal(m: &RaftMetrics<NodeId, BasicNode>) -> VoteResponse<NodeId> {
     VoteResponse {
         vote: m.vote,
