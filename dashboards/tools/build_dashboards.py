@@ -525,6 +525,20 @@ def replication_consistency():
                 (f"sum by (service) (rate(cart_raft_duplicate_requests_total{{{NODE}}}{RI}))", "{{service}} duplicate writes /s"),
                 (f"sum by (service, change, result) (increase(cart_raft_membership_changes_total{{{NODE}}}{RI}))", "{{service}} {{change}} {{result}}"),
             ), w=8),
+            timeseries("Leader reads by how they were confirmed", targets((
+                f"sum by (service, round) (rate(cart_raft_leader_reads_total{{{NODE}}}{RI}))",
+                "{{service}} {{round}}")), unit="ops", w=8,
+                desc="Linearizable reads at leaders (their own, followers' read indexes, paid-order "
+                     "checks): lease (no round: a majority acknowledged the leader within the "
+                     "election timeout), own or shared quorum round, failed."),
+            timeseries("Votes refused", targets(
+                (f"sum by (service, node) (increase(cart_raft_votes_held_total{{{NODE}}}{RI}))",
+                 "{{service}} node {{node}} restart hold"),
+                (f"sum by (service, node) (increase(cart_raft_votes_refused_total{{{NODE}}}{RI}))",
+                 "{{service}} node {{node}} sticky leader"),
+            ), w=8,
+                desc="Vote requests refused by a node in its restart hold (it may count in its "
+                     "leader's read lease) and by a leader a majority still acknowledges."),
             timeseries("Consistency checks by verdict", targets((
                 f"sum by (service, verdict) (increase(cart_consistency_checks_total{{{NODE}}}{RI}))",
                 "{{service}} {{verdict}}")), w=8),
