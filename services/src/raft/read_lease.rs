@@ -15,13 +15,18 @@
 //! node really sent and was answered (`network`): not openraft's own clock,
 //! which also counts commit pushes answered in place (`commit_push`).
 //!
-//! Two things would break the followers' side, and are kept from happening:
+//! What else it rests on:
 //! - A follower that restarts forgets when it last heard its leader, and
-//!   would vote at once. So a node that held any Raft state when it started
-//!   neither votes nor campaigns for the followers' lease after its start
-//!   (`lease::Fence::hold_votes`).
+//!   would vote at once. So for the followers' lease after it starts, a
+//!   node neither votes nor campaigns (`lease`, the restart hold; a node
+//!   with no Raft state at all still grants term 1, which no leader came
+//!   before).
 //! - A leader that has not committed an entry of its own term does not
 //!   know the commit index yet; it confirms with a round, as before.
+//! - A follower applies up to a read index only once it hears that index
+//!   is committed; the lease records which commit index each follower was
+//!   sent, and a follower's read waits for a round when one was not
+//!   (`read_barrier`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
