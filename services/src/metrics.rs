@@ -144,9 +144,9 @@ pub static METRICS: LazyLock<NodeMetrics> =
     ),
     votes_held: counter_vec(
         "raft_votes_held_total",
-        "Vote requests this node refused in its restart hold: it held Raft state when it \
-         started, and neither votes nor campaigns for the election timeout's upper bound after \
-         (its leader's read lease may still count on it).",
+        "Vote requests this node refused in its restart hold: for the election timeout's upper \
+         bound after it starts it neither votes nor campaigns (its leader's read lease may still \
+         count on it); a node with no Raft state still grants term 1.",
         SHARD,
     ),
     cut_off_refusals: counter_vec(

@@ -28,8 +28,9 @@
 //! liveness decisions (the lease's sticky leader and fence, `lease`), never
 //! safety. The read lease (`read_lease`) counts only appends really sent
 //! and answered, and reads without it confirm leadership with a quorum
-//! round that openraft sends on connections of its own, which never fold. At most one push is folded per answered append, so the next
-//! heartbeat always goes out.
+//! round that openraft sends on connections of its own, which never fold.
+//! At most one push is folded per answered append, so the next heartbeat
+//! always goes out.
 
 use std::time::{Duration, Instant};
 

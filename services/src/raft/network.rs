@@ -205,10 +205,8 @@ impl Connection {
             Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
         );
         if let (true, Some(lease)) = (accepted, &self.net.lease) {
-            lease.acknowledged(self.target, &req.vote, sent_at);
-            if let Some(committed) = req.leader_commit {
-                lease.commit_sent(self.target, committed.index);
-            }
+            let committed = req.leader_commit.map(|c| c.index);
+            lease.acknowledged(self.target, &req.vote, sent_at, committed);
         }
         result
     }

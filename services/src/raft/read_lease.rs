@@ -39,17 +39,16 @@ use super::NodeId;
 pub struct ReadLease {
     /// How long after a send a majority acknowledged the lease holds.
     span: Duration,
-    /// Per peer, the latest send it acknowledged, and whose (the leader's
-    /// vote) it was.
-    acks: Mutex<HashMap<NodeId, Ack>>,
-    /// Per peer, the highest commit index an answered append carried.
-    commits_sent: Mutex<HashMap<NodeId, u64>>,
+    /// What each peer accepted, updated with every answered append.
+    peers: Mutex<HashMap<NodeId, Accepted>>,
 }
 
-#[derive(Clone, Copy)]
-struct Ack {
+struct Accepted {
+    /// The latest send it accepted, and whose (the leader's vote) it was.
     vote: Vote<NodeId>,
     sent_at: Instant,
+    /// The highest commit index an append it accepted carried.
+    commit: u64,
 }
 
 impl ReadLease {
@@ -58,47 +57,53 @@ impl ReadLease {
     pub fn new(election_timeout_min: Duration) -> Self {
         Self {
             span: election_timeout_min,
-            acks: Mutex::default(),
-            commits_sent: Mutex::default(),
+            peers: Mutex::default(),
         }
     }
 
     /// `peer` accepted an append that the leader voted `vote` sent at
-    /// `sent_at`: it took `vote` as its leader's, and holds off elections
-    /// for its lease from some time after `sent_at`.
-    pub fn acknowledged(&self, peer: NodeId, vote: &Vote<NodeId>, sent_at: Instant) {
-        let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        let newer = acks
-            .get(&peer)
-            .is_none_or(|a| a.vote != *vote || a.sent_at < sent_at);
-        if newer {
-            acks.insert(
-                peer,
-                Ack {
-                    vote: *vote,
-                    sent_at,
-                },
-            );
+    /// `sent_at`, carrying commit index `committed`: it took `vote` as its
+    /// leader's, holds off elections for its lease from some time after
+    /// `sent_at`, and knows `committed` is committed.
+    pub fn acknowledged(
+        &self,
+        peer: NodeId,
+        vote: &Vote<NodeId>,
+        sent_at: Instant,
+        committed: Option<u64>,
+    ) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let commit = committed.unwrap_or(0);
+        match peers.get_mut(&peer) {
+            Some(a) => {
+                if a.vote != *vote || a.sent_at < sent_at {
+                    a.vote = *vote;
+                    a.sent_at = sent_at;
+                }
+                a.commit = a.commit.max(commit);
+            }
+            None => {
+                peers.insert(
+                    peer,
+                    Accepted {
+                        vote: *vote,
+                        sent_at,
+                        commit,
+                    },
+                );
+            }
         }
-    }
-
-    /// `peer` answered an append that carried `committed` as the leader's
-    /// commit index.
-    pub fn commit_sent(&self, peer: NodeId, committed: u64) {
-        let mut sent = self.commits_sent.lock().unwrap_or_else(|p| p.into_inner());
-        let known = sent.entry(peer).or_default();
-        *known = (*known).max(committed);
     }
 
     /// Whether some voter of `configs` but `me` has not been sent commit
     /// index `index` yet.
     pub fn commit_unsent(&self, me: NodeId, configs: &[BTreeSet<NodeId>], index: u64) -> bool {
-        let sent = self.commits_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         configs
             .iter()
             .flatten()
             .filter(|id| **id != me)
-            .any(|id| sent.get(id).is_none_or(|c| *c < index))
+            .any(|id| peers.get(id).is_none_or(|a| a.commit < index))
     }
 
     /// Until when `me`, leading as `vote` over the voter sets `configs` (two
@@ -112,12 +117,12 @@ impl ReadLease {
         configs: &[BTreeSet<NodeId>],
         now: Instant,
     ) -> Option<Instant> {
-        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let acked = |id: &NodeId| {
             if *id == me {
                 return Some(now);
             }
-            acks.get(id).filter(|a| a.vote == *vote).map(|a| a.sent_at)
+            peers.get(id).filter(|a| a.vote == *vote).map(|a| a.sent_at)
         };
         let mut oldest: Option<Instant> = None;
         for voters in configs {
@@ -154,8 +159,8 @@ mod tests {
         let now = t0 + Duration::from_millis(300);
         // No follower has answered yet: the leader alone is no majority.
         assert_eq!(lease.holds_until(1, &vote, &[set(&[1, 2, 3])], now), None);
-        lease.acknowledged(2, &vote, t0);
-        lease.acknowledged(3, &vote, t0 + Duration::from_millis(100));
+        lease.acknowledged(2, &vote, t0, None);
+        lease.acknowledged(3, &vote, t0 + Duration::from_millis(100), None);
         // The leader and the latest follower make the majority of three.
         assert_eq!(
             lease.holds_until(1, &vote, &[set(&[1, 2, 3])], now),
@@ -167,7 +172,7 @@ mod tests {
             Some(t0 + SPAN)
         );
         // An older answer arriving late does not move it back.
-        lease.acknowledged(3, &vote, t0);
+        lease.acknowledged(3, &vote, t0, None);
         assert_eq!(
             lease.holds_until(1, &vote, &[set(&[1, 2, 3])], now),
             Some(t0 + Duration::from_millis(100) + SPAN)
@@ -180,10 +185,10 @@ mod tests {
         let old = Vote::new_committed(3, 1);
         let new = Vote::new_committed(4, 1);
         let t0 = Instant::now();
-        lease.acknowledged(2, &old, t0);
-        lease.acknowledged(3, &old, t0);
+        lease.acknowledged(2, &old, t0, None);
+        lease.acknowledged(3, &old, t0, None);
         assert_eq!(lease.holds_until(1, &new, &[set(&[1, 2, 3])], t0), None);
-        lease.acknowledged(2, &new, t0);
+        lease.acknowledged(2, &new, t0, None);
         assert_eq!(
             lease.holds_until(1, &new, &[set(&[1, 2, 3])], t0),
             Some(t0 + SPAN)
@@ -194,11 +199,13 @@ mod tests {
     fn a_follower_not_yet_sent_the_commit_index_is_told() {
         let lease = ReadLease::new(SPAN);
         let voters = [set(&[1, 2, 3])];
+        let vote = Vote::new_committed(3, 1);
+        let t0 = Instant::now();
         assert!(lease.commit_unsent(1, &voters, 5));
-        lease.commit_sent(2, 5);
+        lease.acknowledged(2, &vote, t0, Some(5));
         assert!(lease.commit_unsent(1, &voters, 5), "node 3 has not heard");
-        lease.commit_sent(3, 7);
-        lease.commit_sent(3, 6);
+        lease.acknowledged(3, &vote, t0, Some(7));
+        lease.acknowledged(3, &vote, t0, Some(6));
         assert!(!lease.commit_unsent(1, &voters, 5));
         assert!(lease.commit_unsent(1, &voters, 7), "node 2 heard only 5");
     }
@@ -208,11 +215,11 @@ mod tests {
         let lease = ReadLease::new(SPAN);
         let vote = Vote::new_committed(2, 1);
         let t0 = Instant::now();
-        lease.acknowledged(2, &vote, t0);
+        lease.acknowledged(2, &vote, t0, None);
         let joint = [set(&[1, 2, 3]), set(&[4, 5, 6])];
         assert_eq!(lease.holds_until(1, &vote, &joint, t0), None);
-        lease.acknowledged(4, &vote, t0 + Duration::from_millis(50));
-        lease.acknowledged(5, &vote, t0 + Duration::from_millis(20));
+        lease.acknowledged(4, &vote, t0 + Duration::from_millis(50), None);
+        lease.acknowledged(5, &vote, t0 + Duration::from_millis(20), None);
         assert_eq!(
             lease.holds_until(1, &vote, &joint, t0 + Duration::from_millis(60)),
             Some(t0 + SPAN)
